@@ -1,0 +1,200 @@
+//! The control link: CLI / TUI ⇄ supervisor, over `control.sock`.
+//!
+//! After the handshake the client sends [`RequestFrame`]s and the supervisor answers each with a [`ReplyFrame`]
+//! carrying the same [`RequestId`]. Replies to mutating requests are sent only after the change is committed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::task::{Priority, Task, TaskDetail, TaskId, TaskState};
+
+/// Largest request frame the supervisor accepts from a client.
+pub const MAX_REQUEST_FRAME: usize = 1024 * 1024;
+
+/// Largest reply frame a client accepts from the supervisor.
+pub const MAX_REPLY_FRAME: usize = 64 * 1024 * 1024;
+
+/// Chosen by the client, echoed in the reply.
+pub type RequestId = u64;
+
+/// A request with its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Echoed in the reply.
+    pub id: RequestId,
+    /// What is asked.
+    pub request: ControlRequest,
+}
+
+/// A reply with the id of the request it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyFrame {
+    /// The request's id.
+    pub id: RequestId,
+    /// The answer.
+    pub reply: ControlReply,
+}
+
+/// What a client may ask the supervisor. Task ids are given as the user typed them (any unique prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// The daemon's pid, uptime, home and task counts.
+    DaemonStatus,
+    /// Stop gracefully.
+    Shutdown,
+    /// Create a task.
+    CreateTask(NewTask),
+    /// List tasks, optionally of one state.
+    ListTasks {
+        /// Only tasks in this state.
+        state: Option<TaskState>,
+    },
+    /// One task with its dependencies and recent events.
+    ShowTask {
+        /// The task id or a unique prefix.
+        task: String,
+    },
+    /// Make `task` wait for `on`.
+    AddDependency {
+        /// The task that waits (id or prefix).
+        task: String,
+        /// The task it waits for (id or prefix).
+        on: String,
+    },
+    /// Cancel a task.
+    KillTask {
+        /// The task id or a unique prefix.
+        task: String,
+        /// Why, if the user said.
+        reason: Option<String>,
+    },
+}
+
+/// A task to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTask {
+    /// What to do (1 byte to 64 KiB).
+    pub description: String,
+    /// Absolute path of a git repository to work on.
+    pub repo: Option<String>,
+    /// 0..=4; the supervisor checks it (this is a plain number on the wire so a bad one gets a clear refusal).
+    pub priority: u8,
+    /// Tasks that must complete first (ids or prefixes).
+    pub after: Vec<String>,
+    /// Sandbox profile name.
+    pub profile: Option<String>,
+}
+
+/// The supervisor's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlReply {
+    /// Answer to [`ControlRequest::DaemonStatus`].
+    Status(DaemonStatus),
+    /// One task (created or changed).
+    Task(Task),
+    /// Answer to [`ControlRequest::ListTasks`].
+    Tasks(Vec<Task>),
+    /// Answer to [`ControlRequest::ShowTask`].
+    Detail(Box<TaskDetail>),
+    /// Answer to [`ControlRequest::AddDependency`]; `added` is false when the edge already existed.
+    DependencyAdded {
+        /// The waiting task.
+        task: TaskId,
+        /// The task it waits for.
+        on: TaskId,
+        /// Whether a new edge was stored.
+        added: bool,
+    },
+    /// Answer to [`ControlRequest::Shutdown`]: the supervisor stops after sending this.
+    ShuttingDown {
+        /// The supervisor's pid, to wait on.
+        pid: u32,
+    },
+    /// The request was refused or failed; nothing was changed.
+    Error(ControlError),
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlError {
+    /// The class of failure.
+    pub code: ErrorCode,
+    /// What was wrong, where, and what to do, for the user.
+    pub message: String,
+    /// For an ambiguous prefix: the ids it matches.
+    pub candidates: Vec<TaskId>,
+}
+
+impl ControlError {
+    /// A refusal with no candidates.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ControlError {
+        ControlError { code, message: message.into(), candidates: Vec::new() }
+    }
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Classes of refusal, so clients can react without parsing messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// An argument is out of range or malformed.
+    InvalidArgument,
+    /// No task matches the id.
+    NotFound,
+    /// The prefix matches several tasks (see `candidates`).
+    Ambiguous,
+    /// The dependency would close a cycle.
+    Cycle,
+    /// The task's state does not allow it.
+    Conflict,
+    /// The supervisor is stopping.
+    ShuttingDown,
+    /// Something failed inside the supervisor (storage, I/O); nothing was changed.
+    Internal,
+    /// A code from a newer supervisor.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Answer to [`ControlRequest::DaemonStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// The supervisor's pid.
+    pub pid: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// `$NEURAPHAGE_HOME`.
+    pub home: String,
+    /// The control socket's path.
+    pub control_socket: String,
+    /// The protocol it speaks.
+    pub protocol: u32,
+    /// Its version (the crate version).
+    pub version: String,
+    /// Number of tasks in each state (every state is present, zeros included).
+    pub tasks: BTreeMap<TaskState, u64>,
+}
+
+impl NewTask {
+    /// A task with the default priority and nothing else set.
+    pub fn described(description: impl Into<String>) -> NewTask {
+        NewTask {
+            description: description.into(),
+            repo: None,
+            priority: Priority::DEFAULT.get(),
+            after: Vec::new(),
+            profile: None,
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The contract between Neuraphage processes: every wire message and the codec that frames it.
+//!
+//! Layout:
+//! - [`frame`]: the frame codec (4-byte big-endian length + MessagePack body with named fields) and [`Link`], a typed,
+//!   bounded, full-duplex link over any byte stream (Unix socket, socketpair).
+//! - [`hello`]: the `Hello { protocol, role, pid }` handshake every link opens with.
+//! - [`control`]: the control link (CLI/TUI ⇄ supervisor): [`ControlRequest`], [`ControlReply`], request ids.
+//! - [`task`]: the task model shared by every process: [`TaskId`], [`TaskStatus`], [`Task`], [`TaskEvent`].
+//! - [`paths`]: the environment variables that place the data and runtime folders, and the control socket.
+//! - [`error`]: [`IpcError`], the typed failures of a link.
+//!
+//! Supervisor, worker, broker and CLI depend on this crate and never on each other; a message type that crosses a
+//! process boundary lives here and nowhere else.
+#![deny(missing_docs)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod control;
+pub mod error;
+pub mod frame;
+pub mod hello;
+pub mod paths;
+pub mod task;
+
+pub use control::{
+    ControlError, ControlReply, ControlRequest, DaemonStatus, ErrorCode, NewTask, ReplyFrame, RequestFrame, RequestId,
+};
+pub use error::{IpcError, Result};
+pub use frame::{FrameCodec, Link};
+pub use hello::{HandshakeReply, Hello, PROTOCOL_VERSION, Role};
+pub use task::{
+    EventKind, MAX_DESCRIPTION_BYTES, Priority, RunningPhase, Task, TaskDetail, TaskEvent, TaskId, TaskRef, TaskState,
+    TaskStatus,
+};

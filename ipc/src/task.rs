@@ -1,0 +1,363 @@
+//! The task model every process shares: ids, statuses, tasks and their events.
+//!
+//! `Task` serialises its status flat, as `"status": "Running"` plus `"status_detail": {...}`, so the CLI's `--json`
+//! reads naturally and filters with a plain string comparison.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The longest task description accepted, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
+
+/// Prefix of every task id.
+pub const TASK_ID_PREFIX: &str = "np-";
+
+/// Number of hex digits after the prefix.
+pub const TASK_ID_HEX_DIGITS: usize = 10;
+
+/// A task id: `np-` followed by 10 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// Build an id from 40 bits of randomness.
+    pub fn from_bits(bits: u64) -> TaskId {
+        TaskId(format!("{TASK_ID_PREFIX}{:010x}", bits & 0xff_ffff_ffff))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TaskId, String> {
+        let hex = s.strip_prefix(TASK_ID_PREFIX).ok_or_else(|| format!("task id {s:?} does not start with np-"))?;
+        if hex.len() != TASK_ID_HEX_DIGITS || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("task id {s:?} is not np- followed by {TASK_ID_HEX_DIGITS} lowercase hex digits"));
+        }
+        Ok(TaskId(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for TaskId {
+    type Error = String;
+    fn try_from(s: String) -> Result<TaskId, String> {
+        s.parse()
+    }
+}
+
+impl From<TaskId> for String {
+    fn from(id: TaskId) -> String {
+        id.0
+    }
+}
+
+/// Task priority: 0 = critical … 4 = low.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Priority(u8);
+
+impl Priority {
+    /// The most urgent priority.
+    pub const CRITICAL: Priority = Priority(0);
+    /// The default priority.
+    pub const DEFAULT: Priority = Priority(2);
+    /// The least urgent priority.
+    pub const LOW: Priority = Priority(4);
+
+    /// The number, 0..=4.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Priority {
+    fn default() -> Priority {
+        Priority::DEFAULT
+    }
+}
+
+impl TryFrom<u8> for Priority {
+    type Error = String;
+    fn try_from(p: u8) -> Result<Priority, String> {
+        if p <= Priority::LOW.0 { Ok(Priority(p)) } else { Err(format!("priority {p} is outside 0..4")) }
+    }
+}
+
+impl From<Priority> for u8 {
+    fn from(p: Priority) -> u8 {
+        p.0
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The state of a task without its details: what `task list --status` filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting to be scheduled.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// It needs the user (a permission, a question).
+    WaitingForUser,
+    /// It cannot go on until something else happens.
+    Blocked,
+    /// Paused by the user.
+    Paused,
+    /// Finished successfully.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by the user.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::WaitingForUser,
+        TaskState::Blocked,
+        TaskState::Paused,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    /// The state's name as stored and printed.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Queued => "Queued",
+            TaskState::Running => "Running",
+            TaskState::WaitingForUser => "WaitingForUser",
+            TaskState::Blocked => "Blocked",
+            TaskState::Paused => "Paused",
+            TaskState::Completed => "Completed",
+            TaskState::Failed => "Failed",
+            TaskState::Cancelled => "Cancelled",
+        }
+    }
+
+    /// True once the task can no longer change on its own (Completed, Failed, Cancelled).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Completed | TaskState::Failed | TaskState::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+
+    /// Case-insensitive; `waiting` and `waiting-for-user` both name [`TaskState::WaitingForUser`].
+    fn from_str(s: &str) -> Result<TaskState, String> {
+        let key: String = s.chars().filter(|c| !matches!(c, '-' | '_')).collect::<String>().to_ascii_lowercase();
+        if key == "waiting" {
+            return Ok(TaskState::WaitingForUser);
+        }
+        TaskState::ALL.into_iter().find(|st| st.name().to_ascii_lowercase() == key).ok_or_else(|| {
+            let names: Vec<_> = TaskState::ALL.iter().map(|s| s.name().to_ascii_lowercase()).collect();
+            format!("unknown status {s:?}; expected one of: {}", names.join(", "))
+        })
+    }
+}
+
+/// What a running task is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunningPhase {
+    /// Being set up (worktree, worker process).
+    Initializing,
+    /// Building the model's context.
+    AssemblingContext,
+    /// Waiting for the model's answer.
+    LlmRequest,
+    /// Running a tool.
+    ToolExecution {
+        /// The tool's name.
+        tool: String,
+    },
+    /// Handling the model's answer.
+    Processing,
+}
+
+/// A task's status with its details (SPEC "Tasks": Queued, Running{phase}, WaitingForUser{prompt}, Blocked{on},
+/// Paused, Completed, Failed{error, recoverable}, Cancelled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "status_detail")]
+pub enum TaskStatus {
+    /// Waiting to be scheduled.
+    Queued,
+    /// A worker is running it.
+    Running {
+        /// What it is doing.
+        phase: RunningPhase,
+    },
+    /// It needs the user.
+    WaitingForUser {
+        /// What it asks.
+        prompt: String,
+    },
+    /// It cannot go on until something else happens.
+    Blocked {
+        /// What it waits on, in words.
+        on: String,
+    },
+    /// Paused by the user.
+    Paused,
+    /// Finished successfully.
+    Completed {
+        /// The task's own summary of what it did, if any.
+        summary: Option<String>,
+    },
+    /// Finished with an error.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether `task retry` may start it again.
+        recoverable: bool,
+    },
+    /// Cancelled by the user.
+    Cancelled {
+        /// Why, if the user said.
+        reason: Option<String>,
+    },
+}
+
+impl TaskStatus {
+    /// The state without details.
+    pub fn state(&self) -> TaskState {
+        match self {
+            TaskStatus::Queued => TaskState::Queued,
+            TaskStatus::Running { .. } => TaskState::Running,
+            TaskStatus::WaitingForUser { .. } => TaskState::WaitingForUser,
+            TaskStatus::Blocked { .. } => TaskState::Blocked,
+            TaskStatus::Paused => TaskState::Paused,
+            TaskStatus::Completed { .. } => TaskState::Completed,
+            TaskStatus::Failed { .. } => TaskState::Failed,
+            TaskStatus::Cancelled { .. } => TaskState::Cancelled,
+        }
+    }
+}
+
+/// A task as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// Its status, flattened into `status` and `status_detail`.
+    #[serde(flatten)]
+    pub status: TaskStatus,
+    /// 0 = critical … 4 = low.
+    pub priority: Priority,
+    /// What the user asked for.
+    pub description: String,
+    /// The repository it works on (absolute path), if any.
+    pub repo: Option<String>,
+    /// The sandbox profile it runs under, if not the default.
+    pub profile: Option<String>,
+    /// The task that created it, for a sub-task.
+    pub parent: Option<TaskId>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A short reference to another task, as `task show` lists dependencies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// Its id.
+    pub id: TaskId,
+    /// Its state.
+    pub status: TaskState,
+    /// Its description.
+    pub description: String,
+}
+
+/// What happened to a task (the `data` of an event row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The task was created.
+    Created {
+        /// Its priority at creation.
+        priority: Priority,
+    },
+    /// The task now waits for another one.
+    DependencyAdded {
+        /// The task it waits for.
+        on: TaskId,
+    },
+    /// The task's status changed.
+    StatusChanged {
+        /// The old state.
+        from: TaskState,
+        /// The new status.
+        to: TaskStatus,
+    },
+}
+
+impl EventKind {
+    /// The kind's name, as stored in the `events.kind` column.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Created { .. } => "created",
+            EventKind::DependencyAdded { .. } => "dependency_added",
+            EventKind::StatusChanged { .. } => "status_changed",
+        }
+    }
+}
+
+/// One row of a task's append-only event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// Sequence number, increasing across all tasks.
+    pub seq: u64,
+    /// The task it is about.
+    pub task: TaskId,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A task with what surrounds it, as `task show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    /// The task (flattened: its fields sit beside the lists below).
+    #[serde(flatten)]
+    pub task: Task,
+    /// Tasks it waits for.
+    pub blocked_by: Vec<TaskRef>,
+    /// Tasks that wait for it.
+    pub blocks: Vec<TaskRef>,
+    /// Sub-tasks it created.
+    pub children: Vec<TaskRef>,
+    /// Its most recent events, oldest first.
+    pub events: Vec<TaskEvent>,
+}

@@ -1,0 +1,113 @@
+//! `neuraphage-supervisor`: the daemon, in the foreground. `neuraphage daemon start` runs it detached.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use neuraphage_ipc::paths::{ENV_LOG, Paths};
+use neuraphage_supervisor::home::Home;
+use neuraphage_supervisor::requests::Daemon;
+use neuraphage_supervisor::server::{self, Limits};
+use neuraphage_supervisor::store::{DB_FILE, Store};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::prelude::*;
+
+/// Runs the Neuraphage supervisor in the foreground: the task store and the control socket.
+///
+/// Folders come from NEURAPHAGE_HOME (default ~/.config/neuraphage) and NEURAPHAGE_RUNTIME_DIR (default
+/// $XDG_RUNTIME_DIR/neuraphage, else $NEURAPHAGE_HOME/run). Logs go to stderr and $NEURAPHAGE_HOME/logs/; RUST_LOG
+/// sets the filter. SIGTERM or SIGINT stops it gracefully.
+#[derive(Debug, Parser)]
+#[command(name = "neuraphage-supervisor", version)]
+struct Args {}
+
+fn main() -> ExitCode {
+    let _args = Args::parse();
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("neuraphage-supervisor: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _log_guard = init_tracing(&paths);
+    match run(paths) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(paths: Paths) -> anyhow::Result<()> {
+    let home = Home::claim(paths)?;
+    let db = home.paths.home.join(DB_FILE);
+    let store = Store::open(&db).with_context(|| format!("cannot open the task store {}", db.display()))?;
+    let socket = home.paths.control_socket();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let listener = server::bind(&socket)?;
+        let shutdown = CancellationToken::new();
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                _ = on_signal.cancelled() => return,
+            }
+            on_signal.cancel();
+        });
+        let daemon = Arc::new(Daemon::new(store, home.paths.clone()));
+        server::serve(listener, &socket, daemon, Limits::default(), shutdown).await;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopped");
+    drop(home);
+    Ok(())
+}
+
+/// Log to stderr and to daily files in the home's `logs/` (kept 14 days); `RUST_LOG` filters, default `info`.
+fn init_tracing(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let filter = || {
+        tracing_subscriber::EnvFilter::builder()
+            .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
+            .with_env_var(ENV_LOG)
+            .from_env_lossy()
+    };
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    let logs = paths.logs();
+    let file = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&logs)
+        .ok()
+        .and_then(|()| {
+            tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("supervisor")
+                .filename_suffix("log")
+                .max_log_files(14)
+                .build(&logs)
+                .ok()
+        })
+        .map(tracing_appender::non_blocking);
+    match file {
+        Some((writer, guard)) => {
+            let file = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter());
+            tracing_subscriber::registry().with(stderr).with(file).init();
+            Some(guard)
+        }
+        None => {
+            tracing_subscriber::registry().with(stderr).init();
+            tracing::warn!(logs = %logs.display(), "cannot write log files; logging to stderr only");
+            None
+        }
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;

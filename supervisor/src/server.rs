@@ -1,0 +1,194 @@
+//! The control socket.
+//!
+//! `control.sock` (mode 0600, in the 0700 runtime folder) accepts clients of the same uid only, checked with
+//! SO_PEERCRED before anything is read. Each connection gets a slot from a bounded pool, a handshake deadline, a
+//! deadline to finish any frame it starts, and an idle limit, so a client that sends garbage, stalls half a frame or
+//! vanishes mid-request costs one slot for a bounded time and never stops the others from being served.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use neuraphage_ipc::control::{MAX_REPLY_FRAME, MAX_REQUEST_FRAME};
+use neuraphage_ipc::{ControlReply, IpcError, Link, ReplyFrame, RequestFrame, Role};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{Result, home_error};
+use crate::requests::Daemon;
+
+type ControlLink = Link<UnixStream, RequestFrame, ReplyFrame>;
+
+/// Bounds on what one client may cost.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time allowed for the client's hello.
+    pub handshake: Duration,
+    /// Time allowed to finish a frame once its first byte has arrived.
+    pub frame: Duration,
+    /// Time a connection may sit idle between requests.
+    pub idle: Duration,
+    /// Time allowed to write a reply.
+    pub write: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time graceful shutdown waits for in-flight requests.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake: Duration::from_secs(5),
+            frame: Duration::from_secs(5),
+            idle: Duration::from_secs(600),
+            write: Duration::from_secs(10),
+            max_connections: 64,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Bind the control socket, mode 0600, replacing a stale one (the caller holds the runtime folder's lock).
+pub fn bind(socket: &Path) -> Result<UnixListener> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => tracing::info!(socket = %socket.display(), "removed a stale control socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(home_error(socket, format!("cannot remove the stale socket: {e}"))),
+    }
+    let listener = UnixListener::bind(socket).map_err(|e| home_error(socket, format!("cannot listen: {e}")))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| home_error(socket, e))?;
+    Ok(listener)
+}
+
+/// Serve until `shutdown` is cancelled (by a signal or a `Shutdown` request), then drain and remove the socket.
+pub async fn serve(listener: UnixListener, socket: &Path, daemon: Arc<Daemon>, limits: Limits, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let slot = slots.clone().try_acquire_owned().ok();
+                let conn = Connection { daemon: daemon.clone(), limits: limits.clone(), shutdown: shutdown.clone() };
+                tracker.spawn(conn.run(stream, slot));
+            }
+            Err(e) => {
+                // Out of fds or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    if let Err(e) = std::fs::remove_file(socket) {
+        tracing::warn!(error = %e, "could not remove the control socket");
+    }
+    tracker.close();
+    if timeout(limits.drain, tracker.wait()).await.is_err() {
+        tracing::warn!("some connections were still open when shutdown finished");
+    }
+}
+
+struct Connection {
+    daemon: Arc<Daemon>,
+    limits: Limits,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    #[tracing::instrument(name = "client", skip_all, fields(pid))]
+    async fn run(self, stream: UnixStream, slot: Option<OwnedSemaphorePermit>) {
+        let cred = match stream.peer_cred() {
+            Ok(cred) => cred,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the peer's credentials; closing");
+                return;
+            }
+        };
+        tracing::Span::current().record("pid", cred.pid());
+        let mut link: ControlLink = Link::with_limits(stream, MAX_REQUEST_FRAME, MAX_REPLY_FRAME);
+        let me = nix::unistd::geteuid().as_raw();
+        let refusal = if cred.uid() != me {
+            Some(format!("connection from uid {} refused: this supervisor serves uid {me} only", cred.uid()))
+        } else if slot.is_none() {
+            Some(format!("the supervisor is already serving {} connections; try again", self.limits.max_connections))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            tracing::warn!(uid = cred.uid(), %reason, "refused");
+            let _ = timeout(self.limits.write, link.refuse(Role::Supervisor, reason)).await;
+            return;
+        }
+        match timeout(self.limits.handshake, link.accept_handshake(Role::Supervisor)).await {
+            Ok(Ok(hello)) => tracing::debug!(role = %hello.role, "connected"),
+            Ok(Err(e)) => return tracing::warn!(error = %e, "handshake failed; closing"),
+            Err(_) => return tracing::warn!("no hello in time; closing"),
+        }
+        if let Err(e) = self.requests(&mut link).await {
+            tracing::warn!(error = %e, "closing the link");
+        }
+    }
+
+    /// Answer requests until the client leaves, misbehaves, or the supervisor stops.
+    async fn requests(&self, link: &mut ControlLink) -> Result<(), IpcError> {
+        // Check twice per frame deadline whether an unfinished frame has been stalled for longer than allowed.
+        let tick = self.limits.frame / 2;
+        let mut partial_since: Option<Instant> = None;
+        let mut idle_since = Instant::now();
+        loop {
+            let received = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                received = timeout(tick, link.recv()) => received,
+            };
+            let frame = match received {
+                Err(_) if link.partial_frame_bytes() > 0 => {
+                    let since = *partial_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.limits.frame {
+                        return Err(IpcError::TimedOut { what: "the rest of a frame", secs: since.elapsed().as_secs_f64() });
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    partial_since = None;
+                    if idle_since.elapsed() >= self.limits.idle {
+                        return Err(IpcError::TimedOut { what: "a request", secs: idle_since.elapsed().as_secs_f64() });
+                    }
+                    continue;
+                }
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+            };
+            partial_since = None;
+            let RequestFrame { id, request } = frame;
+            let shutdown = matches!(request, neuraphage_ipc::ControlRequest::Shutdown);
+            let daemon = self.daemon.clone();
+            let reply = tokio::task::spawn_blocking(move || daemon.handle(request)).await.unwrap_or_else(|e| {
+                ControlReply::Error(neuraphage_ipc::ControlError::new(
+                    neuraphage_ipc::ErrorCode::Internal,
+                    format!("the request handler failed: {e}"),
+                ))
+            });
+            let sent = timeout(self.limits.write, link.send(&ReplyFrame { id, reply })).await;
+            if shutdown {
+                tracing::info!("shutdown requested by a client");
+                self.shutdown.cancel();
+            }
+            match sent {
+                Ok(result) => result?,
+                Err(_) => return Err(IpcError::TimedOut { what: "the client to read its reply", secs: self.limits.write.as_secs_f64() }),
+            }
+            idle_since = Instant::now();
+        }
+    }
+}

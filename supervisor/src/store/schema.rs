@@ -1,0 +1,58 @@
+//! The store's schema, as numbered migrations (SQLite `user_version`). Never edit a released migration: add one.
+
+use rusqlite_migration::{M, Migrations};
+
+/// Version 1: tasks, dependency edges, and the append-only event log.
+const V1: &str = r#"
+CREATE TABLE tasks (
+    id          TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    priority    INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 4),
+    repo        TEXT,
+    profile     TEXT,
+    parent      TEXT REFERENCES tasks(id),
+    state       TEXT NOT NULL,   -- TaskState name, for filtering and counting
+    status      TEXT NOT NULL,   -- TaskStatus with its details, as JSON
+    created_at  INTEGER NOT NULL, -- unix milliseconds
+    updated_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX tasks_by_state ON tasks(state);
+
+-- `task` waits for `other` (kind 'blocked_by'), or `task` is a sub-task of `other` (kind 'child_of').
+CREATE TABLE edges (
+    task       TEXT NOT NULL REFERENCES tasks(id),
+    other      TEXT NOT NULL REFERENCES tasks(id),
+    kind       TEXT NOT NULL CHECK (kind IN ('blocked_by', 'child_of')),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (task, other, kind),
+    CHECK (task <> other)
+) STRICT;
+CREATE INDEX edges_by_other ON edges(other, kind);
+
+-- Append-only: rows are inserted, never updated or deleted.
+CREATE TABLE events (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL REFERENCES tasks(id),
+    at   INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL  -- EventKind as JSON
+) STRICT;
+CREATE INDEX events_by_task ON events(task, seq);
+CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"#;
+
+/// Every migration, in order.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1)])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}

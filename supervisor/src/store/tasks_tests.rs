@@ -1,0 +1,133 @@
+use pretty_assertions::assert_eq;
+
+use super::*;
+use crate::store::Store;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    (dir, store)
+}
+
+fn draft(description: &str, after: Vec<TaskId>) -> TaskDraft {
+    TaskDraft { description: description.into(), priority: Priority::DEFAULT, repo: None, profile: None, parent: None, after }
+}
+
+fn code(err: SupervisorError) -> ErrorCode {
+    match err {
+        SupervisorError::Refused(e) => e.code,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[test]
+fn created_tasks_are_queued_and_read_back_whole() {
+    let (_d, mut s) = store();
+    let t = s.create_task(&draft("fix it", vec![])).unwrap();
+    assert_eq!(t.status, TaskStatus::Queued);
+    assert_eq!(s.task(&t.id).unwrap(), t);
+    assert_eq!(s.list(None).unwrap(), vec![t.clone()]);
+    assert_eq!(s.list(Some(TaskState::Running)).unwrap(), vec![]);
+    let detail = s.detail(&t.id, 10).unwrap();
+    assert_eq!(detail.events.len(), 1);
+    assert_eq!(detail.events[0].kind, EventKind::Created { priority: Priority::DEFAULT });
+}
+
+#[test]
+fn list_is_in_priority_then_age_order() {
+    let (_d, mut s) = store();
+    let low = s.create_task(&TaskDraft { priority: Priority::LOW, ..draft("low", vec![]) }).unwrap();
+    let a = s.create_task(&draft("a", vec![])).unwrap();
+    let crit = s.create_task(&TaskDraft { priority: Priority::CRITICAL, ..draft("crit", vec![]) }).unwrap();
+    let ids: Vec<TaskId> = s.list(None).unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![crit.id, a.id, low.id]);
+}
+
+#[test]
+fn prefixes_resolve_and_ambiguity_names_candidates() {
+    let (_d, mut s) = store();
+    let a = s.create_task(&draft("a", vec![])).unwrap();
+    let b = s.create_task(&draft("b", vec![])).unwrap();
+    assert_eq!(s.resolve(a.id.as_str()).unwrap(), a.id);
+    assert_eq!(s.resolve(&a.id.as_str()[3..]).unwrap(), a.id, "the np- part is optional");
+    assert_eq!(s.resolve(&a.id.as_str().to_uppercase()[3..]).unwrap(), a.id);
+    match s.resolve("np-").unwrap_err() {
+        SupervisorError::Refused(e) => {
+            assert_eq!(e.code, ErrorCode::Ambiguous);
+            let mut want = vec![a.id.clone(), b.id.clone()];
+            want.sort();
+            assert_eq!(e.candidates, want);
+            assert!(e.message.contains(a.id.as_str()) && e.message.contains(b.id.as_str()), "{}", e.message);
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(code(s.resolve("zz").unwrap_err()), ErrorCode::InvalidArgument);
+    assert_eq!(code(s.resolve("").unwrap_err()), ErrorCode::InvalidArgument);
+    let missing = if a.id.as_str().ends_with('0') { "np-ffffffffff" } else { "np-0000000000" };
+    if missing != a.id.as_str() && missing != b.id.as_str() {
+        assert_eq!(code(s.resolve(missing).unwrap_err()), ErrorCode::NotFound);
+    }
+}
+
+#[test]
+fn dependencies_refuse_self_and_cycles_and_change_nothing() {
+    let (_d, mut s) = store();
+    let a = s.create_task(&draft("a", vec![])).unwrap();
+    let b = s.create_task(&draft("b", vec![a.id.clone()])).unwrap();
+    let c = s.create_task(&draft("c", vec![b.id.clone()])).unwrap();
+    assert_eq!(code(s.add_dependency(&a.id, &a.id).unwrap_err()), ErrorCode::Cycle);
+    let before = (s.detail(&a.id, 100).unwrap(), s.detail(&c.id, 100).unwrap());
+    match s.add_dependency(&a.id, &c.id).unwrap_err() {
+        SupervisorError::Refused(e) => {
+            assert_eq!(e.code, ErrorCode::Cycle);
+            assert!(e.message.contains(&format!("{} → {} → {}", c.id, b.id, a.id)), "{}", e.message);
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!((s.detail(&a.id, 100).unwrap(), s.detail(&c.id, 100).unwrap()), before);
+    assert!(s.add_dependency(&c.id, &a.id).unwrap(), "a non-cyclic edge is added");
+    assert!(!s.add_dependency(&c.id, &a.id).unwrap(), "adding it twice changes nothing");
+    let detail = s.detail(&a.id, 100).unwrap();
+    let blocks: Vec<TaskId> = detail.blocks.into_iter().map(|r| r.id).collect();
+    assert_eq!(blocks.len(), 2);
+    assert!(blocks.contains(&b.id) && blocks.contains(&c.id));
+}
+
+#[test]
+fn cancel_records_the_change_and_refuses_finished_tasks() {
+    let (_d, mut s) = store();
+    let a = s.create_task(&draft("a", vec![])).unwrap();
+    let cancelled = s.cancel(&a.id, Some("changed my mind".into())).unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled { reason: Some("changed my mind".into()) });
+    assert_eq!(s.cancel(&a.id, None).unwrap(), cancelled, "cancelling twice changes nothing");
+    let events = s.detail(&a.id, 10).unwrap().events;
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1].kind,
+        EventKind::StatusChanged { from: TaskState::Queued, to: cancelled.status.clone() }
+    );
+    let b = s.create_task(&draft("b", vec![])).unwrap();
+    assert_eq!(code(s.add_dependency(&b.id, &a.id).unwrap_err()), ErrorCode::Conflict);
+    assert_eq!(code(s.add_dependency(&a.id, &b.id).unwrap_err()), ErrorCode::Conflict);
+    assert_eq!(s.counts().unwrap()[&TaskState::Cancelled], 1);
+    assert_eq!(s.counts().unwrap()[&TaskState::Queued], 1);
+}
+
+#[test]
+fn events_are_append_only() {
+    let (_d, mut s) = store();
+    s.create_task(&draft("a", vec![])).unwrap();
+    assert!(s.conn.execute("UPDATE events SET kind = 'x'", []).is_err());
+    assert!(s.conn.execute("DELETE FROM events", []).is_err());
+    assert_eq!(s.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn a_store_from_a_newer_release_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(Store::open(&path).unwrap());
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let err = Store::open(&path).unwrap_err().to_string();
+    assert!(err.contains("schema"), "{err}");
+}
