@@ -21,10 +21,15 @@ use tracing_subscriber::prelude::*;
 /// sets the filter. SIGTERM or SIGINT stops it gracefully.
 #[derive(Debug, Parser)]
 #[command(name = "neuraphage-supervisor", version)]
-struct Args {}
+struct Args {
+    /// Write only warnings and errors to stderr (the log files still get everything); `neuraphage daemon start` uses
+    /// this because it sends stderr to a file.
+    #[arg(long)]
+    quiet_stderr: bool,
+}
 
 fn main() -> ExitCode {
-    let _args = Args::parse();
+    let args = Args::parse();
     let paths = match Paths::from_env() {
         Ok(p) => p,
         Err(e) => {
@@ -32,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _log_guard = init_tracing(&paths);
+    let _log_guard = init_tracing(&paths, args.quiet_stderr);
     match run(paths) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -53,11 +58,13 @@ fn run(paths: Paths) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                never = hangup(&mut hup) => match never {},
                 _ = on_signal.cancelled() => return,
             }
             on_signal.cancel();
@@ -71,15 +78,25 @@ fn run(paths: Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A daemon outlives the terminal that started it: log and ignore SIGHUP.
+async fn hangup(hup: &mut tokio::signal::unix::Signal) -> std::convert::Infallible {
+    loop {
+        hup.recv().await;
+        tracing::info!("SIGHUP ignored");
+    }
+}
+
 /// Log to stderr and to daily files in the home's `logs/` (kept 14 days); `RUST_LOG` filters, default `info`.
-fn init_tracing(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+fn init_tracing(paths: &Paths, quiet_stderr: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing::level_filters::LevelFilter;
     let filter = || {
         tracing_subscriber::EnvFilter::builder()
-            .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
+            .with_default_directive(LevelFilter::INFO.into())
             .with_env_var(ENV_LOG)
             .from_env_lossy()
     };
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    let stderr_max = if quiet_stderr { LevelFilter::WARN } else { LevelFilter::TRACE };
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).with_filter(stderr_max);
     let logs = paths.logs();
     let file = std::fs::DirBuilder::new()
         .recursive(true)

@@ -1,0 +1,143 @@
+//! The command-line grammar (clap derive); doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use neuraphage_ipc::TaskState;
+
+/// Run many AI coding-agent tasks at once, each in its own sandboxed worker process.
+#[derive(Debug, Parser)]
+#[command(name = "neuraphage", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start, stop or inspect the supervisor daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Create and manage tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Show Neuraphage working, in a throw-away home (needs no API key).
+    Demo(DemoArgs),
+}
+
+/// `neuraphage daemon …`
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start the supervisor in the background; returns once it answers (succeeds if it is already running).
+    Start(JsonFlag),
+    /// Stop the supervisor gracefully and wait until it has exited.
+    Stop,
+    /// Show the supervisor's pid, uptime, home, protocol and task counts (exit 3 if it is not running).
+    Status(JsonFlag),
+}
+
+/// `neuraphage task …`
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Create a task; prints its id and returns at once.
+    New(NewArgs),
+    /// List tasks, most urgent first.
+    List(ListArgs),
+    /// Show a task with its dependencies and recent events.
+    Show(IdArgs),
+    /// Make a task wait until another one completes.
+    Depend(DependArgs),
+    /// Cancel a task.
+    Kill(KillArgs),
+}
+
+/// A `--json` switch.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `task new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// What the task should do (1 byte to 64 KiB).
+    pub description: String,
+    /// The git repository the task works on (its top folder).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// 0 = critical … 4 = low.
+    #[arg(long, short, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub priority: u8,
+    /// Start only after this task has completed (repeatable; any unique id prefix).
+    #[arg(long, value_name = "ID")]
+    pub after: Vec<String>,
+    /// Sandbox profile to run under.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `task list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tasks in this state: queued, running, waiting, blocked, paused, completed, failed, cancelled.
+    #[arg(long, short, value_name = "STATUS", value_parser = parse_state)]
+    pub status: Option<TaskState>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// A task id and `--json`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The task's id, or any unique prefix of it.
+    pub id: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `task depend`.
+#[derive(Debug, Args)]
+pub struct DependArgs {
+    /// The task that waits.
+    pub id: String,
+    /// The task it waits for.
+    #[arg(long, value_name = "ID")]
+    pub on: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `task kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The task's id, or any unique prefix of it.
+    pub id: String,
+    /// Why (recorded with the task).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's home folder instead of deleting it at the end.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+fn parse_state(s: &str) -> Result<TaskState, String> {
+    s.parse()
+}

@@ -1,0 +1,65 @@
+//! `neuraphage`: the command-line client of the supervisor.
+//!
+//! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`] and [`daemon`] the commands, [`demo`] the
+//! main job, [`output`] the printing, [`error`] the errors and their exit codes.
+
+mod cli;
+mod client;
+mod daemon;
+mod demo;
+mod error;
+mod output;
+mod task;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use neuraphage_ipc::paths::Paths;
+
+use crate::cli::{Cli, Command, DaemonCommand};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::from)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("neuraphage: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args).await;
+    }
+    let paths = Paths::from_env().map_err(CliError::Usage)?;
+    match cli.command {
+        Command::Daemon(DaemonCommand::Start(out)) => {
+            let (st, already) = daemon::start(&paths).await?;
+            if out.json {
+                output::json(&st)
+            } else if already {
+                output::out(&format!("neuraphage-supervisor is already running (pid {})\n", st.pid))
+            } else {
+                output::out(&format!("neuraphage-supervisor started (pid {}, home {})\n", st.pid, st.home))
+            }
+        }
+        Command::Daemon(DaemonCommand::Stop) => match daemon::stop(&paths).await? {
+            Some(pid) => output::out(&format!("neuraphage-supervisor stopped (pid {pid})\n")),
+            None => output::out("neuraphage-supervisor is not running\n"),
+        },
+        Command::Daemon(DaemonCommand::Status(out)) => {
+            let st = daemon::status(&paths).await?;
+            if out.json { output::json(&st) } else { output::out(&output::daemon_status(&st)) }
+        }
+        Command::Task(command) => task::run(&paths, command).await,
+        Command::Demo(_) => Ok(()),
+    }
+}

@@ -1,0 +1,162 @@
+//! How results are printed: text for people, `--json` for programs.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use neuraphage_ipc::{DaemonStatus, Task, TaskDetail, TaskEvent, TaskRef, TaskStatus, EventKind};
+use serde::Serialize;
+
+use crate::error::CliError;
+
+/// Widest description shown in a table row.
+const DESCRIPTION_WIDTH: usize = 60;
+
+/// Write text to stdout. A closed pipe (`| head`) is not an error.
+pub fn out(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Pretty JSON on stdout, one document.
+pub fn json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    out(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// A short age like `5s`, `3m`, `2h`, `4d`.
+pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - since).num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The first line of a description, cut to `width` characters.
+fn short(description: &str, width: usize) -> String {
+    let line = description.lines().next().unwrap_or("");
+    let more = line.len() < description.trim_end().len();
+    if line.chars().count() > width {
+        let cut: String = line.chars().take(width - 1).collect();
+        format!("{cut}…")
+    } else if more {
+        format!("{line} …")
+    } else {
+        line.to_owned()
+    }
+}
+
+/// The status with its most useful detail, for one line.
+pub fn status_line(status: &TaskStatus) -> String {
+    match status {
+        TaskStatus::Running { phase } => format!("Running ({phase:?})"),
+        TaskStatus::WaitingForUser { prompt } => format!("WaitingForUser: {}", short(prompt, 40)),
+        TaskStatus::Blocked { on } => format!("Blocked on {on}"),
+        TaskStatus::Failed { error, recoverable } => {
+            format!("Failed{}: {}", if *recoverable { " (recoverable)" } else { "" }, short(error, 40))
+        }
+        TaskStatus::Cancelled { reason: Some(reason) } => format!("Cancelled: {}", short(reason, 40)),
+        TaskStatus::Completed { summary: Some(summary) } => format!("Completed: {}", short(summary, 40)),
+        other => other.state().to_string(),
+    }
+}
+
+/// `task list` as a table.
+pub fn task_table(tasks: &[Task], now: DateTime<Utc>) -> String {
+    if tasks.is_empty() {
+        return "no tasks\n".to_owned();
+    }
+    let mut s = format!("{:<13}  {:<14}  {:>3}  {:>4}  DESCRIPTION\n", "ID", "STATUS", "PRI", "AGE");
+    for t in tasks {
+        let _ = writeln!(
+            s,
+            "{:<13}  {:<14}  {:>3}  {:>4}  {}",
+            t.id,
+            t.status.state(),
+            t.priority,
+            age(t.created_at, now),
+            short(&t.description, DESCRIPTION_WIDTH)
+        );
+    }
+    s
+}
+
+/// `task show` as text.
+pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
+    let t = &d.task;
+    let mut s = String::new();
+    let _ = writeln!(s, "{}  {}", t.id, status_line(&t.status));
+    let _ = writeln!(s, "  priority     {}", t.priority);
+    let _ = writeln!(s, "  created      {} ({} ago)", t.created_at.format("%Y-%m-%d %H:%M:%S UTC"), age(t.created_at, now));
+    let _ = writeln!(s, "  repo         {}", t.repo.as_deref().unwrap_or("-"));
+    let _ = writeln!(s, "  profile      {}", t.profile.as_deref().unwrap_or("default"));
+    if let Some(parent) = &t.parent {
+        let _ = writeln!(s, "  parent       {parent}");
+    }
+    let refs = |s: &mut String, title: &str, refs: &[TaskRef]| {
+        if !refs.is_empty() {
+            let _ = writeln!(s, "  {title}");
+            for r in refs {
+                let _ = writeln!(s, "    {}  {:<14}  {}", r.id, r.status, short(&r.description, DESCRIPTION_WIDTH));
+            }
+        }
+    };
+    refs(&mut s, "waits for", &d.blocked_by);
+    refs(&mut s, "blocks", &d.blocks);
+    refs(&mut s, "sub-tasks", &d.children);
+    let _ = writeln!(s, "  description\n    {}", t.description.replace('\n', "\n    "));
+    let _ = writeln!(s, "  events");
+    for e in &d.events {
+        let _ = writeln!(s, "    #{:<6} {}  {}", e.seq, e.at.format("%H:%M:%S%.3f"), event_text(e));
+    }
+    s
+}
+
+fn event_text(e: &TaskEvent) -> String {
+    match &e.kind {
+        EventKind::Created { priority } => format!("created (priority {priority})"),
+        EventKind::DependencyAdded { on } => format!("waits for {on}"),
+        EventKind::StatusChanged { from, to } => format!("{from} → {}", status_line(to)),
+    }
+}
+
+/// `daemon status` as text.
+pub fn daemon_status(st: &DaemonStatus) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "neuraphage-supervisor {} is running", st.version);
+    let _ = writeln!(s, "  pid       {}", st.pid);
+    let _ = writeln!(s, "  uptime    {}", age(st.started_at, st.started_at + chrono::Duration::seconds(st.uptime_secs as i64)));
+    let _ = writeln!(s, "  home      {}", st.home);
+    let _ = writeln!(s, "  socket    {}", st.control_socket);
+    let _ = writeln!(s, "  protocol  {}", st.protocol);
+    let counts: Vec<String> = st.tasks.iter().filter(|(_, n)| **n > 0).map(|(state, n)| format!("{n} {state}")).collect();
+    let total: u64 = st.tasks.values().sum();
+    let _ = writeln!(s, "  tasks     {total}{}", if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_cut_to_one_line() {
+        assert_eq!(short("fix it", 10), "fix it");
+        assert_eq!(short("first\nsecond", 10), "first …");
+        assert_eq!(short("abcdefghijkl", 5), "abcd…");
+        assert_eq!(short("ééééééé", 3), "éé…");
+    }
+
+    #[test]
+    fn ages_are_short() {
+        let t = Utc::now();
+        assert_eq!(age(t, t + chrono::Duration::seconds(59)), "59s");
+        assert_eq!(age(t, t + chrono::Duration::seconds(3600 * 5)), "5h");
+        assert_eq!(age(t, t - chrono::Duration::seconds(5)), "0s");
+    }
+}

@@ -1,0 +1,80 @@
+//! `neuraphage task …`: each command is one request on the control link.
+
+use chrono::Utc;
+use neuraphage_ipc::paths::Paths;
+use neuraphage_ipc::{ControlReply, ControlRequest, MAX_DESCRIPTION_BYTES, NewTask};
+
+use crate::cli::TaskCommand;
+use crate::client::{Client, unexpected};
+use crate::error::CliError;
+use crate::output;
+
+/// Run one `task` subcommand.
+pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
+    match command {
+        TaskCommand::New(args) => {
+            // Checked here too so a bad argument is reported before anything is sent; the supervisor checks again.
+            if args.description.trim().is_empty() {
+                return Err(CliError::Usage("the task description is empty; say what the task should do".into()));
+            }
+            if args.description.len() > MAX_DESCRIPTION_BYTES {
+                return Err(CliError::Usage(format!(
+                    "the task description is {} bytes; the limit is {MAX_DESCRIPTION_BYTES} bytes (64 KiB)",
+                    args.description.len()
+                )));
+            }
+            let repo = args.repo.as_deref().map(absolute_repo).transpose()?;
+            let new = NewTask { description: args.description, repo, priority: args.priority, after: args.after, profile: args.profile };
+            let task = match Client::connect(paths).await?.call(ControlRequest::CreateTask(new)).await? {
+                ControlReply::Task(task) => task,
+                other => return Err(unexpected(other)),
+            };
+            if args.out.json { output::json(&task) } else { output::out(&format!("{}\n", task.id)) }
+        }
+        TaskCommand::List(args) => {
+            let tasks = match Client::connect(paths).await?.call(ControlRequest::ListTasks { state: args.status }).await? {
+                ControlReply::Tasks(tasks) => tasks,
+                other => return Err(unexpected(other)),
+            };
+            if args.out.json { output::json(&tasks) } else { output::out(&output::task_table(&tasks, Utc::now())) }
+        }
+        TaskCommand::Show(args) => {
+            let detail = match Client::connect(paths).await?.call(ControlRequest::ShowTask { task: args.id }).await? {
+                ControlReply::Detail(detail) => detail,
+                other => return Err(unexpected(other)),
+            };
+            if args.out.json { output::json(&detail) } else { output::out(&output::task_detail(&detail, Utc::now())) }
+        }
+        TaskCommand::Depend(args) => {
+            let request = ControlRequest::AddDependency { task: args.id, on: args.on };
+            let reply = Client::connect(paths).await?.call(request).await?;
+            let ControlReply::DependencyAdded { task, on, added } = &reply else { return Err(unexpected(reply)) };
+            if args.out.json {
+                output::json(&serde_json::json!({ "task": task, "on": on, "added": added }))
+            } else if *added {
+                output::out(&format!("{task} now waits for {on}\n"))
+            } else {
+                output::out(&format!("{task} already waits for {on}\n"))
+            }
+        }
+        TaskCommand::Kill(args) => {
+            let request = ControlRequest::KillTask { task: args.id, reason: args.reason };
+            let task = match Client::connect(paths).await?.call(request).await? {
+                ControlReply::Task(task) => task,
+                other => return Err(unexpected(other)),
+            };
+            if args.out.json { output::json(&task) } else { output::out(&format!("{}  {}\n", task.id, output::status_line(&task.status))) }
+        }
+    }
+}
+
+/// The supervisor runs elsewhere: send it an absolute, resolved path.
+fn absolute_repo(repo: &std::path::Path) -> Result<String, CliError> {
+    let resolved = repo
+        .canonicalize()
+        .map_err(|e| CliError::Usage(format!("--repo {}: {e}", repo.display())))?;
+    resolved
+        .into_os_string()
+        .into_string()
+        .map_err(|p| CliError::Usage(format!("--repo {}: the path is not valid UTF-8", p.to_string_lossy())))
+}
