@@ -24,10 +24,12 @@ impl Client {
     pub async fn connect(paths: &Paths) -> Result<Client, CliError> {
         let socket = paths.control_socket();
         let stream = UnixStream::connect(&socket).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => CliError::NotRunning(format!(
-                "the supervisor is not running (nothing answers at {}); start it with `neuraphage daemon start`",
-                socket.display()
-            )),
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::NotADirectory => {
+                CliError::NotRunning(format!(
+                    "the supervisor is not running (nothing answers at {}); start it with `neuraphage daemon start`",
+                    socket.display()
+                ))
+            }
             ErrorKind::PermissionDenied => CliError::Failed(format!(
                 "permission denied connecting to {}: the supervisor there belongs to another user",
                 socket.display()
@@ -38,7 +40,9 @@ impl Client {
         match tokio::time::timeout(REPLY_TIMEOUT, link.connect_handshake(Role::Cli)).await {
             Ok(Ok(_)) => Ok(Client { link, next_id: 1 }),
             Ok(Err(e)) => Err(link_error(&socket.display().to_string(), e)),
-            Err(_) => Err(CliError::Failed(format!("the supervisor at {} did not answer the handshake", socket.display()))),
+            Err(_) => {
+                Err(CliError::Failed(format!("the supervisor at {} did not answer the handshake", socket.display())))
+            }
         }
     }
 
@@ -67,7 +71,9 @@ impl Client {
 
 fn link_error(peer: &str, e: IpcError) -> CliError {
     match e {
-        IpcError::Refused { reason, .. } => CliError::Refused(ControlError::new(neuraphage_ipc::ErrorCode::Unknown, reason)),
+        IpcError::Refused { reason, .. } => {
+            CliError::Refused(ControlError::new(neuraphage_ipc::ErrorCode::Unknown, reason))
+        }
         IpcError::Closed => CliError::Failed(format!("{peer} closed the connection (is it stopping?)")),
         other => CliError::Failed(format!("{peer}: {other}")),
     }

@@ -2,8 +2,8 @@
 
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,9 @@ pub async fn start(paths: &Paths) -> Result<(DaemonStatus, bool), CliError> {
         match status(paths).await {
             Ok(st) => return Ok((st, false)),
             Err(CliError::NotRunning(_)) if Instant::now() < deadline => {}
-            Err(CliError::NotRunning(msg)) => return Err(CliError::Failed(format!("the supervisor did not answer within {WAIT:?}: {msg}"))),
+            Err(CliError::NotRunning(msg)) => {
+                return Err(CliError::Failed(format!("the supervisor did not answer within {WAIT:?}: {msg}")));
+            }
             Err(e) => return Err(e),
         }
         if let Ok(Some(exit)) = child.try_wait() {
@@ -123,6 +125,8 @@ fn supervisor_binary() -> Result<PathBuf, CliError> {
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).map(|dir| dir.join(SUPERVISOR_BIN)).find(|p| p.is_file()).ok_or_else(|| {
-        CliError::Failed(format!("cannot find {SUPERVISOR_BIN} beside this program or on PATH; build it with `cargo build --release`"))
+        CliError::Failed(format!(
+            "cannot find {SUPERVISOR_BIN} beside this program or on PATH; build it with `cargo build --release`"
+        ))
     })
 }

@@ -44,28 +44,34 @@ async fn scenario(paths: &Paths, repo: &Path) -> Result<(), CliError> {
 
     let mut client = Client::connect(paths).await?;
     let repo_s = repo.display().to_string();
-    let flaky = new(&mut client, &format!("neuraphage task new \"Fix the flaky parser test\" --repo {repo_s} --priority 0"), NewTask {
-        repo: Some(repo_s.clone()),
-        priority: 0,
-        ..NewTask::described("Fix the flaky parser test")
-    })
+    let flaky = new(
+        &mut client,
+        &format!("neuraphage task new \"Fix the flaky parser test\" --repo {repo_s} --priority 0"),
+        NewTask { repo: Some(repo_s.clone()), priority: 0, ..NewTask::described("Fix the flaky parser test") },
+    )
     .await?;
-    let flag = new(&mut client, &format!("neuraphage task new \"Add a --verbose flag\" --repo {repo_s}"), NewTask {
-        repo: Some(repo_s.clone()),
-        ..NewTask::described("Add a --verbose flag")
-    })
+    let flag = new(
+        &mut client,
+        &format!("neuraphage task new \"Add a --verbose flag\" --repo {repo_s}"),
+        NewTask { repo: Some(repo_s.clone()), ..NewTask::described("Add a --verbose flag") },
+    )
     .await?;
-    let docs = new(&mut client, &format!("neuraphage task new \"Document --verbose in the README\" --after {}", flag.id), NewTask {
-        repo: Some(repo_s.clone()),
-        priority: 3,
-        after: vec![flag.id.to_string()],
-        ..NewTask::described("Document --verbose in the README")
-    })
+    let docs = new(
+        &mut client,
+        &format!("neuraphage task new \"Document --verbose in the README\" --after {}", flag.id),
+        NewTask {
+            repo: Some(repo_s.clone()),
+            priority: 3,
+            after: vec![flag.id.to_string()],
+            ..NewTask::described("Document --verbose in the README")
+        },
+    )
     .await?;
-    let spike = new(&mut client, "neuraphage task new \"Try a faster hash map\" --priority 4", NewTask {
-        priority: 4,
-        ..NewTask::described("Try a faster hash map")
-    })
+    let spike = new(
+        &mut client,
+        "neuraphage task new \"Try a faster hash map\" --priority 4",
+        NewTask { priority: 4, ..NewTask::described("Try a faster hash map") },
+    )
     .await?;
 
     step(&format!("neuraphage task depend {} --on {}", short(&flag.id), short(&flaky.id)))?;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use neuraphage_ipc::{DaemonStatus, Task, TaskDetail, TaskEvent, TaskRef, TaskStatus, EventKind};
+use neuraphage_ipc::{DaemonStatus, EventKind, Task, TaskDetail, TaskEvent, TaskRef, TaskStatus};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -92,7 +92,8 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}  {}", t.id, status_line(&t.status));
     let _ = writeln!(s, "  priority     {}", t.priority);
-    let _ = writeln!(s, "  created      {} ({} ago)", t.created_at.format("%Y-%m-%d %H:%M:%S UTC"), age(t.created_at, now));
+    let _ =
+        writeln!(s, "  created      {} ({} ago)", t.created_at.format("%Y-%m-%d %H:%M:%S UTC"), age(t.created_at, now));
     let _ = writeln!(s, "  repo         {}", t.repo.as_deref().unwrap_or("-"));
     let _ = writeln!(s, "  profile      {}", t.profile.as_deref().unwrap_or("default"));
     if let Some(parent) = &t.parent {
@@ -130,13 +131,22 @@ pub fn daemon_status(st: &DaemonStatus) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "neuraphage-supervisor {} is running", st.version);
     let _ = writeln!(s, "  pid       {}", st.pid);
-    let _ = writeln!(s, "  uptime    {}", age(st.started_at, st.started_at + chrono::Duration::seconds(st.uptime_secs as i64)));
+    let _ = writeln!(
+        s,
+        "  uptime    {}",
+        age(st.started_at, st.started_at + chrono::Duration::seconds(st.uptime_secs as i64))
+    );
     let _ = writeln!(s, "  home      {}", st.home);
     let _ = writeln!(s, "  socket    {}", st.control_socket);
     let _ = writeln!(s, "  protocol  {}", st.protocol);
-    let counts: Vec<String> = st.tasks.iter().filter(|(_, n)| **n > 0).map(|(state, n)| format!("{n} {state}")).collect();
+    let counts: Vec<String> =
+        st.tasks.iter().filter(|(_, n)| **n > 0).map(|(state, n)| format!("{n} {state}")).collect();
     let total: u64 = st.tasks.values().sum();
-    let _ = writeln!(s, "  tasks     {total}{}", if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) });
+    let _ = writeln!(
+        s,
+        "  tasks     {total}{}",
+        if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) }
+    );
     s
 }
 

@@ -24,7 +24,13 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 )));
             }
             let repo = args.repo.as_deref().map(absolute_repo).transpose()?;
-            let new = NewTask { description: args.description, repo, priority: args.priority, after: args.after, profile: args.profile };
+            let new = NewTask {
+                description: args.description,
+                repo,
+                priority: args.priority,
+                after: args.after,
+                profile: args.profile,
+            };
             let task = match Client::connect(paths).await?.call(ControlRequest::CreateTask(new)).await? {
                 ControlReply::Task(task) => task,
                 other => return Err(unexpected(other)),
@@ -32,10 +38,11 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             if args.out.json { output::json(&task) } else { output::out(&format!("{}\n", task.id)) }
         }
         TaskCommand::List(args) => {
-            let tasks = match Client::connect(paths).await?.call(ControlRequest::ListTasks { state: args.status }).await? {
-                ControlReply::Tasks(tasks) => tasks,
-                other => return Err(unexpected(other)),
-            };
+            let tasks =
+                match Client::connect(paths).await?.call(ControlRequest::ListTasks { state: args.status }).await? {
+                    ControlReply::Tasks(tasks) => tasks,
+                    other => return Err(unexpected(other)),
+                };
             if args.out.json { output::json(&tasks) } else { output::out(&output::task_table(&tasks, Utc::now())) }
         }
         TaskCommand::Show(args) => {
@@ -63,16 +70,18 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 ControlReply::Task(task) => task,
                 other => return Err(unexpected(other)),
             };
-            if args.out.json { output::json(&task) } else { output::out(&format!("{}  {}\n", task.id, output::status_line(&task.status))) }
+            if args.out.json {
+                output::json(&task)
+            } else {
+                output::out(&format!("{}  {}\n", task.id, output::status_line(&task.status)))
+            }
         }
     }
 }
 
 /// The supervisor runs elsewhere: send it an absolute, resolved path.
 fn absolute_repo(repo: &std::path::Path) -> Result<String, CliError> {
-    let resolved = repo
-        .canonicalize()
-        .map_err(|e| CliError::Usage(format!("--repo {}: {e}", repo.display())))?;
+    let resolved = repo.canonicalize().map_err(|e| CliError::Usage(format!("--repo {}: {e}", repo.display())))?;
     resolved
         .into_os_string()
         .into_string()

@@ -51,8 +51,8 @@ impl Paths {
             (None, Some(xdg)) => xdg.join("neuraphage"),
             (None, None) => home.join("run"),
         };
-        let runtime_dir =
-            std::path::absolute(&runtime_dir).map_err(|e| format!("{ENV_RUNTIME_DIR}={}: {e}", runtime_dir.display()))?;
+        let runtime_dir = std::path::absolute(&runtime_dir)
+            .map_err(|e| format!("{ENV_RUNTIME_DIR}={}: {e}", runtime_dir.display()))?;
         Ok(Paths { home, runtime_dir })
     }
 

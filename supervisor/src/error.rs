@@ -11,7 +11,9 @@ pub enum SupervisorError {
     #[error("{0}")]
     Refused(ControlError),
     /// Another supervisor holds this home (or runtime folder).
-    #[error("{what} {path} is held by another neuraphage-supervisor ({holder}); stop it first (`neuraphage daemon stop`)")]
+    #[error(
+        "{what} {path} is held by another neuraphage-supervisor ({holder}); stop it first (`neuraphage daemon stop`)"
+    )]
     AlreadyRunning {
         /// "home" or "runtime folder".
         what: &'static str,

@@ -42,7 +42,9 @@ impl Home {
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(home_error(
                 &socket,
-                format!("socket path is longer than {MAX_SOCKET_PATH} bytes; set NEURAPHAGE_RUNTIME_DIR to a shorter folder"),
+                format!(
+                    "socket path is longer than {MAX_SOCKET_PATH} bytes; set NEURAPHAGE_RUNTIME_DIR to a shorter folder"
+                ),
             ));
         }
         let home_lock = lock(&paths.home, "home")?;
@@ -71,7 +73,13 @@ fn private_dir(dir: &Path) -> Result<()> {
 /// Take the exclusive lock in `dir`, writing our pid into it; refuse with the holder's pid if taken.
 fn lock(dir: &Path, what: &'static str) -> Result<Flock<File>> {
     let path: PathBuf = dir.join(LOCK_FILE);
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| home_error(&path, e))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| home_error(&path, e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut held) => {
             held.set_len(0)?;

@@ -5,7 +5,7 @@
 //! - [`store`]: the SQLite task store (tasks, dependency edges, append-only events).
 //! - [`requests`]: validates control requests and answers them from the store.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
-//! - [`error`]: [`SupervisorError`].
+//! - [`error`]: the error type, [`SupervisorError`].
 //!
 //! Workers, the broker, worktrees and the scheduler come with later issues; `docs/ARCHITECTURE.md` has the map.
 #![deny(missing_docs)]

@@ -96,7 +96,8 @@ fn init_tracing(paths: &Paths, quiet_stderr: bool) -> Option<tracing_appender::n
             .from_env_lossy()
     };
     let stderr_max = if quiet_stderr { LevelFilter::WARN } else { LevelFilter::TRACE };
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).with_filter(stderr_max);
+    let stderr =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).with_filter(stderr_max);
     let logs = paths.logs();
     let file = std::fs::DirBuilder::new()
         .recursive(true)

@@ -66,7 +66,13 @@ pub fn bind(socket: &Path) -> Result<UnixListener> {
 }
 
 /// Serve until `shutdown` is cancelled (by a signal or a `Shutdown` request), then drain and remove the socket.
-pub async fn serve(listener: UnixListener, socket: &Path, daemon: Arc<Daemon>, limits: Limits, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    socket: &Path,
+    daemon: Arc<Daemon>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
@@ -154,7 +160,10 @@ impl Connection {
                 Err(_) if link.partial_frame_bytes() > 0 => {
                     let since = *partial_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.limits.frame {
-                        return Err(IpcError::TimedOut { what: "the rest of a frame", secs: since.elapsed().as_secs_f64() });
+                        return Err(IpcError::TimedOut {
+                            what: "the rest of a frame",
+                            secs: since.elapsed().as_secs_f64(),
+                        });
                     }
                     continue;
                 }
@@ -186,7 +195,12 @@ impl Connection {
             }
             match sent {
                 Ok(result) => result?,
-                Err(_) => return Err(IpcError::TimedOut { what: "the client to read its reply", secs: self.limits.write.as_secs_f64() }),
+                Err(_) => {
+                    return Err(IpcError::TimedOut {
+                        what: "the client to read its reply",
+                        secs: self.limits.write.as_secs_f64(),
+                    });
+                }
             }
             idle_since = Instant::now();
         }

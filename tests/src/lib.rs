@@ -1,0 +1,288 @@
+//! Support for the cross-process tests: a temporary Neuraphage home, the real binaries run in it, and a raw
+//! socket client for sending what a well-behaved client never would.
+//!
+//! The binaries are the ones cargo built beside the test executable (`cargo test --workspace` builds them, because
+//! the `cli` and `supervisor` packages have integration tests of their own).
+#![deny(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use neuraphage_ipc::frame::{decode, encode};
+use neuraphage_ipc::paths::{ENV_HOME, ENV_RUNTIME_DIR, ENV_XDG_RUNTIME_DIR, Paths};
+use neuraphage_ipc::{ControlReply, ControlRequest, HandshakeReply, Hello, ReplyFrame, RequestFrame, Role};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The folder holding the workspace's binaries for this build profile.
+pub fn bin_dir() -> PathBuf {
+    // target/<profile>/deps/all-<hash> → target/<profile>
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    for bin in ["neuraphage", "neuraphage-supervisor"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{bin} is not built in {}; run the tests with `cargo test --workspace`",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Path of one of the workspace's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A temporary home with its own runtime folder; everything started in it is stopped when it is dropped.
+pub struct TestHome {
+    dir: tempfile::TempDir,
+    /// The folders, as the binaries resolve them.
+    pub paths: Paths,
+    supervisors: Vec<Child>,
+}
+
+impl Default for TestHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestHome {
+    /// A fresh, empty home.
+    pub fn new() -> TestHome {
+        let dir = tempfile::Builder::new().prefix("np-test-").tempdir().expect("tempdir");
+        let paths = Paths { home: dir.path().join("home"), runtime_dir: dir.path().join("run") };
+        TestHome { dir, paths, supervisors: Vec::new() }
+    }
+
+    /// The temporary folder everything lives in.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env_remove(ENV_XDG_RUNTIME_DIR)
+            .env(ENV_HOME, &self.paths.home)
+            .env(ENV_RUNTIME_DIR, &self.paths.runtime_dir)
+            .env("RUST_LOG", "info");
+    }
+
+    /// A `neuraphage` command for this home.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(bin("neuraphage"));
+        self.env(&mut cmd);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run `neuraphage ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().expect("run neuraphage")
+    }
+
+    /// Run `neuraphage ARGS`, assert it succeeded, return its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "neuraphage {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Run `neuraphage ARGS --json` (the caller includes `--json`), assert success, parse stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON on stdout")
+    }
+
+    /// Run `neuraphage ARGS`, assert it failed, return (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "neuraphage {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (out.status.code().unwrap_or(-1), String::from_utf8(out.stderr).expect("utf-8 stderr"))
+    }
+
+    /// A `neuraphage-supervisor` command for this home (not started).
+    pub fn supervisor_command(&self) -> Command {
+        let mut cmd = Command::new(bin("neuraphage-supervisor"));
+        self.env(&mut cmd);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Start the supervisor in the foreground (as a child of the test) and wait until it answers.
+    pub fn start_supervisor(&mut self) -> u32 {
+        let child = self.supervisor_command().stderr(Stdio::null()).spawn().expect("spawn supervisor");
+        let pid = child.id();
+        self.supervisors.push(child);
+        self.wait_until_serving();
+        pid
+    }
+
+    /// Wait until a handshake on the control socket succeeds.
+    pub fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = RawClient::connect(&self.paths)
+                && c.handshake().is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the supervisor did not start serving");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `kill -9` every supervisor this home started and reap them.
+    pub fn kill9_supervisors(&mut self) {
+        for mut child in self.supervisors.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Wait for the supervisors this test started to exit by themselves; their exit statuses.
+    pub fn wait_supervisors(&mut self) -> Vec<std::process::ExitStatus> {
+        self.supervisors.drain(..).map(|mut c| c.wait().expect("wait")).collect()
+    }
+
+    /// Send SIGTERM to a pid.
+    pub fn terminate(pid: u32) {
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("SIGTERM");
+    }
+
+    /// Make a git repository with one commit under this home's temp folder.
+    pub fn git_repo(&self, name: &str) -> PathBuf {
+        let path = self.root().join(name);
+        let repo = git2::Repository::init(&path).expect("git init");
+        std::fs::write(path.join("README.md"), "hello\n").expect("write");
+        let mut index = repo.index().expect("index");
+        index.add_path(Path::new("README.md")).expect("add");
+        let tree = repo.find_tree(index.write_tree().expect("tree")).expect("tree");
+        let sig = git2::Signature::now("t", "t@example.invalid").expect("sig");
+        repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[]).expect("commit");
+        path.canonicalize().expect("canonical")
+    }
+
+    /// Ids of every stored task, as `task list --json` reports them.
+    pub fn task_ids(&self) -> Vec<String> {
+        let list = self.json(&["task", "list", "--json"]);
+        list.as_array().expect("array").iter().map(|t| t["id"].as_str().expect("id").to_owned()).collect()
+    }
+
+    /// Open the store read-only, for checks a client cannot make.
+    pub fn open_store(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.paths.home.join("neuraphage.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open store")
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        self.kill9_supervisors();
+        // A supervisor started with `neuraphage daemon start` is not our child: stop it through its lock file.
+        if let Ok(text) = std::fs::read_to_string(self.paths.home.join("supervisor.lock"))
+            && let Ok(pid) = text.trim().parse::<i32>()
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A blocking client that frames bytes by hand, to send what the real CLI never would.
+pub struct RawClient {
+    /// The connected socket.
+    pub stream: UnixStream,
+}
+
+impl RawClient {
+    /// Connect to the control socket (no handshake).
+    pub fn connect(paths: &Paths) -> std::io::Result<RawClient> {
+        let stream = UnixStream::connect(paths.control_socket())?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(RawClient { stream })
+    }
+
+    /// Write raw bytes.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Write one frame around `body`.
+    pub fn write_frame(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame)
+    }
+
+    /// Send a message as one frame.
+    pub fn send<T: serde::Serialize>(&mut self, msg: &T) -> std::io::Result<()> {
+        self.write_frame(&encode(msg).expect("encode"))
+    }
+
+    /// Read one frame and decode it.
+    pub fn recv<T: serde::de::DeserializeOwned>(&mut self) -> std::io::Result<T> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body)?;
+        decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    /// Say hello as a tool; the supervisor's answer.
+    pub fn hello(&mut self) -> std::io::Result<HandshakeReply> {
+        self.send(&Hello::ours(Role::Tool))?;
+        self.recv()
+    }
+
+    /// Complete the handshake, failing unless accepted.
+    pub fn handshake(&mut self) -> std::io::Result<()> {
+        match self.hello()? {
+            HandshakeReply::Accepted { .. } => Ok(()),
+            HandshakeReply::Refused { reason, .. } => Err(std::io::Error::other(reason)),
+        }
+    }
+
+    /// One request, one reply.
+    pub fn call(&mut self, id: u64, request: ControlRequest) -> std::io::Result<ControlReply> {
+        self.send(&RequestFrame { id, request })?;
+        let reply: ReplyFrame = self.recv()?;
+        assert_eq!(reply.id, id, "reply id");
+        Ok(reply.reply)
+    }
+
+    /// True once the peer has closed the connection (a read returns end-of-file or a reset).
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Whether the process `pid` is alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}

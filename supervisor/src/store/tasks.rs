@@ -75,7 +75,8 @@ impl Store {
         let mut id = TaskId::from_bits(rand::random());
         // 40 random bits: a collision is rare but possible; draw again rather than fail.
         for _ in 0..8 {
-            let taken: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)", [id.as_str()], |r| r.get(0))?;
+            let taken: bool =
+                tx.query_row("SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)", [id.as_str()], |r| r.get(0))?;
             if !taken {
                 break;
             }

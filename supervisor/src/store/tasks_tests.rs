@@ -10,7 +10,14 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn draft(description: &str, after: Vec<TaskId>) -> TaskDraft {
-    TaskDraft { description: description.into(), priority: Priority::DEFAULT, repo: None, profile: None, parent: None, after }
+    TaskDraft {
+        description: description.into(),
+        priority: Priority::DEFAULT,
+        repo: None,
+        profile: None,
+        parent: None,
+        after,
+    }
 }
 
 fn code(err: SupervisorError) -> ErrorCode {
@@ -102,10 +109,7 @@ fn cancel_records_the_change_and_refuses_finished_tasks() {
     assert_eq!(s.cancel(&a.id, None).unwrap(), cancelled, "cancelling twice changes nothing");
     let events = s.detail(&a.id, 10).unwrap().events;
     assert_eq!(events.len(), 2);
-    assert_eq!(
-        events[1].kind,
-        EventKind::StatusChanged { from: TaskState::Queued, to: cancelled.status.clone() }
-    );
+    assert_eq!(events[1].kind, EventKind::StatusChanged { from: TaskState::Queued, to: cancelled.status.clone() });
     let b = s.create_task(&draft("b", vec![])).unwrap();
     assert_eq!(code(s.add_dependency(&b.id, &a.id).unwrap_err()), ErrorCode::Conflict);
     assert_eq!(code(s.add_dependency(&a.id, &b.id).unwrap_err()), ErrorCode::Conflict);

@@ -1,0 +1,8 @@
+//! One module per topic.
+
+mod daemon;
+mod durability;
+mod hostile_clients;
+mod peer_uid;
+mod refusals;
+mod tasks;
