@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Build the release binaries, then run every benchmark against them. Pass --quick for a short smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace --bins
+cargo bench -p neuraphage-bench --bench task_new -- "$@"
