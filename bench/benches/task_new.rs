@@ -63,7 +63,8 @@ async fn through_socket(home: &TestHome, clients: usize, ops: usize) -> Run {
         let socket = home.paths.control_socket();
         tasks.push(tokio::spawn(async move {
             let stream = UnixStream::connect(&socket).await.unwrap();
-            let mut link: Link<_, ReplyFrame, RequestFrame> = Link::with_limits(stream, MAX_REPLY_FRAME, MAX_REQUEST_FRAME);
+            let mut link: Link<_, ReplyFrame, RequestFrame> =
+                Link::with_limits(stream, MAX_REPLY_FRAME, MAX_REQUEST_FRAME);
             link.connect_handshake(Role::Tool).await.unwrap();
             let mut latencies = Vec::with_capacity(per_client);
             for i in 0..per_client {
