@@ -5,6 +5,9 @@
 //!   bounded, full-duplex link over any byte stream (Unix socket, socketpair).
 //! - [`hello`]: the `Hello { protocol, role, pid }` handshake every link opens with.
 //! - [`control`]: the control link (CLI/TUI ⇄ supervisor): [`ControlRequest`], [`ControlReply`], request ids.
+//! - [`worker`]: the worker links (supervisor ⇄ worker, worker ⇄ broker): start, checkpoints and acks, model calls.
+//! - [`broker`]: the broker link (supervisor ⇄ broker) and how worker links are handed to the broker.
+//! - [`llm`]: the provider-neutral conversation: messages, tools, requests, responses, stream deltas, failures.
 //! - [`task`]: the task model shared by every process: [`TaskId`], [`TaskStatus`], [`Task`], [`TaskEvent`].
 //! - [`paths`]: the environment variables that place the data and runtime folders, and the control socket.
 //! - [`error`]: [`IpcError`], the typed failures of a link.
@@ -14,12 +17,15 @@
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod broker;
 pub mod control;
 pub mod error;
 pub mod frame;
 pub mod hello;
+pub mod llm;
 pub mod paths;
 pub mod task;
+pub mod worker;
 
 pub use control::{
     ControlError, ControlReply, ControlRequest, DaemonStatus, ErrorCode, NewTask, ReplyFrame, RequestFrame, RequestId,

@@ -1,0 +1,196 @@
+//! The worker links: supervisor ⇄ worker (one per running task) and worker ⇄ broker.
+//!
+//! Both are socketpairs the worker inherits at spawn; their fd numbers are given on its command line. Each opens with
+//! the [`crate::hello`] handshake, the worker connecting.
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::{ChatRequest, ChatResponse, LlmFailure, Message, StreamDelta};
+use crate::task::TaskId;
+
+/// Largest frame on a worker link (a checkpoint carries the whole conversation).
+pub const MAX_WORKER_FRAME: usize = 64 * 1024 * 1024;
+
+/// Command-line flag naming the supervisor link's fd.
+pub const ARG_SUPERVISOR_FD: &str = "--supervisor-fd";
+/// Command-line flag naming the broker link's fd.
+pub const ARG_BROKER_FD: &str = "--broker-fd";
+
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorToWorker {
+    /// Run this task (sent once, right after the handshake).
+    Start(Box<WorkerStart>),
+    /// The checkpoint with this sequence number is on disk.
+    Ack {
+        /// The checkpoint's sequence number.
+        seq: u64,
+    },
+    /// Stop now; the task was cancelled.
+    Cancel {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything a worker needs to run its task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStart {
+    /// The task.
+    pub task: TaskId,
+    /// What the user asked for.
+    pub description: String,
+    /// The worktree (also the worker's cwd), or the task's scratch folder when it has no repository.
+    pub workdir: String,
+    /// Where large tool outputs are saved.
+    pub outputs_dir: String,
+    /// The task's scratch folder.
+    pub tmp_dir: String,
+    /// The task's branch, if it has a repository.
+    pub branch: Option<String>,
+    /// The loop stops (and the task fails) after this many model turns.
+    pub max_iterations: u32,
+    /// The conversation to resume from (empty for a new task).
+    pub messages: Vec<Message>,
+    /// Sequence number of the last checkpoint on disk (0 for a new task).
+    pub last_seq: u64,
+}
+
+/// Worker → supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerToSupervisor {
+    /// Persist this, then acknowledge with [`SupervisorToWorker::Ack`]; the worker waits for the ack.
+    Checkpoint(Box<Checkpoint>),
+    /// A piece of a streaming response, for live display (not acknowledged).
+    Stream {
+        /// The delta.
+        delta: StreamDelta,
+    },
+    /// The worker needs the model's answer and is waiting on the broker (for status display).
+    Waiting {
+        /// What it waits for, in words.
+        on: String,
+    },
+}
+
+/// A checkpoint: where the loop is, and the conversation at that point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Increases by one with every checkpoint of the task.
+    pub seq: u64,
+    /// Which point of the loop.
+    pub kind: CheckpointKind,
+    /// The model turn count so far.
+    pub iteration: u32,
+    /// The whole conversation at this point.
+    pub messages: Vec<Message>,
+}
+
+/// The points of the checkpoint table (`reference/neuraphage-agentic-loop.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CheckpointKind {
+    /// A model request is about to be sent (on recovery: send it again).
+    RequestSent,
+    /// The model's answer is in the conversation.
+    ResponseReceived {
+        /// Tokens it used.
+        usage: crate::llm::Usage,
+        /// The model that answered.
+        model: String,
+    },
+    /// A tool is about to run.
+    ToolStarted {
+        /// The tool's name.
+        tool: String,
+        /// The call's id.
+        tool_use_id: String,
+    },
+    /// A tool finished; its result is in the conversation.
+    ToolCompleted {
+        /// The tool's name.
+        tool: String,
+        /// The call's id.
+        tool_use_id: String,
+        /// Whether it failed.
+        is_error: bool,
+    },
+    /// The task ended.
+    TaskEnded {
+        /// How.
+        outcome: TaskOutcome,
+    },
+}
+
+impl CheckpointKind {
+    /// The kind's name as stored.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckpointKind::RequestSent => "request_sent",
+            CheckpointKind::ResponseReceived { .. } => "response_received",
+            CheckpointKind::ToolStarted { .. } => "tool_started",
+            CheckpointKind::ToolCompleted { .. } => "tool_completed",
+            CheckpointKind::TaskEnded { .. } => "task_ended",
+        }
+    }
+}
+
+/// How a task ended, as its worker saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// The model finished its work.
+    Completed {
+        /// The model's last words.
+        summary: String,
+    },
+    /// The task could not finish.
+    Failed {
+        /// Why.
+        error: String,
+        /// Whether a retry may succeed.
+        recoverable: bool,
+    },
+}
+
+/// Worker → broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerToBroker {
+    /// Run one model turn.
+    Complete {
+        /// Echoed in every answer to it.
+        id: u64,
+        /// The request.
+        request: Box<ChatRequest>,
+    },
+}
+
+/// Broker → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerToWorker {
+    /// A piece of the streaming answer to request `id`.
+    Delta {
+        /// The request.
+        id: u64,
+        /// The piece.
+        delta: StreamDelta,
+    },
+    /// The complete answer to request `id`.
+    Done {
+        /// The request.
+        id: u64,
+        /// The answer.
+        response: Box<ChatResponse>,
+    },
+    /// Request `id` failed.
+    Failed {
+        /// The request.
+        id: u64,
+        /// Why, with what the provider sent.
+        error: LlmFailure,
+    },
+}
