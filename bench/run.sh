@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --bins
 cargo bench -p neuraphage-bench --bench task_new -- "$@"
+cargo bench -p neuraphage-bench --bench tasks -- "$@"

@@ -4,3 +4,5 @@
 //! **Not built yet.** This crate holds its place in the architecture; it has no code and no binary, and nothing
 //! starts it. See `docs/ARCHITECTURE.md`.
 #![deny(missing_docs)]
+
+pub mod provider;

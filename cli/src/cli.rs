@@ -33,7 +33,7 @@ pub enum DaemonCommand {
     /// Start the supervisor in the background; returns once it answers (succeeds if it is already running).
     Start(JsonFlag),
     /// Stop the supervisor gracefully and wait until it has exited.
-    Stop,
+    Stop(JsonFlag),
     /// Show the supervisor's pid, uptime, home, protocol and task counts (exit 3 if it is not running).
     Status(JsonFlag),
 }
@@ -47,6 +47,10 @@ pub enum TaskCommand {
     List(ListArgs),
     /// Show a task with its dependencies and recent events.
     Show(IdArgs),
+    /// Print a task's changes against its base commit, as a patch.
+    Diff(IdArgs),
+    /// Print a task's conversation with the model.
+    Log(IdArgs),
     /// Make a task wait until another one completes.
     Depend(DependArgs),
     /// Cancel a task.
@@ -78,6 +82,9 @@ pub struct NewArgs {
     /// Sandbox profile to run under.
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+    /// Start the task's branch from this commit, branch or tag instead of the repository's HEAD.
+    #[arg(long, value_name = "REF", requires = "repo")]
+    pub base: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,

@@ -31,6 +31,11 @@ pub async fn status(paths: &Paths) -> Result<DaemonStatus, CliError> {
 
 /// Start the supervisor detached and wait until it answers. Returns its status and whether it was already running.
 pub async fn start(paths: &Paths) -> Result<(DaemonStatus, bool), CliError> {
+    start_with_env(paths, &[]).await
+}
+
+/// [`start`], with extra environment for the supervisor (the demo points the broker at its scripted model).
+pub async fn start_with_env(paths: &Paths, env: &[(String, String)]) -> Result<(DaemonStatus, bool), CliError> {
     match status(paths).await {
         Ok(st) => return Ok((st, true)),
         Err(CliError::NotRunning(_)) => {}
@@ -49,6 +54,7 @@ pub async fn start(paths: &Paths) -> Result<(DaemonStatus, bool), CliError> {
         .arg("--quiet-stderr")
         .env(neuraphage_ipc::paths::ENV_HOME, &paths.home)
         .env(neuraphage_ipc::paths::ENV_RUNTIME_DIR, &paths.runtime_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -67,11 +73,11 @@ pub async fn start(paths: &Paths) -> Result<(DaemonStatus, bool), CliError> {
             Err(e) => return Err(e),
         }
         if let Ok(Some(exit)) = child.try_wait() {
-            // Another `daemon start` may have won the race; then its supervisor answers.
-            if let Ok(st) = status(paths).await {
-                return Ok((st, true));
-            }
             let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            // Another `daemon start` won the race for the home: its supervisor will answer; keep waiting for it.
+            if said.contains("held by another neuraphage-supervisor") {
+                return wait_for_other(paths, deadline).await;
+            }
             let tail: Vec<&str> = said.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
             return Err(CliError::Failed(format!(
                 "the supervisor exited ({exit}) before it answered:\n{}",
@@ -82,16 +88,39 @@ pub async fn start(paths: &Paths) -> Result<(DaemonStatus, bool), CliError> {
     }
 }
 
+/// Another supervisor holds the home and is starting: wait until it answers.
+async fn wait_for_other(paths: &Paths, deadline: Instant) -> Result<(DaemonStatus, bool), CliError> {
+    loop {
+        match status(paths).await {
+            Ok(st) => return Ok((st, true)),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The pid written in the home's lock file by the supervisor that holds it (it may be gone).
+fn lock_holder(paths: &Paths) -> Option<u32> {
+    std::fs::read_to_string(paths.home.join("supervisor.lock")).ok()?.trim().parse().ok()
+}
+
 /// Ask the supervisor to stop and wait until its process has gone. `Ok(None)` if it was not running.
+/// Several `stop`s at once all succeed: one asks, the others find it stopping (or gone) and wait.
 pub async fn stop(paths: &Paths) -> Result<Option<u32>, CliError> {
-    let mut client = match Client::connect(paths).await {
-        Ok(c) => c,
-        Err(CliError::NotRunning(_)) => return Ok(None),
-        Err(e) => return Err(e),
+    let asked = match Client::connect(paths).await {
+        Ok(mut client) => client.call(ControlRequest::Shutdown).await,
+        Err(e) => Err(e),
     };
-    let pid = match client.call(ControlRequest::Shutdown).await? {
-        ControlReply::ShuttingDown { pid } => pid,
-        other => return Err(unexpected(other)),
+    let pid = match asked {
+        Ok(ControlReply::ShuttingDown { pid }) => pid,
+        Ok(other) => return Err(unexpected(other)),
+        Err(CliError::Refused(e)) => return Err(CliError::Refused(e)),
+        // Not reachable, or it hung up mid-request: it is stopping or gone; the lock file says who held the home.
+        Err(e) => match lock_holder(paths).filter(|pid| alive(*pid as i32)) {
+            Some(pid) => pid,
+            None if matches!(e, CliError::NotRunning(_)) => return Ok(None),
+            None => return Ok(None),
+        },
     };
     let deadline = Instant::now() + WAIT;
     let pid_raw = i32::try_from(pid).map_err(|_| CliError::Failed(format!("the supervisor reported pid {pid}")))?;

@@ -1,19 +1,27 @@
-//! `neuraphage demo`: the main job, shown end to end in a throw-away home with no API key.
+//! `neuraphage demo`: the main job, end to end, in a throw-away home.
 //!
-//! For now it starts a real supervisor in a temporary home, makes a small sample repository, creates tasks with
-//! priorities and dependencies, shows a refused cycle, cancels a task, lists and shows them, and stops the daemon.
-//! Workers that run the tasks come with a later release, so the tasks stay Queued; the demo says so.
+//! It starts a real supervisor (which starts the broker, and one sandboxed worker process per task), makes a small
+//! sample repository, and runs several tasks on it at once, each in its own worktree and branch. Without an API key
+//! the model is a built-in scripted model — the LLM test double, said so on screen — over real HTTP; with
+//! `ANTHROPIC_API_KEY` or `OPENAI_API_KEY` set, the same commands use the real provider. It shows progress, then
+//! each task's branch and diff, and stops everything (also on Ctrl-C).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use neuraphage_ipc::paths::Paths;
-use neuraphage_ipc::{ControlReply, ControlRequest, NewTask, Task, TaskId};
+use neuraphage_ipc::{ControlReply, ControlRequest, NewTask, Task, TaskId, TaskState};
+use neuraphage_llm_double::{DemoPolicy, DoubleConfig, LlmDouble};
 
 use crate::cli::DemoArgs;
 use crate::client::{Client, unexpected};
 use crate::error::CliError;
-use crate::{daemon, output};
+use crate::{daemon, output, task};
+
+/// How long the demo waits for its tasks.
+const TASK_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Run the demo.
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
@@ -23,12 +31,45 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     make_sample_repo(&repo).map_err(|e| CliError::Failed(format!("cannot make the sample repository: {e}")))?;
     say(&format!("Neuraphage demo — a throw-away home in {}\n", dir.path().display()))?;
 
-    let result = scenario(&paths, &repo).await;
+    let real = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"].into_iter().find(|k| std::env::var_os(k).is_some());
+    let double = match real {
+        Some(key) => {
+            say(&format!("model: the real provider ({key} is set)\n"))?;
+            None
+        }
+        None => {
+            let config = DoubleConfig { policy: Some(DemoPolicy.policy()), ..DoubleConfig::default() };
+            let double = LlmDouble::start_with(config)
+                .await
+                .map_err(|e| CliError::Failed(format!("cannot start the scripted model: {e}")))?;
+            say(&format!(
+                "model: no API key set, so a built-in SCRIPTED MODEL answers — the LLM test double at {}, not a real AI.\n\
+                 It speaks the Anthropic Messages API over real HTTP; everything else here is real.\n",
+                double.anthropic_base_url()
+            ))?;
+            Some(double)
+        }
+    };
+    let env: Vec<(String, String)> = match &double {
+        Some(d) => vec![
+            ("ANTHROPIC_BASE_URL".into(), d.anthropic_base_url()),
+            ("ANTHROPIC_API_KEY".into(), "demo-key-for-the-test-double".into()),
+        ],
+        None => Vec::new(),
+    };
+
+    let result = tokio::select! {
+        result = scenario(&paths, &repo, &env) => result,
+        _ = tokio::signal::ctrl_c() => Err(CliError::Failed("interrupted".into())),
+    };
     step("neuraphage daemon stop")?;
     match daemon::stop(&paths).await {
         Ok(Some(pid)) => say(&format!("stopped (pid {pid})\n"))?,
         Ok(None) => say("not running\n")?,
         Err(e) => say(&format!("could not stop the demo's supervisor: {e}\n"))?,
+    }
+    if let Some(double) = double {
+        double.shutdown().await;
     }
     if args.keep {
         let kept = dir.keep();
@@ -37,83 +78,88 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     result
 }
 
-async fn scenario(paths: &Paths, repo: &Path) -> Result<(), CliError> {
+async fn scenario(paths: &Paths, repo: &Path, env: &[(String, String)]) -> Result<(), CliError> {
     step("neuraphage daemon start")?;
-    let (st, _) = daemon::start(paths).await?;
+    let (st, _) = daemon::start_with_env(paths, env).await?;
     say(&format!("supervisor running (pid {}), control socket {}\n", st.pid, st.control_socket))?;
 
     let mut client = Client::connect(paths).await?;
     let repo_s = repo.display().to_string();
-    let flaky = new(
-        &mut client,
-        &format!("neuraphage task new \"Fix the flaky parser test\" --repo {repo_s} --priority 0"),
-        NewTask { repo: Some(repo_s.clone()), priority: 0, ..NewTask::described("Fix the flaky parser test") },
-    )
-    .await?;
-    let flag = new(
-        &mut client,
-        &format!("neuraphage task new \"Add a --verbose flag\" --repo {repo_s}"),
-        NewTask { repo: Some(repo_s.clone()), ..NewTask::described("Add a --verbose flag") },
-    )
-    .await?;
-    let docs = new(
-        &mut client,
-        &format!("neuraphage task new \"Document --verbose in the README\" --after {}", flag.id),
-        NewTask {
-            repo: Some(repo_s.clone()),
-            priority: 3,
-            after: vec![flag.id.to_string()],
-            ..NewTask::described("Document --verbose in the README")
-        },
-    )
-    .await?;
-    let spike = new(
-        &mut client,
-        "neuraphage task new \"Try a faster hash map\" --priority 4",
-        NewTask { priority: 4, ..NewTask::described("Try a faster hash map") },
-    )
-    .await?;
-
-    step(&format!("neuraphage task depend {} --on {}", short(&flag.id), short(&flaky.id)))?;
-    let request = ControlRequest::AddDependency { task: flag.id.to_string(), on: flaky.id.to_string() };
-    match client.call(request).await? {
-        ControlReply::DependencyAdded { task, on, .. } => say(&format!("{task} now waits for {on}\n"))?,
-        other => return Err(unexpected(other)),
+    let descriptions = [
+        ("Add input validation to the parser", 1),
+        ("Find the TODOs and write them up", 2),
+        ("Document how to run the tests", 2),
+    ];
+    let mut tasks = Vec::new();
+    for (description, priority) in descriptions {
+        let shown = format!("neuraphage task new \"{description}\" --repo {repo_s} --priority {priority}");
+        let new = NewTask { repo: Some(repo_s.clone()), priority, ..NewTask::described(description) };
+        tasks.push(new_task(&mut client, &shown, new).await?);
     }
+    let first = short(&tasks[0].id).to_owned();
+    let shown = format!("neuraphage task new \"Review the validation change\" --repo {repo_s} --after {first}");
+    let new = NewTask {
+        repo: Some(repo_s.clone()),
+        after: vec![tasks[0].id.to_string()],
+        ..NewTask::described("Review the validation change")
+    };
+    tasks.push(new_task(&mut client, &shown, new).await?);
 
-    step(&format!("neuraphage task depend {} --on {}   # would close a cycle", short(&flaky.id), short(&docs.id)))?;
-    let request = ControlRequest::AddDependency { task: flaky.id.to_string(), on: docs.id.to_string() };
-    match client.call(request).await {
-        Err(CliError::Refused(e)) => say(&format!("refused, nothing stored: {}\n", e.message))?,
-        Ok(other) => return Err(unexpected(other)),
-        Err(e) => return Err(e),
+    step("neuraphage task list   # (polled until every task has ended)")?;
+    let finished = watch(&mut client, &tasks).await?;
+    say(&output::task_table(&finished, Utc::now()))?;
+
+    for t in &finished {
+        step(&format!("neuraphage task diff {}", short(&t.id)))?;
+        let branch = t.branch.as_deref().unwrap_or("(none)");
+        say(&format!("# branch {branch}: {}\n", output::status_line(&t.status)))?;
+        match client.call(ControlRequest::TaskDiff { task: t.id.to_string() }).await {
+            Ok(ControlReply::Diff { patch, .. }) => say(if patch.is_empty() { "(no changes)\n" } else { &patch })?,
+            Ok(other) => return Err(unexpected(other)),
+            Err(CliError::Refused(e)) => say(&format!("{}\n", e.message))?,
+            Err(e) => return Err(e),
+        }
     }
-
-    step(&format!("neuraphage task kill {}", short(&spike.id)))?;
-    let request = ControlRequest::KillTask { task: spike.id.to_string(), reason: Some("not now".into()) };
-    match client.call(request).await? {
-        ControlReply::Task(t) => say(&format!("{}  {}\n", t.id, output::status_line(&t.status)))?,
-        other => return Err(unexpected(other)),
+    let user_checkout_clean =
+        std::fs::read_dir(repo)?.filter_map(|e| e.ok()).all(|e| e.file_name() != "NEURAPHAGE_NOTES.md");
+    say(&format!(
+        "\nThe sample repository's own checkout is untouched: {}. Each task's work is on its branch, ready to review \
+         and merge.\n",
+        if user_checkout_clean { "yes" } else { "NO" }
+    ))?;
+    let failed: Vec<&Task> = finished.iter().filter(|t| t.status.state() != TaskState::Completed).collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!("{} of {} tasks did not complete", failed.len(), finished.len())))
     }
-
-    step("neuraphage task list")?;
-    match client.call(ControlRequest::ListTasks { state: None }).await? {
-        ControlReply::Tasks(tasks) => say(&output::task_table(&tasks, Utc::now()))?,
-        other => return Err(unexpected(other)),
-    }
-
-    step(&format!("neuraphage task show {}", short(&flag.id)))?;
-    match client.call(ControlRequest::ShowTask { task: short(&flag.id).to_owned() }).await? {
-        ControlReply::Detail(d) => say(&output::task_detail(&d, Utc::now()))?,
-        other => return Err(unexpected(other)),
-    }
-
-    step("neuraphage daemon status")?;
-    say(&output::daemon_status(&daemon::status(paths).await?))?;
-    say("\nThe tasks are stored and ordered, but stay Queued: the workers that run them arrive in the next release.\n")
 }
 
-async fn new(client: &mut Client, shown: &str, task: NewTask) -> Result<Task, CliError> {
+/// Print each task's status as it changes until all have ended; return them as they ended.
+async fn watch(client: &mut Client, tasks: &[Task]) -> Result<Vec<Task>, CliError> {
+    let ids: Vec<&TaskId> = tasks.iter().map(|t| &t.id).collect();
+    let mut last: BTreeMap<TaskId, String> = BTreeMap::new();
+    let deadline = Instant::now() + TASK_DEADLINE;
+    loop {
+        let now: Vec<Task> = task::list(client, None).await?.into_iter().filter(|t| ids.contains(&&t.id)).collect();
+        for t in &now {
+            let line = output::status_line(&t.status);
+            if last.get(&t.id) != Some(&line) {
+                say(&format!("  {}  {line}\n", t.id))?;
+                last.insert(t.id.clone(), line);
+            }
+        }
+        if now.iter().all(|t| t.status.state().is_terminal() || t.status.state() == TaskState::Blocked) {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Failed(format!("the tasks did not end within {TASK_DEADLINE:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn new_task(client: &mut Client, shown: &str, task: NewTask) -> Result<Task, CliError> {
     step(shown)?;
     match client.call(ControlRequest::CreateTask(task)).await? {
         ControlReply::Task(task) => {
@@ -143,7 +189,12 @@ fn make_sample_repo(dir: &Path) -> Result<(), git2::Error> {
     let files = [
         ("README.md", "# sample\n\nA tiny parser used by the Neuraphage demo.\n"),
         ("Cargo.toml", "[package]\nname = \"sample\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
-        ("src/lib.rs", "pub fn parse(s: &str) -> Vec<&str> {\n    s.split(',').map(str::trim).collect()\n}\n"),
+        (
+            "src/lib.rs",
+            "/// Split a comma-separated list.\npub fn parse(s: &str) -> Vec<&str> {\n    // TODO: reject empty input\n    \
+             s.split(',').map(str::trim).collect()\n}\n",
+        ),
+        ("tests/parse.rs", "#[test]\nfn splits() {\n    assert_eq!(sample::parse(\"a, b\"), vec![\"a\", \"b\"]);\n}\n"),
     ];
     let mut index = repo.index()?;
     for (name, text) in files {

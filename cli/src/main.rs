@@ -11,6 +11,7 @@ mod error;
 mod output;
 mod task;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -29,7 +30,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("neuraphage: error: {e}");
+            // A closed stderr is no reason to panic: the exit code still tells.
+            let _ = writeln!(std::io::stderr(), "neuraphage: error: {e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -51,10 +53,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 output::out(&format!("neuraphage-supervisor started (pid {}, home {})\n", st.pid, st.home))
             }
         }
-        Command::Daemon(DaemonCommand::Stop) => match daemon::stop(&paths).await? {
-            Some(pid) => output::out(&format!("neuraphage-supervisor stopped (pid {pid})\n")),
-            None => output::out("neuraphage-supervisor is not running\n"),
-        },
+        Command::Daemon(DaemonCommand::Stop(out)) => {
+            let stopped = daemon::stop(&paths).await?;
+            if out.json {
+                return output::json(&serde_json::json!({ "stopped": stopped.is_some(), "pid": stopped }));
+            }
+            match stopped {
+                Some(pid) => output::out(&format!("neuraphage-supervisor stopped (pid {pid})\n")),
+                None => output::out("neuraphage-supervisor is not running\n"),
+            }
+        }
         Command::Daemon(DaemonCommand::Status(out)) => {
             let st = daemon::status(&paths).await?;
             if out.json { output::json(&st) } else { output::out(&output::daemon_status(&st)) }

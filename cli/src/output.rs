@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use neuraphage_ipc::{DaemonStatus, EventKind, Task, TaskDetail, TaskEvent, TaskRef, TaskStatus};
+use neuraphage_ipc::{DaemonStatus, EventKind, RunningPhase, Task, TaskDetail, TaskEvent, TaskRef, TaskStatus};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -37,10 +37,25 @@ pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// The first line of a description, cut to `width` characters.
+/// Text from a task or a model, made safe for a terminal: control characters other than newline and tab are shown
+/// escaped (`\u{1b}`), so a description cannot move the cursor, clear the screen or retitle the window.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The first non-blank line of a description, cut to `width` characters.
 fn short(description: &str, width: usize) -> String {
+    let description = clean(description.trim());
     let line = description.lines().next().unwrap_or("");
-    let more = line.len() < description.trim_end().len();
+    let more = line.len() < description.len();
     if line.chars().count() > width {
         let cut: String = line.chars().take(width - 1).collect();
         format!("{cut}…")
@@ -54,7 +69,13 @@ fn short(description: &str, width: usize) -> String {
 /// The status with its most useful detail, for one line.
 pub fn status_line(status: &TaskStatus) -> String {
     match status {
-        TaskStatus::Running { phase } => format!("Running ({phase:?})"),
+        TaskStatus::Running { phase } => match phase {
+            RunningPhase::Initializing => "Running: starting".to_owned(),
+            RunningPhase::AssemblingContext => "Running: assembling context".to_owned(),
+            RunningPhase::LlmRequest => "Running: waiting for the model".to_owned(),
+            RunningPhase::ToolExecution { tool } => format!("Running: {}", clean(tool)),
+            RunningPhase::Processing => "Running: thinking".to_owned(),
+        },
         TaskStatus::WaitingForUser { prompt } => format!("WaitingForUser: {}", short(prompt, 40)),
         TaskStatus::Blocked { on } => format!("Blocked on {on}"),
         TaskStatus::Failed { error, recoverable } => {
@@ -110,7 +131,7 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     refs(&mut s, "waits for", &d.blocked_by);
     refs(&mut s, "blocks", &d.blocks);
     refs(&mut s, "sub-tasks", &d.children);
-    let _ = writeln!(s, "  description\n    {}", t.description.replace('\n', "\n    "));
+    let _ = writeln!(s, "  description\n    {}", clean(&t.description).replace('\n', "\n    "));
     let _ = writeln!(s, "  events");
     for e in &d.events {
         let _ = writeln!(s, "    #{:<6} {}  {}", e.seq, e.at.format("%H:%M:%S%.3f"), event_text(e));
@@ -123,7 +144,41 @@ fn event_text(e: &TaskEvent) -> String {
         EventKind::Created { priority } => format!("created (priority {priority})"),
         EventKind::DependencyAdded { on } => format!("waits for {on}"),
         EventKind::StatusChanged { from, to } => format!("{from} → {}", status_line(to)),
+        EventKind::WorkerStarted { pid, workdir } => format!("worker started (pid {pid}) in {workdir}"),
+        EventKind::Checkpoint { seq, point, commit } => {
+            format!("checkpoint {seq} {point} ({})", &commit[..commit.len().min(10)])
+        }
+        EventKind::WorkerExited { status } => format!("worker exited ({status})"),
+        EventKind::Committed { branch, commit } => format!("committed {} to {branch}", &commit[..commit.len().min(10)]),
     }
+}
+
+/// A conversation (`task log`) as text.
+pub fn conversation(messages: &[neuraphage_ipc::llm::Message]) -> String {
+    use neuraphage_ipc::llm::{ContentBlock, Speaker};
+    if messages.is_empty() {
+        return "no conversation yet\n".to_owned();
+    }
+    let mut s = String::new();
+    for m in messages {
+        let who = match m.role {
+            Speaker::User => "user",
+            Speaker::Assistant => "model",
+        };
+        for block in &m.content {
+            let _ = match block {
+                ContentBlock::Text { text } => writeln!(s, "[{who}] {}", clean(text)),
+                ContentBlock::ToolUse { name, input, .. } => {
+                    writeln!(s, "[{who}] → {name} {}", clean(&input.to_string()))
+                }
+                ContentBlock::ToolResult { content, is_error, .. } => {
+                    let mark = if *is_error { "tool error" } else { "tool" };
+                    writeln!(s, "[{mark}] {}", clean(&short(content, 200)))
+                }
+            };
+        }
+    }
+    s
 }
 
 /// `daemon status` as text.
@@ -160,6 +215,8 @@ mod tests {
         assert_eq!(short("first\nsecond", 10), "first …");
         assert_eq!(short("abcdefghijkl", 5), "abcd…");
         assert_eq!(short("ééééééé", 3), "éé…");
+        assert_eq!(short("\n\nlater line", 20), "later line");
+        assert_eq!(short("evil\u{1b}[2J", 20), "evil\\u{1b}[2J");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 priority: args.priority,
                 after: args.after,
                 profile: args.profile,
+                base: args.base,
             };
             let task = match Client::connect(paths).await?.call(ControlRequest::CreateTask(new)).await? {
                 ControlReply::Task(task) => task,
@@ -38,11 +39,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             if args.out.json { output::json(&task) } else { output::out(&format!("{}\n", task.id)) }
         }
         TaskCommand::List(args) => {
-            let tasks =
-                match Client::connect(paths).await?.call(ControlRequest::ListTasks { state: args.status }).await? {
-                    ControlReply::Tasks(tasks) => tasks,
-                    other => return Err(unexpected(other)),
-                };
+            let tasks = list(&mut Client::connect(paths).await?, args.status).await?;
             if args.out.json { output::json(&tasks) } else { output::out(&output::task_table(&tasks, Utc::now())) }
         }
         TaskCommand::Show(args) => {
@@ -51,6 +48,26 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 other => return Err(unexpected(other)),
             };
             if args.out.json { output::json(&detail) } else { output::out(&output::task_detail(&detail, Utc::now())) }
+        }
+        TaskCommand::Diff(args) => {
+            let reply = Client::connect(paths).await?.call(ControlRequest::TaskDiff { task: args.id }).await?;
+            let ControlReply::Diff { task, base_commit, patch } = reply else { return Err(unexpected(reply)) };
+            if args.out.json {
+                output::json(&serde_json::json!({ "task": task, "base_commit": base_commit, "patch": patch }))
+            } else if base_commit.is_none() {
+                output::out(&format!("{task} has no repository, so no diff\n"))
+            } else {
+                output::out(&patch)
+            }
+        }
+        TaskCommand::Log(args) => {
+            let reply = Client::connect(paths).await?.call(ControlRequest::TaskLog { task: args.id }).await?;
+            let ControlReply::Log { task, messages } = reply else { return Err(unexpected(reply)) };
+            if args.out.json {
+                output::json(&serde_json::json!({ "task": task, "messages": messages }))
+            } else {
+                output::out(&output::conversation(&messages))
+            }
         }
         TaskCommand::Depend(args) => {
             let request = ControlRequest::AddDependency { task: args.id, on: args.on };
@@ -77,6 +94,24 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// Every task (optionally of one state), page by page.
+pub async fn list(
+    client: &mut Client,
+    state: Option<neuraphage_ipc::TaskState>,
+) -> Result<Vec<neuraphage_ipc::Task>, CliError> {
+    let (mut all, mut offset) = (Vec::new(), Some(0));
+    while let Some(o) = offset {
+        match client.call(ControlRequest::ListTasks { state, offset: o }).await? {
+            ControlReply::Tasks { tasks, next } => {
+                all.extend(tasks);
+                offset = next.filter(|n| *n > o);
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    Ok(all)
 }
 
 /// The supervisor runs elsewhere: send it an absolute, resolved path.

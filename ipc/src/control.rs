@@ -29,7 +29,7 @@ pub struct RequestFrame {
 }
 
 /// A reply with the id of the request it answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyFrame {
     /// The request's id.
     pub id: RequestId,
@@ -47,10 +47,12 @@ pub enum ControlRequest {
     Shutdown,
     /// Create a task.
     CreateTask(NewTask),
-    /// List tasks, optionally of one state.
+    /// List tasks, optionally of one state, a page at a time.
     ListTasks {
         /// Only tasks in this state.
         state: Option<TaskState>,
+        /// Skip this many tasks (the `next` of the previous page).
+        offset: u64,
     },
     /// One task with its dependencies and recent events.
     ShowTask {
@@ -63,6 +65,16 @@ pub enum ControlRequest {
         task: String,
         /// The task it waits for (id or prefix).
         on: String,
+    },
+    /// The task's changes against its base commit, as a patch.
+    TaskDiff {
+        /// The task id or a unique prefix.
+        task: String,
+    },
+    /// The task's conversation with the model.
+    TaskLog {
+        /// The task id or a unique prefix.
+        task: String,
     },
     /// Cancel a task.
     KillTask {
@@ -86,18 +98,25 @@ pub struct NewTask {
     pub after: Vec<String>,
     /// Sandbox profile name.
     pub profile: Option<String>,
+    /// The commit, branch or tag the task's branch starts from (default: the repository's HEAD).
+    pub base: Option<String>,
 }
 
 /// The supervisor's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ControlReply {
     /// Answer to [`ControlRequest::DaemonStatus`].
     Status(DaemonStatus),
     /// One task (created or changed).
     Task(Task),
-    /// Answer to [`ControlRequest::ListTasks`].
-    Tasks(Vec<Task>),
+    /// Answer to [`ControlRequest::ListTasks`]: one page.
+    Tasks {
+        /// The tasks of this page, in schedule order.
+        tasks: Vec<Task>,
+        /// The offset of the next page, if there is one.
+        next: Option<u64>,
+    },
     /// Answer to [`ControlRequest::ShowTask`].
     Detail(Box<TaskDetail>),
     /// Answer to [`ControlRequest::AddDependency`]; `added` is false when the edge already existed.
@@ -108,6 +127,22 @@ pub enum ControlReply {
         on: TaskId,
         /// Whether a new edge was stored.
         added: bool,
+    },
+    /// Answer to [`ControlRequest::TaskDiff`].
+    Diff {
+        /// The task.
+        task: TaskId,
+        /// The commit the diff is against (none for a task without a repository).
+        base_commit: Option<String>,
+        /// The patch (empty when nothing changed).
+        patch: String,
+    },
+    /// Answer to [`ControlRequest::TaskLog`].
+    Log {
+        /// The task.
+        task: TaskId,
+        /// The conversation, oldest first (empty before the task has run).
+        messages: Vec<crate::llm::Message>,
     },
     /// Answer to [`ControlRequest::Shutdown`]: the supervisor stops after sending this.
     ShuttingDown {
@@ -195,6 +230,7 @@ impl NewTask {
             priority: Priority::DEFAULT.get(),
             after: Vec::new(),
             profile: None,
+            base: None,
         }
     }
 }

@@ -20,7 +20,7 @@ async fn a_message_round_trips_over_a_stream() {
     let (a, b) = duplex(4096);
     let mut tx: Link<_, ControlReply, RequestFrame> = Link::new(a, MAX);
     let mut rx: ServerLink<_> = Link::new(b, MAX);
-    let sent = RequestFrame { id: 7, request: ControlRequest::ListTasks { state: None } };
+    let sent = RequestFrame { id: 7, request: ControlRequest::ListTasks { state: None, offset: 0 } };
     tx.send(&sent).await.unwrap();
     assert_eq!(rx.recv().await.unwrap(), Some(sent));
 }

@@ -101,8 +101,13 @@ where
 {
     /// Open the link from the connecting side: send our hello, check the acceptor's answer.
     pub async fn connect_handshake(&mut self, role: Role) -> Result<Hello> {
-        self.send_as(&Hello::ours(role)).await?;
-        match self.expect_as::<HandshakeReply>().await? {
+        // If the acceptor refused us before reading our hello, sending fails, but its refusal is still there to read.
+        let sent = self.send_as(&Hello::ours(role)).await;
+        let reply = match self.expect_as::<HandshakeReply>().await {
+            Ok(reply) => reply,
+            Err(e) => return Err(sent.err().unwrap_or(e)),
+        };
+        match reply {
             HandshakeReply::Accepted { peer } => {
                 peer.check_peer(role)?;
                 Ok(peer)

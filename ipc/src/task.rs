@@ -180,8 +180,10 @@ impl FromStr for TaskState {
             return Ok(TaskState::WaitingForUser);
         }
         TaskState::ALL.into_iter().find(|st| st.name().to_ascii_lowercase() == key).ok_or_else(|| {
-            let names: Vec<_> = TaskState::ALL.iter().map(|s| s.name().to_ascii_lowercase()).collect();
-            format!("unknown status {s:?}; expected one of: {}", names.join(", "))
+            format!(
+                "unknown status {s:?}; expected one of: queued, running, waiting, blocked, paused, completed, \
+                 failed, cancelled"
+            )
         })
     }
 }
@@ -281,6 +283,10 @@ pub struct Task {
     pub profile: Option<String>,
     /// The task that created it, for a sub-task.
     pub parent: Option<TaskId>,
+    /// The commit its work starts from (the repository's HEAD, or `--base`), if it has a repository.
+    pub base_commit: Option<String>,
+    /// Its branch, `neuraphage/<id>`, once its worktree exists.
+    pub branch: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
@@ -312,6 +318,34 @@ pub enum EventKind {
         /// The task it waits for.
         on: TaskId,
     },
+    /// A worker process started running the task.
+    WorkerStarted {
+        /// Its pid.
+        pid: u32,
+        /// Its worktree (or scratch folder).
+        workdir: String,
+    },
+    /// A checkpoint is on disk.
+    Checkpoint {
+        /// Its sequence number.
+        seq: u64,
+        /// Which point of the loop, e.g. `tool_started` (with the tool name where there is one).
+        point: String,
+        /// The conversation commit that holds it.
+        commit: String,
+    },
+    /// The worker process ended.
+    WorkerExited {
+        /// How, in words (`exit status 0`, `signal 9`).
+        status: String,
+    },
+    /// The task's work was committed to its branch.
+    Committed {
+        /// The branch.
+        branch: String,
+        /// The new commit.
+        commit: String,
+    },
     /// The task's status changed.
     StatusChanged {
         /// The old state.
@@ -327,6 +361,10 @@ impl EventKind {
         match self {
             EventKind::Created { .. } => "created",
             EventKind::DependencyAdded { .. } => "dependency_added",
+            EventKind::WorkerStarted { .. } => "worker_started",
+            EventKind::Checkpoint { .. } => "checkpoint",
+            EventKind::WorkerExited { .. } => "worker_exited",
+            EventKind::Committed { .. } => "committed",
             EventKind::StatusChanged { .. } => "status_changed",
         }
     }

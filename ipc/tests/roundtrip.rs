@@ -2,7 +2,16 @@
 //! Property tests: every wire message survives encode → decode unchanged, and random bytes never panic the decoder.
 
 use chrono::{DateTime, TimeZone, Utc};
+use neuraphage_ipc::broker::{BrokerToSupervisor, SupervisorToBroker};
 use neuraphage_ipc::frame::{decode, encode};
+use neuraphage_ipc::llm::{
+    ChatRequest, ChatResponse, ContentBlock, LlmErrorKind, LlmFailure, Message, Speaker, StopReason, StreamDelta,
+    ToolDefinition, Usage,
+};
+use neuraphage_ipc::worker::{
+    BrokerToWorker, Checkpoint, CheckpointKind, SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker,
+    WorkerToSupervisor,
+};
 use neuraphage_ipc::{
     ControlError, ControlReply, ControlRequest, DaemonStatus, ErrorCode, EventKind, FrameCodec, HandshakeReply, Hello,
     NewTask, Priority, ReplyFrame, RequestFrame, Role, RunningPhase, Task, TaskDetail, TaskEvent, TaskId, TaskRef,
@@ -69,27 +78,29 @@ fn status() -> impl Strategy<Value = TaskStatus> {
 
 fn task() -> impl Strategy<Value = Task> {
     (
-        task_id(),
-        status(),
-        priority(),
-        text(),
-        option::of(text()),
-        option::of(text()),
-        option::of(task_id()),
-        time(),
-        time(),
+        (task_id(), status(), priority(), text(), option::of(text()), option::of(text())),
+        (option::of(task_id()), option::of(text()), option::of(text()), time(), time()),
     )
-        .prop_map(|(id, status, priority, description, repo, profile, parent, created_at, updated_at)| Task {
-            id,
-            status,
-            priority,
-            description,
-            repo,
-            profile,
-            parent,
-            created_at,
-            updated_at,
-        })
+        .prop_map(
+            |(
+                (id, status, priority, description, repo, profile),
+                (parent, base_commit, branch, created_at, updated_at),
+            )| {
+                Task {
+                    id,
+                    status,
+                    priority,
+                    description,
+                    repo,
+                    profile,
+                    parent,
+                    base_commit,
+                    branch,
+                    created_at,
+                    updated_at,
+                }
+            },
+        )
 }
 
 fn task_ref() -> impl Strategy<Value = TaskRef> {
@@ -100,23 +111,35 @@ fn event() -> impl Strategy<Value = TaskEvent> {
     let kind = prop_oneof![
         priority().prop_map(|priority| EventKind::Created { priority }),
         task_id().prop_map(|on| EventKind::DependencyAdded { on }),
+        (any::<u32>(), text()).prop_map(|(pid, workdir)| EventKind::WorkerStarted { pid, workdir }),
+        (any::<u64>(), text(), text()).prop_map(|(seq, point, commit)| EventKind::Checkpoint { seq, point, commit }),
+        text().prop_map(|status| EventKind::WorkerExited { status }),
+        (text(), text()).prop_map(|(branch, commit)| EventKind::Committed { branch, commit }),
         (state(), status()).prop_map(|(from, to)| EventKind::StatusChanged { from, to }),
     ];
     (any::<u64>(), task_id(), time(), kind).prop_map(|(seq, task, at, kind)| TaskEvent { seq, task, at, kind })
 }
 
 fn request() -> impl Strategy<Value = ControlRequest> {
-    let new_task = (text(), option::of(text()), any::<u8>(), vec(text(), 0..3), option::of(text())).prop_map(
-        |(description, repo, priority, after, profile)| NewTask { description, repo, priority, after, profile },
-    );
+    let new_task = (text(), option::of(text()), any::<u8>(), vec(text(), 0..3), option::of(text()), option::of(text()))
+        .prop_map(|(description, repo, priority, after, profile, base)| NewTask {
+            description,
+            repo,
+            priority,
+            after,
+            profile,
+            base,
+        });
     prop_oneof![
         Just(ControlRequest::DaemonStatus),
         Just(ControlRequest::Shutdown),
         new_task.prop_map(ControlRequest::CreateTask),
-        option::of(state()).prop_map(|state| ControlRequest::ListTasks { state }),
+        (option::of(state()), any::<u64>()).prop_map(|(state, offset)| ControlRequest::ListTasks { state, offset }),
         text().prop_map(|task| ControlRequest::ShowTask { task }),
         (text(), text()).prop_map(|(task, on)| ControlRequest::AddDependency { task, on }),
         (text(), option::of(text())).prop_map(|(task, reason)| ControlRequest::KillTask { task, reason }),
+        text().prop_map(|task| ControlRequest::TaskDiff { task }),
+        text().prop_map(|task| ControlRequest::TaskLog { task }),
     ]
 }
 
@@ -150,7 +173,7 @@ fn reply() -> impl Strategy<Value = ControlReply> {
     prop_oneof![
         status.prop_map(ControlReply::Status),
         task().prop_map(ControlReply::Task),
-        vec(task(), 0..4).prop_map(ControlReply::Tasks),
+        (vec(task(), 0..4), option::of(any::<u64>())).prop_map(|(tasks, next)| ControlReply::Tasks { tasks, next }),
         detail.prop_map(|d| ControlReply::Detail(Box::new(d))),
         (task_id(), task_id(), any::<bool>()).prop_map(|(task, on, added)| ControlReply::DependencyAdded {
             task,
@@ -158,9 +181,178 @@ fn reply() -> impl Strategy<Value = ControlReply> {
             added
         }),
         any::<u32>().prop_map(|pid| ControlReply::ShuttingDown { pid }),
+        (task_id(), option::of(text()), text()).prop_map(|(task, base_commit, patch)| ControlReply::Diff {
+            task,
+            base_commit,
+            patch
+        }),
+        (task_id(), vec(message(), 0..4)).prop_map(|(task, messages)| ControlReply::Log { task, messages }),
         (code, text(), vec(task_id(), 0..3))
             .prop_map(|(code, message, candidates)| ControlReply::Error(ControlError { code, message, candidates })),
     ]
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        text().prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            vec(("[a-z]{1,6}", inner), 0..4).prop_map(|kv| serde_json::Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn block() -> impl Strategy<Value = ContentBlock> {
+    prop_oneof![
+        text().prop_map(|text| ContentBlock::Text { text }),
+        (text(), text(), json_value()).prop_map(|(id, name, input)| ContentBlock::ToolUse { id, name, input }),
+        (text(), text(), any::<bool>()).prop_map(|(tool_use_id, content, is_error)| ContentBlock::ToolResult {
+            tool_use_id,
+            content,
+            is_error
+        }),
+    ]
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    (any::<bool>(), vec(block(), 0..4))
+        .prop_map(|(user, content)| Message { role: if user { Speaker::User } else { Speaker::Assistant }, content })
+}
+
+fn usage() -> impl Strategy<Value = Usage> {
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c, d)| Usage {
+        input_tokens: a,
+        output_tokens: b,
+        cache_creation_input_tokens: c,
+        cache_read_input_tokens: d,
+    })
+}
+
+fn delta() -> impl Strategy<Value = StreamDelta> {
+    prop_oneof![
+        (any::<u32>(), text()).prop_map(|(index, text)| StreamDelta::Text { index, text }),
+        (any::<u32>(), text(), text()).prop_map(|(index, id, name)| StreamDelta::ToolUseStart { index, id, name }),
+        (any::<u32>(), text()).prop_map(|(index, partial_json)| StreamDelta::ToolInput { index, partial_json }),
+    ]
+}
+
+fn failure() -> impl Strategy<Value = LlmFailure> {
+    let kind = proptest::sample::select(vec![
+        LlmErrorKind::NoProvider,
+        LlmErrorKind::Auth,
+        LlmErrorKind::RateLimited,
+        LlmErrorKind::Overloaded,
+        LlmErrorKind::Server,
+        LlmErrorKind::InvalidRequest,
+        LlmErrorKind::MalformedResponse,
+        LlmErrorKind::Transport,
+        LlmErrorKind::Other,
+    ]);
+    (kind, text(), option::of(any::<u16>()), any::<bool>(), option::of(any::<u64>())).prop_map(
+        |(kind, message, status, retryable, retry_after_ms)| LlmFailure {
+            kind,
+            message,
+            status,
+            retryable,
+            retry_after_ms,
+        },
+    )
+}
+
+fn checkpoint_kind() -> impl Strategy<Value = CheckpointKind> {
+    let outcome = prop_oneof![
+        text().prop_map(|summary| TaskOutcome::Completed { summary }),
+        (text(), any::<bool>()).prop_map(|(error, recoverable)| TaskOutcome::Failed { error, recoverable }),
+    ];
+    prop_oneof![
+        Just(CheckpointKind::RequestSent),
+        (usage(), text()).prop_map(|(usage, model)| CheckpointKind::ResponseReceived { usage, model }),
+        (text(), text()).prop_map(|(tool, tool_use_id)| CheckpointKind::ToolStarted { tool, tool_use_id }),
+        (text(), text(), any::<bool>()).prop_map(|(tool, tool_use_id, is_error)| CheckpointKind::ToolCompleted {
+            tool,
+            tool_use_id,
+            is_error
+        }),
+        outcome.prop_map(|outcome| CheckpointKind::TaskEnded { outcome }),
+    ]
+}
+
+type WorkerMessages = (SupervisorToWorker, WorkerToSupervisor, WorkerToBroker, BrokerToWorker);
+
+fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
+    let start = (task_id(), text(), text(), option::of(text()), any::<u32>(), vec(message(), 0..3), any::<u64>())
+        .prop_map(|(task, description, workdir, branch, max_iterations, messages, last_seq)| {
+            SupervisorToWorker::Start(Box::new(WorkerStart {
+                task,
+                description,
+                outputs_dir: format!("{workdir}/o"),
+                tmp_dir: format!("{workdir}/t"),
+                workdir,
+                branch,
+                max_iterations,
+                messages,
+                last_seq,
+            }))
+        });
+    let to_worker = prop_oneof![
+        start,
+        any::<u64>().prop_map(|seq| SupervisorToWorker::Ack { seq }),
+        text().prop_map(|reason| SupervisorToWorker::Cancel { reason }),
+    ];
+    let to_supervisor = prop_oneof![
+        (any::<u64>(), checkpoint_kind(), any::<u32>(), vec(message(), 0..3)).prop_map(
+            |(seq, kind, iteration, messages)| {
+                WorkerToSupervisor::Checkpoint(Box::new(Checkpoint { seq, kind, iteration, messages }))
+            }
+        ),
+        delta().prop_map(|delta| WorkerToSupervisor::Stream { delta }),
+        text().prop_map(|on| WorkerToSupervisor::Waiting { on }),
+    ];
+    let tools = vec![ToolDefinition {
+        name: "Read".into(),
+        description: "read".into(),
+        input_schema: serde_json::json!({"type": "object"}),
+    }];
+    let request = (option::of(text()), text(), vec(message(), 0..3), any::<u32>()).prop_map(
+        move |(model, system, messages, max_tokens)| ChatRequest {
+            model,
+            system,
+            messages,
+            tools: tools.clone(),
+            max_tokens,
+        },
+    );
+    let to_broker =
+        (any::<u64>(), request).prop_map(|(id, request)| WorkerToBroker::Complete { id, request: Box::new(request) });
+    let stop = proptest::sample::select(vec![
+        StopReason::EndTurn,
+        StopReason::ToolUse,
+        StopReason::MaxTokens,
+        StopReason::StopSequence,
+        StopReason::Refusal,
+        StopReason::Other,
+    ]);
+    let response = (text(), text(), vec(block(), 0..3), stop, usage())
+        .prop_map(|(id, model, content, stop_reason, usage)| ChatResponse { id, model, content, stop_reason, usage });
+    let from_broker = prop_oneof![
+        (any::<u64>(), delta()).prop_map(|(id, delta)| BrokerToWorker::Delta { id, delta }),
+        (any::<u64>(), response).prop_map(|(id, response)| BrokerToWorker::Done { id, response: Box::new(response) }),
+        (any::<u64>(), failure()).prop_map(|(id, error)| BrokerToWorker::Failed { id, error }),
+    ];
+    (to_worker, to_supervisor, to_broker, from_broker)
+}
+
+fn broker_messages() -> impl Strategy<Value = (SupervisorToBroker, BrokerToSupervisor)> {
+    let up = prop_oneof![
+        vec(text(), 0..3).prop_map(|providers| BrokerToSupervisor::Ready { providers }),
+        (task_id(), text(), usage()).prop_map(|(task, model, usage)| BrokerToSupervisor::Usage { task, model, usage }),
+    ];
+    (Just(SupervisorToBroker::Shutdown), up)
 }
 
 fn hello() -> impl Strategy<Value = Hello> {
@@ -196,11 +388,29 @@ proptest! {
     }
 
     #[test]
+    fn worker_link_messages_round_trip((a, b, c, d) in worker_messages()) {
+        round_trips(&a)?;
+        round_trips(&b)?;
+        round_trips(&c)?;
+        round_trips(&d)?;
+    }
+
+    #[test]
+    fn broker_link_messages_round_trip((a, b) in broker_messages()) {
+        round_trips(&a)?;
+        round_trips(&b)?;
+    }
+
+    #[test]
     fn random_bodies_never_panic_the_decoder(bytes in vec(any::<u8>(), 0..512)) {
         let _ = decode::<RequestFrame>(&bytes);
         let _ = decode::<ReplyFrame>(&bytes);
         let _ = decode::<Hello>(&bytes);
         let _ = decode::<HandshakeReply>(&bytes);
+        let _ = decode::<WorkerToSupervisor>(&bytes);
+        let _ = decode::<SupervisorToWorker>(&bytes);
+        let _ = decode::<BrokerToWorker>(&bytes);
+        let _ = decode::<WorkerToBroker>(&bytes);
     }
 
     #[test]
@@ -223,6 +433,8 @@ fn task_json_has_a_flat_status() {
         repo: None,
         profile: None,
         parent: None,
+        base_commit: None,
+        branch: None,
         created_at: Utc.timestamp_millis_opt(0).unwrap(),
         updated_at: Utc.timestamp_millis_opt(0).unwrap(),
     };

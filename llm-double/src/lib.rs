@@ -1,1 +1,45 @@
-//! TEST DOUBLE (being written).
+//! **TEST DOUBLE** of the LLM providers' HTTP APIs, for tests and the demo. Not a model, not a proxy: it answers
+//! what it is scripted to answer, in the providers' own wire formats, over real HTTP on a loopback port.
+//!
+//! [`LlmDouble`] serves, on `127.0.0.1:0` inside the caller's tokio runtime:
+//! - the Anthropic Messages API, `POST /v1/messages`, streamed (SSE events) or not, with `x-api-key` and
+//!   `anthropic-version` checks, `anthropic-ratelimit-*` headers and `request-id`;
+//! - OpenAI chat completions, `POST /v1/chat/completions`, streamed (`data:` chunks, `[DONE]`) or not, with Bearer
+//!   auth and `x-ratelimit-*` headers.
+//!
+//! Each request takes the next [`Step`] of the [`Script`] (shared by both endpoints); when the script is empty a
+//! [`Policy`] decides from the [`RecordedRequest`]. Steps are replies (text, tool calls, usage, headers, delays),
+//! HTTP errors (429 / 529 / 5xx / 4xx with the provider's JSON body and `retry-after`), and damaged streams
+//! ([`StreamFault`]: cut, malformed, unknown event, mid-stream `error`). [`DemoPolicy`] is a deterministic
+//! scripted model for the demo. Every request is recorded for assertions, and an optional per-minute request
+//! limit answers 429 beyond it.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), neuraphage_llm_double::DoubleError> {
+//! use neuraphage_llm_double::{LlmDouble, Reply, Step};
+//! let double = LlmDouble::start().await?;
+//! double.push(Reply::text("Looking.").with_tool("Read", serde_json::json!({"file_path": "README.md"})));
+//! double.push(Step::http_error(529));
+//! // point a client at double.anthropic_base_url() or double.openai_base_url() ...
+//! assert!(double.requests().is_empty());
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`script`] (steps, script, policy), [`record`] (recorded requests), [`demo`] (the demo model), and the
+//! server itself; `anthropic` and `openai` render each wire format.
+#![deny(missing_docs)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod anthropic;
+pub mod demo;
+mod openai;
+pub mod record;
+pub mod script;
+mod server;
+
+pub use demo::{DemoPolicy, NOTES_FILE};
+pub use record::{Endpoint, RecordedRequest};
+pub use script::{
+    HttpError, Policy, Reply, ReplyBlock, Script, Step, StopReason, StreamFault, TokenUsage, default_policy, policy,
+};
+pub use server::{DoubleConfig, DoubleError, LlmDouble};

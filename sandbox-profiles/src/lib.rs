@@ -1,7 +1,152 @@
-//! Sandbox profiles: TOML files (filesystem, network, resource limits, denied syscalls) shipped in this folder and
-//! overridable per user and per task, and the code that loads and checks them.
+//! The sandbox a worker applies to itself, right after exec, while it is still single-threaded.
 //!
-//! **Not built yet.** No profile ships and nothing is enforced: `task new --profile NAME` only records the name
-//! (checked to be a well-formed name). Profiles and the worker's Landlock, seccomp and limits come with the
-//! sandbox issue. See `docs/ARCHITECTURE.md`.
+//! Today: a Landlock filesystem ruleset ([`FsPolicy`]) — the task's worktree, scratch and outputs folders
+//! read-write, the repository's shared `.git` read-only with the task's own worktree admin folder read-write, system
+//! folders read-and-execute, and nothing else — plus no_new_privs. [`FsPolicy::apply`] fails closed: a kernel that
+//! cannot fully enforce the ruleset is an error, never a silent downgrade.
+//!
+//! **Not built yet** (the sandbox issue): profiles as TOML data (`default`, `untrusted`, `networked`), network and
+//! scope rules, seccomp, capabilities, resource limits, `--profile NAME` lookup. `task new --profile NAME` only
+//! records the name today.
 #![deny(missing_docs)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus,
+};
+
+/// The Landlock ABI this build asks for (the kernel here has 7; 5 adds ioctl on devices).
+pub const LANDLOCK_ABI: ABI = ABI::V5;
+
+/// System folders a task may read and execute from, when they exist.
+pub const SYSTEM_READ_EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc", "/opt"];
+
+/// System files and folders a task may only read.
+pub const SYSTEM_READ: &[&str] = &["/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/random", "/dev/zero"];
+
+/// Device files a task may write (and read).
+pub const DEVICE_READ_WRITE: &[&str] = &["/dev/null", "/dev/tty"];
+
+/// What a rule allows beneath its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsAccess {
+    /// Read files and list folders.
+    Read,
+    /// Read and execute.
+    ReadExec,
+    /// Everything: read, write, create, remove, rename, truncate, execute.
+    ReadWrite,
+}
+
+/// One filesystem rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsRule {
+    /// The file or folder (and everything beneath it).
+    pub path: PathBuf,
+    /// What it allows.
+    pub access: FsAccess,
+}
+
+/// The filesystem a task may touch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FsPolicy {
+    /// The rules; anything not beneath one of them is out of reach.
+    pub rules: Vec<FsRule>,
+}
+
+/// Why the sandbox could not be applied. The worker refuses to run the task on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A rule's path could not be opened.
+    #[error("sandbox rule for {path}: {reason}")]
+    Rule {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Landlock refused the ruleset.
+    #[error("landlock: {0}")]
+    Landlock(String),
+    /// The kernel enforced only part of the ruleset.
+    #[error("the kernel enforces this sandbox only partly ({0}); refusing to run the task")]
+    NotFullyEnforced(String),
+}
+
+/// The folders of a task, from which its policy is made.
+#[derive(Debug, Clone)]
+pub struct TaskFolders {
+    /// The worktree (or the scratch folder for a task without a repository).
+    pub workdir: PathBuf,
+    /// The task's scratch folder (`$HOME` and `$TMPDIR` of the task).
+    pub tmp: PathBuf,
+    /// Where large tool outputs go.
+    pub outputs: PathBuf,
+    /// The repository's shared git folder (read-only), if the task has a repository.
+    pub git_dir: Option<PathBuf>,
+    /// The task's own worktree admin folder inside it (read-write).
+    pub git_admin_dir: Option<PathBuf>,
+}
+
+impl FsPolicy {
+    /// The policy of a task: its folders read-write, its repository's git folder read-only, system folders
+    /// read-execute, nothing else.
+    pub fn for_task(folders: &TaskFolders) -> FsPolicy {
+        let mut rules = Vec::new();
+        let mut add = |path: &Path, access| rules.push(FsRule { path: path.to_path_buf(), access });
+        for p in SYSTEM_READ_EXEC.iter().map(Path::new).filter(|p| p.exists()) {
+            add(p, FsAccess::ReadExec);
+        }
+        for p in SYSTEM_READ.iter().map(Path::new).filter(|p| p.exists()) {
+            add(p, FsAccess::Read);
+        }
+        for p in DEVICE_READ_WRITE.iter().map(Path::new).filter(|p| p.exists()) {
+            add(p, FsAccess::ReadWrite);
+        }
+        if let Some(git) = &folders.git_dir {
+            add(git, FsAccess::Read);
+        }
+        if let Some(admin) = &folders.git_admin_dir {
+            add(admin, FsAccess::ReadWrite);
+        }
+        for p in [&folders.workdir, &folders.tmp, &folders.outputs] {
+            add(p, FsAccess::ReadWrite);
+        }
+        FsPolicy { rules }
+    }
+
+    /// Restrict this thread (and every process it starts) to the policy, and set no_new_privs. Call it before any
+    /// other thread exists. Fails unless the kernel enforces the whole ruleset.
+    pub fn apply(&self) -> Result<(), SandboxError> {
+        let abi = LANDLOCK_ABI;
+        let landlock = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+        let mut ruleset = Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(AccessFs::from_all(abi))
+            .map_err(landlock)?
+            .create()
+            .map_err(landlock)?;
+        for rule in &self.rules {
+            let access = match rule.access {
+                FsAccess::Read => AccessFs::from_read(abi) & !AccessFs::Execute,
+                FsAccess::ReadExec => AccessFs::from_read(abi),
+                FsAccess::ReadWrite => AccessFs::from_all(abi),
+            };
+            // PathFd opens with O_PATH | O_CLOEXEC; a file gets only the rights that apply to files.
+            let fd = PathFd::new(&rule.path)
+                .map_err(|e| SandboxError::Rule { path: rule.path.clone(), reason: e.to_string() })?;
+            let is_dir = rule.path.is_dir();
+            let access = if is_dir { access } else { access & AccessFs::from_file(abi) };
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(landlock)?;
+        }
+        let status = ruleset.restrict_self().map_err(landlock)?;
+        match status.ruleset {
+            RulesetStatus::FullyEnforced if status.no_new_privs => Ok(()),
+            RulesetStatus::FullyEnforced => Err(SandboxError::NotFullyEnforced("no_new_privs is not set".into())),
+            other => Err(SandboxError::NotFullyEnforced(format!("{other:?}"))),
+        }
+    }
+}

@@ -53,8 +53,10 @@ impl Home {
     }
 }
 
-/// Create `dir` (and parents) if missing, and make sure it is ours and private (0700).
+/// Create `dir` (and parents) if missing, and make sure it is ours and private (0700). A folder that already
+/// existed and is open to others is refused, never changed: it may be shared (`/tmp`, `~`).
 fn private_dir(dir: &Path) -> Result<()> {
+    let existed = dir.exists();
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| home_error(dir, e))?;
     let meta = fs::symlink_metadata(dir).map_err(|e| home_error(dir, e))?;
     if !meta.is_dir() {
@@ -65,6 +67,16 @@ fn private_dir(dir: &Path) -> Result<()> {
         return Err(home_error(dir, format!("is owned by uid {}, not by this user (uid {me})", meta.uid())));
     }
     if meta.mode() & 0o077 != 0 {
+        if existed {
+            return Err(home_error(
+                dir,
+                format!(
+                    "is open to other users (mode {:o}); use a private folder (chmod 700) of its own",
+                    meta.mode() & 0o7777
+                ),
+            ));
+        }
+        // Created just now under a umask we do not control.
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| home_error(dir, e))?;
     }
     Ok(())
@@ -122,12 +134,20 @@ mod tests {
     #[test]
     fn folders_are_private() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("run")).unwrap();
-        fs::set_permissions(dir.path().join("run"), fs::Permissions::from_mode(0o755)).unwrap();
         let home = Home::claim(paths(dir.path())).unwrap();
         for d in [&home.paths.home, &home.paths.runtime_dir] {
             assert_eq!(fs::metadata(d).unwrap().mode() & 0o777, 0o700, "{}", d.display());
         }
+    }
+
+    #[test]
+    fn a_shared_folder_is_refused_not_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("run")).unwrap();
+        fs::set_permissions(dir.path().join("run"), fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = Home::claim(paths(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("open to other users") && err.contains("1777"), "{err}");
+        assert_eq!(fs::metadata(dir.path().join("run")).unwrap().mode() & 0o7777, 0o1777);
     }
 
     #[test]

@@ -4,17 +4,28 @@
 //! - [`home`]: prepares the data and runtime folders and holds the one-supervisor-per-home lock.
 //! - [`store`]: the SQLite task store (tasks, dependency edges, append-only events).
 //! - [`requests`]: validates control requests and answers them from the store.
+//! - [`config`]: `neuraphage.yaml` (max-concurrent, keep-worktrees, max-iterations).
+//! - [`workers`]: the scheduler and the registry of running tasks; [`runner`]: one task's worker session.
+//! - [`worktree`]: task worktrees and branches (git2); [`conversation`]: the per-task conversation repository.
+//! - [`broker_link`]: spawning the broker and handing it worker links; [`spawn`]: children with inherited fds.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
-//! Workers, the broker, worktrees and the scheduler come with later issues; `docs/ARCHITECTURE.md` has the map.
+//! `docs/ARCHITECTURE.md` has the map.
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod broker_link;
+pub mod config;
+pub mod conversation;
 pub mod error;
 pub mod home;
 pub mod requests;
+pub mod runner;
 pub mod server;
+pub mod spawn;
 pub mod store;
+pub mod workers;
+pub mod worktree;
 
 pub use error::{Result, SupervisorError};

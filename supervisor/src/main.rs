@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use neuraphage_ipc::broker::BrokerToSupervisor;
 use neuraphage_ipc::paths::{ENV_LOG, Paths};
+use neuraphage_supervisor::broker_link::{Broker, BrokerLink};
+use neuraphage_supervisor::config::{CONFIG_FILE, Config};
 use neuraphage_supervisor::home::Home;
 use neuraphage_supervisor::requests::Daemon;
 use neuraphage_supervisor::server::{self, Limits};
 use neuraphage_supervisor::store::{DB_FILE, Store};
+use neuraphage_supervisor::workers;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
 
 fn run(paths: Paths) -> anyhow::Result<()> {
     let home = Home::claim(paths)?;
+    let config = Config::load(&home.paths.home.join(CONFIG_FILE)).map_err(anyhow::Error::msg)?;
     let db = home.paths.home.join(DB_FILE);
     let store = Store::open(&db).with_context(|| format!("cannot open the task store {}", db.display()))?;
     let socket = home.paths.control_socket();
@@ -69,13 +74,51 @@ fn run(paths: Paths) -> anyhow::Result<()> {
             }
             on_signal.cancel();
         });
-        let daemon = Arc::new(Daemon::new(store, home.paths.clone()));
+        let daemon = Arc::new(Daemon::new(store, home.paths.clone(), config));
+        let broker_log =
+            std::fs::OpenOptions::new().create(true).append(true).open(home.paths.logs().join("broker.log"))?;
+        let (broker, broker_link, broker_child) = Broker::spawn(broker_log).await.map_err(anyhow::Error::msg)?;
+        let broker = Arc::new(broker);
+        tokio::spawn(watch_broker(broker_link, broker_child));
+        let scheduler = tokio::spawn(workers::schedule(daemon.clone(), broker.clone(), shutdown.clone()));
         server::serve(listener, &socket, daemon, Limits::default(), shutdown).await;
+        // Running tasks are stopped and re-queued; they resume at the next start.
+        if let Err(e) = scheduler.await {
+            tracing::error!(error = %e, "the scheduler failed");
+        }
         anyhow::Ok(())
     })?;
+    // Every request still running finishes here, before the home's lock is released: no other supervisor may
+    // start on this home while this one can still write.
+    drop(runtime);
     tracing::info!("stopped");
     drop(home);
     Ok(())
+}
+
+/// Log what the broker reports; when its link closes, say so (restarting it comes with crash recovery).
+async fn watch_broker(mut link: BrokerLink, mut child: tokio::process::Child) {
+    loop {
+        match link.recv().await {
+            Ok(Some(BrokerToSupervisor::Ready { providers })) => {
+                if providers.is_empty() {
+                    tracing::warn!("the broker has no model provider: set ANTHROPIC_API_KEY or OPENAI_API_KEY");
+                } else {
+                    tracing::info!(?providers, "broker ready");
+                }
+            }
+            Ok(Some(BrokerToSupervisor::Usage { task, model, usage })) => {
+                tracing::info!(%task, %model, input = usage.input_tokens, output = usage.output_tokens, "usage");
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "broker link failed");
+                break;
+            }
+        }
+    }
+    let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+    tracing::error!(%status, "the broker exited; model calls fail until the supervisor restarts");
 }
 
 /// A daemon outlives the terminal that started it: log and ignore SIGHUP.
@@ -96,8 +139,11 @@ fn init_tracing(paths: &Paths, quiet_stderr: bool) -> Option<tracing_appender::n
             .from_env_lossy()
     };
     let stderr_max = if quiet_stderr { LevelFilter::WARN } else { LevelFilter::TRACE };
-    let stderr =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).with_filter(stderr_max);
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter())
+        .with_filter(stderr_max);
     let logs = paths.logs();
     let file = std::fs::DirBuilder::new()
         .recursive(true)

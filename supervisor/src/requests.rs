@@ -11,34 +11,102 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use git2::{Repository, RepositoryOpenFlags};
 use neuraphage_ipc::paths::Paths;
+use neuraphage_ipc::worker::Checkpoint;
 use neuraphage_ipc::{
-    ControlReply, ControlRequest, DaemonStatus, ErrorCode, MAX_DESCRIPTION_BYTES, NewTask, PROTOCOL_VERSION, Priority,
-    TaskId,
+    ControlReply, ControlRequest, DaemonStatus, ErrorCode, EventKind, MAX_DESCRIPTION_BYTES, NewTask, PROTOCOL_VERSION,
+    Priority, TaskId, TaskState, TaskStatus,
 };
 
+use crate::config::Config;
 use crate::error::{Result, SupervisorError};
 use crate::store::Store;
 use crate::store::tasks::TaskDraft;
+use crate::workers::WorkerRegistry;
 
 /// How many recent events `task show` returns.
 pub const SHOW_EVENTS: usize = 50;
 
+/// Most tasks in one page of `task list`.
+pub const PAGE_TASKS: usize = 500;
+
+/// Description bytes in one page of `task list` (well under the reply frame limit).
+pub const PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest reason a `task kill` may record.
+pub const MAX_REASON_BYTES: usize = 4096;
+
 /// Longest sandbox profile name.
 const MAX_PROFILE_NAME: usize = 64;
 
-/// The supervisor's shared state, as requests see it.
+/// The supervisor's shared state: the store, its settings, and the tasks running now.
 #[derive(Debug)]
 pub struct Daemon {
     store: Mutex<Store>,
     paths: Paths,
+    config: Config,
+    /// Running tasks, and the scheduler's wake-up.
+    pub workers: WorkerRegistry,
     started_at: DateTime<Utc>,
     started: Instant,
 }
 
 impl Daemon {
     /// Wrap an open store.
-    pub fn new(store: Store, paths: Paths) -> Daemon {
-        Daemon { store: Mutex::new(store), paths, started_at: Utc::now(), started: Instant::now() }
+    pub fn new(store: Store, paths: Paths, config: Config) -> Daemon {
+        Daemon {
+            store: Mutex::new(store),
+            paths,
+            config,
+            workers: WorkerRegistry::default(),
+            started_at: Utc::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The folders.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Change a task's status; a failure is logged (the store keeps the old status).
+    pub fn transition(&self, id: &TaskId, status: TaskStatus) {
+        match self.store().and_then(|mut s| s.transition(id, status)) {
+            Ok((_, true)) => self.workers.wake.notify_one(),
+            Ok((_, false)) => {}
+            Err(e) => tracing::error!(task = %id, error = %e, "cannot change the task's status"),
+        }
+    }
+
+    /// Append an event; a failure is logged.
+    pub fn record(&self, id: &TaskId, kind: EventKind) {
+        if let Err(e) = self.store().and_then(|mut s| s.record(id, kind)) {
+            tracing::error!(task = %id, error = %e, "cannot record an event");
+        }
+    }
+
+    /// Persist a checkpoint whose conversation is committed at `commit`.
+    pub fn checkpoint(&self, id: &TaskId, cp: &Checkpoint, commit: &str) -> std::result::Result<(), String> {
+        self.store().and_then(|mut s| s.checkpoint(id, cp, commit)).map_err(|e| e.to_string())
+    }
+
+    /// The last checkpoint's sequence number and commit.
+    pub fn last_checkpoint(&self, id: &TaskId) -> std::result::Result<Option<(u64, String)>, String> {
+        self.store().and_then(|s| s.last_checkpoint(id)).map_err(|e| e.to_string())
+    }
+
+    /// Record a task's branch.
+    pub fn set_branch(&self, id: &TaskId, branch: &str) -> std::result::Result<(), String> {
+        self.store().and_then(|mut s| s.set_branch(id, branch)).map_err(|e| e.to_string())
+    }
+
+    /// Run `f` with the store locked (for the scheduler).
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        f(&mut *self.store()?)
     }
 
     /// Answer one request. [`ControlRequest::Shutdown`] is the server's to act on; here it is only acknowledged.
@@ -68,9 +136,45 @@ impl Daemon {
                 let draft = self.validate(new)?;
                 let task = self.store()?.create_task(&draft)?;
                 tracing::info!(task = %task.id, priority = %task.priority, "task created");
+                self.workers.wake.notify_one();
                 ControlReply::Task(task)
             }
-            ControlRequest::ListTasks { state } => ControlReply::Tasks(self.store()?.list(state)?),
+            ControlRequest::TaskDiff { task } => {
+                let task = {
+                    let store = self.store()?;
+                    let id = store.resolve(&task)?;
+                    store.task(&id)?
+                };
+                let patch = match (&task.repo, &task.base_commit) {
+                    (Some(repo), Some(base)) => {
+                        let dirs = crate::runner::TaskDirs::new(&self.paths.home, &task.id);
+                        crate::worktree::diff(Path::new(repo), &dirs.worktree, &task.id, base).map_err(|e| {
+                            SupervisorError::refused(
+                                ErrorCode::Conflict,
+                                format!("{}: no diff yet ({})", task.id, e.message()),
+                            )
+                        })?
+                    }
+                    _ => String::new(),
+                };
+                ControlReply::Diff { task: task.id, base_commit: task.base_commit, patch }
+            }
+            ControlRequest::TaskLog { task } => {
+                let id = self.store()?.resolve(&task)?;
+                let dirs = crate::runner::TaskDirs::new(&self.paths.home, &id);
+                let messages = if dirs.conversation.join(".git").exists() {
+                    crate::conversation::Conversation::open(&dirs.conversation)
+                        .and_then(|c| c.messages())
+                        .map_err(|e| SupervisorError::Corrupt(format!("{}: {e}", dirs.conversation.display())))?
+                } else {
+                    Vec::new()
+                };
+                ControlReply::Log { task: id, messages }
+            }
+            ControlRequest::ListTasks { state, offset } => {
+                let (tasks, next) = self.store()?.page(state, offset, PAGE_TASKS, PAGE_BYTES)?;
+                ControlReply::Tasks { tasks, next }
+            }
             ControlRequest::ShowTask { task } => {
                 let store = self.store()?;
                 let id = store.resolve(&task)?;
@@ -81,13 +185,19 @@ impl Daemon {
                 let (task, on) = (store.resolve(&task)?, store.resolve(&on)?);
                 let added = store.add_dependency(&task, &on)?;
                 tracing::info!(%task, %on, added, "dependency");
+                self.workers.wake.notify_one();
                 ControlReply::DependencyAdded { task, on, added }
             }
             ControlRequest::KillTask { task, reason } => {
+                if let Some(r) = reason.as_ref().filter(|r| r.len() > MAX_REASON_BYTES) {
+                    return Err(invalid(format!("the reason is {} bytes; the limit is {MAX_REASON_BYTES}", r.len())));
+                }
                 let mut store = self.store()?;
                 let id = store.resolve(&task)?;
                 let task = store.cancel(&id, reason)?;
                 tracing::info!(task = %id, "task cancelled");
+                self.workers.cancel(&id);
+                self.workers.wake.notify_one();
                 ControlReply::Task(task)
             }
         })
@@ -113,16 +223,30 @@ impl Daemon {
             invalid(format!("priority {} is outside 0..4 (0 = critical, 2 = default, 4 = low)", new.priority))
         })?;
         let repo = new.repo.as_deref().map(validate_repo).transpose()?;
+        let base_commit = match (&repo, &new.base) {
+            (Some(repo), base) => {
+                Some(crate::worktree::resolve_base(Path::new(repo), base.as_deref()).map_err(invalid)?)
+            }
+            (None, Some(base)) => return Err(invalid(format!("--base {base} needs --repo"))),
+            (None, None) => None,
+        };
         let profile = new.profile.map(validate_profile).transpose()?;
         let store = self.store()?;
         let mut after: Vec<TaskId> = Vec::new();
         for typed in &new.after {
             let id = store.resolve(typed)?;
+            let state = store.task(&id)?.status.state();
+            if matches!(state, TaskState::Cancelled | TaskState::Failed) {
+                return Err(SupervisorError::refused(
+                    ErrorCode::Conflict,
+                    format!("--after {id}: that task is {state}; the new task would wait for it forever"),
+                ));
+            }
             if !after.contains(&id) {
                 after.push(id);
             }
         }
-        Ok(TaskDraft { description, priority, repo, profile, parent: None, after })
+        Ok(TaskDraft { description, priority, repo, profile, parent: None, after, base_commit })
     }
 }
 
@@ -152,8 +276,11 @@ fn validate_repo(repo: &str) -> Result<String> {
     if !path.is_absolute() {
         return Err(invalid(format!("--repo {repo}: the supervisor needs an absolute path")));
     }
-    if !path.is_dir() {
+    if !path.exists() {
         return Err(invalid(format!("--repo {repo}: no such folder")));
+    }
+    if !path.is_dir() {
+        return Err(invalid(format!("--repo {repo} is not a folder")));
     }
     let no_search = RepositoryOpenFlags::NO_SEARCH;
     let opened = Repository::open_ext(path, no_search, std::iter::empty::<&std::ffi::OsStr>());
@@ -161,7 +288,10 @@ fn validate_repo(repo: &str) -> Result<String> {
         Ok(r) => r,
         Err(e) => {
             let hint = match Repository::discover(path).ok().and_then(|r| r.workdir().map(Path::to_path_buf)) {
-                Some(top) => format!("; it is inside the repository at {}, pass that instead", top.display()),
+                Some(top) => format!(
+                    "; it is inside the repository at {}, pass that instead",
+                    top.display().to_string().trim_end_matches('/')
+                ),
                 None => String::new(),
             };
             return Err(invalid(format!("--repo {repo} is not a git repository ({}){hint}", e.message())));

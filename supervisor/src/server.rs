@@ -3,10 +3,12 @@
 //! `control.sock` (mode 0600, in the 0700 runtime folder) accepts clients of the same uid only, checked with
 //! SO_PEERCRED before anything is read. Each connection gets a slot from a bounded pool, a handshake deadline, a
 //! deadline to finish any frame it starts, and an idle limit, so a client that sends garbage, stalls half a frame or
-//! vanishes mid-request costs one slot for a bounded time and never stops the others from being served.
+//! vanishes mid-request costs one slot for a bounded time and never stops the others from being served. When every
+//! slot is taken, the connection idle the longest is closed to make room, so idle clients cannot lock others out.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use neuraphage_ipc::control::{MAX_REPLY_FRAME, MAX_REQUEST_FRAME};
@@ -65,6 +67,32 @@ pub fn bind(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// Connections waiting for their next request, by connection number: since when, and how to close them.
+#[derive(Default)]
+struct IdleLinks(Mutex<HashMap<u64, (Instant, CancellationToken)>>);
+
+impl IdleLinks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, CancellationToken)>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Close the connection idle the longest (at least `min_idle`); false if there is none.
+    fn evict_oldest(&self, min_idle: Duration) -> bool {
+        let map = self.map();
+        let oldest = map.values().filter(|(since, _)| since.elapsed() >= min_idle).min_by_key(|(since, _)| *since);
+        match oldest {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// How long a connection must have been idle before it may be closed to make room.
+const EVICTABLE_AFTER: Duration = Duration::from_millis(500);
+
 /// Serve until `shutdown` is cancelled (by a signal or a `Shutdown` request), then drain and remove the socket.
 pub async fn serve(
     listener: UnixListener,
@@ -75,6 +103,8 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let idle = Arc::new(IdleLinks::default());
+    let mut next_id = 0u64;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
     loop {
         let accepted = tokio::select! {
@@ -83,9 +113,27 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, _)) => {
-                let slot = slots.clone().try_acquire_owned().ok();
-                let conn = Connection { daemon: daemon.clone(), limits: limits.clone(), shutdown: shutdown.clone() };
-                tracker.spawn(conn.run(stream, slot));
+                next_id += 1;
+                let conn = Connection {
+                    id: next_id,
+                    daemon: daemon.clone(),
+                    limits: limits.clone(),
+                    shutdown: shutdown.clone(),
+                    idle: idle.clone(),
+                    evicted: CancellationToken::new(),
+                };
+                let slots = slots.clone();
+                tracker.spawn(async move {
+                    let slot = match slots.clone().try_acquire_owned() {
+                        Ok(slot) => Some(slot),
+                        // Full: make room by closing the longest-idle connection, if any.
+                        Err(_) if conn.idle.evict_oldest(EVICTABLE_AFTER) => {
+                            timeout(Duration::from_secs(2), slots.acquire_owned()).await.ok().and_then(Result::ok)
+                        }
+                        Err(_) => None,
+                    };
+                    conn.run(stream, slot).await
+                });
             }
             Err(e) => {
                 // Out of fds or similar: back off instead of spinning.
@@ -105,9 +153,12 @@ pub async fn serve(
 }
 
 struct Connection {
+    id: u64,
     daemon: Arc<Daemon>,
     limits: Limits,
     shutdown: CancellationToken,
+    idle: Arc<IdleLinks>,
+    evicted: CancellationToken,
 }
 
 impl Connection {
@@ -126,7 +177,10 @@ impl Connection {
         let refusal = if cred.uid() != me {
             Some(format!("connection from uid {} refused: this supervisor serves uid {me} only", cred.uid()))
         } else if slot.is_none() {
-            Some(format!("the supervisor is already serving {} connections; try again", self.limits.max_connections))
+            Some(format!(
+                "the supervisor is already serving {} connections, all busy; try again",
+                self.limits.max_connections
+            ))
         } else {
             None
         };
@@ -137,10 +191,18 @@ impl Connection {
         }
         match timeout(self.limits.handshake, link.accept_handshake(Role::Supervisor)).await {
             Ok(Ok(hello)) => tracing::debug!(role = %hello.role, "connected"),
-            Ok(Err(e)) => return tracing::warn!(error = %e, "handshake failed; closing"),
+            Ok(Err(e)) => {
+                if matches!(e, IpcError::Malformed { .. } | IpcError::UnknownVariant { .. }) {
+                    let reason = format!("the first frame must be a hello: {e}");
+                    let _ = timeout(self.limits.write, link.refuse(Role::Supervisor, reason)).await;
+                }
+                return tracing::warn!(error = %e, "handshake failed; closing");
+            }
             Err(_) => return tracing::warn!("no hello in time; closing"),
         }
-        if let Err(e) = self.requests(&mut link).await {
+        let served = self.requests(&mut link).await;
+        self.idle.map().remove(&self.id);
+        if let Err(e) = served {
             tracing::warn!(error = %e, "closing the link");
         }
     }
@@ -152,8 +214,17 @@ impl Connection {
         let mut partial_since: Option<Instant> = None;
         let mut idle_since = Instant::now();
         loop {
+            if link.partial_frame_bytes() == 0 {
+                self.idle.map().entry(self.id).or_insert_with(|| (Instant::now(), self.evicted.clone()));
+            } else {
+                self.idle.map().remove(&self.id);
+            }
             let received = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
+                _ = self.evicted.cancelled() => {
+                    tracing::info!("closed an idle connection to make room for a new one");
+                    return Ok(());
+                }
                 received = timeout(tick, link.recv()) => received,
             };
             let frame = match received {
@@ -179,6 +250,7 @@ impl Connection {
                 Ok(Err(e)) => return Err(e),
             };
             partial_since = None;
+            self.idle.map().remove(&self.id);
             let RequestFrame { id, request } = frame;
             let shutdown = matches!(request, neuraphage_ipc::ControlRequest::Shutdown);
             let daemon = self.daemon.clone();

@@ -66,6 +66,10 @@ impl TestHome {
     }
 
     fn env(&self, cmd: &mut Command) {
+        for key in ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "NEURAPHAGE_MODEL"]
+        {
+            cmd.env_remove(key);
+        }
         cmd.env_remove(ENV_XDG_RUNTIME_DIR)
             .env(ENV_HOME, &self.paths.home)
             .env(ENV_RUNTIME_DIR, &self.paths.runtime_dir)
@@ -123,7 +127,14 @@ impl TestHome {
 
     /// Start the supervisor in the foreground (as a child of the test) and wait until it answers.
     pub fn start_supervisor(&mut self) -> u32 {
-        let child = self.supervisor_command().stderr(Stdio::null()).spawn().expect("spawn supervisor");
+        self.start_supervisor_with(&[])
+    }
+
+    /// Start the supervisor with extra environment (e.g. a model provider's base URL and key).
+    pub fn start_supervisor_with(&mut self, env: &[(&str, &str)]) -> u32 {
+        let mut cmd = self.supervisor_command();
+        cmd.envs(env.iter().copied());
+        let child = cmd.stderr(Stdio::null()).spawn().expect("spawn supervisor");
         let pid = child.id();
         self.supervisors.push(child);
         self.wait_until_serving();
@@ -173,6 +184,42 @@ impl TestHome {
         let sig = git2::Signature::now("t", "t@example.invalid").expect("sig");
         repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[]).expect("commit");
         path.canonicalize().expect("canonical")
+    }
+
+    /// Write `neuraphage.yaml` in the home.
+    pub fn write_config(&self, yaml: &str) {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.paths.home)
+            .expect("home");
+        std::fs::write(self.paths.home.join("neuraphage.yaml"), yaml).expect("config");
+    }
+
+    /// A home whose supervisor starts no task (`max-concurrent: 0`): for tests of the task store itself.
+    pub fn queue_only() -> TestHome {
+        let home = TestHome::new();
+        home.write_config("max-concurrent: 0\n");
+        home
+    }
+
+    /// `task show ID --json`.
+    pub fn show(&self, id: &str) -> serde_json::Value {
+        self.json(&["task", "show", id, "--json"])
+    }
+
+    /// Wait until every task in `ids` has ended (Completed, Failed, Cancelled or Blocked); their `task show`s.
+    pub fn wait_ended(&self, ids: &[&str], within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let shown: Vec<serde_json::Value> = ids.iter().map(|id| self.show(id)).collect();
+            if shown
+                .iter()
+                .all(|t| matches!(t["status"].as_str(), Some("Completed" | "Failed" | "Cancelled" | "Blocked")))
+            {
+                return shown;
+            }
+            assert!(Instant::now() < deadline, "tasks did not end in {within:?}: {shown:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Ids of every stored task, as `task list --json` reports them.
@@ -284,5 +331,43 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
+    }
+}
+
+/// The API key the tests give the broker: a test asserts it never reaches a task.
+pub const TEST_API_KEY: &str = "sk-ant-test-NEVER-IN-A-TASK-7f3a9c";
+
+/// The LLM test double on a runtime of its own, for a test's supervisor to talk to.
+pub struct Model {
+    /// The double (its script, policy and recorded requests).
+    pub double: neuraphage_llm_double::LlmDouble,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Model {
+    /// Start the double with a policy (it answers every request it has no scripted step for).
+    pub fn start(policy: neuraphage_llm_double::Policy) -> Model {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let config = neuraphage_llm_double::DoubleConfig { policy: Some(policy), ..Default::default() };
+        let double = runtime.block_on(neuraphage_llm_double::LlmDouble::start_with(config)).expect("start the double");
+        Model { double, _runtime: runtime }
+    }
+
+    /// The environment that points a broker at this double (Anthropic wire format).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("ANTHROPIC_BASE_URL".to_owned(), self.double.anthropic_base_url()),
+            ("ANTHROPIC_API_KEY".to_owned(), TEST_API_KEY.to_owned()),
+        ]
+    }
+}
+
+impl TestHome {
+    /// Start the supervisor talking to `model`.
+    pub fn start_with_model(&mut self, model: &Model) -> u32 {
+        let env = model.env();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.start_supervisor_with(&pairs)
     }
 }

@@ -9,7 +9,7 @@ use pretty_assertions::assert_eq;
 
 #[test]
 fn start_status_stop() {
-    let home = TestHome::new();
+    let home = TestHome::queue_only();
     let started = home.json(&["daemon", "start", "--json"]);
     let pid = started["pid"].as_u64().unwrap() as u32;
     assert!(alive(pid));
@@ -42,7 +42,7 @@ fn start_status_stop() {
 
 #[test]
 fn a_second_supervisor_on_the_same_home_is_refused_with_the_holders_pid() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     let pid = home.start_supervisor();
     let out = home.supervisor_command().output().unwrap();
     assert!(!out.status.success());
@@ -56,7 +56,7 @@ fn a_second_supervisor_on_the_same_home_is_refused_with_the_holders_pid() {
 
 #[test]
 fn sigterm_stops_gracefully_and_the_store_survives() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     let pid = home.start_supervisor();
     let id = home.ok(&["task", "new", "keep me"]).trim().to_owned();
     TestHome::terminate(pid);
@@ -69,7 +69,7 @@ fn sigterm_stops_gracefully_and_the_store_survives() {
 
 #[test]
 fn a_stale_socket_from_a_killed_supervisor_does_not_block_a_restart() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     home.kill9_supervisors();
     assert!(home.paths.control_socket().exists(), "kill -9 leaves the socket file behind");
@@ -79,7 +79,7 @@ fn a_stale_socket_from_a_killed_supervisor_does_not_block_a_restart() {
 
 #[test]
 fn logs_go_to_the_home() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     home.ok(&["task", "new", "log me"]);
     let logs = home.paths.home.join("logs");
@@ -102,9 +102,9 @@ fn logs_go_to_the_home() {
 
 #[test]
 fn a_startup_failure_is_reported_by_daemon_start() {
-    let home = TestHome::new();
+    let home = TestHome::queue_only();
     // A store that is not a database: the supervisor cannot start, and `daemon start` says why.
-    std::fs::create_dir_all(&home.paths.home).unwrap();
+    home.write_config("");
     std::fs::write(home.paths.home.join("neuraphage.db"), vec![0x5a; 8192]).unwrap();
     let (code, stderr) = home.fails(&["daemon", "start"]);
     assert_eq!(code, 1);

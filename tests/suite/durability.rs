@@ -8,7 +8,7 @@ use pretty_assertions::assert_eq;
 
 #[test]
 fn kill_9_right_after_cli_acknowledgements_loses_nothing() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     let mut acked = Vec::new();
     for i in 0..10 {
@@ -30,7 +30,7 @@ fn kill_9_right_after_cli_acknowledgements_loses_nothing() {
 
 #[test]
 fn kill_9_in_the_middle_of_a_pipelined_burst_keeps_every_acknowledged_task() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     let mut client = RawClient::connect(&home.paths).unwrap();
     client.handshake().unwrap();

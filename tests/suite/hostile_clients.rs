@@ -19,7 +19,7 @@ fn connected(home: &TestHome) -> RawClient {
 
 #[test]
 fn garbage_oversized_and_unknown_frames_close_only_their_own_link() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     let pid = home.start_supervisor();
     let witness = &mut connected(&home); // an innocent client connected throughout
 
@@ -69,7 +69,7 @@ fn garbage_oversized_and_unknown_frames_close_only_their_own_link() {
 
 #[test]
 fn a_half_frame_stalls_only_its_own_link_and_is_then_closed() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     let pid = home.start_supervisor();
     let mut staller = connected(&home);
     staller.write_raw(&100u32.to_be_bytes()).unwrap();
@@ -88,7 +88,7 @@ fn a_half_frame_stalls_only_its_own_link_and_is_then_closed() {
 
 #[test]
 fn a_client_that_disconnects_mid_request_changes_nothing() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     let pid = home.start_supervisor();
     let body = neuraphage_ipc::frame::encode(&RequestFrame {
         id: 1,
@@ -108,7 +108,7 @@ fn a_client_that_disconnects_mid_request_changes_nothing() {
 
 #[test]
 fn a_protocol_mismatch_is_refused_naming_both_versions() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     let pid = home.start_supervisor();
     let mut c = RawClient::connect(&home.paths).unwrap();
     c.send(&Hello { protocol: PROTOCOL_VERSION + 1, role: Role::Cli, pid: 1 }).unwrap();
@@ -125,10 +125,36 @@ fn a_protocol_mismatch_is_refused_naming_both_versions() {
 }
 
 #[test]
-fn connections_are_bounded_and_the_bound_is_explained() {
-    let mut home = TestHome::new();
+fn idle_connections_cannot_lock_others_out() {
+    let mut home = TestHome::queue_only();
     let pid = home.start_supervisor();
-    let held: Vec<RawClient> = (0..64).map(|_| connected(&home)).collect();
+    // 64 clients connect and then sit idle: every slot is taken.
+    let mut held: Vec<RawClient> = (0..64).map(|_| connected(&home)).collect();
+    std::thread::sleep(Duration::from_millis(600));
+    // A real client is still served: the longest-idle connection is closed to make room.
+    still_serving(&home, pid);
+    let mut closed = 0;
+    for c in held.iter_mut() {
+        c.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        if c.is_closed_by_peer() {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "an idle connection should have been closed");
+}
+
+#[test]
+fn when_every_connection_is_busy_the_next_is_refused_with_the_reason() {
+    let mut home = TestHome::queue_only();
+    let pid = home.start_supervisor();
+    // 64 clients each stall half a frame: none is idle, so none may be closed early.
+    let held: Vec<RawClient> = (0..64)
+        .map(|_| {
+            let mut c = connected(&home);
+            c.write_raw(&100u32.to_be_bytes()).unwrap();
+            c
+        })
+        .collect();
     let mut extra = RawClient::connect(&home.paths).unwrap();
     match extra.hello().unwrap() {
         HandshakeReply::Refused { reason, .. } => assert!(reason.contains("64 connections"), "{reason}"),

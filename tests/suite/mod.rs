@@ -5,4 +5,5 @@ mod durability;
 mod hostile_clients;
 mod peer_uid;
 mod refusals;
+mod running;
 mod tasks;

@@ -48,7 +48,7 @@ fn another_uid_is_refused_by_the_socket_permissions() {
     if !as_root() {
         return;
     }
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     home.ok(&["task", "new", "secret task"]);
     let out = task_list_as_nobody(&home, false);
@@ -63,7 +63,7 @@ fn another_uid_that_gets_past_file_permissions_is_refused_by_peer_credentials() 
     if !as_root() {
         return;
     }
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     home.ok(&["task", "new", "secret task"]);
     // Control: CAP_DAC_OVERRIDE really does get past the 0700 folder and the 0600 socket.

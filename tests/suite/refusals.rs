@@ -21,7 +21,7 @@ fn refused(home: &TestHome, args: &[&str], says: &[&str]) {
 
 #[test]
 fn bad_task_commands_are_refused_and_store_nothing() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     let a = home.ok(&["task", "new", "a"]).trim().to_owned();
     let b = home.ok(&["task", "new", "b", "--after", &a]).trim().to_owned();
@@ -46,15 +46,27 @@ fn bad_task_commands_are_refused_and_store_nothing() {
     refused(&home, &["task", "depend", &a, "--on", &a], &["cannot depend on itself"]);
     refused(&home, &["task", "depend", &a, "--on", &b], &["cycle", &format!("{b} → {a}")]);
     refused(&home, &["task", "list", "--status", "sleeping"], &["unknown status"]);
-    // np- alone matches both tasks: ambiguous, and both candidates are named.
-    refused(&home, &["task", "show", "np-"], &["matches several tasks", &a, &b]);
-    refused(&home, &["task", "kill", "np-"], &["matches several tasks"]);
+    refused(&home, &["task", "show", "np-"], &["not a task id"]);
+    // With 17 tasks, two share their first hex digit: that prefix is ambiguous, and the candidates are named.
+    for i in 0..15 {
+        home.ok(&["task", "new", &format!("filler {i}")]);
+    }
+    let ids = home.task_ids();
+    let shared = (0..16u8)
+        .map(|d| format!("np-{d:x}"))
+        .find(|p| ids.iter().filter(|id| id.starts_with(p.as_str())).count() > 1)
+        .unwrap();
+    let matching: Vec<&str> = ids.iter().filter(|id| id.starts_with(&shared)).map(String::as_str).collect();
+    let mut says = vec!["matches several tasks"];
+    says.extend(&matching);
+    refused(&home, &["task", "show", &shared], &says);
+    refused(&home, &["task", "kill", &shared[3..]], &["matches several tasks"]);
 }
 
 #[test]
 fn the_supervisor_checks_requests_itself() {
     // A client that skips the CLI's own checks is refused by the supervisor, and nothing is stored.
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     let mut client = RawClient::connect(&home.paths).unwrap();
     client.handshake().unwrap();
@@ -63,7 +75,8 @@ fn the_supervisor_checks_requests_itself() {
         (NewTask::described(""), "description is empty"),
         (NewTask::described("x".repeat(70_000)), "70000 bytes"),
         (NewTask { repo: Some("relative/path".into()), ..NewTask::described("x") }, "absolute path"),
-        (NewTask { after: vec!["np-".into()], ..NewTask::described("x") }, "no task has the id"),
+        (NewTask { after: vec!["np-".into()], ..NewTask::described("x") }, "not a task id"),
+        (NewTask { after: vec!["np-fffffffff0".into()], ..NewTask::described("x") }, "no task has the id"),
     ];
     for (i, (new, says)) in cases.into_iter().enumerate() {
         match client.call(i as u64, ControlRequest::CreateTask(new)).unwrap() {
@@ -79,7 +92,7 @@ fn the_supervisor_checks_requests_itself() {
 
 #[test]
 fn commands_without_a_supervisor_say_so() {
-    let home = TestHome::new();
+    let home = TestHome::queue_only();
     let (code, stderr) = home.fails(&["task", "list"]);
     assert_eq!(code, 3);
     assert!(stderr.contains("not running") && stderr.contains("neuraphage daemon start"), "{stderr}");

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 #[test]
 fn create_list_show_depend_kill() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     let repo = home.git_repo("app");
     let repo_s = repo.to_str().unwrap();
@@ -76,7 +76,7 @@ fn create_list_show_depend_kill() {
 
 #[test]
 fn show_prints_dependencies_and_events_as_text() {
-    let mut home = TestHome::new();
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     let a = home.ok(&["task", "new", "first"]).trim().to_owned();
     let b = home.ok(&["task", "new", "second\nwith a second line", "--after", &a]).trim().to_owned();

@@ -1,7 +1,9 @@
 //! `neuraphage-worker`: one OS process per running task, in the task's worktree and sandbox.
 //!
-//! **Not built yet.** This crate holds its place in the architecture so the workspace shows the design; it has no
-//! code and no binary, and nothing starts it. It arrives with the issue "Tasks run for real": the worker inherits
-//! its supervisor and broker links as socketpairs, applies its sandbox profile to itself before any task code runs,
-//! and runs the agent loop and its tools. See `docs/ARCHITECTURE.md`.
+//! **Built so far: the agent's tools** ([`tools`]: Read, Write, Edit, Bash, Glob, Grep), which run inside this
+//! process, in the task's worktree, under its sandbox. **Next: the agent loop** that inherits the supervisor and
+//! broker links as socketpairs, applies the sandbox profile to itself, asks the model for turns and runs the tools
+//! it calls. See `docs/ARCHITECTURE.md`.
 #![deny(missing_docs)]
+
+pub mod tools;

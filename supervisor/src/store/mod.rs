@@ -3,6 +3,7 @@
 //! Every mutating method runs in one transaction and returns only after it is committed and synced, so the caller
 //! may acknowledge as soon as it returns. [`schema`] has the migrations; [`tasks`] the task operations.
 
+pub mod running;
 pub mod schema;
 pub mod tasks;
 

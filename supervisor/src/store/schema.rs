@@ -44,9 +44,27 @@ CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 "#;
 
+/// Version 2: where a task's work lives (base commit, branch) and its checkpoints.
+const V2: &str = r#"
+ALTER TABLE tasks ADD COLUMN base_commit TEXT;
+ALTER TABLE tasks ADD COLUMN branch TEXT;
+
+-- One row per acknowledged checkpoint; the conversation itself is in the task's conversation repository, at `commit`.
+CREATE TABLE checkpoints (
+    task      TEXT NOT NULL REFERENCES tasks(id),
+    seq       INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    data      TEXT NOT NULL,  -- CheckpointKind as JSON
+    commit_id TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (task, seq)
+) STRICT;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 #[cfg(test)]

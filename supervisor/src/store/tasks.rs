@@ -30,9 +30,12 @@ pub struct TaskDraft {
     pub parent: Option<TaskId>,
     /// Tasks it waits for.
     pub after: Vec<TaskId>,
+    /// The commit its branch starts from.
+    pub base_commit: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, status, priority, description, repo, profile, parent, created_at, updated_at";
+const TASK_COLUMNS: &str =
+    "id, status, priority, description, repo, profile, parent, created_at, updated_at, base_commit, branch";
 
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = row.get(0)?;
@@ -47,10 +50,12 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         parent: row.get::<_, Option<String>>(6)?.map(|p| p.parse()).transpose().map_err(|e| conversion(6, e))?,
         created_at: from_millis(row.get(7)?)?,
         updated_at: from_millis(row.get(8)?)?,
+        base_commit: row.get(9)?,
+        branch: row.get(10)?,
     })
 }
 
-fn conversion(col: usize, msg: String) -> rusqlite::Error {
+pub(super) fn conversion(col: usize, msg: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, msg.into())
 }
 
@@ -58,7 +63,7 @@ fn not_found(id: &str) -> SupervisorError {
     SupervisorError::refused(ErrorCode::NotFound, format!("no task has the id {id}; `neuraphage task list` shows them"))
 }
 
-fn append_event(tx: &Transaction<'_>, task: &TaskId, kind: &EventKind) -> Result<()> {
+pub(super) fn append_event(tx: &Transaction<'_>, task: &TaskId, kind: &EventKind) -> Result<()> {
     tx.execute(
         "INSERT INTO events (task, at, kind, data) VALUES (?1, ?2, ?3, ?4)",
         params![task.as_str(), to_millis(Utc::now()), kind.name(), to_json(kind)?],
@@ -83,8 +88,9 @@ impl Store {
             id = TaskId::from_bits(rand::random());
         }
         tx.execute(
-            "INSERT INTO tasks (id, description, priority, repo, profile, parent, state, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            "INSERT INTO tasks (id, description, priority, repo, profile, parent, state, status, created_at, updated_at,
+                                base_commit)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
             params![
                 id.as_str(),
                 draft.description,
@@ -95,6 +101,7 @@ impl Store {
                 status.state().name(),
                 to_json(&status)?,
                 to_millis(now),
+                draft.base_commit,
             ],
         )?;
         append_event(&tx, &id, &EventKind::Created { priority: draft.priority })?;
@@ -116,7 +123,7 @@ impl Store {
         let typed = typed.trim().to_ascii_lowercase();
         let prefix = if typed.starts_with(TASK_ID_PREFIX) { typed.clone() } else { format!("{TASK_ID_PREFIX}{typed}") };
         let hex = &prefix[TASK_ID_PREFIX.len()..];
-        if typed.is_empty() || hex.len() > 10 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if hex.is_empty() || hex.len() > 10 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(SupervisorError::refused(
                 ErrorCode::InvalidArgument,
                 format!("{typed:?} is not a task id; ids look like np-3f2a9c01b4 (any unique prefix works)"),
@@ -156,6 +163,33 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let tasks = stmt.query_map([state.map(TaskState::name)], task_from_row)?.collect::<rusqlite::Result<_>>()?;
         Ok(tasks)
+    }
+
+    /// One page of [`Store::list`]: at most `max_tasks` tasks from `offset`, cut short once their descriptions pass
+    /// `max_bytes`; with the offset of the next page if there is more.
+    pub fn page(
+        &self,
+        state: Option<TaskState>,
+        offset: u64,
+        max_tasks: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Task>, Option<u64>)> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE ?1 IS NULL OR state = ?1 ORDER BY priority, created_at, id
+             LIMIT ?2 OFFSET ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![state.map(TaskState::name), max_tasks as i64 + 1, offset as i64])?;
+        let (mut tasks, mut bytes) = (Vec::new(), 0usize);
+        while let Some(row) = rows.next()? {
+            let task = task_from_row(row)?;
+            if tasks.len() == max_tasks || (!tasks.is_empty() && bytes + task.description.len() > max_bytes) {
+                return Ok((tasks.clone(), Some(offset + tasks.len() as u64)));
+            }
+            bytes += task.description.len();
+            tasks.push(task);
+        }
+        Ok((tasks, None))
     }
 
     /// A task with its dependencies, dependents, sub-tasks and its last `events` events.
@@ -273,7 +307,7 @@ impl Store {
     }
 }
 
-fn load(conn: &rusqlite::Connection, id: &TaskId) -> Result<Task> {
+pub(super) fn load(conn: &rusqlite::Connection, id: &TaskId) -> Result<Task> {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
     conn.query_row(&sql, [id.as_str()], task_from_row).optional()?.ok_or_else(|| not_found(id.as_str()))
 }
@@ -287,26 +321,37 @@ fn insert_edge(tx: &Transaction<'_>, task: &TaskId, other: &TaskId, kind: &str) 
     Ok(n == 1)
 }
 
-/// If `from` (transitively) waits for `to`, the chain of waits as "a → b → c".
+/// If `from` (transitively) waits for `to`, the chain of waits as "a → b → c". A breadth-first walk that visits
+/// each task once, so its cost grows with the graph, not with the number of paths through it.
 fn wait_path(tx: &Transaction<'_>, from: &TaskId, to: &TaskId) -> Result<Option<String>> {
-    Ok(tx
-        .query_row(
-            "WITH RECURSIVE walk(id, path) AS (
-                 SELECT ?1, ?1
-                 UNION
-                 SELECT e.other, walk.path || ' → ' || e.other
-                 FROM edges e JOIN walk ON e.task = walk.id
-                 WHERE e.kind = 'blocked_by' AND instr(walk.path, e.other) = 0
-             )
-             SELECT path FROM walk WHERE id = ?2 LIMIT 1",
-            [from.as_str(), to.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?)
+    let mut stmt = tx.prepare_cached("SELECT other FROM edges WHERE task = ?1 AND kind = 'blocked_by'")?;
+    let mut came_from: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut queue = std::collections::VecDeque::from([from.as_str().to_owned()]);
+    came_from.insert(from.as_str().to_owned(), String::new());
+    while let Some(node) = queue.pop_front() {
+        if node == to.as_str() {
+            let mut path = vec![node.clone()];
+            let mut at = node;
+            while let Some(prev) = came_from.get(&at).filter(|p| !p.is_empty()) {
+                path.push(prev.clone());
+                at = prev.clone();
+            }
+            path.reverse();
+            return Ok(Some(path.join(" → ")));
+        }
+        let next = stmt.query_map([node.as_str()], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        for n in next {
+            if !came_from.contains_key(&n) {
+                came_from.insert(n.clone(), node.clone());
+                queue.push_back(n);
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Change a task's status and record the change as an event.
-fn set_status(tx: &Transaction<'_>, task: &Task, status: TaskStatus) -> Result<()> {
+pub(super) fn set_status(tx: &Transaction<'_>, task: &Task, status: TaskStatus) -> Result<()> {
     let from = task.status.state();
     tx.execute(
         "UPDATE tasks SET state = ?2, status = ?3, updated_at = ?4 WHERE id = ?1",

@@ -17,6 +17,7 @@ fn draft(description: &str, after: Vec<TaskId>) -> TaskDraft {
         profile: None,
         parent: None,
         after,
+        base_commit: None,
     }
 }
 
@@ -55,19 +56,30 @@ fn prefixes_resolve_and_ambiguity_names_candidates() {
     let (_d, mut s) = store();
     let a = s.create_task(&draft("a", vec![])).unwrap();
     let b = s.create_task(&draft("b", vec![])).unwrap();
+    // 16 more tasks: some two of the 18 share a first hex digit.
+    let mut all = vec![a.clone(), b.clone()];
+    for i in 0..16 {
+        all.push(s.create_task(&draft(&format!("t{i}"), vec![])).unwrap());
+    }
     assert_eq!(s.resolve(a.id.as_str()).unwrap(), a.id);
     assert_eq!(s.resolve(&a.id.as_str()[3..]).unwrap(), a.id, "the np- part is optional");
     assert_eq!(s.resolve(&a.id.as_str().to_uppercase()[3..]).unwrap(), a.id);
-    match s.resolve("np-").unwrap_err() {
+    let shared = (0..16u8)
+        .map(|d| format!("np-{d:x}"))
+        .find(|p| all.iter().filter(|t| t.id.as_str().starts_with(p.as_str())).count() > 1)
+        .unwrap();
+    match s.resolve(&shared).unwrap_err() {
         SupervisorError::Refused(e) => {
             assert_eq!(e.code, ErrorCode::Ambiguous);
-            let mut want = vec![a.id.clone(), b.id.clone()];
+            let mut want: Vec<TaskId> =
+                all.iter().map(|t| t.id.clone()).filter(|id| id.as_str().starts_with(&shared)).collect();
             want.sort();
             assert_eq!(e.candidates, want);
-            assert!(e.message.contains(a.id.as_str()) && e.message.contains(b.id.as_str()), "{}", e.message);
+            assert!(want.iter().all(|id| e.message.contains(id.as_str())), "{}", e.message);
         }
         other => panic!("{other}"),
     }
+    assert_eq!(code(s.resolve("np-").unwrap_err()), ErrorCode::InvalidArgument, "an empty prefix is no id");
     assert_eq!(code(s.resolve("zz").unwrap_err()), ErrorCode::InvalidArgument);
     assert_eq!(code(s.resolve("").unwrap_err()), ErrorCode::InvalidArgument);
     let missing = if a.id.as_str().ends_with('0') { "np-ffffffffff" } else { "np-0000000000" };
@@ -98,6 +110,24 @@ fn dependencies_refuse_self_and_cycles_and_change_nothing() {
     let blocks: Vec<TaskId> = detail.blocks.into_iter().map(|r| r.id).collect();
     assert_eq!(blocks.len(), 2);
     assert!(blocks.contains(&b.id) && blocks.contains(&c.id));
+}
+
+#[test]
+fn cycle_checks_visit_each_task_once() {
+    // A ladder of 40 layers, two tasks each, every task waiting for both of the layer below: 2^40 paths, 80 tasks.
+    let (_d, mut s) = store();
+    let mut below: Vec<TaskId> = Vec::new();
+    let mut bottom = None;
+    for layer in 0..40 {
+        let pair: Vec<TaskId> =
+            (0..2).map(|i| s.create_task(&draft(&format!("{layer}.{i}"), below.clone())).unwrap().id).collect();
+        bottom.get_or_insert_with(|| pair[0].clone());
+        below = pair;
+    }
+    let bottom = bottom.unwrap();
+    assert_eq!(code(s.add_dependency(&bottom, &below[0]).unwrap_err()), ErrorCode::Cycle);
+    let fresh = s.create_task(&draft("fresh", vec![])).unwrap();
+    assert!(s.add_dependency(&fresh.id, &below[1]).unwrap());
 }
 
 #[test]
@@ -134,4 +164,21 @@ fn a_store_from_a_newer_release_is_refused() {
     rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = Store::open(&path).unwrap_err().to_string();
     assert!(err.contains("schema"), "{err}");
+}
+
+#[test]
+fn pages_cover_every_task_once() {
+    let (_d, mut s) = store();
+    for i in 0..7 {
+        s.create_task(&draft(&"x".repeat(10 + i), vec![])).unwrap();
+    }
+    let all: Vec<TaskId> = s.list(None).unwrap().into_iter().map(|t| t.id).collect();
+    let (mut seen, mut offset) = (Vec::new(), Some(0));
+    while let Some(o) = offset {
+        let (tasks, next) = s.page(None, o, 3, 25).unwrap();
+        assert!(!tasks.is_empty() && tasks.len() <= 3);
+        seen.extend(tasks.into_iter().map(|t| t.id));
+        offset = next;
+    }
+    assert_eq!(seen, all);
 }

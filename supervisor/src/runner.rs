@@ -1,0 +1,314 @@
+//! One running task: its folders and worktree, its worker process, and the worker link.
+//!
+//! [`run_task`] spawns `neuraphage-worker` with two inherited socketpairs (this link and its broker link, whose other
+//! end goes to the broker), a scrubbed environment and cwd = the worktree; it persists every checkpoint (conversation
+//! commit, then SQLite) before acknowledging it; and when the worker ends it commits the task's work to its branch
+//! and records how the task ended.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use neuraphage_ipc::worker::{
+    ARG_BROKER_FD, ARG_SUPERVISOR_FD, Checkpoint, CheckpointKind, MAX_WORKER_FRAME, SupervisorToWorker, TaskOutcome,
+    WorkerStart, WorkerToSupervisor,
+};
+use neuraphage_ipc::{EventKind, Link, Role, RunningPhase, Task, TaskId, TaskStatus};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker_link::Broker;
+use crate::conversation::Conversation;
+use crate::requests::Daemon;
+use crate::spawn::{fd_arg, sibling_binary, spawn_with_fds, stream_pair};
+use crate::worktree;
+
+/// Name of the worker binary.
+pub const WORKER_BIN: &str = "neuraphage-worker";
+
+/// Environment variables a worker keeps from the supervisor's (everything else is dropped).
+const ENV_ALLOWLIST: &[&str] = &["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "RUST_LOG", "RUST_BACKTRACE"];
+
+/// How long a cancelled worker gets to stop before it is killed.
+const CANCEL_GRACE: Duration = Duration::from_secs(3);
+
+type WorkerLink = Link<UnixStream, WorkerToSupervisor, SupervisorToWorker>;
+
+/// The folders of a task under the home.
+pub struct TaskDirs {
+    /// `tasks/<id>`.
+    pub root: PathBuf,
+    /// `tasks/<id>/worktree`.
+    pub worktree: PathBuf,
+    /// `tasks/<id>/conversation`.
+    pub conversation: PathBuf,
+    /// `tasks/<id>/outputs`.
+    pub outputs: PathBuf,
+    /// `tasks/<id>/tmp`.
+    pub tmp: PathBuf,
+}
+
+impl TaskDirs {
+    /// The folders of `task` under `home`.
+    pub fn new(home: &Path, task: &TaskId) -> TaskDirs {
+        let root = home.join("tasks").join(task.as_str());
+        TaskDirs {
+            worktree: root.join("worktree"),
+            conversation: root.join("conversation"),
+            outputs: root.join("outputs"),
+            tmp: root.join("tmp"),
+            root,
+        }
+    }
+}
+
+/// How a worker session ended.
+enum Ending {
+    /// The worker reported the task's end (and it was persisted).
+    Ended(TaskOutcome),
+    /// The task was cancelled.
+    Cancelled,
+    /// The supervisor is stopping; the task goes back to the queue.
+    Interrupted,
+    /// The worker went away without ending the task.
+    Lost(String),
+}
+
+/// Run `task` to its end. Never panics; every failure ends as the task's status.
+#[tracing::instrument(skip_all, fields(task = %task.id))]
+pub async fn run_task(
+    daemon: Arc<Daemon>,
+    broker: Arc<Broker>,
+    task: Task,
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let id = task.id.clone();
+    let dirs = TaskDirs::new(&daemon.paths().home, &id);
+    let ending = match session(&daemon, &broker, &task, &dirs, &cancel, &shutdown).await {
+        Ok(ending) => ending,
+        Err(e) => Ending::Lost(e),
+    };
+    finish(&daemon, &task, &dirs, ending).await;
+}
+
+async fn session(
+    daemon: &Arc<Daemon>,
+    broker: &Broker,
+    task: &Task,
+    dirs: &TaskDirs,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<Ending, String> {
+    let prepared = {
+        let (daemon, task) = (daemon.clone(), task.clone());
+        let dirs = TaskDirs::new(&daemon.paths().home, &task.id);
+        tokio::task::spawn_blocking(move || prepare(&daemon, &task, &dirs)).await.map_err(|e| e.to_string())??
+    };
+    let Prepared { workdir, git_dir, git_admin_dir, messages, last_seq } = prepared;
+
+    let (sup_ours, sup_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
+    let (broker_ours, broker_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
+    let binary = sibling_binary(WORKER_BIN)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dirs.root.join("worker.log"))
+        .map_err(|e| format!("worker.log: {e}"))?;
+    let mut cmd = tokio::process::Command::new(&binary);
+    cmd.arg(ARG_SUPERVISOR_FD).arg(fd_arg(&sup_theirs)).arg(ARG_BROKER_FD).arg(fd_arg(&broker_theirs));
+    cmd.arg("--workdir").arg(&workdir).arg("--tmp").arg(&dirs.tmp).arg("--outputs").arg(&dirs.outputs);
+    if let Some(g) = &git_dir {
+        cmd.arg("--git-dir").arg(g);
+    }
+    if let Some(a) = &git_admin_dir {
+        cmd.arg("--git-admin-dir").arg(a);
+    }
+    cmd.current_dir(&workdir).env_clear();
+    for key in ENV_ALLOWLIST {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd.env("HOME", &dirs.tmp).env("TMPDIR", &dirs.tmp).env("NEURAPHAGE_TASK", task.id.as_str());
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);
+    let mut child = spawn_with_fds(&mut cmd, &[&sup_theirs, &broker_theirs])
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    drop(sup_theirs);
+    let pid = child.id().unwrap_or(0);
+    tracing::info!(pid, workdir = %workdir.display(), "worker started");
+    daemon.record(&task.id, EventKind::WorkerStarted { pid, workdir: workdir.display().to_string() });
+    drop(broker_theirs);
+    // The broker gets the other end of the worker's broker link; the supervisor keeps no copy.
+    broker.hand_over(&task.id, std::os::fd::OwnedFd::from(broker_ours))?;
+
+    let stream = UnixStream::from_std(sup_ours).map_err(|e| e.to_string())?;
+    let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);
+    let ending = converse(daemon, task, dirs, &mut link, &workdir, messages, last_seq, cancel, shutdown).await;
+
+    // The worker has ended the task, or must stop now.
+    let stopped = if matches!(ending, Ending::Ended(_)) {
+        tokio::time::timeout(CANCEL_GRACE, child.wait()).await.ok()
+    } else {
+        let _ = link.send(&SupervisorToWorker::Cancel { reason: "stopping".into() }).await;
+        tokio::time::timeout(CANCEL_GRACE, child.wait()).await.ok()
+    };
+    let status = match stopped {
+        Some(Ok(status)) => status.to_string(),
+        _ => {
+            let _ = child.kill().await;
+            "killed after not stopping in time".to_owned()
+        }
+    };
+    daemon.record(&task.id, EventKind::WorkerExited { status: status.clone() });
+    Ok(match ending {
+        Ending::Lost(why) => Ending::Lost(format!("{why} (worker {status})")),
+        other => other,
+    })
+}
+
+struct Prepared {
+    workdir: PathBuf,
+    git_dir: Option<PathBuf>,
+    git_admin_dir: Option<PathBuf>,
+    messages: Vec<neuraphage_ipc::llm::Message>,
+    last_seq: u64,
+}
+
+/// Blocking: make the task's folders and worktree, and load where it left off.
+fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, String> {
+    for d in [&dirs.root, &dirs.outputs, &dirs.tmp] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let conversation = Conversation::open(&dirs.conversation).map_err(|e| format!("conversation repository: {e}"))?;
+    let messages = conversation.messages().map_err(|e| format!("conversation repository: {e}"))?;
+    let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
+    let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else {
+        return Ok(Prepared { workdir: dirs.tmp.clone(), git_dir: None, git_admin_dir: None, messages, last_seq });
+    };
+    let repo = Path::new(repo);
+    let branch =
+        worktree::create(repo, &task.id, base, &dirs.worktree).map_err(|e| format!("worktree: {}", e.message()))?;
+    daemon.set_branch(&task.id, &branch)?;
+    let common = worktree::open(repo).map_err(|e| e.message().to_owned())?.path().to_path_buf();
+    let admin = common.join("worktrees").join(task.id.as_str());
+    Ok(Prepared {
+        workdir: dirs.worktree.clone(),
+        git_dir: Some(common),
+        git_admin_dir: Some(admin),
+        messages,
+        last_seq,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    daemon: &Arc<Daemon>,
+    task: &Task,
+    dirs: &TaskDirs,
+    link: &mut WorkerLink,
+    workdir: &Path,
+    messages: Vec<neuraphage_ipc::llm::Message>,
+    last_seq: u64,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Ending {
+    match tokio::time::timeout(Duration::from_secs(10), link.accept_handshake(Role::Supervisor)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Ending::Lost(format!("worker handshake: {e}")),
+        Err(_) => return Ending::Lost("the worker did not say hello within 10 s (see its worker.log)".into()),
+    }
+    let start = WorkerStart {
+        task: task.id.clone(),
+        description: task.description.clone(),
+        workdir: workdir.display().to_string(),
+        outputs_dir: dirs.outputs.display().to_string(),
+        tmp_dir: dirs.tmp.display().to_string(),
+        branch: task.repo.as_ref().map(|_| worktree::branch_name(&task.id)),
+        max_iterations: daemon.config().max_iterations,
+        messages,
+        last_seq,
+    };
+    if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
+        return Ending::Lost(format!("cannot start the worker: {e}"));
+    }
+    daemon.transition(&task.id, TaskStatus::Running { phase: RunningPhase::AssemblingContext });
+    loop {
+        let received = tokio::select! {
+            _ = cancel.cancelled() => return Ending::Cancelled,
+            _ = shutdown.cancelled() => return Ending::Interrupted,
+            received = link.recv() => received,
+        };
+        match received {
+            Ok(Some(WorkerToSupervisor::Checkpoint(cp))) => {
+                let seq = cp.seq;
+                let ended = match &cp.kind {
+                    CheckpointKind::TaskEnded { outcome } => Some(outcome.clone()),
+                    _ => None,
+                };
+                if let Err(e) = persist(daemon, &task.id, &dirs.conversation, *cp).await {
+                    return Ending::Lost(format!("cannot persist a checkpoint: {e}"));
+                }
+                if let Err(e) = link.send(&SupervisorToWorker::Ack { seq }).await {
+                    return Ending::Lost(format!("worker link: {e}"));
+                }
+                if let Some(outcome) = ended {
+                    return Ending::Ended(outcome);
+                }
+            }
+            Ok(Some(WorkerToSupervisor::Stream { delta })) => tracing::trace!(?delta, "stream"),
+            Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
+            Ok(None) => return Ending::Lost("the worker closed its link before the task ended".into()),
+            Err(e) => return Ending::Lost(format!("worker link: {e}")),
+        }
+    }
+}
+
+/// Commit the conversation, then record the checkpoint: only then may it be acknowledged.
+async fn persist(daemon: &Arc<Daemon>, task: &TaskId, conversation: &Path, cp: Checkpoint) -> Result<(), String> {
+    let (daemon, task, conversation) = (daemon.clone(), task.clone(), conversation.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let repo = Conversation::open(&conversation).map_err(|e| e.to_string())?;
+        let summary = format!("{} #{}", cp.kind.name(), cp.seq);
+        let commit = repo.commit(&cp.messages, &summary).map_err(|e| e.to_string())?;
+        daemon.checkpoint(&task, &cp, &commit)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Commit the work, set the final status, tidy up.
+async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Ending) {
+    let (d, t, wt) = (daemon.clone(), task.clone(), dirs.worktree.clone());
+    let committed = tokio::task::spawn_blocking(move || commit_work(&d, &t, &wt)).await;
+    if let Ok(Err(e)) | Err(e) = committed.map_err(|e| e.to_string()) {
+        tracing::error!(error = %e, "cannot commit the task's work");
+    }
+    let status = match ending {
+        Ending::Ended(TaskOutcome::Completed { summary }) => TaskStatus::Completed { summary: Some(summary) },
+        Ending::Ended(TaskOutcome::Failed { error, recoverable }) => TaskStatus::Failed { error, recoverable },
+        Ending::Cancelled => TaskStatus::Cancelled { reason: None },
+        Ending::Interrupted => TaskStatus::Queued,
+        Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },
+    };
+    tracing::info!(status = %status.state(), "task ended");
+    daemon.transition(&task.id, status);
+    if !daemon.config().keep_worktrees
+        && let Some(repo) = &task.repo
+        && let Err(e) = worktree::remove(Path::new(repo), &task.id, &dirs.worktree)
+    {
+        tracing::warn!(error = %e, "cannot remove the worktree");
+    }
+}
+
+fn commit_work(daemon: &Daemon, task: &Task, worktree_dir: &Path) -> Result<(), String> {
+    if task.repo.is_none() || !worktree_dir.join(".git").exists() {
+        return Ok(());
+    }
+    let first_line = task.description.lines().next().unwrap_or("").chars().take(72).collect::<String>();
+    let message = format!("{first_line}\n\nWork of Neuraphage task {}.\n", task.id);
+    if let Some(commit) = worktree::commit_all(worktree_dir, &task.id, &message).map_err(|e| e.message().to_owned())? {
+        daemon.record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit });
+    }
+    Ok(())
+}

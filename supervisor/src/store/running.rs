@@ -1,0 +1,154 @@
+//! Store operations of running tasks: the scheduler's queries, status changes, checkpoints, and the end of a task.
+
+use chrono::Utc;
+use neuraphage_ipc::worker::{Checkpoint, CheckpointKind};
+use neuraphage_ipc::{EventKind, RunningPhase, Task, TaskId, TaskState, TaskStatus};
+use rusqlite::{OptionalExtension, params};
+
+use super::tasks::{append_event, load, set_status};
+use super::{Store, to_json, to_millis};
+use crate::error::Result;
+
+/// A Queued task whose blocker can never complete, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// The waiting task.
+    pub task: TaskId,
+    /// The blocker that failed or was cancelled.
+    pub blocker: TaskId,
+    /// The blocker's state.
+    pub state: TaskState,
+}
+
+impl Store {
+    /// Queued tasks whose blockers are all Completed, most urgent first, then oldest; at most `limit`.
+    pub fn ready(&self, limit: usize) -> Result<Vec<Task>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM tasks t WHERE t.state = 'Queued' AND NOT EXISTS (
+                 SELECT 1 FROM edges e JOIN tasks b ON b.id = e.other
+                 WHERE e.task = t.id AND e.kind = 'blocked_by' AND b.state <> 'Completed')
+             ORDER BY t.priority, t.created_at, t.id LIMIT ?1",
+        )?;
+        let ids = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        ids.iter().filter_map(|id| id.parse::<TaskId>().ok()).map(|id| self.task(&id)).collect()
+    }
+
+    /// Queued tasks that wait on a Failed or Cancelled task.
+    pub fn stuck(&self) -> Result<Vec<Stuck>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.id, b.id, b.state FROM tasks t JOIN edges e ON e.task = t.id AND e.kind = 'blocked_by'
+             JOIN tasks b ON b.id = e.other
+             WHERE t.state = 'Queued' AND b.state IN ('Failed', 'Cancelled', 'Blocked') ORDER BY t.id, b.id",
+        )?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let mut stuck: Vec<Stuck> = Vec::new();
+        for row in rows {
+            let (task, blocker, state) = row?;
+            if let (Ok(task), Ok(blocker), Ok(state)) = (task.parse(), blocker.parse(), state.parse()) {
+                if stuck.last().is_some_and(|s: &Stuck| s.task == task) {
+                    continue;
+                }
+                stuck.push(Stuck { task, blocker, state });
+            }
+        }
+        Ok(stuck)
+    }
+
+    /// Tasks in a state, oldest first.
+    pub fn in_state(&self, state: TaskState) -> Result<Vec<Task>> {
+        self.list(Some(state))
+    }
+
+    /// Change a task's status (recording the change as an event), unless it is already finished. Returns the task
+    /// as it is now, and whether it changed.
+    pub fn transition(&mut self, id: &TaskId, status: TaskStatus) -> Result<(Task, bool)> {
+        let tx = self.conn.transaction()?;
+        let task = load(&tx, id)?;
+        if task.status.state().is_terminal() || task.status == status {
+            return Ok((task, false));
+        }
+        if task.status.state() == status.state() {
+            // Same state, new detail (e.g. a new running phase): no event, the checkpoints tell the story.
+            tx.execute(
+                "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id.as_str(), to_json(&status)?, to_millis(Utc::now())],
+            )?;
+        } else {
+            set_status(&tx, &task, status)?;
+        }
+        let task = load(&tx, id)?;
+        tx.commit()?;
+        Ok((task, true))
+    }
+
+    /// Record that a task now has a branch.
+    pub fn set_branch(&mut self, id: &TaskId, branch: &str) -> Result<()> {
+        self.conn.execute("UPDATE tasks SET branch = ?2 WHERE id = ?1", params![id.as_str(), branch])?;
+        Ok(())
+    }
+
+    /// Append an event.
+    pub fn record(&mut self, id: &TaskId, kind: EventKind) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        append_event(&tx, id, &kind)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Persist an acknowledged checkpoint (its conversation is already committed at `commit`), its event, and the
+    /// running phase it implies.
+    pub fn checkpoint(&mut self, id: &TaskId, cp: &Checkpoint, commit: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO checkpoints (task, seq, kind, iteration, data, commit_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id.as_str(), cp.seq as i64, cp.kind.name(), cp.iteration, to_json(&cp.kind)?, commit, to_millis(Utc::now())],
+        )?;
+        let point = match &cp.kind {
+            CheckpointKind::ToolStarted { tool, .. } | CheckpointKind::ToolCompleted { tool, .. } => {
+                format!("{}:{tool}", cp.kind.name())
+            }
+            other => other.name().to_owned(),
+        };
+        append_event(&tx, id, &EventKind::Checkpoint { seq: cp.seq, point, commit: commit.to_owned() })?;
+        let phase = match &cp.kind {
+            CheckpointKind::RequestSent => Some(RunningPhase::LlmRequest),
+            CheckpointKind::ResponseReceived { .. } | CheckpointKind::ToolCompleted { .. } => {
+                Some(RunningPhase::Processing)
+            }
+            CheckpointKind::ToolStarted { tool, .. } => Some(RunningPhase::ToolExecution { tool: tool.clone() }),
+            CheckpointKind::TaskEnded { .. } => None,
+        };
+        let task = load(&tx, id)?;
+        if let Some(phase) = phase
+            && task.status.state() == TaskState::Running
+        {
+            tx.execute(
+                "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id.as_str(), to_json(&TaskStatus::Running { phase })?, to_millis(Utc::now())],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last acknowledged checkpoint's sequence number and conversation commit.
+    pub fn last_checkpoint(&self, id: &TaskId) -> Result<Option<(u64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, commit_id FROM checkpoints WHERE task = ?1 ORDER BY seq DESC LIMIT 1",
+                [id.as_str()],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Number of checkpoints stored for a task.
+    pub fn checkpoint_count(&self, id: &TaskId) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM checkpoints WHERE task = ?1", [id.as_str()], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+}

@@ -1,0 +1,101 @@
+//! The tasks running now, and the scheduler that starts them.
+//!
+//! [`schedule`] wakes when something changes (a task created, ended, cancelled, a dependency added) and at a slow
+//! tick; it marks Queued tasks whose blocker failed or was cancelled as Blocked (with the reason), then starts ready
+//! tasks (no open blockers) by priority, then age, up to `max-concurrent`, each in its own worker process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use neuraphage_ipc::{RunningPhase, TaskId, TaskStatus};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker_link::Broker;
+use crate::requests::Daemon;
+use crate::runner::run_task;
+
+/// Running tasks and their cancel switches.
+#[derive(Debug, Default)]
+pub struct WorkerRegistry {
+    running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// Wakes the scheduler.
+    pub wake: Notify,
+}
+
+impl WorkerRegistry {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tell a running task's session to stop its worker (the status is already Cancelled).
+    pub fn cancel(&self, id: &TaskId) {
+        if let Some(token) = self.map().get(id) {
+            token.cancel();
+        }
+    }
+
+    /// Number of tasks running now.
+    pub fn count(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// How often the scheduler looks even when nothing woke it.
+const TICK: Duration = Duration::from_secs(2);
+
+/// Start ready tasks until `shutdown`; then wait for every session to stop.
+pub async fn schedule(daemon: Arc<Daemon>, broker: Arc<Broker>, shutdown: CancellationToken) {
+    let sessions = TaskTracker::new();
+    // Tasks that were Running when the last supervisor stopped go back to the queue; they resume from their
+    // conversation.
+    let requeued = daemon.with_store(|s| s.in_state(neuraphage_ipc::TaskState::Running));
+    for task in requeued.unwrap_or_default() {
+        tracing::info!(task = %task.id, "re-queued after a supervisor restart");
+        daemon.transition(&task.id, TaskStatus::Queued);
+    }
+    loop {
+        start_ready(&daemon, &broker, &sessions, &shutdown);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = daemon.workers.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+    sessions.close();
+    sessions.wait().await;
+}
+
+fn start_ready(daemon: &Arc<Daemon>, broker: &Arc<Broker>, sessions: &TaskTracker, shutdown: &CancellationToken) {
+    match daemon.with_store(|s| s.stuck()) {
+        Ok(stuck) => {
+            for s in stuck {
+                let on = format!("{} is {}", s.blocker, s.state);
+                daemon.transition(&s.task, TaskStatus::Blocked { on });
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot look for stuck tasks"),
+    }
+    let free = daemon.config().max_concurrent.saturating_sub(daemon.workers.count());
+    if free == 0 {
+        return;
+    }
+    let ready = match daemon.with_store(|s| s.ready(free)) {
+        Ok(ready) => ready,
+        Err(e) => return tracing::error!(error = %e, "cannot read ready tasks"),
+    };
+    for task in ready {
+        let token = CancellationToken::new();
+        daemon.workers.map().insert(task.id.clone(), token.clone());
+        daemon.transition(&task.id, TaskStatus::Running { phase: RunningPhase::Initializing });
+        let (daemon, broker, shutdown) = (daemon.clone(), broker.clone(), shutdown.clone());
+        sessions.spawn(async move {
+            let id = task.id.clone();
+            run_task(daemon.clone(), broker, task, token, shutdown).await;
+            daemon.workers.map().remove(&id);
+            daemon.workers.wake.notify_one();
+        });
+    }
+}

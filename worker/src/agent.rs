@@ -1,0 +1,289 @@
+//! The agent loop (`reference/neuraphage-agentic-loop.md`): assemble context, ask the model through the broker, run
+//! the tools it calls, and repeat until it ends its turn, checkpointing at every point of the checkpoint table and
+//! waiting for each acknowledgement before going on.
+
+use std::collections::HashSet;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
+use neuraphage_ipc::worker::{
+    BrokerToWorker, Checkpoint, CheckpointKind, MAX_WORKER_FRAME, SupervisorToWorker, TaskOutcome, WorkerStart,
+    WorkerToBroker, WorkerToSupervisor,
+};
+use neuraphage_ipc::{Link, Role};
+use neuraphage_sandbox_profiles::TaskFolders;
+use neuraphage_worker::tools::{self, ToolContext};
+use tokio::net::UnixStream;
+
+/// Most tokens asked for per model turn.
+const MAX_TOKENS: u32 = 8192;
+
+type SupervisorLink = Link<UnixStream, SupervisorToWorker, WorkerToSupervisor>;
+type BrokerLink = Link<UnixStream, BrokerToWorker, WorkerToBroker>;
+
+/// Why the loop stopped early.
+enum Stop {
+    /// The supervisor cancelled the task.
+    Cancelled,
+}
+
+struct Agent {
+    supervisor: SupervisorLink,
+    broker: BrokerLink,
+    start: WorkerStart,
+    tools: ToolContext,
+    messages: Vec<Message>,
+    seq: u64,
+    iteration: u32,
+    next_request: u64,
+}
+
+/// Run the task given by the supervisor's `Start`.
+pub async fn run(supervisor: StdUnixStream, broker: StdUnixStream, folders: TaskFolders) -> anyhow::Result<()> {
+    let mut supervisor: SupervisorLink = Link::new(UnixStream::from_std(supervisor)?, MAX_WORKER_FRAME);
+    supervisor.connect_handshake(Role::Worker).await.context("supervisor link")?;
+    let start = match supervisor.expect().await.context("waiting for Start")? {
+        SupervisorToWorker::Start(start) => *start,
+        SupervisorToWorker::Cancel { .. } => return Ok(()),
+        other => bail!("expected Start from the supervisor, got {other:?}"),
+    };
+    let mut broker: BrokerLink = Link::new(UnixStream::from_std(broker)?, MAX_WORKER_FRAME);
+    broker.connect_handshake(Role::Worker).await.context("broker link")?;
+    let tools = ToolContext::new(&folders.workdir, &folders.outputs, &folders.tmp);
+    let iteration = start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32;
+    let mut agent = Agent {
+        supervisor,
+        broker,
+        tools,
+        messages: start.messages.clone(),
+        seq: start.last_seq,
+        iteration,
+        next_request: 1,
+        start,
+    };
+    match agent.run().await {
+        Ok(Ok(())) | Ok(Err(Stop::Cancelled)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Agent {
+    async fn run(&mut self) -> anyhow::Result<Result<(), Stop>> {
+        if self.messages.is_empty() {
+            self.messages.push(Message::user_text(self.start.description.clone()));
+        } else if let Err(stop) = self.answer_interrupted_tools().await? {
+            return Ok(Err(stop));
+        }
+        loop {
+            if self.iteration >= self.start.max_iterations {
+                let error = format!(
+                    "drift guard: the model took {} turns without finishing (max-iterations is {})",
+                    self.iteration, self.start.max_iterations
+                );
+                return self.end(TaskOutcome::Failed { error, recoverable: false }).await;
+            }
+            if let Err(stop) = self.checkpoint(CheckpointKind::RequestSent, None).await? {
+                return Ok(Err(stop));
+            }
+            let response = match self.ask_model().await? {
+                Ok(Ok(response)) => response,
+                Ok(Err(failure)) => {
+                    let error = format!("the model call failed: {failure}");
+                    return self.end(TaskOutcome::Failed { error, recoverable: failure.retryable }).await;
+                }
+                Err(stop) => return Ok(Err(stop)),
+            };
+            self.iteration += 1;
+            self.messages.push(Message { role: Speaker::Assistant, content: response.content.clone() });
+            let kind = CheckpointKind::ResponseReceived { usage: response.usage, model: response.model.clone() };
+            if let Err(stop) = self.checkpoint(kind, None).await? {
+                return Ok(Err(stop));
+            }
+            let calls: Vec<(String, String, serde_json::Value)> = response
+                .content
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
+                    _ => None,
+                })
+                .collect();
+            if calls.is_empty() || response.stop_reason == StopReason::EndTurn && calls.is_empty() {
+                let summary = text_of(&response.content);
+                return self.end(TaskOutcome::Completed { summary }).await;
+            }
+            let mut results = Vec::new();
+            for (id, name, input) in calls {
+                if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
+                    return Ok(Err(stop));
+                }
+            }
+            self.messages.push(Message { role: Speaker::User, content: results });
+        }
+    }
+
+    /// Run one tool between its two checkpoints, adding its result to `results`.
+    async fn run_tool(
+        &mut self,
+        id: &str,
+        name: &str,
+        input: &serde_json::Value,
+        results: &mut Vec<ContentBlock>,
+    ) -> anyhow::Result<Result<(), Stop>> {
+        let started = CheckpointKind::ToolStarted { tool: name.to_owned(), tool_use_id: id.to_owned() };
+        if let Err(stop) = self.checkpoint(started, Some(results)).await? {
+            return Ok(Err(stop));
+        }
+        let outcome = tools::run(&self.tools, name, input).await;
+        results.push(ContentBlock::ToolResult {
+            tool_use_id: id.to_owned(),
+            content: outcome.content,
+            is_error: outcome.is_error,
+        });
+        let done = CheckpointKind::ToolCompleted {
+            tool: name.to_owned(),
+            tool_use_id: id.to_owned(),
+            is_error: outcome.is_error,
+        };
+        self.checkpoint(done, Some(results)).await
+    }
+
+    /// After a restart: give every tool call of the last model turn that has no result one (recovery matrix: an
+    /// idempotent tool runs again; any other is reported to the model as having an unknown outcome).
+    async fn answer_interrupted_tools(&mut self) -> anyhow::Result<Result<(), Stop>> {
+        let Some(pos) = self.messages.iter().rposition(|m| m.role == Speaker::Assistant) else { return Ok(Ok(())) };
+        let calls: Vec<(String, String, serde_json::Value)> = self.messages[pos]
+            .content
+            .iter()
+            .filter_map(|b| match b {
+                ContentBlock::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
+                _ => None,
+            })
+            .collect();
+        if calls.is_empty() {
+            return Ok(Ok(()));
+        }
+        // Results already given (in a partial user turn after it).
+        let mut results: Vec<ContentBlock> = match self.messages.get(pos + 1) {
+            Some(m) if m.role == Speaker::User => m.content.clone(),
+            _ => Vec::new(),
+        };
+        self.messages.truncate(pos + 1);
+        let answered: HashSet<String> = results
+            .iter()
+            .filter_map(|b| match b {
+                ContentBlock::ToolResult { tool_use_id, .. } => Some(tool_use_id.clone()),
+                _ => None,
+            })
+            .collect();
+        for (id, name, input) in calls.into_iter().filter(|(id, _, _)| !answered.contains(id)) {
+            if tools::is_idempotent(&name) {
+                if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
+                    return Ok(Err(stop));
+                }
+            } else {
+                results.push(ContentBlock::ToolResult {
+                    tool_use_id: id,
+                    content: format!(
+                        "The outcome of this {name} call is unknown: the task was interrupted while it ran. \
+                         Check the current state before repeating it."
+                    ),
+                    is_error: true,
+                });
+            }
+        }
+        self.messages.push(Message { role: Speaker::User, content: results });
+        Ok(Ok(()))
+    }
+
+    /// Send the request and wait for the answer, relaying stream deltas and watching for a cancel.
+    async fn ask_model(&mut self) -> anyhow::Result<Result<Result<ChatResponse, LlmFailure>, Stop>> {
+        let id = self.next_request;
+        self.next_request += 1;
+        let request = ChatRequest {
+            model: None,
+            system: self.system_prompt(),
+            messages: self.messages.clone(),
+            tools: tools::definitions(),
+            max_tokens: MAX_TOKENS,
+        };
+        self.broker.send(&WorkerToBroker::Complete { id, request: Box::new(request) }).await.context("broker link")?;
+        let _ = self.supervisor.send(&WorkerToSupervisor::Waiting { on: "the model".into() }).await;
+        loop {
+            tokio::select! {
+                from_broker = self.broker.recv() => match from_broker.context("broker link")? {
+                    Some(BrokerToWorker::Delta { id: rid, delta }) if rid == id => {
+                        self.supervisor.send(&WorkerToSupervisor::Stream { delta }).await.context("supervisor link")?;
+                    }
+                    Some(BrokerToWorker::Done { id: rid, response }) if rid == id => return Ok(Ok(Ok(*response))),
+                    Some(BrokerToWorker::Failed { id: rid, error }) if rid == id => return Ok(Ok(Err(error))),
+                    Some(other) => tracing::warn!(?other, "an answer to another request; ignored"),
+                    None => bail!("the broker closed the link"),
+                },
+                from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
+                    Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
+                    Some(other) => tracing::warn!(?other, "unexpected message while waiting for the model"),
+                },
+            }
+        }
+    }
+
+    /// Send a checkpoint (the conversation plus any tool results so far) and wait until it is on disk.
+    async fn checkpoint(
+        &mut self,
+        kind: CheckpointKind,
+        partial: Option<&[ContentBlock]>,
+    ) -> anyhow::Result<Result<(), Stop>> {
+        self.seq += 1;
+        let mut messages = self.messages.clone();
+        if let Some(results) = partial.filter(|r| !r.is_empty()) {
+            messages.push(Message { role: Speaker::User, content: results.to_vec() });
+        }
+        let cp = Checkpoint { seq: self.seq, kind, iteration: self.iteration, messages };
+        self.supervisor.send(&WorkerToSupervisor::Checkpoint(Box::new(cp))).await.context("supervisor link")?;
+        let received = tokio::time::timeout(Duration::from_secs(120), self.supervisor.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("no acknowledgement of checkpoint {} within 120 s", self.seq))?;
+        match received.context("supervisor link")? {
+            Some(SupervisorToWorker::Ack { seq }) if seq == self.seq => Ok(Ok(())),
+            Some(SupervisorToWorker::Ack { seq }) => bail!("acknowledgement of {seq}, expected {}", self.seq),
+            Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
+            Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
+        }
+    }
+
+    async fn end(&mut self, outcome: TaskOutcome) -> anyhow::Result<Result<(), Stop>> {
+        tracing::info!(?outcome, "task ended");
+        self.checkpoint(CheckpointKind::TaskEnded { outcome }, None).await
+    }
+
+    fn system_prompt(&self) -> String {
+        let branch = match &self.start.branch {
+            Some(b) => format!("a git worktree on branch {b}"),
+            None => "a scratch folder (this task has no repository)".to_owned(),
+        };
+        format!(
+            "You are a coding agent run by Neuraphage. You work on one task, alone, in {branch} at {workdir}.\n\
+             Tools: Read, Write, Edit, Bash, Glob, Grep. Relative paths are relative to that folder; you cannot reach \
+             files outside it.\n\
+             Do not run `git commit` or change git configuration: Neuraphage commits your work to the task's branch \
+             when the task ends, and the user reviews its diff.\n\
+             When the task is done, answer with a short summary of what you changed and no tool call.\n\n\
+             The task:\n{task}",
+            workdir = self.start.workdir,
+            task = self.start.description,
+        )
+    }
+}
+
+fn text_of(content: &[ContentBlock]) -> String {
+    content
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

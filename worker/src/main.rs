@@ -1,0 +1,68 @@
+//! `neuraphage-worker`: runs one task. Started by the supervisor only, with its two links as inherited fds.
+//!
+//! Order matters: first tie its life to the supervisor's (PDEATHSIG), keep only the two link fds, then apply the
+//! sandbox while still single-threaded, and only then start the async runtime and the agent loop.
+
+mod agent;
+mod links;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use neuraphage_sandbox_profiles::{FsPolicy, TaskFolders};
+
+/// One task's worker process. Not for running by hand: the supervisor starts it with its links.
+#[derive(Debug, Parser)]
+#[command(name = "neuraphage-worker", version)]
+struct Args {
+    /// The inherited fd of the supervisor link.
+    #[arg(long)]
+    supervisor_fd: i32,
+    /// The inherited fd of the broker link.
+    #[arg(long)]
+    broker_fd: i32,
+    /// The task's worktree (or scratch folder), read-write.
+    #[arg(long)]
+    workdir: PathBuf,
+    /// The task's scratch folder, read-write.
+    #[arg(long)]
+    tmp: PathBuf,
+    /// Where large tool outputs go, read-write.
+    #[arg(long)]
+    outputs: PathBuf,
+    /// The repository's shared git folder, read-only.
+    #[arg(long)]
+    git_dir: Option<PathBuf>,
+    /// The task's worktree admin folder, read-write.
+    #[arg(long)]
+    git_admin_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    links::die_with_parent()?;
+    let (supervisor, broker) = links::take(args.supervisor_fd, args.broker_fd)?;
+    let folders = TaskFolders {
+        workdir: args.workdir,
+        tmp: args.tmp,
+        outputs: args.outputs,
+        git_dir: args.git_dir,
+        git_admin_dir: args.git_admin_dir,
+    };
+    FsPolicy::for_task(&folders).apply()?;
+    tracing::info!(workdir = %folders.workdir.display(), "sandbox applied (landlock filesystem, no_new_privs)");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(agent::run(supervisor, broker, folders))
+}
