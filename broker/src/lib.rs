@@ -1,8 +1,11 @@
-//! `neuraphage-broker`: the only process that sees API keys; it holds the rate limiter, the lock table and the LLM
-//! HTTP clients, and serves workers over socketpairs the supervisor hands them.
+//! `neuraphage-broker`: the only process that sees API keys. It holds the LLM HTTP clients and serves workers'
+//! model calls over the socketpairs the supervisor hands it, streaming deltas back and retrying what may be retried.
 //!
-//! **Not built yet.** This crate holds its place in the architecture; it has no code and no binary, and nothing
-//! starts it. See `docs/ARCHITECTURE.md`.
+//! Library: [`provider`] (Anthropic Messages and OpenAI chat completions clients, streaming SSE) and [`keys`]
+//! (`api-keys.yaml`). The binary (`src/main.rs`) adds the links: `handoff.rs` receives worker links (SCM_RIGHTS),
+//! `serve.rs` serves one worker. **Not built yet:** key pools, model tiers, the shared rate limiter and priority
+//! queue, the lock table and cost metering (the broker issue).
 #![deny(missing_docs)]
 
+pub mod keys;
 pub mod provider;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use neuraphage_broker::keys;
 use neuraphage_broker::provider::{self, Provider};
 use neuraphage_ipc::broker::{BrokerToSupervisor, MAX_BROKER_FRAME, SupervisorToBroker};
 use neuraphage_ipc::{Link, Role};
@@ -24,6 +25,9 @@ struct Args {
     /// The inherited fd of the worker-link handoff socket.
     #[arg(long)]
     handoff_fd: i32,
+    /// The Neuraphage home, where `api-keys.yaml` may be.
+    #[arg(long)]
+    home: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -41,23 +45,33 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
     let (control, handoff) = handoff::adopt(args.control_fd, args.handoff_fd)?;
-    let providers: Vec<Provider> = provider::from_env(|key| std::env::var(key).ok())
+    let env = |key: &str| std::env::var(key).ok();
+    let mut warnings = Vec::new();
+    let mut configs = keys::load(&args.home, env).unwrap_or_else(|e| {
+        warnings.push(e.to_string());
+        Vec::new()
+    });
+    configs.extend(provider::from_env(env));
+    let providers: Vec<Provider> = configs
         .into_iter()
         .filter_map(|config| match Provider::new(config) {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::error!(error = %e, "provider not usable");
+                warnings.push(format!("provider not usable: {e}"));
                 None
             }
         })
         .collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let mut link: Link<UnixStream, SupervisorToBroker, BrokerToSupervisor> =
             Link::new(UnixStream::from_std(control)?, MAX_BROKER_FRAME);
         link.connect_handshake(Role::Broker).await.context("broker link")?;
         let descriptions = providers.iter().map(Provider::describe).collect();
-        link.send(&BrokerToSupervisor::Ready { providers: descriptions }).await?;
+        link.send(&BrokerToSupervisor::Ready { providers: descriptions, warnings }).await?;
         let providers = Arc::new(providers);
         let (usage_tx, mut usage_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut workers = handoff::receive(handoff);

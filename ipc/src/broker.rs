@@ -34,6 +34,8 @@ pub enum BrokerToSupervisor {
     Ready {
         /// Providers with a key, as "anthropic (claude-…) at https://…".
         providers: Vec<String>,
+        /// Configuration it could not use, and why (for the supervisor's log).
+        warnings: Vec<String>,
     },
     /// A task's model call finished; what it used.
     Usage {

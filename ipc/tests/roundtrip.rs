@@ -349,7 +349,8 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
 
 fn broker_messages() -> impl Strategy<Value = (SupervisorToBroker, BrokerToSupervisor)> {
     let up = prop_oneof![
-        vec(text(), 0..3).prop_map(|providers| BrokerToSupervisor::Ready { providers }),
+        (vec(text(), 0..3), vec(text(), 0..2))
+            .prop_map(|(providers, warnings)| BrokerToSupervisor::Ready { providers, warnings }),
         (task_id(), text(), usage()).prop_map(|(task, model, usage)| BrokerToSupervisor::Usage { task, model, usage }),
     ];
     (Just(SupervisorToBroker::Shutdown), up)

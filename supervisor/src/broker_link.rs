@@ -32,7 +32,10 @@ pub type BrokerLink = Link<UnixStream, BrokerToSupervisor, SupervisorToBroker>;
 
 impl Broker {
     /// Spawn the broker (its stderr to `log`), complete the handshake on its link, and return it with the link.
-    pub async fn spawn(log: std::fs::File) -> Result<(Broker, BrokerLink, tokio::process::Child), String> {
+    pub async fn spawn(
+        home: &std::path::Path,
+        log: std::fs::File,
+    ) -> Result<(Broker, BrokerLink, tokio::process::Child), String> {
         let binary = sibling_binary(BROKER_BIN)?;
         let (ours, theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
         let (handoff, handoff_child) = seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
@@ -41,6 +44,8 @@ impl Broker {
             .arg(fd_arg(&theirs))
             .arg(ARG_HANDOFF_FD)
             .arg(fd_arg(&handoff_child))
+            .arg("--home")
+            .arg(home)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log);

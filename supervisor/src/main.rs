@@ -77,7 +77,8 @@ fn run(paths: Paths) -> anyhow::Result<()> {
         let daemon = Arc::new(Daemon::new(store, home.paths.clone(), config));
         let broker_log =
             std::fs::OpenOptions::new().create(true).append(true).open(home.paths.logs().join("broker.log"))?;
-        let (broker, broker_link, broker_child) = Broker::spawn(broker_log).await.map_err(anyhow::Error::msg)?;
+        let (broker, broker_link, broker_child) =
+            Broker::spawn(&home.paths.home, broker_log).await.map_err(anyhow::Error::msg)?;
         let broker = Arc::new(broker);
         tokio::spawn(watch_broker(broker_link, broker_child));
         let scheduler = tokio::spawn(workers::schedule(daemon.clone(), broker.clone(), shutdown.clone()));
@@ -100,7 +101,10 @@ fn run(paths: Paths) -> anyhow::Result<()> {
 async fn watch_broker(mut link: BrokerLink, mut child: tokio::process::Child) {
     loop {
         match link.recv().await {
-            Ok(Some(BrokerToSupervisor::Ready { providers })) => {
+            Ok(Some(BrokerToSupervisor::Ready { providers, warnings })) => {
+                for w in warnings {
+                    tracing::warn!("broker: {w}");
+                }
                 if providers.is_empty() {
                     tracing::warn!("the broker has no model provider: set ANTHROPIC_API_KEY or OPENAI_API_KEY");
                 } else {

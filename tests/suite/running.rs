@@ -285,3 +285,63 @@ fn kill_9_of_one_worker_leaves_the_others_running() {
     assert_eq!(v["status_detail"]["recoverable"], true);
     assert!(!alive(pid as u32));
 }
+
+#[test]
+fn keys_come_from_a_private_api_keys_yaml_and_a_readable_one_is_refused() {
+    let model =
+        Model::start(policy(|_| Step::Reply(Reply::text("hello from the file's key").stop(StopReason::EndTurn))));
+    let keys = format!(
+        "providers:\n  - provider: anthropic\n    api-key: {TEST_API_KEY}\n    base-url: {}\n",
+        model.double.anthropic_base_url()
+    );
+    for (mode, works) in [(0o600, true), (0o644, false)] {
+        let mut home = TestHome::new();
+        home.write_config("");
+        let path = home.paths.home.join("api-keys.yaml");
+        std::fs::write(&path, &keys).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        home.start_supervisor(); // no key in the environment
+        let id = id_of(&home.json(&["task", "new", "say hello", "--json"]));
+        let t = &home.wait_ended(&[&id], WITHIN)[0];
+        if works {
+            assert_eq!(t["status"], "Completed", "{t:#}");
+            assert!(t["status_detail"]["summary"].as_str().unwrap().contains("file's key"));
+        } else {
+            assert_eq!(t["status"], "Failed", "{t:#}");
+            let error = t["status_detail"]["error"].as_str().unwrap();
+            assert!(error.contains("no model provider"), "{error}");
+            let log = std::fs::read_to_string(home.paths.home.join("logs/broker.log")).unwrap();
+            assert!(log.contains("chmod 600"), "{log}");
+        }
+    }
+}
+
+#[test]
+fn killing_a_running_task_stops_its_worker() {
+    let model = Model::start(policy(|_| Step::Reply(Reply::tool("Bash", json!({"command": "sleep 30"})))));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let id = id_of(&home.json(&["task", "new", "run long", "--json"]));
+    let deadline = Instant::now() + WITHIN;
+    let pid = loop {
+        let shown = home.show(&id);
+        if shown["status_detail"]["phase"]["ToolExecution"].is_object() {
+            let e =
+                shown["events"].as_array().unwrap().iter().find(|e| e["kind"] == "worker_started").cloned().unwrap();
+            break e["data"]["pid"].as_u64().unwrap() as u32;
+        }
+        assert!(Instant::now() < deadline, "the task never reached its tool");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(alive(pid));
+    let killed = home.json(&["task", "kill", &id, "--json"]);
+    assert_eq!(killed["status"], "Cancelled");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the worker outlived its cancelled task");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shown = home.show(&id);
+    assert_eq!(shown["status"], "Cancelled", "the worker's end must not overwrite Cancelled");
+    assert!(shown["events"].as_array().unwrap().iter().any(|e| e["kind"] == "worker_exited"));
+}
