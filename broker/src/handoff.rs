@@ -5,36 +5,18 @@ use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use anyhow::bail;
 use neuraphage_ipc::TaskId;
+use neuraphage_ipc::inherit;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-use std::os::unix::fs::FileTypeExt;
-
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use tokio::sync::mpsc;
 
-/// Adopt the two inherited fds (both must be open sockets).
+/// Adopt the two inherited fds (both must be open sockets) and close every other fd above stderr.
 pub fn adopt(control: RawFd, handoff: RawFd) -> anyhow::Result<(UnixStream, OwnedFd)> {
-    if control == handoff || control <= 2 || handoff <= 2 {
-        bail!("bad fds {control} and {handoff}");
-    }
-    for fd in [control, handoff] {
-        let meta = std::fs::metadata(format!("/proc/self/fd/{fd}"))
-            .map_err(|e| anyhow::anyhow!("fd {fd} is not open: {e}"))?;
-        if !meta.file_type().is_socket() {
-            bail!("fd {fd} is not a socket");
-        }
-    }
-    // SAFETY: both fds are open sockets (checked above), inherited from the supervisor for exactly this purpose and
-    // owned by nothing else in this process; each is adopted once.
-    #[allow(unsafe_code)]
-    let (control, handoff) = unsafe { (OwnedFd::from_raw_fd(control), OwnedFd::from_raw_fd(handoff)) };
-    for fd in [&control, &handoff] {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    }
-    let control = UnixStream::from(control);
+    let [control_fd, handoff_fd] = inherit::adopt([control, handoff]).map_err(anyhow::Error::msg)?;
+    inherit::close_others(&[control, handoff]).map_err(anyhow::Error::msg)?;
+    let control = UnixStream::from(control_fd);
     control.set_nonblocking(true)?;
-    Ok((control, handoff))
+    Ok((control, handoff_fd))
 }
 
 /// Receive worker links on a thread of their own; each arrives as (task, stream) on the returned channel. The

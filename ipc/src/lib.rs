@@ -9,6 +9,7 @@
 //! - [`broker`]: the broker link (supervisor ⇄ broker) and how worker links are handed to the broker.
 //! - [`llm`]: the provider-neutral conversation: messages, tools, requests, responses, stream deltas, failures.
 //! - [`task`]: the task model shared by every process: [`TaskId`], [`TaskStatus`], [`Task`], [`TaskEvent`].
+//! - [`inherit`]: adopting the link sockets a worker or the broker inherits.
 //! - [`paths`]: the environment variables that place the data and runtime folders, and the control socket.
 //! - [`error`]: [`IpcError`], the typed failures of a link.
 //!
@@ -22,6 +23,7 @@ pub mod control;
 pub mod error;
 pub mod frame;
 pub mod hello;
+pub mod inherit;
 pub mod llm;
 pub mod paths;
 pub mod task;

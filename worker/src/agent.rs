@@ -101,17 +101,23 @@ impl Agent {
             if let Err(stop) = self.checkpoint(kind, None).await? {
                 return Ok(Err(stop));
             }
-            let calls: Vec<(String, String, serde_json::Value)> = response
-                .content
-                .iter()
-                .filter_map(|b| match b {
-                    ContentBlock::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
-                    _ => None,
-                })
-                .collect();
-            if calls.is_empty() || response.stop_reason == StopReason::EndTurn && calls.is_empty() {
-                let summary = text_of(&response.content);
-                return self.end(TaskOutcome::Completed { summary }).await;
+            let calls = tool_calls(&response.content);
+            if calls.is_empty() {
+                match response.stop_reason {
+                    // Cut off mid-answer: let it go on (the drift guard bounds this).
+                    StopReason::MaxTokens => {
+                        self.messages.push(Message::user_text("Your answer was cut off at the token limit. Continue."));
+                        continue;
+                    }
+                    StopReason::Refusal => {
+                        let error = format!("the model refused the task: {}", text_of(&response.content));
+                        return self.end(TaskOutcome::Failed { error, recoverable: false }).await;
+                    }
+                    _ => {
+                        let summary = text_of(&response.content);
+                        return self.end(TaskOutcome::Completed { summary }).await;
+                    }
+                }
             }
             let mut results = Vec::new();
             for (id, name, input) in calls {
@@ -153,14 +159,7 @@ impl Agent {
     /// idempotent tool runs again; any other is reported to the model as having an unknown outcome).
     async fn answer_interrupted_tools(&mut self) -> anyhow::Result<Result<(), Stop>> {
         let Some(pos) = self.messages.iter().rposition(|m| m.role == Speaker::Assistant) else { return Ok(Ok(())) };
-        let calls: Vec<(String, String, serde_json::Value)> = self.messages[pos]
-            .content
-            .iter()
-            .filter_map(|b| match b {
-                ContentBlock::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
-                _ => None,
-            })
-            .collect();
+        let calls = tool_calls(&self.messages[pos].content);
         if calls.is_empty() {
             return Ok(Ok(()));
         }
@@ -275,6 +274,17 @@ impl Agent {
             task = self.start.description,
         )
     }
+}
+
+/// The tool calls of a model turn: (id, tool, input).
+fn tool_calls(content: &[ContentBlock]) -> Vec<(String, String, serde_json::Value)> {
+    content
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn text_of(content: &[ContentBlock]) -> String {

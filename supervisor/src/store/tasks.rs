@@ -37,8 +37,14 @@ pub struct TaskDraft {
 const TASK_COLUMNS: &str =
     "id, status, priority, description, repo, profile, parent, created_at, updated_at, base_commit, branch";
 
+/// A task from its row; a row that does not read back names the task in the error.
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = row.get(0)?;
+    read_task(row, &id).map_err(|e| conversion(0, format!("task {id} is stored corrupt: {e}")))
+}
+
+fn read_task(row: &Row<'_>, id: &str) -> rusqlite::Result<Task> {
+    let id = id.to_owned();
     let priority: u8 = row.get(2)?;
     Ok(Task {
         id: id.parse().map_err(|e: String| conversion(0, e))?,
