@@ -20,7 +20,8 @@ const SOCKET_OPS: usize = 2000;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (cli_ops, socket_ops) = if quick { (16, 64) } else { (CLI_OPS, SOCKET_OPS) };
-    let mut home = TestHome::new();
+    // Queue only (max-concurrent: 0): this measures the durable write path, not workers starting.
+    let mut home = TestHome::queue_only();
     home.start_supervisor();
     println!("{}", Run::header());
     for clients in [1, 8] {
