@@ -201,6 +201,11 @@ impl TestHome {
         home
     }
 
+    /// A task's state read straight from the store (for when no supervisor runs).
+    pub fn show_offline(&self, id: &str) -> String {
+        self.open_store().query_row("SELECT state FROM tasks WHERE id = ?1", [id], |r| r.get(0)).expect("task row")
+    }
+
     /// `task show ID --json`.
     pub fn show(&self, id: &str) -> serde_json::Value {
         self.json(&["task", "show", id, "--json"])

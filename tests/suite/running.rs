@@ -345,3 +345,29 @@ fn killing_a_running_task_stops_its_worker() {
     assert_eq!(shown["status"], "Cancelled", "the worker's end must not overwrite Cancelled");
     assert!(shown["events"].as_array().unwrap().iter().any(|e| e["kind"] == "worker_exited"));
 }
+
+#[test]
+fn a_graceful_restart_requeues_running_tasks_and_they_resume() {
+    // First turn: a slow Bash call; after it, the task ends. The supervisor stops while the tool runs.
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("Bash", json!({"command": "sleep 2; echo first"}))),
+        _ => Step::Reply(Reply::text("resumed and finished").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    let pid = home.start_with_model(&model);
+    let id = id_of(&home.json(&["task", "new", "survive a restart", "--json"]));
+    let deadline = Instant::now() + WITHIN;
+    while !home.show(&id)["status_detail"]["phase"]["ToolExecution"].is_object() {
+        assert!(Instant::now() < deadline, "the task never reached its tool");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TestHome::terminate(pid);
+    assert!(home.wait_supervisors()[0].success());
+    assert_eq!(home.show_offline(&id), "Queued", "a running task goes back to the queue on a graceful stop");
+    home.start_with_model(&model);
+    let t = &home.wait_ended(&[&id], WITHIN)[0];
+    assert_eq!(t["status"], "Completed", "{t:#}");
+    // The interrupted Bash call was not silently re-run: the model was told its outcome is unknown.
+    let log = home.ok(&["task", "log", &id, "--json"]);
+    assert!(log.contains("outcome of this Bash call is unknown"), "{log}");
+}
