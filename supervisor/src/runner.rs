@@ -302,12 +302,13 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
 }
 
 fn commit_work(daemon: &Daemon, task: &Task, worktree_dir: &Path) -> Result<(), String> {
-    if task.repo.is_none() || !worktree_dir.join(".git").exists() {
+    let Some(repo) = &task.repo else { return Ok(()) };
+    if !worktree_dir.is_dir() {
         return Ok(());
     }
     let first_line = task.description.lines().next().unwrap_or("").chars().take(72).collect::<String>();
     let message = format!("{first_line}\n\nWork of Neuraphage task {}.\n", task.id);
-    if let Some(commit) = worktree::commit_all(worktree_dir, &task.id, &message).map_err(|e| e.message().to_owned())? {
+    if let Some(commit) = worktree::commit_all(Path::new(repo), worktree_dir, &task.id, &message).map_err(|e| e.message().to_owned())? {
         daemon.record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit });
     }
     Ok(())

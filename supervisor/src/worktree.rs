@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use git2::{
-    DiffFormat, DiffOptions, IndexAddOption, Oid, Repository, RepositoryOpenFlags, Signature, WorktreeAddOptions,
+    DiffFormat, DiffOptions, Oid, Repository, RepositoryOpenFlags, Signature, WorktreeAddOptions,
 };
 use neuraphage_ipc::TaskId;
 
@@ -39,7 +39,8 @@ pub fn resolve_base(repo: &Path, base: Option<&str>) -> Result<String, String> {
 pub fn create(repo_path: &Path, task: &TaskId, base_commit: &str, dest: &Path) -> Result<String, git2::Error> {
     let repo = open(repo_path)?;
     let branch = branch_name(task);
-    if dest.join(".git").exists() {
+    if dest.exists() {
+        // Made by an earlier run of this task; it is resumed as it is.
         return Ok(branch);
     }
     let commit = repo.find_commit(Oid::from_str(base_commit)?)?;
@@ -59,39 +60,111 @@ pub fn create(repo_path: &Path, task: &TaskId, base_commit: &str, dest: &Path) -
     Ok(branch)
 }
 
-/// Commit everything in the worktree (new, changed and deleted files, .gitignore respected) to its branch.
-/// Returns the new commit, or `None` when nothing changed.
-pub fn commit_all(worktree: &Path, task: &TaskId, message: &str) -> Result<Option<String>, git2::Error> {
-    let repo = open(worktree)?;
-    let mut index = repo.index()?;
-    index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
-    index.update_all(["*"], None)?;
-    index.write()?;
-    let tree_id = index.write_tree()?;
-    let head = repo.head()?.peel_to_commit()?;
-    if head.tree_id() == tree_id {
+/// Largest file a snapshot takes into a commit; bigger ones are left out (and logged).
+pub const MAX_SNAPSHOT_FILE: u64 = 100 * 1024 * 1024;
+
+/// A tree of the worktree's files as they are, written to the repository's object store.
+///
+/// The worktree is the task's: anything in it may be hostile. So this never opens it as a repository (its `.git`
+/// file and admin folder are the task's to write) and never follows a symlink: it walks the files itself (`.git`
+/// entries skipped, `.gitignore` honoured), opens each with `O_NOFOLLOW`, takes regular files and symlinks (as
+/// links), and skips everything else.
+pub fn snapshot(repo: &Repository, worktree: &Path) -> Result<Oid, git2::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let fail = |what: &str, e: &dyn std::fmt::Display| git2::Error::from_str(&format!("{what}: {e}"));
+    let mut index = git2::Index::new()?;
+    let walker = ignore::WalkBuilder::new(worktree)
+        .hidden(false)
+        .parents(false)
+        .ignore(false)
+        .git_global(false)
+        .git_exclude(false)
+        .git_ignore(true)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(|e| e.file_name() != ".git")
+        .build();
+    for entry in walker {
+        let entry = entry.map_err(|e| fail("walking the worktree", &e))?;
+        let Some(kind) = entry.file_type() else { continue };
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(worktree) else { continue };
+        if rel.as_os_str().is_empty() || kind.is_dir() {
+            continue;
+        }
+        let (mode, data) = if kind.is_symlink() {
+            let target = std::fs::read_link(path).map_err(|e| fail(&path.display().to_string(), &e))?;
+            (0o120000, target.as_os_str().as_bytes().to_vec())
+        } else if kind.is_file() {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| fail(&path.display().to_string(), &e))?;
+            let meta = file.metadata().map_err(|e| fail(&path.display().to_string(), &e))?;
+            if !meta.is_file() {
+                continue;
+            }
+            if meta.len() > MAX_SNAPSHOT_FILE {
+                tracing::warn!(file = %path.display(), size = meta.len(), "left out of the commit: too large");
+                continue;
+            }
+            let mut data = Vec::with_capacity(meta.len() as usize);
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_SNAPSHOT_FILE), &mut data)
+                .map_err(|e| fail(&path.display().to_string(), &e))?;
+            (if meta.mode() & 0o111 != 0 { 0o100755 } else { 0o100644 }, data)
+        } else {
+            continue;
+        };
+        let id = repo.blob(&data)?;
+        let rel = rel.as_os_str().as_bytes().to_vec();
+        index.add(&git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+            file_size: data.len().min(u32::MAX as usize) as u32,
+            id,
+            flags: rel.len().min(0xfff) as u16,
+            flags_extended: 0,
+            path: rel,
+        })?;
+    }
+    index.write_tree_to(repo)
+}
+
+/// Commit the worktree's files to the task's branch, `refs/heads/neuraphage/<id>` in the user's repository, named
+/// explicitly (never through the worktree's `HEAD`, which the task can rewrite). Returns the new commit, or `None`
+/// when nothing changed.
+pub fn commit_all(repo_path: &Path, worktree: &Path, task: &TaskId, message: &str) -> Result<Option<String>, git2::Error> {
+    let repo = open(repo_path)?;
+    let branch = format!("refs/heads/{}", branch_name(task));
+    let parent = repo.find_reference(&branch)?.peel_to_commit()?;
+    let tree_id = snapshot(&repo, worktree)?;
+    if parent.tree_id() == tree_id {
         return Ok(None);
     }
     let tree = repo.find_tree(tree_id)?;
     let sig = Signature::now(&format!("neuraphage {task}"), "neuraphage@localhost")?;
-    let id = repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &[&head])?;
+    let id = repo.commit(Some(&branch), &sig, &sig, message, &tree, &[&parent])?;
     Ok(Some(id.to_string()))
 }
 
-/// The task's changes against its base commit as a patch: the worktree as it is (committed or not, untracked files
-/// included) when it exists, else the branch's tip.
-pub fn diff(repo_path: &Path, worktree: &Path, task: &TaskId, base_commit: &str) -> Result<String, git2::Error> {
-    let mut opts = DiffOptions::new();
-    opts.include_untracked(true).recurse_untracked_dirs(true).show_untracked_content(true);
-    let (repo, use_workdir) =
-        if worktree.join(".git").exists() { (open(worktree)?, true) } else { (open(repo_path)?, false) };
+/// The task's changes against its base commit as a patch: of the worktree's files as they are now when `live`
+/// (a running task), else of the branch's tip (what the task's end committed).
+pub fn diff(repo_path: &Path, worktree: &Path, task: &TaskId, base_commit: &str, live: bool) -> Result<String, git2::Error> {
+    let repo = open(repo_path)?;
     let base = repo.find_commit(Oid::from_str(base_commit)?)?.tree()?;
-    let diff = if use_workdir {
-        repo.diff_tree_to_workdir_with_index(Some(&base), Some(&mut opts))?
+    let tip = if live && worktree.is_dir() {
+        repo.find_tree(snapshot(&repo, worktree)?)?
     } else {
-        let tip = repo.find_branch(&branch_name(task), git2::BranchType::Local)?.get().peel_to_tree()?;
-        repo.diff_tree_to_tree(Some(&base), Some(&tip), Some(&mut opts))?
+        repo.find_reference(&format!("refs/heads/{}", branch_name(task)))?.peel_to_tree()?
     };
+    let diff = repo.diff_tree_to_tree(Some(&base), Some(&tip), Some(&mut DiffOptions::new()))?;
     let mut patch = Vec::new();
     diff.print(DiffFormat::Patch, |_, _, line| {
         if matches!(line.origin(), '+' | '-' | ' ') {
@@ -103,13 +176,19 @@ pub fn diff(repo_path: &Path, worktree: &Path, task: &TaskId, base_commit: &str)
     Ok(String::from_utf8_lossy(&patch).into_owned())
 }
 
-/// Remove a task's worktree (the branch stays).
+/// Remove a task's worktree folder and its admin folder in the user's repository, both found by their known names
+/// (never by paths read from files the task could write). The branch stays.
 pub fn remove(repo_path: &Path, task: &TaskId, dest: &Path) -> Result<(), git2::Error> {
     let repo = open(repo_path)?;
-    if let Ok(wt) = repo.find_worktree(task.as_str()) {
-        wt.prune(Some(git2::WorktreePruneOptions::new().valid(true).working_tree(true)))?;
+    let admin = repo.path().join("worktrees").join(task.as_str());
+    for dir in [dest, admin.as_path()] {
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(dir)
+                .map_err(|e| git2::Error::from_str(&format!("cannot remove {}: {e}", dir.display())))?,
+            Ok(_) => return Err(git2::Error::from_str(&format!("{} is not a folder; left alone", dir.display()))),
+            Err(_) => {}
+        }
     }
-    let _ = std::fs::remove_dir_all(dest);
     Ok(())
 }
 
@@ -140,10 +219,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(wt.join("a.txt")).unwrap(), "one\n");
         std::fs::write(wt.join("a.txt"), "two\n").unwrap();
         std::fs::write(wt.join("new.txt"), "new\n").unwrap();
-        let patch = diff(&repo_path, &wt, &task, &base).unwrap();
+        let patch = diff(&repo_path, &wt, &task, &base, true).unwrap();
         assert!(patch.contains("-one") && patch.contains("+two") && patch.contains("+new"), "{patch}");
-        let commit = commit_all(&wt, &task, "work").unwrap().unwrap();
-        assert!(commit_all(&wt, &task, "again").unwrap().is_none(), "nothing new to commit");
+        let commit = commit_all(&repo_path, &wt, &task, "work").unwrap().unwrap();
+        assert!(commit_all(&repo_path, &wt, &task, "again").unwrap().is_none(), "nothing new to commit");
         // The branch has the work; the user's checkout does not.
         let repo = open(&repo_path).unwrap();
         let tip =
@@ -152,7 +231,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(repo_path.join("a.txt")).unwrap(), "one\n");
         remove(&repo_path, &task, &wt).unwrap();
         assert!(!wt.exists());
-        let patch = diff(&repo_path, &wt, &task, &base).unwrap();
+        let patch = diff(&repo_path, &wt, &task, &base, false).unwrap();
         assert!(patch.contains("+two"), "after removal the diff comes from the branch: {patch}");
     }
 }

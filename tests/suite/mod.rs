@@ -3,6 +3,7 @@
 mod daemon;
 mod durability;
 mod hostile_clients;
+mod hostile_repo;
 mod peer_uid;
 mod refusals;
 mod running;
