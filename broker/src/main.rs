@@ -44,6 +44,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+    // Holds the keys: no other process of this user may read its memory or environment.
+    nix::sys::prctl::set_dumpable(false).context("PR_SET_DUMPABLE")?;
     let (control, handoff) = handoff::adopt(args.control_fd, args.handoff_fd)?;
     let env = |key: &str| std::env::var(key).ok();
     let mut warnings = Vec::new();

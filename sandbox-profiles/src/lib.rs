@@ -57,6 +57,33 @@ pub struct FsPolicy {
     pub rules: Vec<FsRule>,
 }
 
+/// Drop every capability (bounding set first, then ambient, inheritable, effective, permitted) and make this
+/// process non-dumpable, so nothing it starts can regain root's powers or attach to it (ptrace, `pidfd_getfd`,
+/// `/proc/<pid>/mem`). Call after [`FsPolicy::apply`].
+pub fn drop_privileges() -> Result<(), SandboxError> {
+    use caps::CapSet;
+    let cap = |e: caps::errors::CapsError| SandboxError::Capabilities(e.to_string());
+    for c in caps::all() {
+        caps::drop(None, CapSet::Bounding, c).map_err(cap)?;
+    }
+    for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        caps::clear(None, set).map_err(cap)?;
+    }
+    for set in [CapSet::Bounding, CapSet::Effective, CapSet::Permitted] {
+        let left = caps::read(None, set).map_err(cap)?;
+        if !left.is_empty() {
+            return Err(SandboxError::Capabilities(format!("{set:?} still holds {left:?}")));
+        }
+    }
+    set_dumpable_off()
+}
+
+/// Make this process non-dumpable: same-uid processes can no longer read its `/proc/<pid>/environ` or `mem`, or
+/// attach to it, without CAP_SYS_PTRACE. (The supervisor and the broker do this too.)
+pub fn set_dumpable_off() -> Result<(), SandboxError> {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| SandboxError::Capabilities(format!("PR_SET_DUMPABLE: {e}")))
+}
+
 /// Why the sandbox could not be applied. The worker refuses to run the task on any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -71,6 +98,9 @@ pub enum SandboxError {
     /// Landlock refused the ruleset.
     #[error("landlock: {0}")]
     Landlock(String),
+    /// A capability could not be dropped.
+    #[error("capabilities: {0}")]
+    Capabilities(String),
     /// The kernel enforced only part of the ruleset.
     #[error("the kernel enforces this sandbox only partly ({0}); refusing to run the task")]
     NotFullyEnforced(String),

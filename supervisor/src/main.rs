@@ -52,6 +52,9 @@ fn main() -> ExitCode {
 }
 
 fn run(paths: Paths) -> anyhow::Result<()> {
+    // Tasks run as this user: they must not read this process's environment (which may hold API keys on their way
+    // to the broker) or memory through /proc.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| anyhow::anyhow!("PR_SET_DUMPABLE: {e}"))?;
     let home = Home::claim(paths)?;
     let config = Config::load(&home.paths.home.join(CONFIG_FILE)).map_err(anyhow::Error::msg)?;
     let db = home.paths.home.join(DB_FILE);

@@ -148,7 +148,14 @@ impl Daemon {
                 let patch = match (&task.repo, &task.base_commit) {
                     (Some(repo), Some(base)) => {
                         let dirs = crate::runner::TaskDirs::new(&self.paths.home, &task.id);
-                        crate::worktree::diff(Path::new(repo), &dirs.worktree, &task.id, base, !task.status.state().is_terminal()).map_err(|e| {
+                        crate::worktree::diff(
+                            Path::new(repo),
+                            &dirs.worktree,
+                            &task.id,
+                            base,
+                            !task.status.state().is_terminal(),
+                        )
+                        .map_err(|e| {
                             SupervisorError::refused(
                                 ErrorCode::Conflict,
                                 format!("{}: no diff yet ({})", task.id, e.message()),

@@ -136,6 +136,7 @@ async fn session(
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     drop(sup_theirs);
     let pid = child.id().unwrap_or(0);
+    daemon.workers.set_pid(&task.id, Some(pid));
     tracing::info!(pid, workdir = %workdir.display(), "worker started");
     daemon.record(&task.id, EventKind::WorkerStarted { pid, workdir: workdir.display().to_string() });
     drop(broker_theirs);
@@ -160,6 +161,13 @@ async fn session(
             "killed after not stopping in time".to_owned()
         }
     };
+    // Whatever the task started and left running dies with it (a process that left the worker's session escapes
+    // this; cgroups close that gap with the sandbox profiles).
+    let leftovers = crate::spawn::kill_session(pid);
+    if leftovers > 0 {
+        tracing::info!(leftovers, "killed processes the task left running");
+    }
+    daemon.workers.set_pid(&task.id, None);
     daemon.record(&task.id, EventKind::WorkerExited { status: status.clone() });
     Ok(match ending {
         Ending::Lost(why) => Ending::Lost(format!("{why} (worker {status})")),
@@ -308,7 +316,9 @@ fn commit_work(daemon: &Daemon, task: &Task, worktree_dir: &Path) -> Result<(), 
     }
     let first_line = task.description.lines().next().unwrap_or("").chars().take(72).collect::<String>();
     let message = format!("{first_line}\n\nWork of Neuraphage task {}.\n", task.id);
-    if let Some(commit) = worktree::commit_all(Path::new(repo), worktree_dir, &task.id, &message).map_err(|e| e.message().to_owned())? {
+    if let Some(commit) =
+        worktree::commit_all(Path::new(repo), worktree_dir, &task.id, &message).map_err(|e| e.message().to_owned())?
+    {
         daemon.record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit });
     }
     Ok(())

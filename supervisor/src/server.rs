@@ -174,8 +174,11 @@ impl Connection {
         tracing::Span::current().record("pid", cred.pid());
         let mut link: ControlLink = Link::with_limits(stream, MAX_REQUEST_FRAME, MAX_REPLY_FRAME);
         let me = nix::unistd::geteuid().as_raw();
+        let task_process = cred.pid().is_some_and(|pid| pid > 0 && self.daemon.workers.is_task_process(pid as u32));
         let refusal = if cred.uid() != me {
             Some(format!("connection from uid {} refused: this supervisor serves uid {me} only", cred.uid()))
+        } else if task_process {
+            Some("connection from inside a task refused: tasks may not drive the supervisor".to_owned())
         } else if slot.is_none() {
             Some(format!(
                 "the supervisor is already serving {} connections, all busy; try again",

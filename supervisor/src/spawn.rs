@@ -42,6 +42,30 @@ pub fn spawn_with_fds(cmd: &mut tokio::process::Command, fds: &[&OwnedFd]) -> st
     spawned
 }
 
+/// A process's parent pid and session id, from `/proc/<pid>/stat`.
+pub fn parent_and_session(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp session ..."; comm may hold spaces and parentheses.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let ppid = fields.nth(1)?.parse().ok()?;
+    let session = fields.nth(1)?.parse().ok()?;
+    Some((ppid, session))
+}
+
+/// SIGKILL every process in the session `sid` (a worker's: what its task started and left behind).
+pub fn kill_session(sid: u32) -> usize {
+    let mut killed = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if parent_and_session(pid).is_some_and(|(_, s)| s == sid)
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// The fd number to put on a child's command line.
 pub fn fd_arg(fd: &OwnedFd) -> String {
     fd.as_raw_fd().to_string()

@@ -17,10 +17,11 @@ use crate::broker_link::Broker;
 use crate::requests::Daemon;
 use crate::runner::run_task;
 
-/// Running tasks and their cancel switches.
+/// Running tasks, their cancel switches, and their workers' pids.
 #[derive(Debug, Default)]
 pub struct WorkerRegistry {
     running: Mutex<HashMap<TaskId, CancellationToken>>,
+    pids: Mutex<HashMap<TaskId, u32>>,
     /// Wakes the scheduler.
     pub wake: Notify,
 }
@@ -40,6 +41,39 @@ impl WorkerRegistry {
     /// Number of tasks running now.
     pub fn count(&self) -> usize {
         self.map().len()
+    }
+
+    fn pids(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, u32>> {
+        self.pids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record (or with `None`, forget) a task's worker pid.
+    pub fn set_pid(&self, id: &TaskId, pid: Option<u32>) {
+        match pid {
+            Some(pid) => self.pids().insert(id.clone(), pid),
+            None => self.pids().remove(id),
+        };
+    }
+
+    /// Whether `pid` belongs to a task: a worker, or a process in a worker's session, or a descendant of a worker.
+    /// The control socket refuses such peers.
+    pub fn is_task_process(&self, pid: u32) -> bool {
+        let workers: Vec<u32> = self.pids().values().copied().collect();
+        if workers.is_empty() {
+            return false;
+        }
+        let mut at = pid;
+        for _ in 0..64 {
+            let Some((ppid, sid)) = crate::spawn::parent_and_session(at) else { return false };
+            if workers.contains(&at) || workers.contains(&sid) {
+                return true;
+            }
+            if ppid <= 1 {
+                return false;
+            }
+            at = ppid;
+        }
+        false
     }
 }
 

@@ -7,9 +7,7 @@
 
 use std::path::Path;
 
-use git2::{
-    DiffFormat, DiffOptions, Oid, Repository, RepositoryOpenFlags, Signature, WorktreeAddOptions,
-};
+use git2::{DiffFormat, DiffOptions, Oid, Repository, RepositoryOpenFlags, Signature, WorktreeAddOptions};
 use neuraphage_ipc::TaskId;
 
 /// Branch name of a task.
@@ -140,7 +138,12 @@ pub fn snapshot(repo: &Repository, worktree: &Path) -> Result<Oid, git2::Error> 
 /// Commit the worktree's files to the task's branch, `refs/heads/neuraphage/<id>` in the user's repository, named
 /// explicitly (never through the worktree's `HEAD`, which the task can rewrite). Returns the new commit, or `None`
 /// when nothing changed.
-pub fn commit_all(repo_path: &Path, worktree: &Path, task: &TaskId, message: &str) -> Result<Option<String>, git2::Error> {
+pub fn commit_all(
+    repo_path: &Path,
+    worktree: &Path,
+    task: &TaskId,
+    message: &str,
+) -> Result<Option<String>, git2::Error> {
     let repo = open(repo_path)?;
     let branch = format!("refs/heads/{}", branch_name(task));
     let parent = repo.find_reference(&branch)?.peel_to_commit()?;
@@ -156,7 +159,13 @@ pub fn commit_all(repo_path: &Path, worktree: &Path, task: &TaskId, message: &st
 
 /// The task's changes against its base commit as a patch: of the worktree's files as they are now when `live`
 /// (a running task), else of the branch's tip (what the task's end committed).
-pub fn diff(repo_path: &Path, worktree: &Path, task: &TaskId, base_commit: &str, live: bool) -> Result<String, git2::Error> {
+pub fn diff(
+    repo_path: &Path,
+    worktree: &Path,
+    task: &TaskId,
+    base_commit: &str,
+    live: bool,
+) -> Result<String, git2::Error> {
     let repo = open(repo_path)?;
     let base = repo.find_commit(Oid::from_str(base_commit)?)?.tree()?;
     let tip = if live && worktree.is_dir() {

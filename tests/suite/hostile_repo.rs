@@ -57,7 +57,8 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     assert_eq!(ended["status"], "Completed", "{ended:#}");
     let id = ended["id"].as_str().unwrap();
     // The control: the attack did run, and its writes into the admin folder succeeded (the sandbox allows them).
-    let log = std::fs::read_to_string(home.paths.home.join("tasks").join(id).join("conversation/messages.json")).unwrap();
+    let log =
+        std::fs::read_to_string(home.paths.home.join("tasks").join(id).join("conversation/messages.json")).unwrap();
     assert!(log.contains("finished") && !log.contains("Permission denied"), "{log}");
     // The user's repository is intact: checkout, master, index.
     assert!(repo.join(".git").is_dir() && repo.join("README.md").is_file(), "the user's checkout was removed");
@@ -69,7 +70,8 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     assert!(!home.root().join("created-by-supervisor").exists());
     // The work is on the task's own branch, and nothing from outside the worktree is in it.
     let r = git2::Repository::open(&repo).unwrap();
-    let tree = r.find_branch(&format!("neuraphage/{id}"), git2::BranchType::Local).unwrap().get().peel_to_tree().unwrap();
+    let tree =
+        r.find_branch(&format!("neuraphage/{id}"), git2::BranchType::Local).unwrap().get().peel_to_tree().unwrap();
     assert!(tree.get_path(Path::new("work.txt")).is_ok(), "the task's work is on its branch");
     let mut names = Vec::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |dir, e| {

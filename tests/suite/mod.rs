@@ -7,4 +7,5 @@ mod hostile_repo;
 mod peer_uid;
 mod refusals;
 mod running;
+mod task_isolation;
 mod tasks;

@@ -141,7 +141,13 @@ impl Agent {
         if let Err(stop) = self.checkpoint(started, Some(results)).await? {
             return Ok(Err(stop));
         }
-        let outcome = tools::run(&self.tools, name, input).await;
+        let outcome = tokio::select! {
+            outcome = tools::run(&self.tools, name, input) => outcome,
+            from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
+                Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
+                Some(other) => bail!("unexpected message while a tool ran: {other:?}"),
+            },
+        };
         results.push(ContentBlock::ToolResult {
             tool_use_id: id.to_owned(),
             content: outcome.content,

@@ -61,8 +61,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         git_dir: args.git_dir,
         git_admin_dir: args.git_admin_dir,
     };
+    // A session of its own: every process the task starts stays in it (the supervisor ends them all with it, and
+    // refuses control-socket clients from it).
+    nix::unistd::setsid()?;
     FsPolicy::for_task(&folders).apply()?;
-    tracing::info!(workdir = %folders.workdir.display(), "sandbox applied (landlock filesystem, no_new_privs)");
+    neuraphage_sandbox_profiles::drop_privileges()?;
+    tracing::info!(
+        workdir = %folders.workdir.display(),
+        "sandbox applied (landlock filesystem, no_new_privs, no capabilities, non-dumpable)"
+    );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(agent::run(supervisor, broker, folders))
 }

@@ -1,0 +1,96 @@
+//! What a task cannot reach even as the same user: the API key in the supervisor's or broker's environment, the
+//! control socket, and life after its end. Each attack runs from inside a real sandboxed worker (Bash), and each has
+//! a control that shows the same action working from outside.
+
+use std::time::Duration;
+
+use neuraphage_ipc::frame::{decode, encode};
+use neuraphage_ipc::{HandshakeReply, Hello, Role};
+use neuraphage_llm_double::{Reply, Step, StopReason, policy};
+use neuraphage_tests::{Model, RawClient, TEST_API_KEY, TestHome, alive};
+use serde_json::json;
+
+const WITHIN: Duration = Duration::from_secs(90);
+
+/// Run one task whose only tool call is `command`; return (the task as it ended, the Bash output).
+fn run_bash(home: &mut TestHome, command: String) -> (serde_json::Value, String) {
+    let model = Model::start(policy(move |r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("Bash", json!({ "command": command }))),
+        _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+    }));
+    home.start_with_model(&model);
+    let id = home.json(&["task", "new", "probe", "--json"])["id"].as_str().unwrap().to_owned();
+    let ended = home.wait_ended(&[&id], WITHIN).remove(0);
+    let log = home.json(&["task", "log", &id, "--json"]);
+    let output = log["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap().clone())
+        .find(|b| b["type"] == "tool_result")
+        .map(|b| b["content"].as_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (ended, output)
+}
+
+#[test]
+fn a_task_cannot_read_the_key_from_the_supervisors_or_brokers_environment() {
+    let mut home = TestHome::new();
+    let command = "S=$(awk '/^PPid/{print $2}' /proc/$PPID/status); echo supervisor=$S; \
+                   tr '\\0' '\\n' < /proc/$S/environ; \
+                   for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null; done | grep ANTHROPIC; \
+                   echo end-of-probe"
+        .to_owned();
+    let (ended, output) = run_bash(&mut home, command);
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    assert!(output.contains("end-of-probe") && output.contains("supervisor="), "the probe ran: {output}");
+    assert!(!output.contains(TEST_API_KEY), "a task read the API key: {output}");
+    // The control: outside the sandbox, the supervisor's environment does hold the key.
+    let pid = std::fs::read_to_string(home.paths.home.join("supervisor.lock")).unwrap().trim().to_owned();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains(TEST_API_KEY));
+}
+
+#[test]
+fn a_task_cannot_drive_the_supervisor_through_the_control_socket() {
+    let mut home = TestHome::new();
+    let hello: String = encode(&Hello::ours(Role::Cli)).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+    let socket = home.paths.control_socket();
+    let command = format!(
+        "perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die \"connect: $!\\n\"; \
+         $h = pack(\"H*\", $ARGV[1]); print $s pack(\"N\", length $h) . $h; \
+         read($s, $l, 4) or die \"no reply\\n\"; read($s, $b, unpack(\"N\", $l)); print \"REPLY:\" . unpack(\"H*\", $b) . \"\\n\"' \
+         {} {hello}",
+        socket.display()
+    );
+    let (ended, output) = run_bash(&mut home, command);
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    let hex = output.split("REPLY:").nth(1).map(|s| s.trim().to_owned());
+    let Some(hex) = hex else { panic!("the probe got no reply at all (connect refused?): {output}") };
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    match decode::<HandshakeReply>(&bytes).unwrap() {
+        HandshakeReply::Refused { reason, .. } => assert!(reason.contains("inside a task"), "{reason}"),
+        other => panic!("a task was let onto the control socket: {other:?}"),
+    }
+    // The control: the same hello from outside a task is accepted.
+    let mut outside = RawClient::connect(&home.paths).unwrap();
+    assert!(matches!(outside.hello().unwrap(), HandshakeReply::Accepted { .. }));
+}
+
+#[test]
+fn processes_a_task_leaves_behind_die_with_it() {
+    let mut home = TestHome::new();
+    let command = "(sleep 300; echo late > late.txt) & echo $! > $TMPDIR/bg.pid; \
+                   setsid sh -c 'sleep 300' & echo $! > $TMPDIR/setsid.pid; echo started"
+        .to_owned();
+    let (ended, output) = run_bash(&mut home, command);
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    assert!(output.contains("started"), "{output}");
+    let tmp = home.paths.home.join("tasks").join(ended["id"].as_str().unwrap()).join("tmp");
+    let bg: u32 = std::fs::read_to_string(tmp.join("bg.pid")).unwrap().trim().parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(bg) {
+        assert!(std::time::Instant::now() < deadline, "a background process outlived its task");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
