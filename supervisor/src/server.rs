@@ -189,6 +189,9 @@ impl Connection {
         };
         if let Some(reason) = refusal {
             tracing::warn!(uid = cred.uid(), %reason, "refused");
+            // Let the client's hello arrive first, so its write does not meet a closed socket (EPIPE) before it can
+            // read why it was refused.
+            let _ = timeout(Duration::from_millis(500), link.expect_as::<neuraphage_ipc::Hello>()).await;
             let _ = timeout(self.limits.write, link.refuse(Role::Supervisor, reason)).await;
             return;
         }
