@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 /// Attempts of one model call before its failure goes back to the worker.
-const ATTEMPTS: u32 = 4;
+const ATTEMPTS: u32 = 6;
 /// First backoff; doubled each attempt, with jitter, or what the provider's `retry-after` says.
 const BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between attempts.

@@ -51,6 +51,8 @@ pub enum TaskCommand {
     Diff(IdArgs),
     /// Print a task's conversation with the model.
     Log(IdArgs),
+    /// Queue a Failed task again; it resumes from its conversation.
+    Retry(IdArgs),
     /// Make a task wait until another one completes.
     Depend(DependArgs),
     /// Cancel a task.

@@ -69,6 +69,17 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 output::out(&output::conversation(&messages))
             }
         }
+        TaskCommand::Retry(args) => {
+            let task = match Client::connect(paths).await?.call(ControlRequest::RetryTask { task: args.id }).await? {
+                ControlReply::Task(task) => task,
+                other => return Err(unexpected(other)),
+            };
+            if args.out.json {
+                output::json(&task)
+            } else {
+                output::out(&format!("{}  {}\n", task.id, output::status_line(&task.status)))
+            }
+        }
         TaskCommand::Depend(args) => {
             let request = ControlRequest::AddDependency { task: args.id, on: args.on };
             let reply = Client::connect(paths).await?.call(request).await?;

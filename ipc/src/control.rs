@@ -76,6 +76,11 @@ pub enum ControlRequest {
         /// The task id or a unique prefix.
         task: String,
     },
+    /// Queue a Failed task again; it resumes from its conversation.
+    RetryTask {
+        /// The task id or a unique prefix.
+        task: String,
+    },
     /// Cancel a task.
     KillTask {
         /// The task id or a unique prefix.

@@ -59,6 +59,10 @@ pub enum ContentBlock {
     },
 }
 
+/// The one key of a [`ContentBlock::ToolUse`] input that stands for input the model wrote but that was not a JSON
+/// object (cut off, or malformed); its value is the raw text. The broker makes it; the tools report it.
+pub const INVALID_INPUT_KEY: &str = "__neuraphage_invalid_input";
+
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolDefinition {

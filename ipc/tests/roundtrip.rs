@@ -140,6 +140,7 @@ fn request() -> impl Strategy<Value = ControlRequest> {
         (text(), option::of(text())).prop_map(|(task, reason)| ControlRequest::KillTask { task, reason }),
         text().prop_map(|task| ControlRequest::TaskDiff { task }),
         text().prop_map(|task| ControlRequest::TaskLog { task }),
+        text().prop_map(|task| ControlRequest::RetryTask { task }),
     ]
 }
 

@@ -195,6 +195,14 @@ impl Daemon {
                 self.workers.wake.notify_one();
                 ControlReply::DependencyAdded { task, on, added }
             }
+            ControlRequest::RetryTask { task } => {
+                let mut store = self.store()?;
+                let id = store.resolve(&task)?;
+                let task = store.retry(&id)?;
+                tracing::info!(task = %id, "task queued again");
+                self.workers.wake.notify_one();
+                ControlReply::Task(task)
+            }
             ControlRequest::KillTask { task, reason } => {
                 if let Some(r) = reason.as_ref().filter(|r| r.len() > MAX_REASON_BYTES) {
                     return Err(invalid(format!("the reason is {} bytes; the limit is {MAX_REASON_BYTES}", r.len())));

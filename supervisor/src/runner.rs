@@ -27,7 +27,16 @@ use crate::worktree;
 pub const WORKER_BIN: &str = "neuraphage-worker";
 
 /// Environment variables a worker keeps from the supervisor's (everything else is dropped).
-const ENV_ALLOWLIST: &[&str] = &["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "RUST_LOG", "RUST_BACKTRACE"];
+const ENV_ALLOWLIST: &[&str] = &["LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "RUST_LOG", "RUST_BACKTRACE"];
+
+/// `PATH` for a task: the supervisor's, less the folders its sandbox cannot reach (so a command fails with "not
+/// found" instead of a bare "Permission denied" from a shim in the user's home).
+fn task_path() -> std::ffi::OsString {
+    let reachable = |dir: &Path| neuraphage_sandbox_profiles::SYSTEM_READ_EXEC.iter().any(|root| dir.starts_with(root));
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let kept: Vec<PathBuf> = std::env::split_paths(&path).filter(|d| reachable(d)).collect();
+    std::env::join_paths(kept).unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+}
 
 /// How long a cancelled worker gets to stop before it is killed.
 const CANCEL_GRACE: Duration = Duration::from_secs(3);
@@ -130,6 +139,7 @@ async fn session(
             cmd.env(key, v);
         }
     }
+    cmd.env("PATH", task_path());
     cmd.env("HOME", &dirs.tmp).env("TMPDIR", &dirs.tmp).env("NEURAPHAGE_TASK", task.id.as_str());
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);
     let mut child = spawn_with_fds(&mut cmd, &[&sup_theirs, &broker_theirs])

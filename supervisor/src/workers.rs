@@ -112,6 +112,14 @@ fn start_ready(daemon: &Arc<Daemon>, broker: &Arc<Broker>, sessions: &TaskTracke
         }
         Err(e) => tracing::error!(error = %e, "cannot look for stuck tasks"),
     }
+    match daemon.with_store(|s| s.unblocked()) {
+        Ok(ids) => {
+            for id in ids {
+                daemon.transition(&id, TaskStatus::Queued);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot look for unblocked tasks"),
+    }
     let free = daemon.config().max_concurrent.saturating_sub(daemon.workers.count());
     if free == 0 {
         return;

@@ -371,3 +371,45 @@ fn a_graceful_restart_requeues_running_tasks_and_they_resume() {
     let log = home.ok(&["task", "log", &id, "--json"]);
     assert!(log.contains("outcome of this Bash call is unknown"), "{log}");
 }
+
+#[test]
+fn a_failed_task_can_be_retried_and_its_dependents_follow() {
+    // The first attempt's worker is killed mid-tool; the retry finishes. The dependent waits, blocked, then runs.
+    let model = Model::start(policy(|r| {
+        let task = r.first_user_text().unwrap_or_default();
+        match r.tool_result_count() {
+            0 if task.contains("flaky") => Step::Reply(Reply::tool("Bash", json!({"command": "sleep 60"}))),
+            _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+        }
+    }));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let flaky = id_of(&home.json(&["task", "new", "flaky", "--json"]));
+    let after = id_of(&home.json(&["task", "new", "after it", "--after", &flaky, "--json"]));
+    let deadline = Instant::now() + WITHIN;
+    let pid = loop {
+        let shown = home.show(&flaky);
+        if shown["status_detail"]["phase"]["ToolExecution"].is_object() {
+            let e =
+                shown["events"].as_array().unwrap().iter().find(|e| e["kind"] == "worker_started").cloned().unwrap();
+            break e["data"]["pid"].as_u64().unwrap() as i32;
+        }
+        assert!(Instant::now() < deadline, "the flaky task never reached its tool");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let ended = home.wait_ended(&[&flaky, &after], WITHIN);
+    assert_eq!(ended[0]["status"], "Failed");
+    assert_eq!(ended[1]["status"], "Blocked", "{:#}", ended[1]);
+    let (code, stderr) = home.fails(&["task", "retry", &after]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("only a Failed task"), "{stderr}");
+    assert_eq!(home.json(&["task", "retry", &flaky, "--json"])["status"], "Queued");
+    let ended = home.wait_ended(&[&flaky], WITHIN);
+    assert_eq!(ended[0]["status"], "Completed", "{:#}", ended[0]);
+    let deadline = Instant::now() + WITHIN;
+    while home.show(&after)["status"] != "Completed" {
+        assert!(Instant::now() < deadline, "the dependent never ran: {:#}", home.show(&after));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

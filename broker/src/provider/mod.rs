@@ -52,7 +52,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Key of the object that stands in for a tool call's input when the model's JSON could not be parsed (or was not
 /// an object): `{"__neuraphage_invalid_input": "<the raw text>"}`. The call is kept, so the tool reports an error to
 /// the model instead of the whole response failing.
-pub const INVALID_INPUT_KEY: &str = "__neuraphage_invalid_input";
+pub use neuraphage_ipc::llm::INVALID_INPUT_KEY;
 
 /// Most bytes of an error response body read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;

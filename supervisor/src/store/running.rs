@@ -55,6 +55,35 @@ impl Store {
         Ok(stuck)
     }
 
+    /// Blocked tasks none of whose blockers has failed, been cancelled or is blocked itself (a blocker was retried):
+    /// they may wait in the queue again.
+    pub fn unblocked(&self) -> Result<Vec<TaskId>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.id FROM tasks t WHERE t.state = 'Blocked' AND NOT EXISTS (
+                 SELECT 1 FROM edges e JOIN tasks b ON b.id = e.other
+                 WHERE e.task = t.id AND e.kind = 'blocked_by' AND b.state IN ('Failed', 'Cancelled', 'Blocked'))
+             ORDER BY t.id",
+        )?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    /// Queue a Failed task again (it resumes from its conversation); any other state is refused.
+    pub fn retry(&mut self, id: &TaskId) -> Result<Task> {
+        let task = self.task(id)?;
+        if task.status.state() != TaskState::Failed {
+            return Err(crate::error::SupervisorError::refused(
+                neuraphage_ipc::ErrorCode::Conflict,
+                format!("{id} is {}; only a Failed task can be retried", task.status.state()),
+            ));
+        }
+        let tx = self.conn.transaction()?;
+        set_status(&tx, &task, TaskStatus::Queued)?;
+        let task = load(&tx, id)?;
+        tx.commit()?;
+        Ok(task)
+    }
+
     /// Tasks in a state, oldest first.
     pub fn in_state(&self, state: TaskState) -> Result<Vec<Task>> {
         self.list(Some(state))

@@ -117,6 +117,12 @@ pub fn is_idempotent(tool: &str) -> bool {
 
 /// Runs one tool call. Never panics and never fails: every problem is a [`ToolOutcome`] with `is_error`.
 pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
+    if let Some(raw) = input.get(neuraphage_ipc::llm::INVALID_INPUT_KEY).and_then(Value::as_str) {
+        let shown: String = raw.chars().take(200).collect();
+        return ToolOutcome::error(format!(
+            "{name}: the tool input is not a valid JSON object (cut off or malformed), so the tool did not run: {shown}"
+        ));
+    }
     match name {
         "Read" => match parse::<read::Input>(name, input) {
             Ok(input) => blocking(ctx, move |ctx| read::run(&ctx, input)).await,
