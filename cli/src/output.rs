@@ -149,6 +149,9 @@ fn event_text(e: &TaskEvent) -> String {
             format!("checkpoint {seq} {point} ({})", &commit[..commit.len().min(10)])
         }
         EventKind::WorkerExited { status } => format!("worker exited ({status})"),
+        EventKind::WorkerLost { reason, attempt, retry_in_ms } => {
+            format!("worker lost ({}); restart {attempt} in {retry_in_ms} ms", clean(reason))
+        }
         EventKind::Committed { branch, commit } => format!("committed {} to {branch}", &commit[..commit.len().min(10)]),
     }
 }

@@ -334,6 +334,15 @@ pub enum EventKind {
         /// The conversation commit that holds it.
         commit: String,
     },
+    /// The worker died before the task ended; a new one resumes it from the last checkpoint.
+    WorkerLost {
+        /// What happened.
+        reason: String,
+        /// Which restart this is (1 for the first).
+        attempt: u32,
+        /// Milliseconds until the new worker starts.
+        retry_in_ms: u64,
+    },
     /// The worker process ended.
     WorkerExited {
         /// How, in words (`exit status 0`, `signal 9`).
@@ -363,6 +372,7 @@ impl EventKind {
             EventKind::DependencyAdded { .. } => "dependency_added",
             EventKind::WorkerStarted { .. } => "worker_started",
             EventKind::Checkpoint { .. } => "checkpoint",
+            EventKind::WorkerLost { .. } => "worker_lost",
             EventKind::WorkerExited { .. } => "worker_exited",
             EventKind::Committed { .. } => "committed",
             EventKind::StatusChanged { .. } => "status_changed",

@@ -94,12 +94,34 @@ pub async fn run_task(
 ) {
     let id = task.id.clone();
     let dirs = TaskDirs::new(&daemon.paths().home, &id);
-    let ending = match session(&daemon, &broker, &task, &dirs, &cancel, &shutdown).await {
-        Ok(ending) => ending,
-        Err(e) => Ending::Lost(e),
+    let mut restarts = 0;
+    let ending = loop {
+        let ending = session(&daemon, &broker, &task, &dirs, &cancel, &shutdown).await.unwrap_or_else(Ending::Lost);
+        let Ending::Lost(why) = ending else { break ending };
+        if restarts == MAX_RESTARTS || cancel.is_cancelled() || shutdown.is_cancelled() {
+            let error = format!("the worker died {} times; the last time: {why}", restarts + 1);
+            break Ending::Lost(error);
+        }
+        // Recovery matrix: a new worker resumes from the last acknowledged checkpoint, after a growing pause.
+        restarts += 1;
+        let wait = RESTART_BACKOFF * 2u32.pow(restarts - 1);
+        tracing::warn!(%why, restarts, ?wait, "the worker died; starting a new one from the last checkpoint");
+        let retry_in_ms = wait.as_millis() as u64;
+        daemon.record(&id, EventKind::WorkerLost { reason: why, attempt: restarts, retry_in_ms });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => break Ending::Cancelled,
+            _ = shutdown.cancelled() => break Ending::Interrupted,
+        }
     };
     finish(&daemon, &task, &dirs, ending).await;
 }
+
+/// How many times a task's worker is started again after it died, before the task fails (recoverable).
+pub const MAX_RESTARTS: u32 = 3;
+
+/// The pause before the first restart; doubled for each next one.
+pub const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 
 async fn session(
     daemon: &Arc<Daemon>,
