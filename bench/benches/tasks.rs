@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use neuraphage_bench::Run;
 use neuraphage_llm_double::{Reply, Step, StopReason, policy};
-use neuraphage_tests::{Model, TestHome};
+use neuraphage_tests::{Model, TestHome, children_named};
 
 fn main() {
     println!("{}", Run::header());
@@ -66,22 +66,6 @@ fn measure(tasks: usize) {
         workers.len(),
         worker_rss.iter().max().copied().unwrap_or(0)
     );
-}
-
-/// Children of `parent` whose command name starts with `prefix` (the kernel keeps 15 characters).
-fn children_named(parent: u32, prefix: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let comm = &stat[open + 1..close];
-        let ppid: u32 = stat[close + 2..].split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == parent && comm.starts_with(prefix) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {

@@ -40,3 +40,44 @@ pub fn close_others(keep: &[RawFd]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Send `fd` over a SOCK_SEQPACKET socket with SCM_RIGHTS, with `data` as the packet (it says what the fd is).
+pub fn send_fd(socket: &OwnedFd, data: &[u8], fd: OwnedFd) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(data)];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(socket.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| format!("cannot pass a link: {e}"))?;
+    Ok(())
+}
+
+/// Receive one packet sent by [`send_fd`]: its data and the fd it carried. `Ok(None)` when the peer closed.
+/// A packet with no fd, or more than one, is an error.
+pub fn recv_fd(socket: &OwnedFd) -> Result<Option<(Vec<u8>, OwnedFd)>, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| format!("receiving a link: {e}"))?;
+    let len = msg.bytes;
+    let mut raw = Vec::new();
+    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            raw.extend(fds);
+        }
+    }
+    // SAFETY: the kernel has just installed these fds in this process for this message; nothing else owns them.
+    #[allow(unsafe_code)]
+    let mut owned: Vec<OwnedFd> = raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    if len == 0 && owned.is_empty() {
+        return Ok(None);
+    }
+    if owned.len() != 1 {
+        return Err(format!("a handoff carried {} fds, not 1", owned.len()));
+    }
+    let fd = owned.remove(0);
+    Ok(Some((buf[..len].to_vec(), fd)))
+}

@@ -15,6 +15,9 @@ pub const MAX_WORKER_FRAME: usize = 64 * 1024 * 1024;
 pub const ARG_SUPERVISOR_FD: &str = "--supervisor-fd";
 /// Command-line flag naming the broker link's fd.
 pub const ARG_BROKER_FD: &str = "--broker-fd";
+/// Command-line flag naming the socket on which a worker receives a new broker link after a broker restart
+/// (SOCK_SEQPACKET, SCM_RIGHTS).
+pub const ARG_HANDOFF_FD: &str = "--handoff-fd";
 
 /// Supervisor → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use neuraphage_ipc::broker::BrokerToSupervisor;
 use neuraphage_ipc::paths::{ENV_LOG, Paths};
-use neuraphage_supervisor::broker_link::{Broker, BrokerLink};
+use neuraphage_supervisor::broker_link::{Broker, keep_alive};
 use neuraphage_supervisor::config::{CONFIG_FILE, Config};
 use neuraphage_supervisor::home::Home;
 use neuraphage_supervisor::requests::Daemon;
@@ -78,18 +77,19 @@ fn run(paths: Paths) -> anyhow::Result<()> {
             on_signal.cancel();
         });
         let daemon = Arc::new(Daemon::new(store, home.paths.clone(), config));
-        let broker_log =
-            std::fs::OpenOptions::new().create(true).append(true).open(home.paths.logs().join("broker.log"))?;
+        let broker_log = home.paths.logs().join("broker.log");
         let (broker, broker_link, broker_child) =
-            Broker::spawn(&home.paths.home, broker_log).await.map_err(anyhow::Error::msg)?;
+            Broker::spawn(&home.paths.home, &broker_log).await.map_err(anyhow::Error::msg)?;
         let broker = Arc::new(broker);
-        tokio::spawn(watch_broker(broker_link, broker_child));
+        let broker_watch =
+            tokio::spawn(keep_alive(broker.clone(), daemon.clone(), broker_link, broker_child, shutdown.clone()));
         let scheduler = tokio::spawn(workers::schedule(daemon.clone(), broker.clone(), shutdown.clone()));
         server::serve(listener, &socket, daemon, Limits::default(), shutdown).await;
         // Running tasks are stopped and re-queued; they resume at the next start.
         if let Err(e) = scheduler.await {
             tracing::error!(error = %e, "the scheduler failed");
         }
+        let _ = broker_watch.await;
         anyhow::Ok(())
     })?;
     // Every request still running finishes here, before the home's lock is released: no other supervisor may
@@ -98,34 +98,6 @@ fn run(paths: Paths) -> anyhow::Result<()> {
     tracing::info!("stopped");
     drop(home);
     Ok(())
-}
-
-/// Log what the broker reports; when its link closes, say so (restarting it comes with crash recovery).
-async fn watch_broker(mut link: BrokerLink, mut child: tokio::process::Child) {
-    loop {
-        match link.recv().await {
-            Ok(Some(BrokerToSupervisor::Ready { providers, warnings })) => {
-                for w in warnings {
-                    tracing::warn!("broker: {w}");
-                }
-                if providers.is_empty() {
-                    tracing::warn!("the broker has no model provider: set ANTHROPIC_API_KEY or OPENAI_API_KEY");
-                } else {
-                    tracing::info!(?providers, "broker ready");
-                }
-            }
-            Ok(Some(BrokerToSupervisor::Usage { task, model, usage })) => {
-                tracing::info!(%task, %model, input = usage.input_tokens, output = usage.output_tokens, "usage");
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::error!(error = %e, "broker link failed");
-                break;
-            }
-        }
-    }
-    let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-    tracing::error!(%status, "the broker exited; model calls fail until the supervisor restarts");
 }
 
 /// A daemon outlives the terminal that started it: log and ignore SIGHUP.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neuraphage_ipc::worker::{
-    ARG_BROKER_FD, ARG_SUPERVISOR_FD, Checkpoint, CheckpointKind, MAX_WORKER_FRAME, SupervisorToWorker, TaskOutcome,
-    WorkerStart, WorkerToSupervisor,
+    ARG_BROKER_FD, ARG_HANDOFF_FD, ARG_SUPERVISOR_FD, Checkpoint, CheckpointKind, MAX_WORKER_FRAME, SupervisorToWorker,
+    TaskOutcome, WorkerStart, WorkerToSupervisor,
 };
 use neuraphage_ipc::{EventKind, Link, Role, RunningPhase, Task, TaskId, TaskStatus};
 use tokio::net::UnixStream;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker_link::Broker;
 use crate::conversation::Conversation;
 use crate::requests::Daemon;
-use crate::spawn::{fd_arg, sibling_binary, spawn_with_fds, stream_pair};
+use crate::spawn::{fd_arg, seqpacket_pair, sibling_binary, spawn_with_fds, stream_pair};
 use crate::worktree;
 
 /// Name of the worker binary.
@@ -140,6 +140,7 @@ async fn session(
 
     let (sup_ours, sup_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
     let (broker_ours, broker_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
+    let (handoff_ours, handoff_theirs) = seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
     let binary = sibling_binary(WORKER_BIN)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -148,6 +149,7 @@ async fn session(
         .map_err(|e| format!("worker.log: {e}"))?;
     let mut cmd = tokio::process::Command::new(&binary);
     cmd.arg(ARG_SUPERVISOR_FD).arg(fd_arg(&sup_theirs)).arg(ARG_BROKER_FD).arg(fd_arg(&broker_theirs));
+    cmd.arg(ARG_HANDOFF_FD).arg(fd_arg(&handoff_theirs));
     cmd.arg("--workdir").arg(&workdir).arg("--tmp").arg(&dirs.tmp).arg("--outputs").arg(&dirs.outputs);
     if let Some(g) = &git_dir {
         cmd.arg("--git-dir").arg(g);
@@ -164,9 +166,10 @@ async fn session(
     cmd.env("PATH", task_path());
     cmd.env("HOME", &dirs.tmp).env("TMPDIR", &dirs.tmp).env("NEURAPHAGE_TASK", task.id.as_str());
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);
-    let mut child = spawn_with_fds(&mut cmd, &[&sup_theirs, &broker_theirs])
+    let mut child = spawn_with_fds(&mut cmd, &[&sup_theirs, &broker_theirs, &handoff_theirs])
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-    drop(sup_theirs);
+    drop((sup_theirs, handoff_theirs));
+    daemon.workers.set_handoff(&task.id, Some(handoff_ours));
     let pid = child.id().unwrap_or(0);
     daemon.workers.set_pid(&task.id, Some(pid));
     tracing::info!(pid, workdir = %workdir.display(), "worker started");
@@ -200,6 +203,7 @@ async fn session(
         tracing::info!(leftovers, "killed processes the task left running");
     }
     daemon.workers.set_pid(&task.id, None);
+    daemon.workers.set_handoff(&task.id, None);
     daemon.record(&task.id, EventKind::WorkerExited { status: status.clone() });
     Ok(match ending {
         Ending::Lost(why) => Ending::Lost(format!("{why} (worker {status})")),

@@ -22,6 +22,8 @@ use crate::runner::run_task;
 pub struct WorkerRegistry {
     running: Mutex<HashMap<TaskId, CancellationToken>>,
     pids: Mutex<HashMap<TaskId, u32>>,
+    /// Our end of each running worker's handoff socket, for new broker links.
+    handoffs: Mutex<HashMap<TaskId, std::os::fd::OwnedFd>>,
     /// Wakes the scheduler.
     pub wake: Notify,
 }
@@ -53,6 +55,30 @@ impl WorkerRegistry {
             Some(pid) => self.pids().insert(id.clone(), pid),
             None => self.pids().remove(id),
         };
+    }
+
+    /// Record (or with `None`, forget) our end of a running worker's handoff socket.
+    pub fn set_handoff(&self, id: &TaskId, fd: Option<std::os::fd::OwnedFd>) {
+        let mut map = self.handoffs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fd {
+            Some(fd) => map.insert(id.clone(), fd),
+            None => map.remove(id),
+        };
+    }
+
+    /// After a broker restart: give every running worker a new link to the new broker.
+    pub fn relink_all(&self, broker: &Broker) {
+        let map = self.handoffs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (task, handoff) in map.iter() {
+            let relinked = crate::spawn::stream_pair().map_err(|e| e.to_string()).and_then(|(ours, theirs)| {
+                broker.hand_over(task, std::os::fd::OwnedFd::from(ours))?;
+                neuraphage_ipc::inherit::send_fd(handoff, b"broker", theirs)
+            });
+            match relinked {
+                Ok(()) => tracing::info!(%task, "handed the worker a link to the new broker"),
+                Err(e) => tracing::error!(%task, error = %e, "cannot relink the worker to the new broker"),
+            }
+        }
     }
 
     /// Whether `pid` belongs to a task: a worker, or a process in a worker's session, or a descendant of a worker.

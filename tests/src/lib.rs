@@ -331,6 +331,21 @@ impl RawClient {
     }
 }
 
+/// Children of `parent` whose command name (15 characters at most, as the kernel keeps it) starts with `prefix`.
+pub fn children_named(parent: u32, prefix: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let ppid: u32 = stat[close + 2..].split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && stat[open + 1..close].starts_with(prefix) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// Whether the process `pid` is alive and not a zombie.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

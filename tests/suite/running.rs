@@ -410,3 +410,36 @@ fn a_failed_task_can_be_retried_and_its_dependents_follow() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_broker_crash_fails_no_task() {
+    // Replies trickle out slowly, so the first call is in flight when the broker is killed.
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0 => Step::Reply(
+            Reply::text("a slow answer that streams in many small pieces")
+                .chunk_chars(2)
+                .delay(Duration::from_millis(100)),
+        ),
+        _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    let supervisor = home.start_with_model(&model);
+    let id = id_of(&home.json(&["task", "new", "outlive the broker", "--json"]));
+    let deadline = Instant::now() + WITHIN;
+    while model.double.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the task never called the model");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let old = neuraphage_tests::children_named(supervisor, "neuraphage-brok");
+    assert_eq!(old.len(), 1, "{old:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let t = &home.wait_ended(&[&id], WITHIN)[0];
+    assert_eq!(t["status"], "Completed", "{t:#}");
+    let new = neuraphage_tests::children_named(supervisor, "neuraphage-brok");
+    assert_eq!(new.len(), 1);
+    assert_ne!(new, old, "a new broker runs");
+    assert!(model.double.requests().len() >= 2, "the interrupted call was sent again");
+    // A task created after the restart runs too.
+    let later = id_of(&home.json(&["task", "new", "after the restart", "--json"]));
+    assert_eq!(home.wait_ended(&[&later], WITHIN)[0]["status"], "Completed");
+}

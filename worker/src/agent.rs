@@ -16,6 +16,10 @@ use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
 use neuraphage_worker::tools::{self, ToolContext};
 use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// How long a worker waits for a new broker link after its broker went away.
+const RELINK_WAIT: Duration = Duration::from_secs(120);
 
 /// Most tokens asked for per model turn.
 const MAX_TOKENS: u32 = 8192;
@@ -32,6 +36,7 @@ enum Stop {
 struct Agent {
     supervisor: SupervisorLink,
     broker: BrokerLink,
+    relinks: mpsc::UnboundedReceiver<StdUnixStream>,
     start: WorkerStart,
     tools: ToolContext,
     messages: Vec<Message>,
@@ -41,7 +46,12 @@ struct Agent {
 }
 
 /// Run the task given by the supervisor's `Start`.
-pub async fn run(supervisor: StdUnixStream, broker: StdUnixStream, folders: TaskFolders) -> anyhow::Result<()> {
+pub async fn run(
+    supervisor: StdUnixStream,
+    broker: StdUnixStream,
+    relinks: mpsc::UnboundedReceiver<StdUnixStream>,
+    folders: TaskFolders,
+) -> anyhow::Result<()> {
     let mut supervisor: SupervisorLink = Link::new(UnixStream::from_std(supervisor)?, MAX_WORKER_FRAME);
     supervisor.connect_handshake(Role::Worker).await.context("supervisor link")?;
     let start = match supervisor.expect().await.context("waiting for Start")? {
@@ -56,6 +66,7 @@ pub async fn run(supervisor: StdUnixStream, broker: StdUnixStream, folders: Task
     let mut agent = Agent {
         supervisor,
         broker,
+        relinks,
         tools,
         messages: start.messages.clone(),
         seq: start.last_seq,
@@ -202,10 +213,10 @@ impl Agent {
         Ok(Ok(()))
     }
 
-    /// Send the request and wait for the answer, relaying stream deltas and watching for a cancel.
+    /// Send the request and wait for the answer, relaying stream deltas and watching for a cancel. If the broker
+    /// goes away (it crashed and the supervisor restarts it), wait for the new link and send the request again:
+    /// nothing was acknowledged for it, so that is what the recovery matrix says for `request_sent`.
     async fn ask_model(&mut self) -> anyhow::Result<Result<Result<ChatResponse, LlmFailure>, Stop>> {
-        let id = self.next_request;
-        self.next_request += 1;
         let request = ChatRequest {
             model: None,
             system: self.system_prompt(),
@@ -213,18 +224,41 @@ impl Agent {
             tools: tools::definitions(),
             max_tokens: MAX_TOKENS,
         };
-        self.broker.send(&WorkerToBroker::Complete { id, request: Box::new(request) }).await.context("broker link")?;
-        let _ = self.supervisor.send(&WorkerToSupervisor::Waiting { on: "the model".into() }).await;
+        loop {
+            let id = self.next_request;
+            self.next_request += 1;
+            let sent = self.broker.send(&WorkerToBroker::Complete { id, request: Box::new(request.clone()) }).await;
+            let _ = self.supervisor.send(&WorkerToSupervisor::Waiting { on: "the model".into() }).await;
+            let lost = match sent {
+                Err(e) => e.to_string(),
+                Ok(()) => match self.await_answer(id).await? {
+                    Ok(Some(answer)) => return Ok(Ok(answer)),
+                    Ok(None) => "the broker closed the link".to_owned(),
+                    Err(stop) => return Ok(Err(stop)),
+                },
+            };
+            tracing::warn!(%lost, "lost the broker; waiting for a new link");
+            if let Err(stop) = self.relink().await? {
+                return Ok(Err(stop));
+            }
+        }
+    }
+
+    /// Wait for the answer to request `id`. `Ok(Ok(None))` when the broker link went away.
+    async fn await_answer(
+        &mut self,
+        id: u64,
+    ) -> anyhow::Result<Result<Option<Result<ChatResponse, LlmFailure>>, Stop>> {
         loop {
             tokio::select! {
-                from_broker = self.broker.recv() => match from_broker.context("broker link")? {
-                    Some(BrokerToWorker::Delta { id: rid, delta }) if rid == id => {
+                from_broker = self.broker.recv() => match from_broker {
+                    Ok(Some(BrokerToWorker::Delta { id: rid, delta })) if rid == id => {
                         self.supervisor.send(&WorkerToSupervisor::Stream { delta }).await.context("supervisor link")?;
                     }
-                    Some(BrokerToWorker::Done { id: rid, response }) if rid == id => return Ok(Ok(Ok(*response))),
-                    Some(BrokerToWorker::Failed { id: rid, error }) if rid == id => return Ok(Ok(Err(error))),
-                    Some(other) => tracing::warn!(?other, "an answer to another request; ignored"),
-                    None => bail!("the broker closed the link"),
+                    Ok(Some(BrokerToWorker::Done { id: rid, response })) if rid == id => return Ok(Ok(Some(Ok(*response)))),
+                    Ok(Some(BrokerToWorker::Failed { id: rid, error })) if rid == id => return Ok(Ok(Some(Err(error)))),
+                    Ok(Some(other)) => tracing::warn!(?other, "an answer to another request; ignored"),
+                    Ok(None) | Err(_) => return Ok(Ok(None)),
                 },
                 from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
                     Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
@@ -232,6 +266,26 @@ impl Agent {
                 },
             }
         }
+    }
+
+    /// Take the next broker link the supervisor hands over, and open it.
+    async fn relink(&mut self) -> anyhow::Result<Result<(), Stop>> {
+        let stream = tokio::select! {
+            next = tokio::time::timeout(RELINK_WAIT, self.relinks.recv()) => match next {
+                Ok(Some(stream)) => stream,
+                Ok(None) => bail!("the handoff socket closed while the broker was gone"),
+                Err(_) => bail!("no new broker link within {RELINK_WAIT:?}"),
+            },
+            from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
+                Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
+                Some(other) => bail!("unexpected message while waiting for the broker: {other:?}"),
+            },
+        };
+        let mut broker: BrokerLink = Link::new(UnixStream::from_std(stream)?, MAX_WORKER_FRAME);
+        broker.connect_handshake(Role::Worker).await.context("new broker link")?;
+        self.broker = broker;
+        tracing::info!("linked to the new broker");
+        Ok(Ok(()))
     }
 
     /// Send a checkpoint (the conversation plus any tool results so far) and wait until it is on disk.

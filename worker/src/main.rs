@@ -22,6 +22,9 @@ struct Args {
     /// The inherited fd of the broker link.
     #[arg(long)]
     broker_fd: i32,
+    /// The inherited fd on which a new broker link arrives if the broker is restarted.
+    #[arg(long)]
+    handoff_fd: i32,
     /// The task's worktree (or scratch folder), read-write.
     #[arg(long)]
     workdir: PathBuf,
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     links::die_with_parent()?;
-    let (supervisor, broker) = links::take(args.supervisor_fd, args.broker_fd)?;
+    let (supervisor, broker, handoff) = links::take(args.supervisor_fd, args.broker_fd, args.handoff_fd)?;
     let folders = TaskFolders {
         workdir: args.workdir,
         tmp: args.tmp,
@@ -71,5 +74,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         "sandbox applied (landlock filesystem, no_new_privs, no capabilities, non-dumpable)"
     );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(agent::run(supervisor, broker, folders))
+    let relinks = links::receive_relinks(handoff);
+    runtime.block_on(agent::run(supervisor, broker, relinks, folders))
 }
