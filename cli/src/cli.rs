@@ -31,11 +31,32 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Start the supervisor in the background; returns once it answers (succeeds if it is already running).
+    ///
+    /// With the systemd user service installed (`daemon install`) and `systemctl --user` working, this starts the
+    /// service; otherwise it runs neuraphage-supervisor as a detached process.
     Start(JsonFlag),
     /// Stop the supervisor gracefully and wait until it has exited.
     Stop(JsonFlag),
     /// Show the supervisor's pid, uptime, home, protocol and task counts (exit 3 if it is not running).
     Status(JsonFlag),
+    /// Install the supervisor as a systemd user service (neuraphage-supervisor.service) and enable it.
+    ///
+    /// Writes the unit to $XDG_CONFIG_HOME/systemd/user/ (default ~/.config/systemd/user/), pointing at the
+    /// neuraphage-supervisor beside this program and carrying NEURAPHAGE_HOME and NEURAPHAGE_RUNTIME_DIR if they are
+    /// set, then runs `systemctl --user daemon-reload` and `systemctl --user enable --now` (or prints those commands
+    /// where `systemctl --user` does not work). Once installed, `daemon start` starts the service.
+    Install(InstallArgs),
+}
+
+/// Arguments of `daemon install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Print the unit and where it would go; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
 }
 
 /// `neuraphage task …`

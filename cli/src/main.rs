@@ -44,14 +44,46 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let paths = Paths::from_env().map_err(CliError::Usage)?;
     match cli.command {
         Command::Daemon(DaemonCommand::Start(out)) => {
-            let (st, already) = daemon::start(&paths).await?;
+            let started = daemon::start(&paths).await?;
+            let st = &started.status;
             if out.json {
-                output::json(&st)
-            } else if already {
+                output::json(st)
+            } else if started.already {
                 output::out(&format!("neuraphage-supervisor is already running (pid {})\n", st.pid))
+            } else if started.by_systemd {
+                output::out(&format!(
+                    "neuraphage-supervisor started by systemd ({}, pid {}, home {})\n",
+                    daemon::UNIT_NAME,
+                    st.pid,
+                    st.home
+                ))
             } else {
                 output::out(&format!("neuraphage-supervisor started (pid {}, home {})\n", st.pid, st.home))
             }
+        }
+        Command::Daemon(DaemonCommand::Install(args)) => {
+            let done = daemon::install(&paths, args.dry_run).await?;
+            if args.out.json {
+                return output::json(&done);
+            }
+            if done.dry_run {
+                // The unit on stdout stays a valid unit file: the path goes in a comment above it.
+                return output::out(&format!(
+                    "# neuraphage daemon install --dry-run: would write {}\n{}",
+                    done.unit_path.display(),
+                    done.unit
+                ));
+            }
+            let mut text = format!(
+                "wrote {} (ExecStart={})\n{}\n",
+                done.unit_path.display(),
+                done.exec_start.display(),
+                done.note
+            );
+            for command in &done.commands {
+                text.push_str(&format!("  {command}\n"));
+            }
+            output::out(&text)
         }
         Command::Daemon(DaemonCommand::Stop(out)) => {
             let stopped = daemon::stop(&paths).await?;

@@ -151,6 +151,10 @@ async fn start(
         .arg(fd_arg(&handoff_child))
         .arg("--home")
         .arg(home)
+        // systemd's notify socket is the supervisor's alone.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log_file);

@@ -8,6 +8,23 @@ use std::path::{Path, PathBuf};
 use git2::{Repository, Signature};
 use neuraphage_ipc::llm::Message;
 
+/// Ask libgit2 to fsync every object, ref and index it writes (and their folders), process-wide: a commit made
+/// before an acknowledgement must survive a power loss. Call once at start, before any git operation.
+pub fn enable_fsync() {
+    // git2 has no safe wrapper for this option.
+    let option = libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int;
+    // SAFETY: git_libgit2_opts with GIT_OPT_ENABLE_FSYNC_GITDIR takes exactly one int argument, as passed; it only
+    // sets a global flag. libgit2 is initialised by git2 before any use, and this runs before other threads use it.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libgit2_sys::init();
+        libgit2_sys::git_libgit2_opts(option, 1 as std::ffi::c_int)
+    };
+    if rc != 0 {
+        tracing::warn!(rc, "libgit2 refused to enable fsync; git writes are not synced");
+    }
+}
+
 /// File holding the conversation in each commit.
 pub const MESSAGES_FILE: &str = "messages.json";
 
@@ -25,6 +42,29 @@ impl Conversation {
             Err(_) => Repository::init(dir)?,
         };
         Ok(Conversation { repo, dir: dir.to_path_buf() })
+    }
+
+    /// Remove lock files a killed supervisor left in the repository (`HEAD.lock`, `index.lock`, `refs/**.lock`).
+    /// Only the supervisor writes a conversation, and only one session of a task runs at a time, so at the start of
+    /// a session any lock is stale. Returns the locks removed.
+    pub fn clear_stale_locks(&self) -> Vec<PathBuf> {
+        let git = self.repo.path().to_path_buf();
+        let mut found = Vec::new();
+        let mut dirs = vec![git.clone(), git.join("refs")];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() && path.starts_with(git.join("refs")) {
+                    dirs.push(path);
+                } else if kind.is_file() && path.extension().is_some_and(|e| e == "lock") {
+                    found.push(path);
+                }
+            }
+        }
+        found.retain(|p| std::fs::remove_file(p).is_ok());
+        found
     }
 
     /// Commit the conversation as `messages.json` with `summary` as the commit message; returns the commit id.
@@ -81,5 +121,16 @@ mod tests {
         let reopened = Conversation::open(dir.path()).unwrap();
         assert_eq!(reopened.messages().unwrap(), more);
         assert_eq!(reopened.commit_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_stale_lock_from_a_killed_writer_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = Conversation::open(dir.path()).unwrap();
+        conv.commit(&[Message::user_text("a")], "one").unwrap();
+        std::fs::write(dir.path().join(".git/refs/heads/master.lock"), "").unwrap();
+        assert!(conv.commit(&[Message::user_text("b")], "two").is_err(), "the control: a stale lock blocks commits");
+        assert_eq!(conv.clear_stale_locks().len(), 1);
+        conv.commit(&[Message::user_text("b")], "two").unwrap();
     }
 }

@@ -9,6 +9,7 @@
 //! - [`worktree`]: task worktrees and branches (git2); [`conversation`]: the per-task conversation repository.
 //! - [`broker_link`]: spawning the broker and handing it worker links; [`spawn`]: children with inherited fds.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
+//! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
 //! `docs/ARCHITECTURE.md` has the map.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod conversation;
 pub mod error;
 pub mod home;
+pub mod notify;
 pub mod requests;
 pub mod runner;
 pub mod server;

@@ -55,6 +55,7 @@ fn run(paths: Paths) -> anyhow::Result<()> {
     // to the broker) or memory through /proc.
     nix::sys::prctl::set_dumpable(false).map_err(|e| anyhow::anyhow!("PR_SET_DUMPABLE: {e}"))?;
     let home = Home::claim(paths)?;
+    neuraphage_supervisor::conversation::enable_fsync();
     let config = Config::load(&home.paths.home.join(CONFIG_FILE)).map_err(anyhow::Error::msg)?;
     let db = home.paths.home.join(DB_FILE);
     let store = Store::open(&db).with_context(|| format!("cannot open the task store {}", db.display()))?;

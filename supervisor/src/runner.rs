@@ -95,9 +95,15 @@ pub async fn run_task(
     let id = task.id.clone();
     let dirs = TaskDirs::new(&daemon.paths().home, &id);
     let mut restarts = 0;
+    let last_seq = |daemon: &Daemon| daemon.last_checkpoint(&id).ok().flatten().map(|(seq, _)| seq);
     let ending = loop {
+        let before = last_seq(&daemon);
         let ending = session(&daemon, &broker, &task, &dirs, &cancel, &shutdown).await.unwrap_or_else(Ending::Lost);
         let Ending::Lost(why) = ending else { break ending };
+        if last_seq(&daemon) != before {
+            // The worker made progress before it died: only deaths in a row, without progress, count.
+            restarts = 0;
+        }
         if restarts == MAX_RESTARTS || cancel.is_cancelled() || shutdown.is_cancelled() {
             let error = format!("the worker died {} times; the last time: {why}", restarts + 1);
             break Ending::Lost(error);
@@ -117,7 +123,8 @@ pub async fn run_task(
     finish(&daemon, &task, &dirs, ending).await;
 }
 
-/// How many times a task's worker is started again after it died, before the task fails (recoverable).
+/// How many times in a row, without an acknowledged checkpoint between, a task's worker is started again after it
+/// died, before the task fails (recoverable).
 pub const MAX_RESTARTS: u32 = 3;
 
 /// The pause before the first restart; doubled for each next one.
@@ -225,14 +232,18 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let conversation = Conversation::open(&dirs.conversation).map_err(|e| format!("conversation repository: {e}"))?;
+    for lock in conversation.clear_stale_locks() {
+        tracing::warn!(lock = %lock.display(), "removed a stale lock left by a killed supervisor");
+    }
     let messages = conversation.messages().map_err(|e| format!("conversation repository: {e}"))?;
     let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
     let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else {
         return Ok(Prepared { workdir: dirs.tmp.clone(), git_dir: None, git_admin_dir: None, messages, last_seq });
     };
     let repo = Path::new(repo);
-    let branch =
-        worktree::create(repo, &task.id, base, &dirs.worktree).map_err(|e| format!("worktree: {}", e.message()))?;
+    let branch = worktree::clear_stale_branch_lock(repo, &task.id)
+        .and_then(|()| worktree::create(repo, &task.id, base, &dirs.worktree))
+        .map_err(|e| format!("worktree: {}", e.message()))?;
     daemon.set_branch(&task.id, &branch)?;
     let common = worktree::open(repo).map_err(|e| e.message().to_owned())?.path().to_path_buf();
     let admin = common.join("worktrees").join(task.id.as_str());

@@ -106,6 +106,13 @@ pub async fn serve(
     let idle = Arc::new(IdleLinks::default());
     let mut next_id = 0u64;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
+    // Under systemd (Type=notify): ready only now, with the socket bound and about to be accepted on, so a client
+    // that waited for READY=1 connects at once; then the watchdog pings, until serving ends.
+    let notifier = crate::notify::Notifier::from_env();
+    notifier.ready();
+    notifier.status(&format!("serving on {}", socket.display()));
+    let watchdog_stop = CancellationToken::new();
+    let watchdog = notifier.spawn_watchdog(watchdog_stop.clone());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -142,6 +149,8 @@ pub async fn serve(
             }
         }
     }
+    notifier.stopping();
+    notifier.status("stopping: finishing requests and stopping workers");
     drop(listener);
     if let Err(e) = std::fs::remove_file(socket) {
         tracing::warn!(error = %e, "could not remove the control socket");
@@ -149,6 +158,10 @@ pub async fn serve(
     tracker.close();
     if timeout(limits.drain, tracker.wait()).await.is_err() {
         tracing::warn!("some connections were still open when shutdown finished");
+    }
+    watchdog_stop.cancel();
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
     }
 }
 

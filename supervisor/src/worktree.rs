@@ -58,6 +58,17 @@ pub fn create(repo_path: &Path, task: &TaskId, base_commit: &str, dest: &Path) -
     Ok(branch)
 }
 
+/// Remove the lock on the task's branch ref that a killed supervisor may have left in the user's repository. Only
+/// the supervisor writes `refs/heads/neuraphage/<id>`, one session at a time, so at a session's start it is stale.
+pub fn clear_stale_branch_lock(repo_path: &Path, task: &TaskId) -> Result<(), git2::Error> {
+    let repo = open(repo_path)?;
+    let lock = repo.path().join("refs/heads").join(format!("{}.lock", branch_name(task)));
+    if std::fs::symlink_metadata(&lock).is_ok_and(|m| m.is_file()) && std::fs::remove_file(&lock).is_ok() {
+        tracing::warn!(lock = %lock.display(), "removed a stale branch lock left by a killed supervisor");
+    }
+    Ok(())
+}
+
 /// Largest file a snapshot takes into a commit; bigger ones are left out (and logged).
 pub const MAX_SNAPSHOT_FILE: u64 = 100 * 1024 * 1024;
 

@@ -1,5 +1,6 @@
 //! One module per topic.
 
+mod crash;
 mod daemon;
 mod durability;
 mod hostile_clients;
@@ -7,5 +8,6 @@ mod hostile_repo;
 mod peer_uid;
 mod refusals;
 mod running;
+mod systemd;
 mod task_isolation;
 mod tasks;

@@ -60,7 +60,11 @@ pub async fn run(
         other => bail!("expected Start from the supervisor, got {other:?}"),
     };
     let mut broker: BrokerLink = Link::new(UnixStream::from_std(broker)?, MAX_WORKER_FRAME);
-    broker.connect_handshake(Role::Worker).await.context("broker link")?;
+    // A broker that died before it took this link is replaced, and the link with it: the first model call finds the
+    // link broken and waits for the new one.
+    if let Err(e) = broker.connect_handshake(Role::Worker).await {
+        tracing::warn!(error = %e, "broker link not open yet; the first model call will wait for a new one");
+    }
     let tools = ToolContext::new(&folders.workdir, &folders.outputs, &folders.tmp);
     let iteration = start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32;
     let mut agent = Agent {
