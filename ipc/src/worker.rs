@@ -58,6 +58,9 @@ pub struct WorkerStart {
     pub messages: Vec<Message>,
     /// Sequence number of the last checkpoint on disk (0 for a new task).
     pub last_seq: u64,
+    /// The last checkpoint's kind, when resuming: after `tool_started` that tool's outcome is unknown, while the
+    /// calls after it never started.
+    pub resume_point: Option<CheckpointKind>,
 }
 
 /// Worker → supervisor.

@@ -303,6 +303,7 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
                 max_iterations,
                 messages,
                 last_seq,
+                resume_point: None,
             }))
         });
     let to_worker = prop_oneof![

@@ -25,6 +25,12 @@ pub fn enable_fsync() {
     }
 }
 
+/// The commit message of a checkpoint: `kind #seq`, then the kind as JSON (read back by [`Conversation::last_kind`]).
+pub fn commit_message(cp: &neuraphage_ipc::worker::Checkpoint) -> String {
+    let kind = serde_json::to_string(&cp.kind).unwrap_or_default();
+    format!("{} #{}\n\n{kind}\n", cp.kind.name(), cp.seq)
+}
+
 /// File holding the conversation in each commit.
 pub const MESSAGES_FILE: &str = "messages.json";
 
@@ -92,6 +98,13 @@ impl Conversation {
         let entry = tree.get_name(MESSAGES_FILE).ok_or_else(|| git2::Error::from_str("messages.json is missing"))?;
         let blob = self.repo.find_blob(entry.id())?;
         serde_json::from_slice(blob.content()).map_err(|e| git2::Error::from_str(&format!("messages.json: {e}")))
+    }
+
+    /// The checkpoint kind recorded in the last commit's message (see [`commit_message`]), if any.
+    pub fn last_kind(&self) -> Option<neuraphage_ipc::worker::CheckpointKind> {
+        let head = self.repo.head().ok()?.peel_to_commit().ok()?;
+        let message = head.message().ok()?;
+        serde_json::from_str(message.split_once("\n\n")?.1.trim()).ok()
     }
 
     /// Number of commits on HEAD.

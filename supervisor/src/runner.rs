@@ -143,7 +143,7 @@ async fn session(
         let dirs = TaskDirs::new(&daemon.paths().home, &task.id);
         tokio::task::spawn_blocking(move || prepare(&daemon, &task, &dirs)).await.map_err(|e| e.to_string())??
     };
-    let Prepared { workdir, git_dir, git_admin_dir, messages, last_seq } = prepared;
+    let Prepared { workdir, git_dir, git_admin_dir, messages, last_seq, resume_point } = prepared;
 
     let (sup_ours, sup_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
     let (broker_ours, broker_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
@@ -187,7 +187,8 @@ async fn session(
 
     let stream = UnixStream::from_std(sup_ours).map_err(|e| e.to_string())?;
     let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);
-    let ending = converse(daemon, task, dirs, &mut link, &workdir, messages, last_seq, cancel, shutdown).await;
+    let ending =
+        converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cancel, shutdown).await;
 
     // The worker has ended the task, or must stop now.
     let stopped = if matches!(ending, Ending::Ended(_)) {
@@ -224,6 +225,7 @@ struct Prepared {
     git_admin_dir: Option<PathBuf>,
     messages: Vec<neuraphage_ipc::llm::Message>,
     last_seq: u64,
+    resume_point: Option<CheckpointKind>,
 }
 
 /// Blocking: make the task's folders and worktree, and load where it left off.
@@ -236,9 +238,17 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         tracing::warn!(lock = %lock.display(), "removed a stale lock left by a killed supervisor");
     }
     let messages = conversation.messages().map_err(|e| format!("conversation repository: {e}"))?;
+    let resume_point = conversation.last_kind();
     let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
     let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else {
-        return Ok(Prepared { workdir: dirs.tmp.clone(), git_dir: None, git_admin_dir: None, messages, last_seq });
+        return Ok(Prepared {
+            workdir: dirs.tmp.clone(),
+            git_dir: None,
+            git_admin_dir: None,
+            messages,
+            last_seq,
+            resume_point,
+        });
     };
     let repo = Path::new(repo);
     let branch = worktree::clear_stale_branch_lock(repo, &task.id)
@@ -253,6 +263,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         git_admin_dir: Some(admin),
         messages,
         last_seq,
+        resume_point,
     })
 }
 
@@ -263,8 +274,7 @@ async fn converse(
     dirs: &TaskDirs,
     link: &mut WorkerLink,
     workdir: &Path,
-    messages: Vec<neuraphage_ipc::llm::Message>,
-    last_seq: u64,
+    resume: (Vec<neuraphage_ipc::llm::Message>, u64, Option<CheckpointKind>),
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Ending {
@@ -281,8 +291,9 @@ async fn converse(
         tmp_dir: dirs.tmp.display().to_string(),
         branch: task.repo.as_ref().map(|_| worktree::branch_name(&task.id)),
         max_iterations: daemon.config().max_iterations,
-        messages,
-        last_seq,
+        messages: resume.0,
+        last_seq: resume.1,
+        resume_point: resume.2,
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
@@ -324,8 +335,7 @@ async fn persist(daemon: &Arc<Daemon>, task: &TaskId, conversation: &Path, cp: C
     let (daemon, task, conversation) = (daemon.clone(), task.clone(), conversation.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let repo = Conversation::open(&conversation).map_err(|e| e.to_string())?;
-        let summary = format!("{} #{}", cp.kind.name(), cp.seq);
-        let commit = repo.commit(&cp.messages, &summary).map_err(|e| e.to_string())?;
+        let commit = repo.commit(&cp.messages, &crate::conversation::commit_message(&cp)).map_err(|e| e.to_string())?;
         daemon.checkpoint(&task, &cp, &commit)
     })
     .await

@@ -443,3 +443,47 @@ fn a_broker_crash_fails_no_task() {
     let later = id_of(&home.json(&["task", "new", "after the restart", "--json"]));
     assert_eq!(home.wait_ended(&[&later], WITHIN)[0]["status"], "Completed");
 }
+
+#[test]
+fn after_a_crash_mid_tool_only_the_started_call_is_unknown_and_later_calls_run() {
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0 => Step::Reply(
+            Reply::tool("Bash", json!({"command": "echo a >> a.txt; sleep 30"}))
+                .with_tool("Bash", json!({"command": "echo b >> b.txt"})),
+        ),
+        _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let repo = home.git_repo("app");
+    let id = id_of(&home.json(&["task", "new", "two calls", "--repo", repo.to_str().unwrap(), "--json"]));
+    let deadline = Instant::now() + WITHIN;
+    let pid = loop {
+        let shown = home.show(&id);
+        if shown["status_detail"]["phase"]["ToolExecution"].is_object() {
+            let e =
+                shown["events"].as_array().unwrap().iter().find(|e| e["kind"] == "worker_started").cloned().unwrap();
+            break e["data"]["pid"].as_u64().unwrap() as i32;
+        }
+        assert!(Instant::now() < deadline, "the task never reached its tool");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200)); // let `echo a` run
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let t = &home.wait_ended(&[&id], WITHIN)[0];
+    assert_eq!(t["status"], "Completed", "{t:#}");
+    let log = home.json(&["task", "log", &id, "--json"]);
+    let results: Vec<Value> = log["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap().clone())
+        .filter(|b| b["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 2, "{results:#?}");
+    assert!(results[0]["content"].as_str().unwrap().contains("unknown"), "{:#}", results[0]);
+    assert_eq!(results[1]["is_error"], false, "the call that never started runs normally: {:#}", results[1]);
+    let branch = format!("neuraphage/{id}");
+    assert_eq!(file_on_branch(&repo, &branch, "a.txt").as_deref(), Some("a\n"), "the started call ran once");
+    assert_eq!(file_on_branch(&repo, &branch, "b.txt").as_deref(), Some("b\n"), "the later call ran once");
+}

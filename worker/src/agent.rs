@@ -197,8 +197,13 @@ impl Agent {
                 _ => None,
             })
             .collect();
+        // Only the call a `tool_started` checkpoint names may have run; the calls after it never started.
+        let interrupted = match &self.start.resume_point {
+            Some(CheckpointKind::ToolStarted { tool_use_id, .. }) => Some(tool_use_id.clone()),
+            _ => None,
+        };
         for (id, name, input) in calls.into_iter().filter(|(id, _, _)| !answered.contains(id)) {
-            if tools::is_idempotent(&name) {
+            if interrupted.as_ref() != Some(&id) || tools::is_idempotent(&name) {
                 if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
                     return Ok(Err(stop));
                 }
