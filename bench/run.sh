@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 cargo build --release --workspace --bins
 cargo bench -p neuraphage-bench --bench task_new -- "$@"
 cargo bench -p neuraphage-bench --bench tasks -- "$@"
+cargo bench -p neuraphage-bench --bench recovery -- "$@"

@@ -2,7 +2,7 @@
 //! socket client for sending what a well-behaved client never would.
 //!
 //! The binaries are the ones cargo built beside the test executable (`cargo test --workspace` builds them, because
-//! the `cli` and `supervisor` packages have integration tests of their own).
+//! the `cli`, `supervisor`, `worker` and `broker` packages have integration tests of their own).
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,7 +23,7 @@ pub fn bin_dir() -> PathBuf {
     // target/<profile>/deps/all-<hash> → target/<profile>
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    for bin in ["neuraphage", "neuraphage-supervisor"] {
+    for bin in ["neuraphage", "neuraphage-supervisor", "neuraphage-worker", "neuraphage-broker"] {
         assert!(
             dir.join(bin).is_file(),
             "{bin} is not built in {}; run the tests with `cargo test --workspace`",
