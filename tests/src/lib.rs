@@ -227,6 +227,21 @@ impl TestHome {
         }
     }
 
+    /// Wait until task `id` is running a tool; the pid of the worker running it (its latest `worker_started`).
+    pub fn worker_in_tool(&self, id: &str, within: Duration) -> u32 {
+        let deadline = Instant::now() + within;
+        loop {
+            let shown = self.show(id);
+            if shown["status_detail"]["phase"]["ToolExecution"].is_object() {
+                let events = shown["events"].as_array().expect("events");
+                let started = events.iter().rev().find(|e| e["kind"] == "worker_started").expect("a worker started");
+                return started["data"]["pid"].as_u64().expect("pid") as u32;
+            }
+            assert!(Instant::now() < deadline, "{id} never reached a tool: {shown:#}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Ids of every stored task, as `task list --json` reports them.
     pub fn task_ids(&self) -> Vec<String> {
         let list = self.json(&["task", "list", "--json"]);

@@ -264,17 +264,7 @@ fn kill_9_of_one_worker_leaves_the_others_running_and_a_new_worker_resumes_it() 
     let others: Vec<String> =
         (0..2).map(|i| id_of(&home.json(&["task", "new", &format!("other {i}"), "--json"]))).collect();
     // Wait for the victim's worker, then kill -9 it.
-    let deadline = Instant::now() + WITHIN;
-    let pid = loop {
-        let shown = home.show(&victim);
-        let started = shown["events"].as_array().unwrap().iter().find(|e| e["kind"] == "worker_started").cloned();
-        let running_tool = shown["status_detail"]["phase"]["ToolExecution"].is_object();
-        if let (Some(e), true) = (started, running_tool) {
-            break e["data"]["pid"].as_u64().unwrap() as i32;
-        }
-        assert!(Instant::now() < deadline, "the victim never started its tool");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid = home.worker_in_tool(&victim, WITHIN) as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let refs: Vec<&str> = others.iter().map(String::as_str).collect();
     for t in home.wait_ended(&refs, WITHIN) {
@@ -328,17 +318,7 @@ fn killing_a_running_task_stops_its_worker() {
     let mut home = TestHome::new();
     home.start_with_model(&model);
     let id = id_of(&home.json(&["task", "new", "run long", "--json"]));
-    let deadline = Instant::now() + WITHIN;
-    let pid = loop {
-        let shown = home.show(&id);
-        if shown["status_detail"]["phase"]["ToolExecution"].is_object() {
-            let e =
-                shown["events"].as_array().unwrap().iter().find(|e| e["kind"] == "worker_started").cloned().unwrap();
-            break e["data"]["pid"].as_u64().unwrap() as u32;
-        }
-        assert!(Instant::now() < deadline, "the task never reached its tool");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid = home.worker_in_tool(&id, WITHIN);
     assert!(alive(pid));
     let killed = home.json(&["task", "kill", &id, "--json"]);
     assert_eq!(killed["status"], "Cancelled");
@@ -457,17 +437,7 @@ fn after_a_crash_mid_tool_only_the_started_call_is_unknown_and_later_calls_run()
     home.start_with_model(&model);
     let repo = home.git_repo("app");
     let id = id_of(&home.json(&["task", "new", "two calls", "--repo", repo.to_str().unwrap(), "--json"]));
-    let deadline = Instant::now() + WITHIN;
-    let pid = loop {
-        let shown = home.show(&id);
-        if shown["status_detail"]["phase"]["ToolExecution"].is_object() {
-            let e =
-                shown["events"].as_array().unwrap().iter().find(|e| e["kind"] == "worker_started").cloned().unwrap();
-            break e["data"]["pid"].as_u64().unwrap() as i32;
-        }
-        assert!(Instant::now() < deadline, "the task never reached its tool");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid = home.worker_in_tool(&id, WITHIN) as i32;
     std::thread::sleep(Duration::from_millis(200)); // let `echo a` run
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let t = &home.wait_ended(&[&id], WITHIN)[0];
