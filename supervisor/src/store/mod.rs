@@ -35,11 +35,19 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checked at every start: a store damaged by a disk fault is reported, never written further.
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(SupervisorError::Corrupt(format!(
+                "{} is damaged ({check}); move it aside and restore a backup",
+                path.display()
+            )));
+        }
         schema::migrations().to_latest(&mut conn)?;
         Ok(Store { conn })
     }
 
-    /// `PRAGMA integrity_check`, for tests and recovery.
+    /// `PRAGMA integrity_check` (thorough; [`Store::open`] runs the quicker `quick_check`).
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }

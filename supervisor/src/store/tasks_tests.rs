@@ -182,3 +182,26 @@ fn pages_cover_every_task_once() {
     }
     assert_eq!(seen, all);
 }
+
+#[test]
+fn a_damaged_store_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        for i in 0..200 {
+            s.create_task(&draft(&format!("task {i} {}", "x".repeat(200)), vec![])).unwrap();
+        }
+        s.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    // Scribble over the middle of the file (b-tree pages), as a disk fault would.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4096] {
+        *b = 0xa5;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("t.db-wal"));
+    let err = Store::open(&path).unwrap_err().to_string();
+    assert!(err.contains("damaged") || err.contains("malformed") || err.contains("corrupt"), "{err}");
+}
