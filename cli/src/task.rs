@@ -127,9 +127,9 @@ pub async fn list(
 
 /// The supervisor runs elsewhere: send it an absolute, resolved path.
 fn absolute_repo(repo: &std::path::Path) -> Result<String, CliError> {
-    let resolved = repo.canonicalize().map_err(|e| CliError::Usage(format!("--repo {}: {e}", repo.display())))?;
+    let resolved = repo.canonicalize().map_err(|e| CliError::Failed(format!("--repo {}: {e}", repo.display())))?;
     resolved
         .into_os_string()
         .into_string()
-        .map_err(|p| CliError::Usage(format!("--repo {}: the path is not valid UTF-8", p.to_string_lossy())))
+        .map_err(|p| CliError::Failed(format!("--repo {}: the path is not valid UTF-8", p.to_string_lossy())))
 }

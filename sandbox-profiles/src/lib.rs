@@ -63,13 +63,27 @@ pub struct FsPolicy {
 pub fn drop_privileges() -> Result<(), SandboxError> {
     use caps::CapSet;
     let cap = |e: caps::errors::CapsError| SandboxError::Capabilities(e.to_string());
-    for c in caps::all() {
-        caps::drop(None, CapSet::Bounding, c).map_err(cap)?;
+    // Emptying the bounding set needs CAP_SETPCAP. Without it (an ordinary user), nothing is left to regain: an
+    // unprivileged user's execve grants no capabilities, and no_new_privs stops setuid and file capabilities.
+    // Root without CAP_SETPCAP could regain root's on execve, so that case fails closed.
+    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).map_err(cap)? {
+        for c in caps::all() {
+            caps::drop(None, CapSet::Bounding, c).map_err(cap)?;
+        }
+    } else if nix::unistd::geteuid().is_root() {
+        return Err(SandboxError::Capabilities(
+            "running as root without CAP_SETPCAP: cannot empty the bounding set".into(),
+        ));
     }
     for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
         caps::clear(None, set).map_err(cap)?;
     }
-    for set in [CapSet::Bounding, CapSet::Effective, CapSet::Permitted] {
+    let checked: &[CapSet] = if nix::unistd::geteuid().is_root() {
+        &[CapSet::Bounding, CapSet::Effective, CapSet::Permitted]
+    } else {
+        &[CapSet::Effective, CapSet::Permitted]
+    };
+    for &set in checked {
         let left = caps::read(None, set).map_err(cap)?;
         if !left.is_empty() {
             return Err(SandboxError::Capabilities(format!("{set:?} still holds {left:?}")));
