@@ -19,6 +19,11 @@ pub const ARG_BROKER_FD: &str = "--broker-fd";
 /// (SOCK_SEQPACKET, SCM_RIGHTS).
 pub const ARG_HANDOFF_FD: &str = "--handoff-fd";
 
+/// Test hook: a worker whose environment names a checkpoint kind here (e.g. `tool_started`) pauses for a while
+/// right after that checkpoint is acknowledged, once per task, so a test can kill a process at exactly that point
+/// of the checkpoint table. The supervisor passes it through to workers; nothing else reads it.
+pub const ENV_TEST_PAUSE_AFTER: &str = "NEURAPHAGE_TEST_PAUSE_AFTER";
+
 /// Supervisor → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

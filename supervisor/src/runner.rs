@@ -27,7 +27,16 @@ use crate::worktree;
 pub const WORKER_BIN: &str = "neuraphage-worker";
 
 /// Environment variables a worker keeps from the supervisor's (everything else is dropped).
-const ENV_ALLOWLIST: &[&str] = &["LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "RUST_LOG", "RUST_BACKTRACE"];
+const ENV_ALLOWLIST: &[&str] = &[
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    neuraphage_ipc::worker::ENV_TEST_PAUSE_AFTER,
+];
 
 /// `PATH` for a task: the supervisor's, less the folders its sandbox cannot reach (so a command fails with "not
 /// found" instead of a bare "Permission denied" from a shim in the user's home).

@@ -1,5 +1,6 @@
 //! One module per topic.
 
+mod checkpoints;
 mod crash;
 mod daemon;
 mod durability;

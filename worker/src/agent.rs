@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, MAX_WORKER_FRAME, SupervisorToWorker, TaskOutcome, WorkerStart,
-    WorkerToBroker, WorkerToSupervisor,
+    BrokerToWorker, Checkpoint, CheckpointKind, ENV_TEST_PAUSE_AFTER, MAX_WORKER_FRAME, SupervisorToWorker,
+    TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
@@ -86,6 +86,10 @@ pub async fn run(
 
 impl Agent {
     async fn run(&mut self) -> anyhow::Result<Result<(), Stop>> {
+        if let Some(CheckpointKind::TaskEnded { outcome }) = self.start.resume_point.clone() {
+            // The task had ended; only the supervisor's bookkeeping after it was cut short. End it again, the same way.
+            return self.end(outcome).await;
+        }
         if self.messages.is_empty() {
             self.messages.push(Message::user_text(self.start.description.clone()));
         } else if let Err(stop) = self.answer_interrupted_tools().await? {
@@ -308,17 +312,35 @@ impl Agent {
         if let Some(results) = partial.filter(|r| !r.is_empty()) {
             messages.push(Message { role: Speaker::User, content: results.to_vec() });
         }
+        let kind_name = kind.name();
         let cp = Checkpoint { seq: self.seq, kind, iteration: self.iteration, messages };
         self.supervisor.send(&WorkerToSupervisor::Checkpoint(Box::new(cp))).await.context("supervisor link")?;
         let received = tokio::time::timeout(Duration::from_secs(120), self.supervisor.recv())
             .await
             .map_err(|_| anyhow::anyhow!("no acknowledgement of checkpoint {} within 120 s", self.seq))?;
         match received.context("supervisor link")? {
-            Some(SupervisorToWorker::Ack { seq }) if seq == self.seq => Ok(Ok(())),
+            Some(SupervisorToWorker::Ack { seq }) if seq == self.seq => {
+                self.test_pause(kind_name).await;
+                Ok(Ok(()))
+            }
             Some(SupervisorToWorker::Ack { seq }) => bail!("acknowledgement of {seq}, expected {}", self.seq),
             Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
         }
+    }
+
+    /// The test hook of [`ENV_TEST_PAUSE_AFTER`]: pause once per task (a marker in the task's scratch folder) after
+    /// the named checkpoint, so a test can kill a process there.
+    async fn test_pause(&self, kind: &str) {
+        if std::env::var(ENV_TEST_PAUSE_AFTER).ok().as_deref() != Some(kind) {
+            return;
+        }
+        let marker = self.tools.tmp_dir.join(format!(".neuraphage-paused-after-{kind}"));
+        if marker.exists() || std::fs::write(&marker, b"").is_err() {
+            return;
+        }
+        tracing::warn!(kind, "test hook: pausing after this checkpoint");
+        tokio::time::sleep(Duration::from_secs(60)).await;
     }
 
     async fn end(&mut self, outcome: TaskOutcome) -> anyhow::Result<Result<(), Stop>> {
