@@ -149,6 +149,7 @@ fn event_text(e: &TaskEvent) -> String {
             format!("checkpoint {seq} {point} ({})", &commit[..commit.len().min(10)])
         }
         EventKind::WorkerExited { status } => format!("worker exited ({status})"),
+        EventKind::ConversationRepaired { report } => format!("conversation repaired: {report}"),
         EventKind::WorkerLost { reason, attempt, retry_in_ms } => {
             format!("worker lost ({}); restart {attempt} in {retry_in_ms} ms", clean(reason))
         }

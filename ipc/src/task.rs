@@ -343,6 +343,12 @@ pub enum EventKind {
         /// Milliseconds until the new worker starts.
         retry_in_ms: u64,
     },
+    /// The conversation repository's last commit could not be read (e.g. torn by a power loss) and HEAD was moved
+    /// back to the newest readable one.
+    ConversationRepaired {
+        /// What was done.
+        report: String,
+    },
     /// The worker process ended.
     WorkerExited {
         /// How, in words (`exit status 0`, `signal 9`).
@@ -373,6 +379,7 @@ impl EventKind {
             EventKind::WorkerStarted { .. } => "worker_started",
             EventKind::Checkpoint { .. } => "checkpoint",
             EventKind::WorkerLost { .. } => "worker_lost",
+            EventKind::ConversationRepaired { .. } => "conversation_repaired",
             EventKind::WorkerExited { .. } => "worker_exited",
             EventKind::Committed { .. } => "committed",
             EventKind::StatusChanged { .. } => "status_changed",

@@ -114,6 +114,7 @@ fn event() -> impl Strategy<Value = TaskEvent> {
         (any::<u32>(), text()).prop_map(|(pid, workdir)| EventKind::WorkerStarted { pid, workdir }),
         (any::<u64>(), text(), text()).prop_map(|(seq, point, commit)| EventKind::Checkpoint { seq, point, commit }),
         text().prop_map(|status| EventKind::WorkerExited { status }),
+        text().prop_map(|report| EventKind::ConversationRepaired { report }),
         (text(), any::<u32>(), any::<u64>()).prop_map(|(reason, attempt, retry_in_ms)| EventKind::WorkerLost {
             reason,
             attempt,

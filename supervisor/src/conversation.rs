@@ -107,6 +107,35 @@ impl Conversation {
         serde_json::from_str(message.split_once("\n\n")?.1.trim()).ok()
     }
 
+    /// If the last commit cannot be read back (a torn write after a power loss, a damaged object), move HEAD back to
+    /// the newest commit that can, and say which commits were dropped: `Ok(None)` when nothing needed repair.
+    pub fn repair(&self) -> Result<Option<String>, git2::Error> {
+        if self.messages().is_ok() {
+            return Ok(None);
+        }
+        let head = self.repo.head()?.target().ok_or_else(|| git2::Error::from_str("HEAD has no target"))?;
+        let mut at = head;
+        let mut dropped = 0;
+        loop {
+            let commit = self.repo.find_commit(at);
+            let readable = commit.as_ref().ok().and_then(|c| {
+                let tree = c.tree().ok()?;
+                let blob = self.repo.find_blob(tree.get_name(MESSAGES_FILE)?.id()).ok()?;
+                serde_json::from_slice::<Vec<Message>>(blob.content()).ok()
+            });
+            if readable.is_some() {
+                let refname = self.repo.head()?.name().unwrap_or("refs/heads/master").to_owned();
+                self.repo.reference(&refname, at, true, "neuraphage: repaired after a damaged commit")?;
+                return Ok(Some(format!("moved back {dropped} commit(s) from {head} to {at}")));
+            }
+            dropped += 1;
+            match commit.ok().and_then(|c| c.parent_id(0).ok()) {
+                Some(parent) => at = parent,
+                None => return Err(git2::Error::from_str("no commit of the conversation can be read")),
+            }
+        }
+    }
+
     /// Number of commits on HEAD.
     pub fn commit_count(&self) -> Result<usize, git2::Error> {
         let mut walk = self.repo.revwalk()?;
@@ -134,6 +163,26 @@ mod tests {
         let reopened = Conversation::open(dir.path()).unwrap();
         assert_eq!(reopened.messages().unwrap(), more);
         assert_eq!(reopened.commit_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_damaged_last_commit_is_repaired_back_to_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = Conversation::open(dir.path()).unwrap();
+        let good = vec![Message::user_text("kept")];
+        conv.commit(&good, "one").unwrap();
+        conv.commit(&[Message::user_text("torn")], "two").unwrap();
+        assert_eq!(conv.repair().unwrap(), None, "nothing to repair");
+        // Tear the last commit's messages.json object, as a write cut by a power loss would.
+        let blob = conv.repo.head().unwrap().peel_to_tree().unwrap().get_name(MESSAGES_FILE).unwrap().id().to_string();
+        let object = dir.path().join(".git/objects").join(&blob[..2]).join(&blob[2..]);
+        std::fs::set_permissions(&object, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::write(&object, b"torn").unwrap();
+        assert!(conv.messages().is_err(), "the control: the damage is visible");
+        let report = conv.repair().unwrap().unwrap();
+        assert!(report.contains("moved back 1 commit"), "{report}");
+        assert_eq!(conv.messages().unwrap(), good);
+        conv.commit(&[Message::user_text("after")], "three").unwrap();
     }
 
     #[test]

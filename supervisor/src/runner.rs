@@ -246,6 +246,14 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
     for lock in conversation.clear_stale_locks() {
         tracing::warn!(lock = %lock.display(), "removed a stale lock left by a killed supervisor");
     }
+    match conversation.repair() {
+        Ok(Some(report)) => {
+            tracing::warn!(%report, "repaired a damaged conversation repository");
+            daemon.record(&task.id, EventKind::ConversationRepaired { report });
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("conversation repository is damaged beyond repair: {e}")),
+    }
     let messages = conversation.messages().map_err(|e| format!("conversation repository: {e}"))?;
     let resume_point = conversation.last_kind();
     let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
