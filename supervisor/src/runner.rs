@@ -255,7 +255,10 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         Err(e) => return Err(format!("conversation repository is damaged beyond repair: {e}")),
     }
     let messages = conversation.messages().map_err(|e| format!("conversation repository: {e}"))?;
-    let resume_point = conversation.last_kind();
+    // A task that ended Failed and runs again was retried: it goes on from its conversation, it does not end again.
+    let resume_point = conversation
+        .last_kind()
+        .filter(|k| !matches!(k, CheckpointKind::TaskEnded { outcome: TaskOutcome::Failed { .. } }));
     let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
     let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else {
         return Ok(Prepared {
