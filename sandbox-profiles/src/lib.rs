@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod seccomp;
+
 use std::path::{Path, PathBuf};
 
 use landlock::{
@@ -112,6 +114,9 @@ pub enum SandboxError {
     /// Landlock refused the ruleset.
     #[error("landlock: {0}")]
     Landlock(String),
+    /// The seccomp filter could not be built or installed.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
     /// A capability could not be dropped.
     #[error("capabilities: {0}")]
     Capabilities(String),

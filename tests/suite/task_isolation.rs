@@ -94,3 +94,26 @@ fn processes_a_task_leaves_behind_die_with_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Probes of the seccomp layer: a user namespace, io_uring, and ptrace.
+const SECCOMP_PROBES: &str = "unshare -U true 2>/dev/null && echo unshare=allowed || echo unshare=refused; \
+    /usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); p = ctypes.create_string_buffer(120); \
+fd = l.syscall(425, 4, p); print(\"io_uring=allowed\" if fd >= 0 else \"io_uring=refused\")'; \
+    /usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); \
+print(\"ptrace=allowed\" if l.ptrace(0, 0, 0, 0) == 0 else \"ptrace=refused\")'";
+
+#[test]
+fn a_task_cannot_make_namespaces_use_io_uring_or_ptrace() {
+    let mut home = TestHome::new();
+    let (ended, output) = run_bash(&mut home, SECCOMP_PROBES.to_owned());
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    for probe in ["unshare", "io_uring", "ptrace"] {
+        assert!(output.contains(&format!("{probe}=refused")), "{probe} from inside a task: {output}");
+    }
+    // The control: outside the sandbox the same probes succeed.
+    let outside = std::process::Command::new("bash").arg("-c").arg(SECCOMP_PROBES).output().unwrap();
+    let outside = String::from_utf8_lossy(&outside.stdout);
+    for probe in ["unshare", "io_uring", "ptrace"] {
+        assert!(outside.contains(&format!("{probe}=allowed")), "the control for {probe}: {outside}");
+    }
+}

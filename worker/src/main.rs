@@ -69,9 +69,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     nix::unistd::setsid()?;
     FsPolicy::for_task(&folders).apply()?;
     neuraphage_sandbox_profiles::drop_privileges()?;
+    neuraphage_sandbox_profiles::seccomp::apply()?;
     tracing::info!(
         workdir = %folders.workdir.display(),
-        "sandbox applied (landlock filesystem, no_new_privs, no capabilities, non-dumpable)"
+        "sandbox applied (landlock filesystem, no_new_privs, no capabilities, non-dumpable, seccomp)"
     );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let relinks = links::receive_relinks(handoff);
