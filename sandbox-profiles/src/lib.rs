@@ -1,13 +1,14 @@
 //! The sandbox a worker applies to itself, right after exec, while it is still single-threaded.
 //!
-//! Today: a Landlock filesystem ruleset ([`FsPolicy`]) — the task's worktree, scratch and outputs folders
-//! read-write, the repository's shared `.git` read-only with the task's own worktree admin folder read-write, system
-//! folders read-and-execute, and nothing else — plus no_new_privs. [`FsPolicy::apply`] fails closed: a kernel that
+//! Today: a Landlock ruleset ([`FsPolicy`]) — the task's worktree, scratch and outputs folders read-write, the
+//! repository's shared `.git` read-only with the task's own worktree admin folder read-write, system folders
+//! read-and-execute, nothing else; no TCP bind or connect; no abstract unix sockets or signals outside the task —
+//! plus no_new_privs, no capabilities ([`drop_privileges`]) and a seccomp deny list ([`seccomp`]). [`FsPolicy::apply`] fails closed: a kernel that
 //! cannot fully enforce the ruleset is an error, never a silent downgrade.
 //!
-//! **Not built yet** (the sandbox issue): profiles as TOML data (`default`, `untrusted`, `networked`), network and
-//! scope rules, seccomp, capabilities, resource limits, `--profile NAME` lookup. `task new --profile NAME` only
-//! records the name today.
+//! **Not built yet** (the sandbox issue): profiles as TOML data (`default`, `untrusted`, `networked`) with
+//! per-user and per-task overrides, ports and hosts a profile may allow (through a proxy), resource limits and
+//! cgroups, reporting on older kernels, `neuraphage sandbox check`. `task new --profile NAME` only records the name.
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -16,12 +17,15 @@ pub mod seccomp;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
-/// The Landlock ABI this build asks for (the kernel here has 7; 5 adds ioctl on devices).
+/// The Landlock ABI this build asks for filesystem rights (the kernel here has 7; 5 adds ioctl on devices).
 pub const LANDLOCK_ABI: ABI = ABI::V5;
+
+/// The Landlock ABI of the TCP rights (4) and the scopes (6: abstract unix sockets, signals) demanded.
+pub const LANDLOCK_SCOPE_ABI: ABI = ABI::V6;
 
 /// System folders a task may read and execute from, when they exist.
 pub const SYSTEM_READ_EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc", "/opt"];
@@ -172,9 +176,15 @@ impl FsPolicy {
     pub fn apply(&self) -> Result<(), SandboxError> {
         let abi = LANDLOCK_ABI;
         let landlock = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+        // No TCP bind or connect at all (no rule allows a port), no abstract unix socket and no signal outside the
+        // task's own Landlock domain.
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
             .handle_access(AccessFs::from_all(abi))
+            .map_err(landlock)?
+            .handle_access(AccessNet::from_all(LANDLOCK_SCOPE_ABI))
+            .map_err(landlock)?
+            .scope(Scope::from_all(LANDLOCK_SCOPE_ABI))
             .map_err(landlock)?
             .create()
             .map_err(landlock)?;

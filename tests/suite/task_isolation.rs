@@ -117,3 +117,35 @@ fn a_task_cannot_make_namespaces_use_io_uring_or_ptrace() {
         assert!(outside.contains(&format!("{probe}=allowed")), "the control for {probe}: {outside}");
     }
 }
+
+#[test]
+fn a_task_cannot_reach_tcp_an_abstract_socket_or_signal_outside_itself() {
+    use std::os::linux::net::SocketAddrExt;
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let name = format!("neuraphage-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let probes = |supervisor: &str| {
+        format!(
+            "(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo tcp=allowed || echo tcp=refused; \
+             /usr/bin/python3 -c 'import socket; s = socket.socket(socket.AF_UNIX)\n\
+try:\n    s.connect(\"\\0{name}\"); print(\"abstract=allowed\")\nexcept OSError: print(\"abstract=refused\")'; \
+             kill -0 {supervisor} 2>/dev/null && echo signal=allowed || echo signal=refused"
+        )
+    };
+    let mut home = TestHome::new();
+    // The supervisor is the worker's parent: the probe finds it from its own parent (the worker).
+    let (ended, output) = run_bash(&mut home, probes("$(awk '/^PPid/{print $2}' /proc/$PPID/status)"));
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    for probe in ["tcp", "abstract", "signal"] {
+        assert!(output.contains(&format!("{probe}=refused")), "{probe} from inside a task: {output}");
+    }
+    // The control: from outside, the same probes reach the listener, the socket and the supervisor.
+    let pid = std::fs::read_to_string(home.paths.home.join("supervisor.lock")).unwrap().trim().to_owned();
+    let outside = std::process::Command::new("bash").arg("-c").arg(probes(&pid)).output().unwrap();
+    let outside = String::from_utf8_lossy(&outside.stdout);
+    for probe in ["tcp", "abstract", "signal"] {
+        assert!(outside.contains(&format!("{probe}=allowed")), "the control for {probe}: {outside}");
+    }
+}
