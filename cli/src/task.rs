@@ -70,15 +70,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             }
         }
         TaskCommand::Retry(args) => {
-            let task = match Client::connect(paths).await?.call(ControlRequest::RetryTask { task: args.id }).await? {
-                ControlReply::Task(task) => task,
-                other => return Err(unexpected(other)),
-            };
-            if args.out.json {
-                output::json(&task)
-            } else {
-                output::out(&format!("{}  {}\n", task.id, output::status_line(&task.status)))
-            }
+            status_change(paths, ControlRequest::RetryTask { task: args.id }, args.out.json).await
         }
         TaskCommand::Depend(args) => {
             let request = ControlRequest::AddDependency { task: args.id, on: args.on };
@@ -94,16 +86,21 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
         }
         TaskCommand::Kill(args) => {
             let request = ControlRequest::KillTask { task: args.id, reason: args.reason };
-            let task = match Client::connect(paths).await?.call(request).await? {
-                ControlReply::Task(task) => task,
-                other => return Err(unexpected(other)),
-            };
-            if args.out.json {
-                output::json(&task)
-            } else {
-                output::out(&format!("{}  {}\n", task.id, output::status_line(&task.status)))
-            }
+            status_change(paths, request, args.out.json).await
         }
+    }
+}
+
+/// A request that changes one task's status and answers with the task: print it as `id  status`, or as JSON.
+async fn status_change(paths: &Paths, request: ControlRequest, json: bool) -> Result<(), CliError> {
+    let task = match Client::connect(paths).await?.call(request).await? {
+        ControlReply::Task(task) => task,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        output::json(&task)
+    } else {
+        output::out(&format!("{}  {}\n", task.id, output::status_line(&task.status)))
     }
 }
 

@@ -361,6 +361,15 @@ pub fn children_named(parent: u32, prefix: &str) -> Vec<u32> {
     found
 }
 
+/// A file's content on a branch of a repository (`None` if the branch or the file is not there).
+pub fn file_on_branch(repo: &Path, branch: &str, file: &str) -> Option<String> {
+    let repo = git2::Repository::open(repo).ok()?;
+    let tree = repo.find_branch(branch, git2::BranchType::Local).ok()?.get().peel_to_tree().ok()?;
+    let entry = tree.get_path(Path::new(file)).ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    Some(String::from_utf8_lossy(blob.content()).into_owned())
+}
+
 /// Whether the process `pid` is alive and not a zombie.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use neuraphage_llm_double::{Reply, Step, StopReason, policy};
-use neuraphage_tests::{Model, TestHome};
+use neuraphage_tests::{Model, TestHome, file_on_branch};
 use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(90);
@@ -51,13 +51,7 @@ fn run(point: &str, kill_supervisor: bool) {
     let ended = home.wait_ended(&[&id], WITHIN).remove(0);
     assert_eq!(ended["status"], "Completed", "{point}: {ended:#}");
     let log = home.ok(&["task", "log", &id, "--json"]);
-    let r = git2::Repository::open(&repo).unwrap();
-    let tree =
-        r.find_branch(&format!("neuraphage/{id}"), git2::BranchType::Local).unwrap().get().peel_to_tree().unwrap();
-    let runs = tree
-        .get_path(std::path::Path::new("runs.txt"))
-        .ok()
-        .map(|e| String::from_utf8_lossy(r.find_blob(e.id()).unwrap().content()).into_owned());
+    let runs = file_on_branch(&repo, &format!("neuraphage/{id}"), "runs.txt");
     if point == "tool_started" {
         // Killed before the call ran: it is not run again; the model is told its outcome is unknown.
         assert_eq!(runs, None, "{point}: the interrupted call ran after all");

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use neuraphage_llm_double::{Reply, Step, StopReason, policy};
-use neuraphage_tests::{Model, TestHome, children_named};
+use neuraphage_tests::{Model, TestHome, children_named, file_on_branch};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -131,14 +131,7 @@ fn kill_any_process_at_any_moment_and_nothing_acknowledged_is_lost() {
         }
         assert_eq!(uses.len(), STEPS, "{id}");
         // No Bash call ran twice: each step's line is in the work at most once.
-        let r = git2::Repository::open(&repo).unwrap();
-        let tree =
-            r.find_branch(&format!("neuraphage/{id}"), git2::BranchType::Local).unwrap().get().peel_to_tree().unwrap();
-        let runs = tree
-            .get_path(std::path::Path::new("runs.txt"))
-            .ok()
-            .map(|e| String::from_utf8_lossy(r.find_blob(e.id()).unwrap().content()).into_owned())
-            .unwrap_or_default();
+        let runs = file_on_branch(&repo, &format!("neuraphage/{id}"), "runs.txt").unwrap_or_default();
         let lines: Vec<&str> = runs.lines().collect();
         let unique: BTreeSet<&str> = lines.iter().copied().collect();
         assert_eq!(lines.len(), unique.len(), "{id}: a Bash call ran twice: {runs}");

@@ -5,19 +5,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use neuraphage_llm_double::{DemoPolicy, NOTES_FILE, Reply, Step, StopReason, StreamFault, policy};
-use neuraphage_tests::{Model, TEST_API_KEY, TestHome, alive};
+use neuraphage_tests::{Model, TEST_API_KEY, TestHome, alive, file_on_branch};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(90);
-
-fn file_on_branch(repo: &std::path::Path, branch: &str, file: &str) -> Option<String> {
-    let repo = git2::Repository::open(repo).unwrap();
-    let tree = repo.find_branch(branch, git2::BranchType::Local).ok()?.get().peel_to_tree().unwrap();
-    let entry = tree.get_path(std::path::Path::new(file)).ok()?;
-    let blob = repo.find_blob(entry.id()).unwrap();
-    Some(String::from_utf8_lossy(blob.content()).into_owned())
-}
 
 fn id_of(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
