@@ -29,7 +29,6 @@ pub const BROKER_BIN: &str = "neuraphage-broker";
 /// The broker, whichever process currently is it.
 pub struct Broker {
     handoff: Mutex<OwnedFd>,
-    pid: std::sync::atomic::AtomicU32,
     home: std::path::PathBuf,
     log: std::path::PathBuf,
 }
@@ -45,14 +44,8 @@ impl Broker {
         log: &std::path::Path,
     ) -> Result<(Broker, BrokerLink, tokio::process::Child), String> {
         let (handoff, link, child) = start(home, log).await?;
-        let pid = std::sync::atomic::AtomicU32::new(child.id().unwrap_or(0));
-        let broker = Broker { handoff: Mutex::new(handoff), pid, home: home.to_path_buf(), log: log.to_path_buf() };
+        let broker = Broker { handoff: Mutex::new(handoff), home: home.to_path_buf(), log: log.to_path_buf() };
         Ok((broker, link, child))
-    }
-
-    /// The current broker process's pid.
-    pub fn pid(&self) -> u32 {
-        self.pid.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Hand the broker the broker end of `task`'s worker link.
@@ -117,7 +110,6 @@ pub async fn keep_alive(
             match start(&broker.home, &broker.log).await {
                 Ok((handoff, new_link, new_child)) => {
                     *broker.handoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = handoff;
-                    broker.pid.store(new_child.id().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
                     (link, child) = (new_link, new_child);
                     break;
                 }

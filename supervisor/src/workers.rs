@@ -111,7 +111,7 @@ pub async fn schedule(daemon: Arc<Daemon>, broker: Arc<Broker>, shutdown: Cancel
     let sessions = TaskTracker::new();
     // Tasks that were Running when the last supervisor stopped go back to the queue; they resume from their
     // conversation.
-    let requeued = daemon.with_store(|s| s.in_state(neuraphage_ipc::TaskState::Running));
+    let requeued = daemon.with_store(|s| s.list(Some(neuraphage_ipc::TaskState::Running)));
     for task in requeued.unwrap_or_default() {
         tracing::info!(task = %task.id, "re-queued after a supervisor restart");
         daemon.transition(&task.id, TaskStatus::Queued);

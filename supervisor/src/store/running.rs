@@ -84,11 +84,6 @@ impl Store {
         Ok(task)
     }
 
-    /// Tasks in a state, oldest first.
-    pub fn in_state(&self, state: TaskState) -> Result<Vec<Task>> {
-        self.list(Some(state))
-    }
-
     /// Change a task's status (recording the change as an event), unless it is already finished. Returns the task
     /// as it is now, and whether it changed.
     pub fn transition(&mut self, id: &TaskId, status: TaskStatus) -> Result<(Task, bool)> {
@@ -171,13 +166,5 @@ impl Store {
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
             )
             .optional()?)
-    }
-
-    /// Number of checkpoints stored for a task.
-    pub fn checkpoint_count(&self, id: &TaskId) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM checkpoints WHERE task = ?1", [id.as_str()], |r| r.get::<_, i64>(0))?
-            as u64)
     }
 }
