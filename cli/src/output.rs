@@ -149,6 +149,13 @@ fn event_text(e: &TaskEvent) -> String {
             format!("checkpoint {seq} {point} ({})", &commit[..commit.len().min(10)])
         }
         EventKind::WorkerExited { status } => format!("worker exited ({status})"),
+        EventKind::Sandboxed { profile, kernel_abi, enforced, missing } => {
+            let mut s = format!("sandbox {profile} (landlock ABI {kernel_abi}): {}", enforced.join("; "));
+            if !missing.is_empty() {
+                s.push_str(&format!("; NOT ENFORCED on this kernel: {}", missing.join("; ")));
+            }
+            s
+        }
         EventKind::ConversationRepaired { report } => format!("conversation repaired: {report}"),
         EventKind::WorkerLost { reason, attempt, retry_in_ms } => {
             format!("worker lost ({}); restart {attempt} in {retry_in_ms} ms", clean(reason))

@@ -325,6 +325,17 @@ pub enum EventKind {
         /// Its worktree (or scratch folder).
         workdir: String,
     },
+    /// What the worker's sandbox enforces (and, on an older kernel, what it could not).
+    Sandboxed {
+        /// The profile.
+        profile: String,
+        /// The kernel's Landlock ABI.
+        kernel_abi: u8,
+        /// Layers in force.
+        enforced: Vec<String>,
+        /// What this kernel could not enforce.
+        missing: Vec<String>,
+    },
     /// A checkpoint is on disk.
     Checkpoint {
         /// Its sequence number.
@@ -377,6 +388,7 @@ impl EventKind {
             EventKind::Created { .. } => "created",
             EventKind::DependencyAdded { .. } => "dependency_added",
             EventKind::WorkerStarted { .. } => "worker_started",
+            EventKind::Sandboxed { .. } => "sandboxed",
             EventKind::Checkpoint { .. } => "checkpoint",
             EventKind::WorkerLost { .. } => "worker_lost",
             EventKind::ConversationRepaired { .. } => "conversation_repaired",

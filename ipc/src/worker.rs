@@ -40,6 +40,13 @@ pub enum SupervisorToWorker {
         /// Why.
         reason: String,
     },
+    /// The answer to `WorkerToSupervisor::Commit`.
+    Committed {
+        /// The request's id.
+        id: u64,
+        /// What happened.
+        result: CommitResult,
+    },
 }
 
 /// Everything a worker needs to run its task.
@@ -83,6 +90,51 @@ pub enum WorkerToSupervisor {
     Waiting {
         /// What it waits for, in words.
         on: String,
+    },
+    /// Sent once, right after the handshake: what the worker's sandbox enforces, made before any task code ran.
+    /// With `refused` set, the worker could not enforce its profile and stops without running the task.
+    Sandbox(SandboxReport),
+    /// Commit the worktree to the task's branch (the `Commit` tool). Answered by `Committed` with the same id.
+    Commit {
+        /// Request id.
+        id: u64,
+        /// The commit message.
+        message: String,
+    },
+}
+
+/// What a worker's sandbox enforces on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxReport {
+    /// The profile's name.
+    pub profile: String,
+    /// The kernel's Landlock ABI (0: none).
+    pub kernel_abi: u8,
+    /// Layers in force.
+    pub enforced: Vec<String>,
+    /// What this kernel could not enforce.
+    pub missing: Vec<String>,
+    /// Why the worker refuses to run the task, if it does.
+    pub refused: Option<String>,
+}
+
+/// How a `Commit` request ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CommitResult {
+    /// A commit was made on the branch.
+    Committed {
+        /// The branch.
+        branch: String,
+        /// The new commit's id.
+        commit: String,
+    },
+    /// Nothing had changed since the last commit.
+    NothingToCommit,
+    /// The commit failed.
+    Failed {
+        /// Why.
+        error: String,
     },
 }
 

@@ -9,7 +9,7 @@ use neuraphage_ipc::llm::{
     ToolDefinition, Usage,
 };
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker,
+    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, SandboxReport, SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker,
     WorkerToSupervisor,
 };
 use neuraphage_ipc::{
@@ -114,6 +114,9 @@ fn event() -> impl Strategy<Value = TaskEvent> {
         (any::<u32>(), text()).prop_map(|(pid, workdir)| EventKind::WorkerStarted { pid, workdir }),
         (any::<u64>(), text(), text()).prop_map(|(seq, point, commit)| EventKind::Checkpoint { seq, point, commit }),
         text().prop_map(|status| EventKind::WorkerExited { status }),
+        (text(), any::<u8>(), vec(text(), 0..3), vec(text(), 0..3)).prop_map(
+            |(profile, kernel_abi, enforced, missing)| EventKind::Sandboxed { profile, kernel_abi, enforced, missing }
+        ),
         text().prop_map(|report| EventKind::ConversationRepaired { report }),
         (text(), any::<u32>(), any::<u64>()).prop_map(|(reason, attempt, retry_in_ms)| EventKind::WorkerLost {
             reason,
@@ -311,6 +314,15 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         start,
         any::<u64>().prop_map(|seq| SupervisorToWorker::Ack { seq }),
         text().prop_map(|reason| SupervisorToWorker::Cancel { reason }),
+        (any::<u64>(), text(), text()).prop_map(|(id, branch, commit)| SupervisorToWorker::Committed {
+            id,
+            result: CommitResult::Committed { branch, commit }
+        }),
+        any::<u64>().prop_map(|id| SupervisorToWorker::Committed { id, result: CommitResult::NothingToCommit }),
+        (any::<u64>(), text()).prop_map(|(id, error)| SupervisorToWorker::Committed {
+            id,
+            result: CommitResult::Failed { error }
+        }),
     ];
     let to_supervisor = prop_oneof![
         (any::<u64>(), checkpoint_kind(), any::<u32>(), vec(message(), 0..3)).prop_map(
@@ -320,6 +332,16 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         ),
         delta().prop_map(|delta| WorkerToSupervisor::Stream { delta }),
         text().prop_map(|on| WorkerToSupervisor::Waiting { on }),
+        (text(), any::<u8>(), vec(text(), 0..3), vec(text(), 0..3), option::of(text())).prop_map(
+            |(profile, kernel_abi, enforced, missing, refused)| WorkerToSupervisor::Sandbox(SandboxReport {
+                profile,
+                kernel_abi,
+                enforced,
+                missing,
+                refused
+            })
+        ),
+        (any::<u64>(), text()).prop_map(|(id, message)| WorkerToSupervisor::Commit { id, message }),
     ];
     let tools = vec![ToolDefinition {
         name: "Read".into(),

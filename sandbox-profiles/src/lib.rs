@@ -1,43 +1,38 @@
-//! The sandbox a worker applies to itself, right after exec, while it is still single-threaded.
+//! Sandbox profiles and the sandbox a worker applies to itself, right after exec, while it is still single-threaded.
 //!
-//! Today: a Landlock ruleset ([`FsPolicy`]) — the task's worktree, scratch and outputs folders read-write, the
-//! repository's shared `.git` read-only with the task's own worktree admin folder read-write, system folders
-//! read-and-execute, nothing else; no TCP bind or connect; no abstract unix sockets or signals outside the task —
-//! plus no_new_privs, no capabilities ([`drop_privileges`]) and a seccomp deny list ([`seccomp`]). [`FsPolicy::apply`] fails closed: a kernel that
-//! cannot fully enforce the ruleset is an error, never a silent downgrade.
-//!
-//! **Not built yet** (the sandbox issue): profiles as TOML data (`default`, `untrusted`, `networked`) with
-//! per-user and per-task overrides, ports and hosts a profile may allow (through a proxy), resource limits and
-//! cgroups, reporting on older kernels, `neuraphage sandbox check`. `task new --profile NAME` only records the name.
+//! [`profile`]: profiles are TOML data (shipped `default`, `untrusted`, `networked`; the user's own in
+//! `$NEURAPHAGE_HOME/profiles/`), checked and resolved by the supervisor into a [`plan::SandboxPlan`] that the worker
+//! applies: resource limits ([`limits`]), a Landlock ruleset ([`FsPolicy`]: filesystem rules, TCP ports, scopes),
+//! no_new_privs, no capabilities ([`drop_privileges`]) and a seccomp filter ([`seccomp`]). It fails closed: below
+//! the profile's minimum Landlock ABI the task is refused; above it, what the kernel cannot enforce is reported.
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod limits;
+pub mod plan;
+pub mod profile;
 pub mod seccomp;
 
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
+use serde::{Deserialize, Serialize};
 
-/// The Landlock ABI this build asks for filesystem rights (the kernel here has 7; 5 adds ioctl on devices).
-pub const LANDLOCK_ABI: ABI = ABI::V5;
+/// The highest Landlock ABI whose rights this build asks for (6: scopes; the kernel here has 7, whose additions are
+/// about audit logging, not access).
+pub const MAX_KNOWN_LANDLOCK_ABI: u8 = 6;
 
-/// The Landlock ABI of the TCP rights (4) and the scopes (6: abstract unix sockets, signals) demanded.
-pub const LANDLOCK_SCOPE_ABI: ABI = ABI::V6;
-
-/// System folders a task may read and execute from, when they exist.
-pub const SYSTEM_READ_EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc", "/opt"];
-
-/// System files and folders a task may only read.
-pub const SYSTEM_READ: &[&str] = &["/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/random", "/dev/zero"];
-
-/// Device files a task may write (and read).
-pub const DEVICE_READ_WRITE: &[&str] = &["/dev/null", "/dev/tty"];
+/// Test hook: a number here lowers the Landlock ABI the worker believes the kernel has, to exercise the
+/// older-kernel paths on a new kernel. It can only take protection away from the worker that reads it, never add
+/// access: tests use it to prove that a profile's minimum refuses the task.
+pub const ENV_TEST_LANDLOCK_ABI: &str = "NEURAPHAGE_TEST_LANDLOCK_ABI";
 
 /// What a rule allows beneath its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FsAccess {
     /// Read files and list folders.
     Read,
@@ -48,7 +43,7 @@ pub enum FsAccess {
 }
 
 /// One filesystem rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsRule {
     /// The file or folder (and everything beneath it).
     pub path: PathBuf,
@@ -56,11 +51,15 @@ pub struct FsRule {
     pub access: FsAccess,
 }
 
-/// The filesystem a task may touch.
+/// The Landlock ruleset of a task: the filesystem it may touch and the TCP ports it may use.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FsPolicy {
     /// The rules; anything not beneath one of them is out of reach.
     pub rules: Vec<FsRule>,
+    /// TCP ports it may connect to (every other connect is refused).
+    pub tcp_connect: Vec<u16>,
+    /// TCP ports it may bind (every other bind is refused).
+    pub tcp_bind: Vec<u16>,
 }
 
 /// Drop every capability (bounding set first, then ambient, inheritable, effective, permitted) and make this
@@ -124,6 +123,12 @@ pub enum SandboxError {
     /// A capability could not be dropped.
     #[error("capabilities: {0}")]
     Capabilities(String),
+    /// The sandbox plan could not be read.
+    #[error("sandbox plan {0}")]
+    Plan(String),
+    /// A resource limit could not be set.
+    #[error("resource limit {0}")]
+    Limit(String),
     /// The kernel enforced only part of the ruleset.
     #[error("the kernel enforces this sandbox only partly ({0}); refusing to run the task")]
     NotFullyEnforced(String),
@@ -145,67 +150,119 @@ pub struct TaskFolders {
 }
 
 impl FsPolicy {
-    /// The policy of a task: its folders read-write, its repository's git folder read-only, system folders
-    /// read-execute, nothing else.
-    pub fn for_task(folders: &TaskFolders) -> FsPolicy {
-        let mut rules = Vec::new();
-        let mut add = |path: &Path, access| rules.push(FsRule { path: path.to_path_buf(), access });
-        for p in SYSTEM_READ_EXEC.iter().map(Path::new).filter(|p| p.exists()) {
-            add(p, FsAccess::ReadExec);
-        }
-        for p in SYSTEM_READ.iter().map(Path::new).filter(|p| p.exists()) {
-            add(p, FsAccess::Read);
-        }
-        for p in DEVICE_READ_WRITE.iter().map(Path::new).filter(|p| p.exists()) {
-            add(p, FsAccess::ReadWrite);
-        }
-        if let Some(git) = &folders.git_dir {
-            add(git, FsAccess::Read);
-        }
-        if let Some(admin) = &folders.git_admin_dir {
-            add(admin, FsAccess::ReadWrite);
-        }
-        for p in [&folders.workdir, &folders.tmp, &folders.outputs] {
-            add(p, FsAccess::ReadWrite);
-        }
-        FsPolicy { rules }
-    }
-
     /// Restrict this thread (and every process it starts) to the policy, and set no_new_privs. Call it before any
-    /// other thread exists. Fails unless the kernel enforces the whole ruleset.
-    pub fn apply(&self) -> Result<(), SandboxError> {
-        let abi = LANDLOCK_ABI;
+    /// other thread exists. Every right of the kernel's Landlock ABI (up to [`MAX_KNOWN_LANDLOCK_ABI`]) is handled
+    /// and must be enforced in full; below `min_abi` nothing is applied and the task is refused. What an older kernel
+    /// cannot enforce is in the returned report.
+    pub fn apply(&self, min_abi: u8) -> Result<plan::Enforcement, SandboxError> {
+        let kernel = kernel_landlock_abi();
+        let mut report = plan::Enforcement { kernel_abi: kernel, ..Default::default() };
+        if kernel < min_abi {
+            return Err(SandboxError::NotFullyEnforced(format!(
+                "this kernel offers Landlock ABI {kernel}; the profile demands at least {min_abi}"
+            )));
+        }
+        let used = kernel.min(MAX_KNOWN_LANDLOCK_ABI);
+        report.missing = missing_below(used);
+        if used == 0 {
+            // No Landlock at all: no_new_privs still stops setuid and file capabilities.
+            nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::Landlock(format!("no_new_privs: {e}")))?;
+            return Ok(report);
+        }
+        let abi = ABI::from(i32::from(used));
         let landlock = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
-        // No TCP bind or connect at all (no rule allows a port), no abstract unix socket and no signal outside the
-        // task's own Landlock domain.
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
             .handle_access(AccessFs::from_all(abi))
-            .map_err(landlock)?
-            .handle_access(AccessNet::from_all(LANDLOCK_SCOPE_ABI))
-            .map_err(landlock)?
-            .scope(Scope::from_all(LANDLOCK_SCOPE_ABI))
-            .map_err(landlock)?
-            .create()
             .map_err(landlock)?;
+        if used >= 4 {
+            ruleset = ruleset.handle_access(AccessNet::from_all(abi)).map_err(landlock)?;
+        }
+        if used >= 6 {
+            ruleset = ruleset.scope(Scope::from_all(abi)).map_err(landlock)?;
+        }
+        let mut ruleset = ruleset.create().map_err(landlock)?;
         for rule in &self.rules {
             let access = match rule.access {
                 FsAccess::Read => AccessFs::from_read(abi) & !AccessFs::Execute,
                 FsAccess::ReadExec => AccessFs::from_read(abi),
                 FsAccess::ReadWrite => AccessFs::from_all(abi),
             };
-            // PathFd opens with O_PATH | O_CLOEXEC; a file gets only the rights that apply to files.
-            let fd = PathFd::new(&rule.path)
+            let fd = open_rule_path(&rule.path)?;
+            let is_dir = nix::sys::stat::fstat(&fd)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
                 .map_err(|e| SandboxError::Rule { path: rule.path.clone(), reason: e.to_string() })?;
-            let is_dir = rule.path.is_dir();
             let access = if is_dir { access } else { access & AccessFs::from_file(abi) };
             ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(landlock)?;
         }
+        if used >= 4 {
+            for &port in &self.tcp_connect {
+                ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp)).map_err(landlock)?;
+            }
+            for &port in &self.tcp_bind {
+                ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::BindTcp)).map_err(landlock)?;
+            }
+        }
         let status = ruleset.restrict_self().map_err(landlock)?;
         match status.ruleset {
-            RulesetStatus::FullyEnforced if status.no_new_privs => Ok(()),
-            RulesetStatus::FullyEnforced => Err(SandboxError::NotFullyEnforced("no_new_privs is not set".into())),
-            other => Err(SandboxError::NotFullyEnforced(format!("{other:?}"))),
+            RulesetStatus::FullyEnforced if status.no_new_privs => {}
+            RulesetStatus::FullyEnforced => {
+                return Err(SandboxError::NotFullyEnforced("no_new_privs is not set".into()));
+            }
+            other => return Err(SandboxError::NotFullyEnforced(format!("{other:?}"))),
         }
+        report.enforced.push(format!("landlock filesystem (ABI {used}): {} rules", self.rules.len()));
+        if used >= 4 {
+            let ports = |p: &[u16]| if p.is_empty() { "none".to_owned() } else { format!("{p:?}") };
+            report.enforced.push(format!(
+                "landlock network: TCP connect to {}, bind on {}; nothing else",
+                ports(&self.tcp_connect),
+                ports(&self.tcp_bind)
+            ));
+        }
+        if used >= 6 {
+            report.enforced.push("landlock scopes: abstract unix sockets and signals stay inside the task".into());
+        }
+        Ok(report)
     }
+}
+
+/// Open a rule's path for Landlock with no symlink allowed anywhere on the way (the supervisor resolved the path
+/// already): a folder swapped for a symlink since then fails the rule instead of widening it.
+fn open_rule_path(path: &Path) -> Result<std::os::fd::OwnedFd, SandboxError> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    nix::fcntl::openat2(nix::fcntl::AT_FDCWD, path, how)
+        .map_err(|e| SandboxError::Rule { path: path.to_path_buf(), reason: format!("{e} (opened with no symlinks)") })
+}
+
+/// The Landlock ABI of the running kernel (0: none), lowered by [`ENV_TEST_LANDLOCK_ABI`] when set.
+pub fn kernel_landlock_abi() -> u8 {
+    // LANDLOCK_CREATE_RULESET_VERSION: with no attributes, the call returns the ABI version.
+    const VERSION: libc::c_uint = 1;
+    #[allow(unsafe_code)]
+    // SAFETY: landlock_create_ruleset with a null attribute pointer, size 0 and the VERSION flag only returns a
+    // number (or -1); it reads and writes no memory of ours.
+    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, VERSION) };
+    let kernel = u8::try_from(v.max(0)).unwrap_or(u8::MAX);
+    let cap = std::env::var(ENV_TEST_LANDLOCK_ABI).ok().and_then(|v| v.parse::<u8>().ok()).unwrap_or(u8::MAX);
+    kernel.min(cap)
+}
+
+/// What Landlock below ABI `abi` cannot enforce.
+pub fn missing_below(abi: u8) -> Vec<String> {
+    [
+        (1, "landlock filesystem rules (no Landlock in this kernel)"),
+        (2, "landlock refer: moving or linking files across folders"),
+        (3, "landlock truncate"),
+        (4, "landlock TCP bind/connect rules (seccomp still refuses network sockets unless the profile allows them)"),
+        (5, "landlock ioctl on devices"),
+        (6, "landlock scopes: abstract unix sockets and signals outside the task"),
+    ]
+    .iter()
+    .filter(|(needs, _)| abi < *needs)
+    .map(|(_, what)| (*what).to_owned())
+    .collect()
 }

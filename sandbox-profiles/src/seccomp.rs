@@ -49,10 +49,48 @@ pub const DENIED: &[(&str, i64)] = &[
     ("reboot", libc::SYS_reboot),
 ];
 
+/// What a profile changes in the filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SeccompRules {
+    /// Whether the task may open AF_INET/AF_INET6 stream sockets (a profile that allows network).
+    pub inet_stream_sockets: bool,
+    /// More system calls to refuse, by name.
+    pub extra_denied: Vec<String>,
+}
+
+/// Further calls a profile may name in `[syscalls] deny`, beyond [`DENIED`].
+const NAMEABLE: &[(&str, i64)] = &[
+    ("personality", libc::SYS_personality),
+    ("chroot", libc::SYS_chroot),
+    ("syslog", libc::SYS_syslog),
+    ("vhangup", libc::SYS_vhangup),
+    ("quotactl", libc::SYS_quotactl),
+    ("name_to_handle_at", libc::SYS_name_to_handle_at),
+    ("open_by_handle_at", libc::SYS_open_by_handle_at),
+    ("iopl", libc::SYS_iopl),
+    ("ioperm", libc::SYS_ioperm),
+    ("clone3", libc::SYS_clone3),
+    ("memfd_create", libc::SYS_memfd_create),
+    ("mknod", libc::SYS_mknod),
+    ("mknodat", libc::SYS_mknodat),
+    ("settimeofday", libc::SYS_settimeofday),
+    ("clock_settime", libc::SYS_clock_settime),
+];
+
+/// The number of system call `name` on x86_64, if a profile may name it.
+pub fn syscall_number(name: &str) -> Option<i64> {
+    DENIED.iter().chain(NAMEABLE).find(|(n, _)| *n == name).map(|(_, nr)| *nr)
+}
+
 /// Build the filter program: the x32 prefix, then seccompiler's arch-checked deny list.
-pub fn program() -> Result<BpfProgram, SandboxError> {
+pub fn program(rules: &SeccompRules) -> Result<BpfProgram, SandboxError> {
     let err = |e: &dyn std::fmt::Display| SandboxError::Seccomp(e.to_string());
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    let mut denied: Vec<i64> = DENIED.iter().map(|(_, nr)| *nr).collect();
+    for name in &rules.extra_denied {
+        denied.push(syscall_number(name).ok_or_else(|| err(&format!("unknown system call {name:?}")))?);
+    }
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = denied.into_iter().map(|nr| (nr, Vec::new())).collect();
     let filter =
         SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), TargetArch::x86_64)
             .map_err(|e| err(&e))?;
@@ -68,8 +106,8 @@ pub fn program() -> Result<BpfProgram, SandboxError> {
 }
 
 /// Install the filter on this thread (and so on everything it starts).
-pub fn apply() -> Result<(), SandboxError> {
-    let program = program()?;
+pub fn apply(rules: &SeccompRules) -> Result<(), SandboxError> {
+    let program = program(rules)?;
     seccompiler::apply_filter(&program).map_err(|e| SandboxError::Seccomp(e.to_string()))
 }
 
@@ -79,7 +117,7 @@ mod tests {
     fn the_filter_refuses_what_it_lists_and_allows_the_rest() {
         // On a thread of its own: seccomp binds only the calling thread here.
         let outcome = std::thread::spawn(|| {
-            super::apply().unwrap();
+            super::apply(&super::SeccompRules::default()).unwrap();
             // SAFETY: raw syscalls with harmless arguments, to see whether the filter lets them through.
             #[allow(unsafe_code)]
             let (unshare, getpid) = unsafe { (libc::syscall(libc::SYS_unshare, 0), libc::syscall(libc::SYS_getpid)) };

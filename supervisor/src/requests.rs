@@ -246,6 +246,11 @@ impl Daemon {
             (None, None) => None,
         };
         let profile = new.profile.map(validate_profile).transpose()?;
+        // The profile must exist and pass its checks now, not when the task starts.
+        let name = profile.as_deref().unwrap_or(neuraphage_sandbox_profiles::profile::DEFAULT_PROFILE);
+        let ctx = crate::runner::profile_context(&self.paths().home, repo.as_deref());
+        neuraphage_sandbox_profiles::profile::load(name, &ctx)
+            .map_err(|e| invalid(format!("--profile {name}: {e}")))?;
         let store = self.store()?;
         let mut after: Vec<TaskId> = Vec::new();
         for typed in &new.after {

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neuraphage_ipc::worker::{
-    ARG_BROKER_FD, ARG_HANDOFF_FD, ARG_SUPERVISOR_FD, Checkpoint, CheckpointKind, MAX_WORKER_FRAME, SupervisorToWorker,
-    TaskOutcome, WorkerStart, WorkerToSupervisor,
+    ARG_BROKER_FD, ARG_HANDOFF_FD, ARG_SUPERVISOR_FD, Checkpoint, CheckpointKind, CommitResult, MAX_WORKER_FRAME,
+    SandboxReport, SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToSupervisor,
 };
+use neuraphage_sandbox_profiles::plan::SandboxPlan;
+use neuraphage_sandbox_profiles::{FsAccess, TaskFolders, profile};
 use neuraphage_ipc::{EventKind, Link, Role, RunningPhase, Task, TaskId, TaskStatus};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
@@ -38,13 +40,25 @@ const ENV_ALLOWLIST: &[&str] = &[
     neuraphage_ipc::worker::ENV_TEST_PAUSE_AFTER,
 ];
 
-/// `PATH` for a task: the supervisor's, less the folders its sandbox cannot reach (so a command fails with "not
-/// found" instead of a bare "Permission denied" from a shim in the user's home).
-fn task_path() -> std::ffi::OsString {
-    let reachable = |dir: &Path| neuraphage_sandbox_profiles::SYSTEM_READ_EXEC.iter().any(|root| dir.starts_with(root));
+/// `PATH` for a task: the supervisor's, less the folders its sandbox cannot execute from (so a command fails with
+/// "not found" instead of a bare "Permission denied" from a shim in the user's home).
+fn task_path(plan: &SandboxPlan) -> std::ffi::OsString {
+    let reachable = |dir: &Path| {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        plan.fs.iter().any(|r| r.access != FsAccess::Read && dir.starts_with(&r.path))
+    };
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let kept: Vec<PathBuf> = std::env::split_paths(&path).filter(|d| reachable(d)).collect();
-    std::env::join_paths(kept).unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+    std::env::join_paths(kept).unwrap_or_else(|_| "/usr/bin:/bin".into())
+}
+
+/// What a task's profile is checked against.
+pub fn profile_context(home: &Path, repo: Option<&str>) -> profile::Context {
+    profile::Context {
+        user_home: std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from),
+        neuraphage_home: home.to_path_buf(),
+        repo: repo.map(PathBuf::from),
+    }
 }
 
 /// How long a cancelled worker gets to stop before it is killed.
@@ -90,6 +104,8 @@ enum Ending {
     Interrupted,
     /// The worker went away without ending the task.
     Lost(String),
+    /// The task's sandbox cannot be made or enforced: it fails without a retry of its own.
+    Refused(String),
 }
 
 /// Run `task` to its end. Never panics; every failure ends as the task's status.
@@ -153,6 +169,21 @@ async fn session(
         tokio::task::spawn_blocking(move || prepare(&daemon, &task, &dirs)).await.map_err(|e| e.to_string())??
     };
     let Prepared { workdir, git_dir, git_admin_dir, messages, last_seq, resume_point } = prepared;
+    let folders = TaskFolders {
+        workdir: workdir.clone(),
+        tmp: dirs.tmp.clone(),
+        outputs: dirs.outputs.clone(),
+        git_dir: git_dir.clone(),
+        git_admin_dir: git_admin_dir.clone(),
+    };
+    let ctx = profile_context(&daemon.paths().home, task.repo.as_deref());
+    let profile_name = task.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
+    let (profile, plan) = match profile::load(profile_name, &ctx).and_then(|p| p.plan(&folders, &ctx).map(|plan| (p, plan))) {
+        Ok(both) => both,
+        Err(e) => return Ok(Ending::Refused(format!("sandbox profile {profile_name}: {e}"))),
+    };
+    let plan_file = dirs.root.join("sandbox.json");
+    plan.save(&plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
 
     let (sup_ours, sup_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
     let (broker_ours, broker_theirs) = stream_pair().map_err(|e| format!("socketpair: {e}"))?;
@@ -173,13 +204,17 @@ async fn session(
     if let Some(a) = &git_admin_dir {
         cmd.arg("--git-admin-dir").arg(a);
     }
+    cmd.arg("--sandbox").arg(&plan_file);
     cmd.current_dir(&workdir).env_clear();
     for key in ENV_ALLOWLIST {
         if let Some(v) = std::env::var_os(key) {
             cmd.env(key, v);
         }
     }
-    cmd.env("PATH", task_path());
+    for (key, value) in profile.env() {
+        cmd.env(key, value);
+    }
+    cmd.env("PATH", task_path(&plan));
     cmd.env("HOME", &dirs.tmp).env("TMPDIR", &dirs.tmp).env("NEURAPHAGE_TASK", task.id.as_str());
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);
     let mut child = spawn_with_fds(&mut cmd, &[&sup_theirs, &broker_theirs, &handoff_theirs])
@@ -342,6 +377,22 @@ async fn converse(
                     return Ending::Ended(outcome);
                 }
             }
+            Ok(Some(WorkerToSupervisor::Sandbox(report))) => {
+                let SandboxReport { profile, kernel_abi, enforced, missing, refused } = report;
+                if let Some(why) = refused {
+                    return Ending::Refused(format!("the worker cannot enforce the sandbox: {why}"));
+                }
+                if !missing.is_empty() {
+                    tracing::warn!(?missing, "this kernel cannot enforce part of the sandbox");
+                }
+                daemon.record(&task.id, EventKind::Sandboxed { profile, kernel_abi, enforced, missing });
+            }
+            Ok(Some(WorkerToSupervisor::Commit { id, message })) => {
+                let result = commit_now(daemon, task, dirs, &message).await;
+                if let Err(e) = link.send(&SupervisorToWorker::Committed { id, result }).await {
+                    return Ending::Lost(format!("worker link: {e}"));
+                }
+            }
             Ok(Some(WorkerToSupervisor::Stream { delta })) => tracing::trace!(?delta, "stream"),
             Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
             Ok(None) => return Ending::Lost("the worker closed its link before the task ended".into()),
@@ -375,6 +426,7 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
         Ending::Cancelled => TaskStatus::Cancelled { reason: None },
         Ending::Interrupted => TaskStatus::Queued,
         Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },
+        Ending::Refused(why) => TaskStatus::Failed { error: why, recoverable: true },
     };
     tracing::info!(status = %status.state(), "task ended");
     daemon.transition(&task.id, status);
@@ -387,16 +439,33 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
 }
 
 fn commit_work(daemon: &Daemon, task: &Task, worktree_dir: &Path) -> Result<(), String> {
-    let Some(repo) = &task.repo else { return Ok(()) };
-    if !worktree_dir.is_dir() {
-        return Ok(());
-    }
     let first_line = task.description.lines().next().unwrap_or("").chars().take(72).collect::<String>();
-    let message = format!("{first_line}\n\nWork of Neuraphage task {}.\n", task.id);
-    if let Some(commit) =
-        worktree::commit_all(Path::new(repo), worktree_dir, &task.id, &message).map_err(|e| e.message().to_owned())?
-    {
-        daemon.record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit });
+    commit_with(daemon, task, worktree_dir, &format!("{first_line}\n\nWork of Neuraphage task {}.\n", task.id))
+        .map(|_| ())
+}
+
+/// Commit the worktree to the task's branch with `message`; the new commit's id, if anything changed.
+fn commit_with(daemon: &Daemon, task: &Task, worktree_dir: &Path, message: &str) -> Result<Option<String>, String> {
+    let Some(repo) = &task.repo else { return Ok(None) };
+    if !worktree_dir.is_dir() {
+        return Ok(None);
     }
-    Ok(())
+    let commit =
+        worktree::commit_all(Path::new(repo), worktree_dir, &task.id, message).map_err(|e| e.message().to_owned())?;
+    if let Some(commit) = &commit {
+        daemon.record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit: commit.clone() });
+    }
+    Ok(commit)
+}
+
+/// The `Commit` tool, on the supervisor's side: git2 commits the worktree (no hooks or filters run).
+async fn commit_now(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, message: &str) -> CommitResult {
+    let (d, t, wt) = (daemon.clone(), task.clone(), dirs.worktree.clone());
+    let message = format!("{}\n\nNeuraphage task {}.\n", message.trim_end(), task.id);
+    match tokio::task::spawn_blocking(move || commit_with(&d, &t, &wt, &message)).await {
+        Ok(Ok(Some(commit))) => CommitResult::Committed { branch: worktree::branch_name(&task.id), commit },
+        Ok(Ok(None)) => CommitResult::NothingToCommit,
+        Ok(Err(error)) => CommitResult::Failed { error },
+        Err(e) => CommitResult::Failed { error: e.to_string() },
+    }
 }

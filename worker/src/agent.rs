@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, ENV_TEST_PAUSE_AFTER, MAX_WORKER_FRAME, SupervisorToWorker,
+    BrokerToWorker, Checkpoint, CheckpointKind, ENV_TEST_PAUSE_AFTER, CommitResult, MAX_WORKER_FRAME, SandboxReport, SupervisorToWorker,
     TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
-use neuraphage_worker::tools::{self, ToolContext};
+use neuraphage_worker::tools::{self, ToolContext, ToolOutcome};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
@@ -51,9 +51,15 @@ pub async fn run(
     broker: StdUnixStream,
     relinks: mpsc::UnboundedReceiver<StdUnixStream>,
     folders: TaskFolders,
+    sandbox: SandboxReport,
 ) -> anyhow::Result<()> {
     let mut supervisor: SupervisorLink = Link::new(UnixStream::from_std(supervisor)?, MAX_WORKER_FRAME);
     supervisor.connect_handshake(Role::Worker).await.context("supervisor link")?;
+    let refused = sandbox.refused.clone();
+    supervisor.send(&WorkerToSupervisor::Sandbox(sandbox)).await.context("supervisor link")?;
+    if let Some(why) = refused {
+        bail!("the sandbox cannot be enforced: {why}");
+    }
     let start = match supervisor.expect().await.context("waiting for Start")? {
         SupervisorToWorker::Start(start) => *start,
         SupervisorToWorker::Cancel { .. } => return Ok(()),
@@ -160,12 +166,19 @@ impl Agent {
         if let Err(stop) = self.checkpoint(started, Some(results)).await? {
             return Ok(Err(stop));
         }
-        let outcome = tokio::select! {
+        let outcome = if name == tools::commit::NAME {
+            match self.commit(input).await? {
+                Ok(outcome) => outcome,
+                Err(stop) => return Ok(Err(stop)),
+            }
+        } else {
+            tokio::select! {
             outcome = tools::run(&self.tools, name, input) => outcome,
             from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
                 Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
                 Some(other) => bail!("unexpected message while a tool ran: {other:?}"),
             },
+            }
         };
         results.push(ContentBlock::ToolResult {
             tool_use_id: id.to_owned(),
@@ -178,6 +191,35 @@ impl Agent {
             is_error: outcome.is_error,
         };
         self.checkpoint(done, Some(results)).await
+    }
+
+    /// The `Commit` tool: the supervisor commits the worktree to the task's branch (git2, outside the sandbox).
+    async fn commit(&mut self, input: &serde_json::Value) -> anyhow::Result<Result<ToolOutcome, Stop>> {
+        let message = match tools::commit::message(input) {
+            Ok(message) => message,
+            Err(outcome) => return Ok(Ok(outcome)),
+        };
+        if self.start.branch.is_none() {
+            return Ok(Ok(ToolOutcome::error("Commit: this task has no repository, so there is nothing to commit to")));
+        }
+        self.next_request += 1;
+        let id = self.next_request;
+        self.supervisor.send(&WorkerToSupervisor::Commit { id, message }).await.context("supervisor link")?;
+        loop {
+            match self.supervisor.recv().await.context("supervisor link")? {
+                Some(SupervisorToWorker::Committed { id: got, result }) if got == id => {
+                    return Ok(Ok(match result {
+                        CommitResult::Committed { branch, commit } => {
+                            ToolOutcome::ok(format!("Committed {commit} on {branch}."))
+                        }
+                        CommitResult::NothingToCommit => ToolOutcome::ok("Nothing to commit: no change since the last commit."),
+                        CommitResult::Failed { error } => ToolOutcome::error(format!("Commit failed: {error}")),
+                    }));
+                }
+                Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
+                Some(other) => bail!("unexpected message while committing: {other:?}"),
+            }
+        }
     }
 
     /// After a restart: give every tool call of the last model turn that has no result one (recovery matrix: an
@@ -326,6 +368,7 @@ impl Agent {
             Some(SupervisorToWorker::Ack { seq }) => bail!("acknowledgement of {seq}, expected {}", self.seq),
             Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
+            Some(SupervisorToWorker::Committed { .. }) => bail!("a commit answer while waiting for an acknowledgement"),
         }
     }
 
@@ -355,10 +398,11 @@ impl Agent {
         };
         format!(
             "You are a coding agent run by Neuraphage. You work on one task, alone, in {branch} at {workdir}.\n\
-             Tools: Read, Write, Edit, Bash, Glob, Grep. Relative paths are relative to that folder; you cannot reach \
-             files outside it.\n\
-             Do not run `git commit` or change git configuration: Neuraphage commits your work to the task's branch \
-             when the task ends, and the user reviews its diff.\n\
+             Tools: Read, Write, Edit, Bash, Glob, Grep, Commit. Relative paths are relative to that folder; you \
+             cannot reach files outside it.\n\
+             Do not run `git commit` or change git configuration (the repository's git metadata is read-only to you): \
+             use the Commit tool to commit a finished step to the task's branch. Neuraphage also commits whatever is \
+             left when the task ends, and the user reviews the branch's diff.\n\
              When the task is done, answer with a short summary of what you changed and no tool call.\n\n\
              The task:\n{task}",
             workdir = self.start.workdir,

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use neuraphage_sandbox_profiles::{FsPolicy, TaskFolders};
+use neuraphage_ipc::worker::SandboxReport;
+use neuraphage_sandbox_profiles::TaskFolders;
+use neuraphage_sandbox_profiles::plan::SandboxPlan;
 
 /// One task's worker process. Not for running by hand: the supervisor starts it with its links.
 #[derive(Debug, Parser)]
@@ -40,6 +42,9 @@ struct Args {
     /// The task's worktree admin folder, read-write.
     #[arg(long)]
     git_admin_dir: Option<PathBuf>,
+    /// The sandbox plan (JSON) the supervisor resolved from the task's profile.
+    #[arg(long)]
+    sandbox: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -67,14 +72,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     // A session of its own: every process the task starts stays in it (the supervisor ends them all with it, and
     // refuses control-socket clients from it).
     nix::unistd::setsid()?;
-    FsPolicy::for_task(&folders).apply()?;
-    neuraphage_sandbox_profiles::drop_privileges()?;
-    neuraphage_sandbox_profiles::seccomp::apply()?;
-    tracing::info!(
-        workdir = %folders.workdir.display(),
-        "sandbox applied (landlock filesystem, no_new_privs, no capabilities, non-dumpable, seccomp)"
-    );
+    // The whole sandbox, before any thread or task code. If any layer fails, the worker still reports why (over
+    // its link, from this point on nothing of the task runs) and stops.
+    let plan = SandboxPlan::load(&args.sandbox);
+    let applied = plan.as_ref().map_err(|e| e.to_string()).and_then(|p| p.apply().map_err(|e| e.to_string()));
+    let report = SandboxReport {
+        profile: plan.as_ref().map(|p| p.profile.clone()).unwrap_or_default(),
+        kernel_abi: applied.as_ref().map(|r| r.kernel_abi).unwrap_or_default(),
+        enforced: applied.as_ref().map(|r| r.enforced.clone()).unwrap_or_default(),
+        missing: applied.as_ref().map(|r| r.missing.clone()).unwrap_or_default(),
+        refused: applied.as_ref().err().cloned(),
+    };
+    match &report.refused {
+        None => tracing::info!(workdir = %folders.workdir.display(), profile = %report.profile, enforced = ?report.enforced, missing = ?report.missing, "sandbox applied"),
+        Some(why) => tracing::error!(%why, "the sandbox cannot be enforced; refusing to run the task"),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let relinks = links::receive_relinks(handoff);
-    runtime.block_on(agent::run(supervisor, broker, relinks, folders))
+    runtime.block_on(agent::run(supervisor, broker, relinks, folders, report))
 }

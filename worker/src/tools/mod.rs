@@ -1,7 +1,8 @@
 //! The agent's tools, run inside the task's worker process (already sandboxed, cwd = the task's git worktree).
 //!
-//! The six tools keep the names and input fields coding models already know from Claude Code: `Read`, `Write`,
-//! `Edit`, `Bash`, `Glob`, `Grep`. [`definitions`] lists them for the model, [`run`] runs one call, and
+//! The six file and shell tools keep the names and input fields coding models already know from Claude Code: `Read`,
+//! `Write`, `Edit`, `Bash`, `Glob`, `Grep`; `Commit` (see [`commit`]) is carried out by the agent loop over the
+//! supervisor link. [`definitions`] lists them for the model, [`run`] runs one call, and
 //! [`is_idempotent`] tells the agent loop which calls may simply be repeated after a crash.
 //!
 //! Every failure (a tool error, an unknown tool, arguments that do not parse) comes back as a [`ToolOutcome`] with
@@ -17,6 +18,7 @@
 //! that keeps a cut output in full).
 
 mod bash;
+pub mod commit;
 mod edit;
 mod glob;
 mod grep;
@@ -96,7 +98,7 @@ impl From<Result<String, String>> for ToolOutcome {
 }
 
 /// The names of every tool, in the order [`definitions`] lists them.
-pub const TOOL_NAMES: [&str; 6] = ["Read", "Write", "Edit", "Bash", "Glob", "Grep"];
+pub const TOOL_NAMES: [&str; 7] = ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit"];
 
 /// Every tool, for the model: name, description and the JSON Schema of its input.
 pub fn definitions() -> Vec<ToolDefinition> {
@@ -107,6 +109,7 @@ pub fn definitions() -> Vec<ToolDefinition> {
         bash::definition(),
         glob::definition(),
         grep::definition(),
+        commit::definition(),
     ]
 }
 
@@ -146,6 +149,10 @@ pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
         },
         "Grep" => match parse::<grep::Input>(name, input) {
             Ok(input) => blocking(ctx, move |ctx| grep::run(&ctx, input)).await,
+            Err(outcome) => outcome,
+        },
+        commit::NAME => match commit::message(input) {
+            Ok(_) => ToolOutcome::error("Commit: only the agent loop can commit (over the supervisor link)"),
             Err(outcome) => outcome,
         },
         _ => ToolOutcome::error(format!("There is no tool named `{name}`; the tools are {}.", TOOL_NAMES.join(", "))),

@@ -1,0 +1,46 @@
+//! Resource limits of a task (the `[limits]` table of a profile): memory, processes, open files, file size, CPU time.
+//!
+//! The worker sets the per-process ones on itself as rlimits before any task code runs; the supervisor puts the task in
+//! a cgroup of its own where it may, because `RLIMIT_NPROC` does not bind uid 0 and rlimits are per process.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SandboxError;
+
+/// A task's resource limits. `None`: no limit of that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Limits {
+    /// Memory of the whole task (cgroup), and the data segment of each process, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Processes (and threads) the task may have at once.
+    pub processes: Option<u64>,
+    /// Open files per process.
+    pub open_files: Option<u64>,
+    /// Largest file a process may write, in MiB.
+    pub file_size_mb: Option<u64>,
+    /// CPU seconds per process.
+    pub cpu_seconds: Option<u64>,
+}
+
+/// Set the per-process limits on this process (inherited by everything it starts). Memory is `RLIMIT_DATA` (heap
+/// and private writable mappings; `RLIMIT_AS` would break runtimes that reserve large address ranges). The process
+/// count is not an rlimit: `RLIMIT_NPROC` counts every process of the uid (the user's own too) and does not bind
+/// root, so the task's cgroup carries it.
+pub fn apply_rlimits(limits: &Limits) -> Result<crate::plan::Enforcement, SandboxError> {
+    use nix::sys::resource::{Resource, setrlimit};
+    const MIB: u64 = 1024 * 1024;
+    let mut report = crate::plan::Enforcement::default();
+    let mut set = |resource: Resource, name: &str, value: Option<u64>| -> Result<(), SandboxError> {
+        if let Some(v) = value {
+            setrlimit(resource, v, v).map_err(|e| SandboxError::Limit(format!("{name} = {v}: {e}")))?;
+            report.enforced.push(format!("rlimit {name} = {v}"));
+        }
+        Ok(())
+    };
+    set(Resource::RLIMIT_DATA, "data (bytes)", limits.memory_mb.map(|m| m.saturating_mul(MIB)))?;
+    set(Resource::RLIMIT_NOFILE, "open files", limits.open_files)?;
+    set(Resource::RLIMIT_FSIZE, "file size (bytes)", limits.file_size_mb.map(|m| m.saturating_mul(MIB)))?;
+    set(Resource::RLIMIT_CPU, "cpu seconds", limits.cpu_seconds)?;
+    Ok(report)
+}
