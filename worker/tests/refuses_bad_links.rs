@@ -15,6 +15,8 @@ fn worker_with_fds(supervisor: &str, broker: &str, handoff: &str) -> Output {
         .arg(&tmp)
         .arg("--outputs")
         .arg(&tmp)
+        .arg("--sandbox")
+        .arg(tmp.join("no-such-plan.json"))
         .output()
         .unwrap()
 }
