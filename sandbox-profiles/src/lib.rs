@@ -3,15 +3,19 @@
 //! [`profile`]: profiles are TOML data (shipped `default`, `untrusted`, `networked`; the user's own in
 //! `$NEURAPHAGE_HOME/profiles/`), checked and resolved by the supervisor into a [`plan::SandboxPlan`] that the worker
 //! applies: resource limits ([`limits`]), a Landlock ruleset ([`FsPolicy`]: filesystem rules, TCP ports, scopes),
-//! no_new_privs, no capabilities ([`drop_privileges`]) and a seccomp filter ([`seccomp`]). It fails closed: below
-//! the profile's minimum Landlock ABI the task is refused; above it, what the kernel cannot enforce is reported.
+//! no_new_privs, no capabilities and locked securebits ([`drop_privileges`]) and a seccomp filter ([`seccomp`]). It
+//! fails closed: below the profile's minimum Landlock ABI the task is refused; above it, what the kernel cannot
+//! enforce is reported.
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod limits;
 pub mod plan;
+pub mod privileges;
 pub mod profile;
 pub mod seccomp;
+
+pub use privileges::{drop_privileges, set_dumpable_off};
 
 use std::path::{Path, PathBuf};
 
@@ -60,47 +64,6 @@ pub struct FsPolicy {
     pub tcp_connect: Vec<u16>,
     /// TCP ports it may bind (every other bind is refused).
     pub tcp_bind: Vec<u16>,
-}
-
-/// Drop every capability (bounding set first, then ambient, inheritable, effective, permitted) and make this
-/// process non-dumpable, so nothing it starts can regain root's powers or attach to it (ptrace, `pidfd_getfd`,
-/// `/proc/<pid>/mem`). Call after [`FsPolicy::apply`].
-pub fn drop_privileges() -> Result<(), SandboxError> {
-    use caps::CapSet;
-    let cap = |e: caps::errors::CapsError| SandboxError::Capabilities(e.to_string());
-    // Emptying the bounding set needs CAP_SETPCAP. Without it (an ordinary user), nothing is left to regain: an
-    // unprivileged user's execve grants no capabilities, and no_new_privs stops setuid and file capabilities.
-    // Root without CAP_SETPCAP could regain root's on execve, so that case fails closed.
-    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).map_err(cap)? {
-        for c in caps::all() {
-            caps::drop(None, CapSet::Bounding, c).map_err(cap)?;
-        }
-    } else if nix::unistd::geteuid().is_root() {
-        return Err(SandboxError::Capabilities(
-            "running as root without CAP_SETPCAP: cannot empty the bounding set".into(),
-        ));
-    }
-    for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
-        caps::clear(None, set).map_err(cap)?;
-    }
-    let checked: &[CapSet] = if nix::unistd::geteuid().is_root() {
-        &[CapSet::Bounding, CapSet::Effective, CapSet::Permitted]
-    } else {
-        &[CapSet::Effective, CapSet::Permitted]
-    };
-    for &set in checked {
-        let left = caps::read(None, set).map_err(cap)?;
-        if !left.is_empty() {
-            return Err(SandboxError::Capabilities(format!("{set:?} still holds {left:?}")));
-        }
-    }
-    set_dumpable_off()
-}
-
-/// Make this process non-dumpable: same-uid processes can no longer read its `/proc/<pid>/environ` or `mem`, or
-/// attach to it, without CAP_SYS_PTRACE. (The supervisor and the broker do this too.)
-pub fn set_dumpable_off() -> Result<(), SandboxError> {
-    nix::sys::prctl::set_dumpable(false).map_err(|e| SandboxError::Capabilities(format!("PR_SET_DUMPABLE: {e}")))
 }
 
 /// Why the sandbox could not be applied. The worker refuses to run the task on any of these.
