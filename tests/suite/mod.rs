@@ -1,5 +1,6 @@
 //! One module per topic.
 
+mod attacks;
 mod checkpoints;
 mod crash;
 mod daemon;
