@@ -127,9 +127,8 @@ fn head_of(repo: &Path, branch: &str) -> Option<String> {
 
 fn stopped_or_traced(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned()
-    };
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned();
     field("State:").starts_with(['T', 't']) || field("TracerPid:") != "0"
 }
 

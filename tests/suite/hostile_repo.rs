@@ -18,6 +18,13 @@ fn run_task_with_bash(home: &mut TestHome, repo: &Path, command: String) -> serd
     let task = home.json(&["task", "new", "hostile", "--repo", repo.to_str().unwrap(), "--json"]);
     let id = task["id"].as_str().unwrap().to_owned();
     let ended = home.wait_ended(&[&id], Duration::from_secs(90)).remove(0);
+    // The supervisor removes the worktree (keep-worktrees: false) just after the task's status says it ended: give
+    // it that moment before stopping it (the test asserts the removal below).
+    let worktree = home.paths.home.join("tasks").join(&id).join("worktree");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while worktree.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     home.kill9_supervisors();
     ended
 }
