@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, ENV_TEST_PAUSE_AFTER, MAX_WORKER_FRAME, SandboxReport,
-    SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
+    BrokerToWorker, Checkpoint, CheckpointKind, ENV_TEST_PAUSE_AFTER, CommitResult, MAX_WORKER_FRAME, SandboxReport, SupervisorToWorker,
+    TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
@@ -212,9 +212,7 @@ impl Agent {
                         CommitResult::Committed { branch, commit } => {
                             ToolOutcome::ok(format!("Committed {commit} on {branch}."))
                         }
-                        CommitResult::NothingToCommit => {
-                            ToolOutcome::ok("Nothing to commit: no change since the last commit.")
-                        }
+                        CommitResult::NothingToCommit => ToolOutcome::ok("Nothing to commit: no change since the last commit."),
                         CommitResult::Failed { error } => ToolOutcome::error(format!("Commit failed: {error}")),
                     }));
                 }
