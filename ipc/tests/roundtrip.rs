@@ -9,8 +9,8 @@ use neuraphage_ipc::llm::{
     ToolDefinition, Usage,
 };
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, SandboxReport, SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker,
-    WorkerToSupervisor,
+    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, SandboxReport, SupervisorToWorker, TaskOutcome,
+    WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{
     ControlError, ControlReply, ControlRequest, DaemonStatus, ErrorCode, EventKind, FrameCodec, HandshakeReply, Hello,
@@ -319,10 +319,8 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
             result: CommitResult::Committed { branch, commit }
         }),
         any::<u64>().prop_map(|id| SupervisorToWorker::Committed { id, result: CommitResult::NothingToCommit }),
-        (any::<u64>(), text()).prop_map(|(id, error)| SupervisorToWorker::Committed {
-            id,
-            result: CommitResult::Failed { error }
-        }),
+        (any::<u64>(), text())
+            .prop_map(|(id, error)| SupervisorToWorker::Committed { id, result: CommitResult::Failed { error } }),
     ];
     let to_supervisor = prop_oneof![
         (any::<u64>(), checkpoint_kind(), any::<u32>(), vec(message(), 0..3)).prop_map(

@@ -163,7 +163,9 @@ pub fn load(name: &str, ctx: &Context) -> Result<Profile, ProfileError> {
                 });
             }
         },
-        Err(e) => return Err(ProfileError { file: user_file.display().to_string(), line: None, reason: e.to_string() }),
+        Err(e) => {
+            return Err(ProfileError { file: user_file.display().to_string(), line: None, reason: e.to_string() });
+        }
     };
     Profile::parse(name, &file, &text, ctx)
 }
@@ -192,13 +194,23 @@ impl Profile {
             line: e.span().map(|s| line_of(text, s.start)),
             reason: e.message().to_owned(),
         })?;
-        let profile = Profile { name: name.to_owned(), file: file.to_owned(), description: doc.description.clone(), text: text.to_owned(), doc };
+        let profile = Profile {
+            name: name.to_owned(),
+            file: file.to_owned(),
+            description: doc.description.clone(),
+            text: text.to_owned(),
+            doc,
+        };
         profile.check(ctx)?;
         Ok(profile)
     }
 
     fn refuse(&self, span: Option<Range<usize>>, reason: impl Into<String>) -> ProfileError {
-        ProfileError { file: self.file.clone(), line: span.map(|s| line_of(&self.text, s.start)), reason: reason.into() }
+        ProfileError {
+            file: self.file.clone(),
+            line: span.map(|s| line_of(&self.text, s.start)),
+            reason: reason.into(),
+        }
     }
 
     /// The rule paths with their access, as written.
@@ -214,7 +226,10 @@ impl Profile {
         if abi > crate::MAX_KNOWN_LANDLOCK_ABI {
             return Err(self.refuse(
                 None,
-                format!("min-landlock-abi = {abi}: this build knows Landlock ABIs up to {}", crate::MAX_KNOWN_LANDLOCK_ABI),
+                format!(
+                    "min-landlock-abi = {abi}: this build knows Landlock ABIs up to {}",
+                    crate::MAX_KNOWN_LANDLOCK_ABI
+                ),
             ));
         }
         for (path, _) in self.rules() {
@@ -230,7 +245,14 @@ impl Profile {
                 return Err(self.refuse(None, format!("[network] hosts: {host:?} is not a host name")));
             }
         }
-        for (port, what) in self.doc.network.tcp_connect.iter().map(|p| (p, "tcp-connect")).chain(self.doc.network.tcp_bind.iter().map(|p| (p, "tcp-bind"))) {
+        for (port, what) in self
+            .doc
+            .network
+            .tcp_connect
+            .iter()
+            .map(|p| (p, "tcp-connect"))
+            .chain(self.doc.network.tcp_bind.iter().map(|p| (p, "tcp-bind")))
+        {
             if *port == 0 {
                 return Err(self.refuse(None, format!("[network] {what}: port 0 is not a port")));
             }
@@ -244,7 +266,8 @@ impl Profile {
                 return Err(self.refuse(Some(key.span()), format!("[env] {k:?} is not an environment variable name")));
             }
             if k.starts_with("NEURAPHAGE_") || PROTECTED_ENV.contains(&k.as_str()) {
-                return Err(self.refuse(Some(key.span()), format!("[env] {k} is set by Neuraphage; a profile may not change it")));
+                return Err(self
+                    .refuse(Some(key.span()), format!("[env] {k} is set by Neuraphage; a profile may not change it")));
             }
         }
         Ok(())
@@ -258,7 +281,9 @@ impl Profile {
         if raw.starts_with("{worktree}") || raw.starts_with("{task_tmp}") {
             let rest = raw.trim_start_matches("{worktree}").trim_start_matches("{task_tmp}");
             if !rest.is_empty() {
-                return Err(refuse("{worktree} and {task_tmp} stand alone (they already give everything beneath)".into()));
+                return Err(refuse(
+                    "{worktree} and {task_tmp} stand alone (they already give everything beneath)".into(),
+                ));
             }
             return Ok(());
         }
@@ -368,7 +393,8 @@ impl Profile {
 }
 
 /// Variables Neuraphage sets for a task, which a profile may not replace.
-const PROTECTED_ENV: &[&str] = &["PATH", "HOME", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"];
+const PROTECTED_ENV: &[&str] =
+    &["PATH", "HOME", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"];
 
 fn is_task_folder(path: &Path, folders: &TaskFolders) -> bool {
     [&folders.workdir, &folders.tmp].iter().any(|f| std::fs::canonicalize(f).is_ok_and(|f| path.starts_with(f)))

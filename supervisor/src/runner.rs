@@ -13,9 +13,9 @@ use neuraphage_ipc::worker::{
     ARG_BROKER_FD, ARG_HANDOFF_FD, ARG_SUPERVISOR_FD, Checkpoint, CheckpointKind, CommitResult, MAX_WORKER_FRAME,
     SandboxReport, SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToSupervisor,
 };
+use neuraphage_ipc::{EventKind, Link, Role, RunningPhase, Task, TaskId, TaskStatus};
 use neuraphage_sandbox_profiles::plan::SandboxPlan;
 use neuraphage_sandbox_profiles::{FsAccess, TaskFolders, profile};
-use neuraphage_ipc::{EventKind, Link, Role, RunningPhase, Task, TaskId, TaskStatus};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,7 @@ const ENV_ALLOWLIST: &[&str] = &[
     "RUST_LOG",
     "RUST_BACKTRACE",
     neuraphage_ipc::worker::ENV_TEST_PAUSE_AFTER,
+    neuraphage_sandbox_profiles::ENV_TEST_LANDLOCK_ABI,
 ];
 
 /// `PATH` for a task: the supervisor's, less the folders its sandbox cannot execute from (so a command fails with
@@ -178,10 +179,11 @@ async fn session(
     };
     let ctx = profile_context(&daemon.paths().home, task.repo.as_deref());
     let profile_name = task.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
-    let (profile, plan) = match profile::load(profile_name, &ctx).and_then(|p| p.plan(&folders, &ctx).map(|plan| (p, plan))) {
-        Ok(both) => both,
-        Err(e) => return Ok(Ending::Refused(format!("sandbox profile {profile_name}: {e}"))),
-    };
+    let (profile, plan) =
+        match profile::load(profile_name, &ctx).and_then(|p| p.plan(&folders, &ctx).map(|plan| (p, plan))) {
+            Ok(both) => both,
+            Err(e) => return Ok(Ending::Refused(format!("sandbox profile {profile_name}: {e}"))),
+        };
     let plan_file = dirs.root.join("sandbox.json");
     plan.save(&plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
 
@@ -453,7 +455,8 @@ fn commit_with(daemon: &Daemon, task: &Task, worktree_dir: &Path, message: &str)
     let commit =
         worktree::commit_all(Path::new(repo), worktree_dir, &task.id, message).map_err(|e| e.message().to_owned())?;
     if let Some(commit) = &commit {
-        daemon.record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit: commit.clone() });
+        daemon
+            .record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit: commit.clone() });
     }
     Ok(commit)
 }

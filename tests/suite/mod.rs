@@ -8,6 +8,7 @@ mod durability;
 mod hostile_clients;
 mod hostile_repo;
 mod peer_uid;
+mod profiles;
 mod refusals;
 mod running;
 mod systemd;

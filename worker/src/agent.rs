@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, ENV_TEST_PAUSE_AFTER, CommitResult, MAX_WORKER_FRAME, SandboxReport, SupervisorToWorker,
-    TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
+    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, ENV_TEST_PAUSE_AFTER, MAX_WORKER_FRAME, SandboxReport,
+    SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
@@ -205,20 +205,16 @@ impl Agent {
         self.next_request += 1;
         let id = self.next_request;
         self.supervisor.send(&WorkerToSupervisor::Commit { id, message }).await.context("supervisor link")?;
-        loop {
-            match self.supervisor.recv().await.context("supervisor link")? {
-                Some(SupervisorToWorker::Committed { id: got, result }) if got == id => {
-                    return Ok(Ok(match result {
-                        CommitResult::Committed { branch, commit } => {
-                            ToolOutcome::ok(format!("Committed {commit} on {branch}."))
-                        }
-                        CommitResult::NothingToCommit => ToolOutcome::ok("Nothing to commit: no change since the last commit."),
-                        CommitResult::Failed { error } => ToolOutcome::error(format!("Commit failed: {error}")),
-                    }));
+        match self.supervisor.recv().await.context("supervisor link")? {
+            Some(SupervisorToWorker::Committed { id: got, result }) if got == id => Ok(Ok(match result {
+                CommitResult::Committed { branch, commit } => {
+                    ToolOutcome::ok(format!("Committed {commit} on {branch}."))
                 }
-                Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
-                Some(other) => bail!("unexpected message while committing: {other:?}"),
-            }
+                CommitResult::NothingToCommit => ToolOutcome::ok("Nothing to commit: no change since the last commit."),
+                CommitResult::Failed { error } => ToolOutcome::error(format!("Commit failed: {error}")),
+            })),
+            Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
+            Some(other) => bail!("unexpected message while committing: {other:?}"),
         }
     }
 

@@ -84,7 +84,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         refused: applied.as_ref().err().cloned(),
     };
     match &report.refused {
-        None => tracing::info!(workdir = %folders.workdir.display(), profile = %report.profile, enforced = ?report.enforced, missing = ?report.missing, "sandbox applied"),
+        None => {
+            tracing::info!(workdir = %folders.workdir.display(), profile = %report.profile, enforced = ?report.enforced, missing = ?report.missing, "sandbox applied")
+        }
         Some(why) => tracing::error!(%why, "the sandbox cannot be enforced; refusing to run the task"),
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
