@@ -6,3 +6,4 @@ cargo build --release --workspace --bins
 cargo bench -p neuraphage-bench --bench task_new -- "$@"
 cargo bench -p neuraphage-bench --bench tasks -- "$@"
 cargo bench -p neuraphage-bench --bench recovery -- "$@"
+cargo bench -p neuraphage-bench --bench sandbox -- "$@"

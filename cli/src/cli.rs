@@ -25,6 +25,28 @@ pub enum Command {
     Task(TaskCommand),
     /// Show Neuraphage working, in a throw-away home (needs no API key).
     Demo(DemoArgs),
+    /// Inspect the sandbox tasks run in.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+/// `neuraphage sandbox …`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Apply a profile in a throw-away sandbox and print, layer by layer, what this machine enforces (no supervisor
+    /// needed). Exit 1 if a task with this profile would be refused here or a layer is not enforced.
+    Check(SandboxCheckArgs),
+}
+
+/// Arguments of `sandbox check`.
+#[derive(Debug, Args)]
+pub struct SandboxCheckArgs {
+    /// The profile to check (default: `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
 }
 
 /// `neuraphage daemon …`

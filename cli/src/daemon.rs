@@ -188,15 +188,20 @@ fn alive(pid: i32) -> bool {
 
 /// The supervisor binary: beside this executable, else from `PATH`.
 fn supervisor_binary() -> Result<PathBuf, CliError> {
-    if let Some(beside) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(SUPERVISOR_BIN)))
+    sibling_binary(SUPERVISOR_BIN)
+}
+
+/// A Neuraphage binary: beside this executable, else from `PATH`.
+pub fn sibling_binary(name: &str) -> Result<PathBuf, CliError> {
+    if let Some(beside) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(name)))
         && beside.is_file()
     {
         return Ok(beside);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join(SUPERVISOR_BIN)).find(|p| p.is_file()).ok_or_else(|| {
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file()).ok_or_else(|| {
         CliError::Failed(format!(
-            "cannot find {SUPERVISOR_BIN} beside this program or on PATH; build it with `cargo build --release`"
+            "cannot find {name} beside this program or on PATH; build it with `cargo build --release`"
         ))
     })
 }

@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod error;
 mod output;
+mod sandbox;
 mod task;
 
 use std::io::Write;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use neuraphage_ipc::paths::Paths;
 
-use crate::cli::{Cli, Command, DaemonCommand};
+use crate::cli::{Cli, Command, DaemonCommand, SandboxCommand};
 use crate::error::CliError;
 
 fn main() -> ExitCode {
@@ -100,6 +101,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             if out.json { output::json(&st) } else { output::out(&output::daemon_status(&st)) }
         }
         Command::Task(command) => task::run(&paths, command).await,
+        Command::Sandbox(SandboxCommand::Check(args)) => {
+            let report = sandbox::check(&paths, args.profile.as_deref()).await?;
+            if args.out.json {
+                output::json(&report)?;
+            } else {
+                print!("{}", sandbox::render(&report));
+            }
+            let all = report["layers"].as_array().is_some_and(|l| l.iter().all(|l| l["enforced"] == true));
+            if report["refused"].is_string() || !all {
+                return Err(CliError::Failed("this machine does not enforce the whole profile".into()));
+            }
+            Ok(())
+        }
         Command::Demo(_) => Ok(()),
     }
 }

@@ -83,11 +83,17 @@ impl SandboxPlan {
         report.enforced.extend(landlock.enforced);
         report.missing.extend(landlock.missing);
         crate::drop_privileges()?;
-        report.enforced.push("capabilities: none; no_new_privs; non-dumpable".into());
+        report
+            .enforced
+            .push("capabilities: none, securebits locked; no_new_privs; non-dumpable; inherited keyring left".into());
         crate::seccomp::apply(&self.seccomp)?;
         report.enforced.push(format!(
             "seccomp: deny list{}{}",
-            if self.seccomp.inet_stream_sockets { ", TCP sockets allowed" } else { ", no network sockets" },
+            if self.seccomp.inet_stream_sockets {
+                ", no sockets but TCP (unix socketpairs only)"
+            } else {
+                ", no sockets (unix socketpairs only)"
+            },
             if self.seccomp.extra_denied.is_empty() {
                 String::new()
             } else {

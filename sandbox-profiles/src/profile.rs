@@ -239,6 +239,12 @@ impl Profile {
             if crate::seccomp::syscall_number(syscall.get_ref()).is_none() {
                 return Err(self.refuse(Some(syscall.span()), format!("unknown system call {:?}", syscall.get_ref())));
             }
+            if ESSENTIAL_SYSCALLS.contains(&syscall.get_ref().as_str()) {
+                return Err(self.refuse(
+                    Some(syscall.span()),
+                    format!("{} is needed by the worker itself; denying it would stop every task", syscall.get_ref()),
+                ));
+            }
         }
         for host in &self.doc.network.hosts {
             if !valid_host(host) {
@@ -391,6 +397,60 @@ impl Profile {
         self.doc.min_landlock_abi
     }
 }
+
+/// System calls the worker and its tools cannot run without; a profile may not deny them.
+const ESSENTIAL_SYSCALLS: &[&str] = &[
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "openat",
+    "open",
+    "close",
+    "fstat",
+    "newfstatat",
+    "statx",
+    "lseek",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "mremap",
+    "brk",
+    "madvise",
+    "exit",
+    "exit_group",
+    "execve",
+    "clone",
+    "wait4",
+    "futex",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "sigaltstack",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "eventfd2",
+    "sendmsg",
+    "recvmsg",
+    "sendto",
+    "recvfrom",
+    "poll",
+    "ppoll",
+    "pipe2",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "getrandom",
+    "sched_yield",
+    "getpid",
+    "gettid",
+    "set_robust_list",
+    "rseq",
+    "prlimit64",
+    "ioctl",
+];
 
 /// Variables Neuraphage sets for a task, which a profile may not replace.
 const PROTECTED_ENV: &[&str] =

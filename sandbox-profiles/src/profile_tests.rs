@@ -96,6 +96,7 @@ fn unknown_syscalls_bad_hosts_ports_and_env_are_refused() {
     let e = refused("[syscalls]\ndeny = [\"ptrace\",\n \"fly\"]\n");
     assert_eq!(e.line, Some(3), "{e}");
     assert!(e.reason.contains("unknown system call \"fly\""));
+    assert!(refused("[syscalls]\ndeny = [\"futex\"]\n").reason.contains("needed by the worker"));
     assert!(refused("[network]\nhosts = [\"evil host\"]\n").reason.contains("not a host name"));
     assert!(refused("[network]\ntcp-connect = [0]\n").reason.contains("port 0"));
     assert!(refused("[network]\ntcp-connect = [70000]\n").line.is_some());

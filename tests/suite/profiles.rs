@@ -195,3 +195,32 @@ fn the_commit_tool_commits_to_the_tasks_branch_through_the_supervisor_and_runs_n
     let committed = home.show(&id)["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "committed").count();
     assert!(committed >= 1);
 }
+
+#[test]
+fn sandbox_check_reports_every_layer_of_each_shipped_profile_and_what_an_older_kernel_lacks() {
+    let home = TestHome::new();
+    for profile in ["default", "untrusted", "networked"] {
+        let report = home.json(&["sandbox", "check", "--profile", profile, "--json"]);
+        assert_eq!(report["profile"], profile);
+        assert!(report["refused"].is_null(), "{report:#}");
+        let layers = report["layers"].as_array().unwrap();
+        let names: Vec<&str> = layers.iter().map(|l| l["layer"].as_str().unwrap()).collect();
+        assert_eq!(names, ["landlock filesystem", "network", "landlock scopes", "seccomp", "capabilities", "rlimits"]);
+        assert!(layers.iter().all(|l| l["enforced"] == true), "{profile}: {report:#}");
+    }
+    // The probes can fail: on a kernel without scopes the signal probe gets through, and `untrusted` is refused.
+    let older = |args: &[&str]| {
+        let mut cmd = home.cli();
+        cmd.args(args).env(neuraphage_sandbox_profiles::ENV_TEST_LANDLOCK_ABI, "3");
+        cmd.output().unwrap()
+    };
+    let out = older(&["sandbox", "check", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scopes = report["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "landlock scopes").unwrap().clone();
+    assert_eq!(scopes["enforced"], false, "{report:#}");
+    assert!(report["missing"].to_string().contains("scopes"));
+    let out = older(&["sandbox", "check", "--profile", "untrusted"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED"), "{out:?}");
+}

@@ -4,6 +4,7 @@
 //! sandbox while still single-threaded, and only then start the async runtime and the agent loop.
 
 mod agent;
+mod check;
 mod links;
 
 use std::path::PathBuf;
@@ -19,14 +20,14 @@ use neuraphage_sandbox_profiles::plan::SandboxPlan;
 #[command(name = "neuraphage-worker", version)]
 struct Args {
     /// The inherited fd of the supervisor link.
-    #[arg(long)]
-    supervisor_fd: i32,
+    #[arg(long, required_unless_present = "check")]
+    supervisor_fd: Option<i32>,
     /// The inherited fd of the broker link.
-    #[arg(long)]
-    broker_fd: i32,
+    #[arg(long, required_unless_present = "check")]
+    broker_fd: Option<i32>,
     /// The inherited fd on which a new broker link arrives if the broker is restarted.
-    #[arg(long)]
-    handoff_fd: i32,
+    #[arg(long, required_unless_present = "check")]
+    handoff_fd: Option<i32>,
     /// The task's worktree (or scratch folder), read-write.
     #[arg(long)]
     workdir: PathBuf,
@@ -45,6 +46,10 @@ struct Args {
     /// The sandbox plan (JSON) the supervisor resolved from the task's profile.
     #[arg(long)]
     sandbox: PathBuf,
+    /// Apply the sandbox, try what it should stop, print what this machine enforces (JSON) and exit; `--tmp` must
+    /// be a folder outside the plan's rules with a file `probe` in it. For `neuraphage sandbox check`.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,7 +66,17 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     links::die_with_parent()?;
-    let (supervisor, broker, handoff) = links::take(args.supervisor_fd, args.broker_fd, args.handoff_fd)?;
+    if args.check {
+        neuraphage_ipc::inherit::close_others(&[0, 1, 2]).map_err(anyhow::Error::msg)?;
+        nix::unistd::setsid()?;
+        let plan = SandboxPlan::load(&args.sandbox)?;
+        let report = check::run(&plan, &args.workdir, &args.tmp);
+        println!("{report}");
+        return Ok(());
+    }
+    let fd = |f: Option<i32>| f.ok_or_else(|| anyhow::anyhow!("missing link fd"));
+    let (supervisor, broker, handoff) =
+        links::take(fd(args.supervisor_fd)?, fd(args.broker_fd)?, fd(args.handoff_fd)?)?;
     let folders = TaskFolders {
         workdir: args.workdir,
         tmp: args.tmp,
