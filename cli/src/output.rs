@@ -156,6 +156,9 @@ fn event_text(e: &TaskEvent) -> String {
             }
             s
         }
+        EventKind::ProxyDecision { host, port, allowed, reason } => {
+            format!("proxy {} {host}:{port} ({reason})", if *allowed { "allowed" } else { "refused" })
+        }
         EventKind::ConversationRepaired { report } => format!("conversation repaired: {report}"),
         EventKind::WorkerLost { reason, attempt, retry_in_ms } => {
             format!("worker lost ({}); restart {attempt} in {retry_in_ms} ms", clean(reason))

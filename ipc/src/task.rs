@@ -336,6 +336,17 @@ pub enum EventKind {
         /// What this kernel could not enforce.
         missing: Vec<String>,
     },
+    /// The task's network proxy allowed or refused a connection.
+    ProxyDecision {
+        /// The host asked for (as the task wrote it).
+        host: String,
+        /// The port asked for.
+        port: u16,
+        /// Whether the proxy connected it.
+        allowed: bool,
+        /// Why, in a few words (e.g. `listed`, `not in the profile's hosts`, `cannot connect: ...`).
+        reason: String,
+    },
     /// A checkpoint is on disk.
     Checkpoint {
         /// Its sequence number.
@@ -389,6 +400,7 @@ impl EventKind {
             EventKind::DependencyAdded { .. } => "dependency_added",
             EventKind::WorkerStarted { .. } => "worker_started",
             EventKind::Sandboxed { .. } => "sandboxed",
+            EventKind::ProxyDecision { .. } => "proxy_decision",
             EventKind::Checkpoint { .. } => "checkpoint",
             EventKind::WorkerLost { .. } => "worker_lost",
             EventKind::ConversationRepaired { .. } => "conversation_repaired",

@@ -118,6 +118,8 @@ fn event() -> impl Strategy<Value = TaskEvent> {
             |(profile, kernel_abi, enforced, missing)| EventKind::Sandboxed { profile, kernel_abi, enforced, missing }
         ),
         text().prop_map(|report| EventKind::ConversationRepaired { report }),
+        (text(), any::<u16>(), any::<bool>(), text())
+            .prop_map(|(host, port, allowed, reason)| EventKind::ProxyDecision { host, port, allowed, reason }),
         (text(), any::<u32>(), any::<u64>()).prop_map(|(reason, attempt, retry_in_ms)| EventKind::WorkerLost {
             reason,
             attempt,

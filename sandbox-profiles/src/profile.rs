@@ -101,7 +101,8 @@ pub struct Network {
     /// TCP ports the task may listen on.
     #[serde(default)]
     pub tcp_bind: Vec<u16>,
-    /// Hosts the task may reach through Neuraphage's HTTP CONNECT proxy.
+    /// Hosts the task may reach through Neuraphage's HTTP CONNECT proxy: `host` (ports 443 and 80) or `host:port`
+    /// (see [`crate::hosts`]).
     #[serde(default)]
     pub hosts: Vec<String>,
 }
@@ -247,8 +248,8 @@ impl Profile {
             }
         }
         for host in &self.doc.network.hosts {
-            if !valid_host(host) {
-                return Err(self.refuse(None, format!("[network] hosts: {host:?} is not a host name")));
+            if crate::hosts::HostRule::parse(host).is_none() {
+                return Err(self.refuse(None, format!("[network] hosts: {host:?} is not a host name or host:port")));
             }
         }
         for (port, what) in self
@@ -493,18 +494,6 @@ fn forbidden(path: &Path, ctx: &Context) -> Option<String> {
         }
     }
     None
-}
-
-fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// The 1-based line of byte `offset` in `text`.

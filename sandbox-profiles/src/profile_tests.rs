@@ -98,6 +98,7 @@ fn unknown_syscalls_bad_hosts_ports_and_env_are_refused() {
     assert!(e.reason.contains("unknown system call \"fly\""));
     assert!(refused("[syscalls]\ndeny = [\"futex\"]\n").reason.contains("needed by the worker"));
     assert!(refused("[network]\nhosts = [\"evil host\"]\n").reason.contains("not a host name"));
+    assert!(refused("[network]\nhosts = [\"localhost:0\"]\n").reason.contains("not a host name or host:port"));
     assert!(refused("[network]\ntcp-connect = [0]\n").reason.contains("port 0"));
     assert!(refused("[network]\ntcp-connect = [70000]\n").line.is_some());
     let e = refused("[env]\n\"A B\" = \"x\"\n");
