@@ -30,9 +30,14 @@ impl HostRule {
         valid_host_name(&host).then_some(HostRule { host, port })
     }
 
+    /// Whether this rule is about `host` (as a client asked for it), whatever the port.
+    pub fn names(&self, host: &str) -> bool {
+        normalize(host) == self.host
+    }
+
     /// Whether this rule allows `host:port` (the host as a client asked for it).
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        normalize(host) == self.host
+        self.names(host)
             && match self.port {
                 Some(p) => p == port,
                 None => DEFAULT_PORTS.contains(&port),

@@ -9,6 +9,7 @@
 //! - [`worktree`]: task worktrees and branches (git2); [`conversation`]: the per-task conversation repository.
 //! - [`broker_link`]: spawning the broker and handing it worker links; [`spawn`]: children with inherited fds.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
+//! - [`proxy`]: a task's HTTP CONNECT proxy, which lets it reach the hosts its profile lists and nothing else.
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -22,6 +23,7 @@ pub mod conversation;
 pub mod error;
 pub mod home;
 pub mod notify;
+pub mod proxy;
 pub mod requests;
 pub mod runner;
 pub mod server;
