@@ -3,7 +3,7 @@
 //! [`run_task`] spawns `neuraphage-worker` with two inherited socketpairs (this link and its broker link, whose other
 //! end goes to the broker), a scrubbed environment and cwd = the worktree; it persists every checkpoint (conversation
 //! commit, then SQLite) before acknowledging it; and when the worker ends it commits the task's work to its branch
-//! and records how the task ended.
+//! and records how the task ended. A task whose profile lists hosts gets its own [`crate::proxy`] for the session.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use neuraphage_ipc::worker::{
     SandboxReport, SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToSupervisor,
 };
 use neuraphage_ipc::{EventKind, Link, Role, RunningPhase, Task, TaskId, TaskStatus};
+use neuraphage_sandbox_profiles::hosts::HostRule;
 use neuraphage_sandbox_profiles::plan::SandboxPlan;
 use neuraphage_sandbox_profiles::{FsAccess, TaskFolders, profile};
 use tokio::net::UnixStream;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker_link::Broker;
 use crate::conversation::Conversation;
+use crate::proxy::TaskProxy;
 use crate::requests::Daemon;
 use crate::spawn::{fd_arg, seqpacket_pair, sibling_binary, spawn_with_fds, stream_pair};
 use crate::worktree;
@@ -179,11 +181,19 @@ async fn session(
     };
     let ctx = profile_context(&daemon.paths().home, task.repo.as_deref());
     let profile_name = task.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
-    let (profile, plan) =
+    let (profile, mut plan) =
         match profile::load(profile_name, &ctx).and_then(|p| p.plan(&folders, &ctx).map(|plan| (p, plan))) {
             Ok(both) => both,
             Err(e) => return Ok(Ending::Refused(format!("sandbox profile {profile_name}: {e}"))),
         };
+    let proxy = match start_proxy(daemon, task, profile.network()).await {
+        Ok(proxy) => proxy,
+        Err(e) => return Ok(Ending::Refused(format!("cannot start the task's network proxy: {e}"))),
+    };
+    if let Some(proxy) = &proxy {
+        // Landlock lets the task connect to the proxy's port (and the profile's own ports), nowhere else.
+        plan.tcp_connect.push(proxy.port());
+    }
     let plan_file = dirs.root.join("sandbox.json");
     plan.save(&plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
 
@@ -215,6 +225,12 @@ async fn session(
     }
     for (key, value) in profile.env() {
         cmd.env(key, value);
+    }
+    if let Some(proxy) = &proxy {
+        for key in PROXY_ENV {
+            cmd.env(key, proxy.url());
+        }
+        cmd.env("NO_PROXY", "").env("no_proxy", "");
     }
     cmd.env("PATH", task_path(&plan));
     cmd.env("HOME", &dirs.tmp).env("TMPDIR", &dirs.tmp).env("NEURAPHAGE_TASK", task.id.as_str());
@@ -259,10 +275,29 @@ async fn session(
     daemon.workers.set_pid(&task.id, None);
     daemon.workers.set_handoff(&task.id, None);
     daemon.record(&task.id, EventKind::WorkerExited { status: status.clone() });
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
+    }
     Ok(match ending {
         Ending::Lost(why) => Ending::Lost(format!("{why} (worker {status})")),
         other => other,
     })
+}
+
+/// The variables that point a task's HTTP clients at its proxy.
+const PROXY_ENV: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
+
+/// For a profile that lists hosts, the task's proxy (it stops when dropped, so with the session on any early return).
+async fn start_proxy(daemon: &Arc<Daemon>, task: &Task, net: &profile::Network) -> std::io::Result<Option<TaskProxy>> {
+    if net.hosts.is_empty() {
+        return Ok(None);
+    }
+    // The profile checker refused entries that do not parse; none is dropped here.
+    let rules = net.hosts.iter().filter_map(|h| HostRule::parse(h)).collect();
+    let (daemon, id) = (daemon.clone(), task.id.clone());
+    let proxy = TaskProxy::start(rules, Arc::new(move |kind| daemon.record(&id, kind))).await?;
+    tracing::info!(port = proxy.port(), "network proxy started");
+    Ok(Some(proxy))
 }
 
 struct Prepared {
