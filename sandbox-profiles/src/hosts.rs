@@ -45,11 +45,6 @@ impl HostRule {
     }
 }
 
-/// Whether any of `rules` allows `host:port`.
-pub fn allowed(rules: &[HostRule], host: &str, port: u16) -> bool {
-    rules.iter().any(|r| r.allows(host, port))
-}
-
 /// Lowercase, without one trailing dot.
 fn normalize(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
@@ -70,6 +65,10 @@ fn valid_host_name(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn allowed(rules: &[HostRule], host: &str, port: u16) -> bool {
+        rules.iter().any(|r| r.allows(host, port))
+    }
 
     fn rule(entry: &str) -> HostRule {
         HostRule::parse(entry).unwrap()

@@ -8,6 +8,10 @@
 //! spliced). Everything else gets 400; a host or port outside the list gets 403; a listed host that cannot be
 //! reached gets 502. Each answer has a one-line reason. Bounded: the request head is at most [`MAX_HEAD`] bytes and
 //! must arrive within [`HEAD_TIMEOUT`]; at most [`MAX_CONNECTIONS`] connections at once per task.
+//!
+//! Limits: Landlock rules name ports, not addresses, so the task may also open TCP connections to the proxy's port
+//! number on other addresses. A listed name is resolved here, outside the sandbox, and connected to whatever it
+//! resolves to (the hosts of a profile are trusted to be what they say).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -211,6 +211,18 @@ impl TestHome {
         self.json(&["task", "show", id, "--json"])
     }
 
+    /// The content of task `id`'s first tool result (`""` if it has none), from `task log --json`.
+    pub fn first_tool_output(&self, id: &str) -> String {
+        let log = self.json(&["task", "log", id, "--json"]);
+        let messages = log["messages"].as_array().cloned().unwrap_or_default();
+        messages
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .find(|b| b["type"] == "tool_result")
+            .and_then(|b| b["content"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// Wait until every task in `ids` has ended (Completed, Failed, Cancelled or Blocked); their `task show`s.
     pub fn wait_ended(&self, ids: &[&str], within: Duration) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + within;
