@@ -213,14 +213,19 @@ impl TestHome {
 
     /// The content of task `id`'s first tool result (`""` if it has none), from `task log --json`.
     pub fn first_tool_output(&self, id: &str) -> String {
+        self.tool_outputs(id).into_iter().next().unwrap_or_default()
+    }
+
+    /// The contents of every tool result of task `id`, in order, from `task log --json`.
+    pub fn tool_outputs(&self, id: &str) -> Vec<String> {
         let log = self.json(&["task", "log", id, "--json"]);
         let messages = log["messages"].as_array().cloned().unwrap_or_default();
         messages
             .iter()
             .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-            .find(|b| b["type"] == "tool_result")
-            .and_then(|b| b["content"].as_str().map(str::to_owned))
-            .unwrap_or_default()
+            .filter(|b| b["type"] == "tool_result")
+            .filter_map(|b| b["content"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Wait until every task in `ids` has ended (Completed, Failed, Cancelled or Blocked); their `task show`s.

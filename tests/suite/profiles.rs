@@ -18,19 +18,6 @@ fn bash_once(command: String) -> Model {
     }))
 }
 
-/// The first tool result of task `id`.
-fn tool_output(home: &TestHome, id: &str) -> String {
-    let log = home.json(&["task", "log", id, "--json"]);
-    log["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().unwrap().clone())
-        .find(|b| b["type"] == "tool_result")
-        .map(|b| b["content"].as_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 /// The `sandboxed` events of a task.
 fn sandbox_events(home: &TestHome, id: &str) -> Vec<Value> {
     let shown = home.show(id);
@@ -96,7 +83,7 @@ fn each_shipped_profile_runs_a_task_and_reports_what_it_enforces() {
         let id = new_task(&home, &["--profile", profile]);
         let ended = home.wait_ended(&[&id], WITHIN).remove(0);
         assert_eq!(ended["status"], "Completed", "{profile}: {ended:#}");
-        let out = tool_output(&home, &id);
+        let out = home.first_tool_output(&id);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.first().copied(), Some(files), "{profile} open files: {out}");
         // ulimit -f counts 1024-byte blocks.
@@ -137,7 +124,7 @@ fn below_a_profiles_minimum_landlock_abi_the_task_is_refused_and_above_it_what_i
     let lenient = new_task(&home, &[]);
     let ended = home.wait_ended(&[&lenient], WITHIN).remove(0);
     assert_eq!(ended["status"], "Completed", "{ended:#}");
-    assert!(tool_output(&home, &lenient).contains("ran"));
+    assert!(home.first_tool_output(&lenient).contains("ran"));
     let events = sandbox_events(&home, &lenient);
     let missing = events[0]["missing"].to_string();
     for gap in ["TCP", "ioctl", "scopes"] {
@@ -170,15 +157,7 @@ fn the_commit_tool_commits_to_the_tasks_branch_through_the_supervisor_and_runs_n
     let id = new_task(&home, &["--repo", &repo_arg]);
     let ended = home.wait_ended(&[&id], WITHIN).remove(0);
     assert_eq!(ended["status"], "Completed", "{ended:#}");
-    let log = home.json(&["task", "log", &id, "--json"]);
-    let results: Vec<String> = log["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().unwrap().clone())
-        .filter(|b| b["type"] == "tool_result")
-        .map(|b| b["content"].as_str().unwrap().to_owned())
-        .collect();
+    let results = home.tool_outputs(&id);
     assert!(results[1].starts_with("Committed ") && results[1].contains(&format!("neuraphage/{id}")), "{results:?}");
     assert!(results[2].contains("Nothing to commit"), "{results:?}");
     assert!(!results[3].contains("rc=0"), "git commit inside the sandbox must fail: {results:?}");

@@ -21,15 +21,7 @@ fn run_bash(home: &mut TestHome, command: String) -> (serde_json::Value, String)
     home.start_with_model(&model);
     let id = home.json(&["task", "new", "probe", "--json"])["id"].as_str().unwrap().to_owned();
     let ended = home.wait_ended(&[&id], WITHIN).remove(0);
-    let log = home.json(&["task", "log", &id, "--json"]);
-    let output = log["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().unwrap().clone())
-        .find(|b| b["type"] == "tool_result")
-        .map(|b| b["content"].as_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let output = home.first_tool_output(&id);
     (ended, output)
 }
 
