@@ -44,3 +44,18 @@ pub fn apply_rlimits(limits: &Limits) -> Result<crate::plan::Enforcement, Sandbo
     set(Resource::RLIMIT_CPU, "cpu seconds", limits.cpu_seconds)?;
     Ok(report)
 }
+
+/// Move this process into each of `cgroups` (the task's cgroup folders, one per hierarchy, made by the supervisor),
+/// so that everything it starts counts against the task's process and memory limits and dies with the task. It
+/// must come first: once Landlock is in force the cgroup files are out of reach. A folder that cannot be joined is
+/// an error (the supervisor made it for this worker; a task outside its cgroup is not what the plan says).
+pub fn join_cgroups(cgroups: &[std::path::PathBuf]) -> Result<crate::plan::Enforcement, SandboxError> {
+    let mut report = crate::plan::Enforcement::default();
+    for dir in cgroups {
+        // "0": the writing process (its whole thread group; the worker is single-threaded here).
+        std::fs::write(dir.join("cgroup.procs"), "0")
+            .map_err(|e| SandboxError::Limit(format!("cannot join the cgroup {}: {e}", dir.display())))?;
+        report.enforced.push(format!("cgroup {}", dir.display()));
+    }
+    Ok(report)
+}

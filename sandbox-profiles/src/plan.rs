@@ -73,11 +73,12 @@ impl SandboxPlan {
         FsPolicy { rules: self.fs.clone(), tcp_connect: self.tcp_connect.clone(), tcp_bind: self.tcp_bind.clone() }
     }
 
-    /// Apply the whole plan to this process, which must still be single-threaded: resource limits, Landlock
+    /// Apply the whole plan to this process, which must still be single-threaded: the task's cgroups, resource limits, Landlock
     /// (filesystem, network, scopes) with no_new_privs, capabilities and securebits, seccomp. Fails closed: whatever
     /// it cannot enforce that the profile demands is an error.
     pub fn apply(&self) -> Result<Enforcement, SandboxError> {
-        let mut report = crate::limits::apply_rlimits(&self.limits)?;
+        let mut report = crate::limits::join_cgroups(&self.cgroups)?;
+        report.enforced.extend(crate::limits::apply_rlimits(&self.limits)?.enforced);
         let landlock = self.fs_policy().apply(self.min_landlock_abi)?;
         report.kernel_abi = landlock.kernel_abi;
         report.enforced.extend(landlock.enforced);

@@ -6,6 +6,7 @@
 //! - [`requests`]: validates control requests and answers them from the store.
 //! - [`config`]: `neuraphage.yaml` (max-concurrent, keep-worktrees, max-iterations).
 //! - [`workers`]: the scheduler and the registry of running tasks; [`runner`]: one task's worker session.
+//! - [`cgroup`]: a task's cgroup (process and memory limits; every process killed at the task's end).
 //! - [`worktree`]: task worktrees and branches (git2); [`conversation`]: the per-task conversation repository.
 //! - [`broker_link`]: spawning the broker and handing it worker links; [`spawn`]: children with inherited fds.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
@@ -18,6 +19,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod broker_link;
+pub mod cgroup;
 pub mod config;
 pub mod conversation;
 pub mod error;

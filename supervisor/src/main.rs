@@ -60,6 +60,11 @@ fn run(paths: Paths) -> anyhow::Result<()> {
     let db = home.paths.home.join(DB_FILE);
     let store = Store::open(&db).with_context(|| format!("cannot open the task store {}", db.display()))?;
     let socket = home.paths.control_socket();
+    // Processes of tasks a killed supervisor of this home left running die before any task starts again.
+    let stale = neuraphage_supervisor::cgroup::clear_stale(&home.paths.home);
+    if stale > 0 {
+        tracing::warn!(stale, "killed the tasks of a previous supervisor and removed their cgroups");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let listener = server::bind(&socket)?;
@@ -96,6 +101,7 @@ fn run(paths: Paths) -> anyhow::Result<()> {
     // Every request still running finishes here, before the home's lock is released: no other supervisor may
     // start on this home while this one can still write.
     drop(runtime);
+    neuraphage_supervisor::cgroup::remove_home(&home.paths.home);
     tracing::info!("stopped");
     drop(home);
     Ok(())

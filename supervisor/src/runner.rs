@@ -171,13 +171,12 @@ async fn session(
         let dirs = TaskDirs::new(&daemon.paths().home, &task.id);
         tokio::task::spawn_blocking(move || prepare(&daemon, &task, &dirs)).await.map_err(|e| e.to_string())??
     };
-    let Prepared { workdir, git_dir, git_admin_dir, messages, last_seq, resume_point } = prepared;
     let folders = TaskFolders {
-        workdir: workdir.clone(),
+        workdir: prepared.workdir.clone(),
         tmp: dirs.tmp.clone(),
         outputs: dirs.outputs.clone(),
-        git_dir: git_dir.clone(),
-        git_admin_dir: git_admin_dir.clone(),
+        git_dir: prepared.git_dir.clone(),
+        git_admin_dir: prepared.git_admin_dir.clone(),
     };
     let ctx = profile_context(&daemon.paths().home, task.repo.as_deref());
     let profile_name = task.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
@@ -194,6 +193,42 @@ async fn session(
         // Landlock lets the task connect to the proxy's port (and the profile's own ports), nowhere else.
         plan.tcp_connect.push(proxy.port());
     }
+    // The task's own cgroup (process and memory limits), which the worker joins first; at the end, every process
+    // in it dies, however it left the worker's session.
+    let cgroup = {
+        let (home, id, limits) = (daemon.paths().home.clone(), task.id.as_str().to_owned(), plan.limits.clone());
+        tokio::task::spawn_blocking(move || crate::cgroup::for_task(&home, &id, &limits))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    if !cgroup.missing.is_empty() {
+        tracing::warn!(missing = ?cgroup.missing, "the task runs without (part of) its cgroup");
+    }
+    plan.cgroups = cgroup.dirs.clone();
+    let ran =
+        worker_session(daemon, broker, task, dirs, &plan, &profile, prepared, proxy, &cgroup, cancel, shutdown).await;
+    let left = tokio::task::spawn_blocking(move || cgroup.end()).await.unwrap_or(0);
+    if left > 0 {
+        tracing::info!(left, "killed the processes left in the task's cgroup");
+    }
+    ran
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker_session(
+    daemon: &Arc<Daemon>,
+    broker: &Broker,
+    task: &Task,
+    dirs: &TaskDirs,
+    plan: &SandboxPlan,
+    profile: &profile::Profile,
+    prepared: Prepared,
+    proxy: Option<TaskProxy>,
+    cgroup: &crate::cgroup::TaskCgroup,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<Ending, String> {
+    let Prepared { workdir, git_dir, git_admin_dir, messages, last_seq, resume_point } = prepared;
     let plan_file = dirs.root.join("sandbox.json");
     plan.save(&plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
 
@@ -232,7 +267,7 @@ async fn session(
         }
         cmd.env("NO_PROXY", "").env("no_proxy", "");
     }
-    cmd.env("PATH", task_path(&plan));
+    cmd.env("PATH", task_path(plan));
     cmd.env("HOME", &dirs.tmp).env("TMPDIR", &dirs.tmp).env("NEURAPHAGE_TASK", task.id.as_str());
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);
     let mut child = spawn_with_fds(&mut cmd, &[&sup_theirs, &broker_theirs, &handoff_theirs])
@@ -250,7 +285,8 @@ async fn session(
     let stream = UnixStream::from_std(sup_ours).map_err(|e| e.to_string())?;
     let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);
     let ending =
-        converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cancel, shutdown).await;
+        converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cgroup, cancel, shutdown)
+            .await;
 
     // The worker has ended the task, or must stop now.
     let stopped = if matches!(ending, Ending::Ended(_)) {
@@ -266,8 +302,8 @@ async fn session(
             "killed after not stopping in time".to_owned()
         }
     };
-    // Whatever the task started and left running dies with it (a process that left the worker's session escapes
-    // this; cgroups close that gap with the sandbox profiles).
+    // Whatever the task started and left running dies with it: here its session (where it has no cgroup), then
+    // (the caller) every process in its cgroup, however it left the session.
     let leftovers = crate::spawn::kill_session(pid);
     if leftovers > 0 {
         tracing::info!(leftovers, "killed processes the task left running");
@@ -367,6 +403,7 @@ async fn converse(
     link: &mut WorkerLink,
     workdir: &Path,
     resume: (Vec<neuraphage_ipc::llm::Message>, u64, Option<CheckpointKind>),
+    cgroup: &crate::cgroup::TaskCgroup,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Ending {
@@ -415,10 +452,13 @@ async fn converse(
                 }
             }
             Ok(Some(WorkerToSupervisor::Sandbox(report))) => {
-                let SandboxReport { profile, kernel_abi, enforced, missing, refused } = report;
+                let SandboxReport { profile, kernel_abi, mut enforced, mut missing, refused } = report;
                 if let Some(why) = refused {
                     return Ending::Refused(format!("the worker cannot enforce the sandbox: {why}"));
                 }
+                // The supervisor's side of the sandbox: the cgroup's limits, or why the task has none.
+                enforced.extend(cgroup.enforced.iter().cloned());
+                missing.extend(cgroup.missing.iter().cloned());
                 if !missing.is_empty() {
                     tracing::warn!(?missing, "this kernel cannot enforce part of the sandbox");
                 }

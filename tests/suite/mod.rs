@@ -7,6 +7,7 @@ mod daemon;
 mod durability;
 mod hostile_clients;
 mod hostile_repo;
+mod limits;
 mod network;
 mod peer_uid;
 mod profiles;
