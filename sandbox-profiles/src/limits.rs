@@ -59,3 +59,24 @@ pub fn join_cgroups(cgroups: &[std::path::PathBuf]) -> Result<crate::plan::Enfor
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joining_writes_this_process_to_each_cgroup_and_a_missing_one_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("pids"), tmp.path().join("memory"));
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        }
+        let report = join_cgroups(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(report.enforced.len(), 2);
+        assert_eq!(std::fs::read_to_string(a.join("cgroup.procs")).unwrap(), "0");
+        let missing = tmp.path().join("gone");
+        let err = join_cgroups(&[a, missing.clone()]).unwrap_err().to_string();
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+    }
+}
