@@ -54,19 +54,6 @@ fn new_task(home: &TestHome, marker: &str) -> String {
     task["id"].as_str().unwrap().to_owned()
 }
 
-/// The Bash output of task `id`.
-fn bash_output(home: &TestHome, id: &str) -> String {
-    let log = home.json(&["task", "log", id, "--json"]);
-    log["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-        .find(|b| b["type"] == "tool_result")
-        .map(|b| b["content"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
-
 /// What the task's sandbox reported enforced (its `sandboxed` event).
 fn enforced(task: &serde_json::Value) -> String {
     let events = task["events"].as_array().unwrap();
@@ -113,13 +100,13 @@ fn a_fork_bomb_in_a_task_hits_its_process_limit_and_spares_the_rest() {
     assert!(home.task_ids().contains(&bomb_id));
     let ended = home.wait_ended(&[&bomb_id, &bystander], WITHIN);
     assert!(enforced(&ended[0]).contains("pids.max = 32"), "no pids cgroup: {:#}", ended[0]);
-    let output = bash_output(&home, &bomb_id);
+    let output = home.first_tool_output(&bomb_id);
     assert!(output.contains("fork-failed"), "the fork bomb was not stopped: {output}");
     let spawned: u32 = output.split("spawned=").nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap();
     assert!(spawned < 32, "{output}");
     // The other task, limited alike, forks what it needs meanwhile and completes.
     assert_eq!(ended[1]["status"], "Completed", "{:#}", ended[1]);
-    let other = bash_output(&home, &bystander);
+    let other = home.first_tool_output(&bystander);
     assert!(other.contains("spawned=8 of 8 all-forked"), "{other}");
     assert!(home.task_ids().len() == 2);
     // The control: outside a task, the same 200 forks succeed.
@@ -166,12 +153,12 @@ fn a_memory_bomb_in_a_task_is_killed_within_its_memory_limit() {
     let bystander = new_task(&home, "BYSTANDER");
     let ended = home.wait_ended(&[&bomb, &bystander], WITHIN);
     assert!(enforced(&ended[0]).contains("cgroup memory"), "no memory cgroup: {:#}", ended[0]);
-    let output = bash_output(&home, &bomb);
+    let output = home.first_tool_output(&bomb);
     let killed: u32 = output.split("killed=").nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap_or(0);
     assert!(killed > 0 && !output.contains("ok=13"), "the memory bomb was not stopped by the cgroup: {output}");
     // The supervisor and the other task live on.
     assert_eq!(ended[1]["status"], "Completed", "{:#}", ended[1]);
-    assert!(bash_output(&home, &bystander).contains("bystander-ok"));
+    assert!(home.first_tool_output(&bystander).contains("bystander-ok"));
     assert_eq!(home.task_ids().len(), 2);
     // The control: outside a task, the same allocations all succeed.
     let outside = std::process::Command::new("bash").arg("-c").arg(MEMORY_BOMB).output().unwrap();
@@ -217,7 +204,7 @@ fn a_task_runs_with_its_profiles_rlimits() {
     let id = new_task(&home, "RLIMITS");
     let ended = home.wait_ended(&[&id], WITHIN).remove(0);
     assert_eq!(ended["status"], "Completed", "{ended:#}");
-    let output = bash_output(&home, &id);
+    let output = home.first_tool_output(&id);
     // 16 MiB in ulimit's 1024-byte blocks.
     assert!(output.contains("open-files=256 file-blocks=16384"), "{output}");
     // The control: outside a task, the limits are not the profile's.
