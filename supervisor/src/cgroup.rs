@@ -198,7 +198,7 @@ impl Layout {
             Layout::V2 { base } => {
                 cg.unified = true;
                 let dir = base.join(task);
-                match create_v2(base, &dir) {
+                match retry_removed_parent(|| create_v2(base, &dir)) {
                     Ok(()) => {
                         cg.dirs.push(dir.clone());
                         if let Some(n) = limits.processes {
@@ -297,7 +297,7 @@ impl TaskCgroup {
         if self.dirs.contains(&dir) {
             return Some(dir);
         }
-        match std::fs::create_dir_all(&dir) {
+        match retry_removed_parent(|| std::fs::create_dir_all(&dir)) {
             Ok(()) => {
                 self.dirs.push(dir.clone());
                 Some(dir)
@@ -374,14 +374,30 @@ impl TaskCgroup {
         Ok(())
     }
 
-    /// Empty the cgroup and remove it: the end of a task. How many processes were left to kill.
+    /// Empty the cgroup and remove it: the end of a task. How many processes were left to kill. The home's folder
+    /// goes too when this was its last task (so a supervisor killed with -9 leaves at most its running tasks' ones).
     pub fn end(&self) -> usize {
         let left = self.members().len();
         self.kill_all();
         if let Err(e) = self.remove() {
             tracing::warn!(error = %e, "cannot remove the task's cgroup");
         }
+        for base in self.dirs.iter().filter_map(|d| d.parent()) {
+            // Fails (EBUSY, ENOTEMPTY) while another task's cgroup is in it: then it stays.
+            let _ = std::fs::remove_dir(base);
+        }
         left
+    }
+}
+
+/// Run `make` again when the home's folder vanished under it (the last task of the home ending at that moment).
+fn retry_removed_parent(mut make: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match make() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            other => return other,
+        }
     }
 }
 
@@ -514,9 +530,7 @@ mod tests {
         assert_eq!(cg.end(), 1);
         assert!(!child.wait().unwrap().success());
         assert!(cg.dirs.iter().all(|d| !d.exists()));
+        assert!(layout.bases().iter().all(|b| !b.exists()), "the home's folder outlived its last task");
         assert_eq!(layout.clear_stale(), 0);
-        for base in layout.bases() {
-            let _ = std::fs::remove_dir(base);
-        }
     }
 }
