@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::llm::Usage;
+use crate::lock::LockTableView;
 use crate::task::TaskId;
 
 /// Largest frame on the broker link.
@@ -17,6 +18,9 @@ pub const MAX_BROKER_FRAME: usize = 1024 * 1024;
 pub const ARG_CONTROL_FD: &str = "--control-fd";
 /// Command-line flag naming the fd-handoff socket.
 pub const ARG_HANDOFF_FD: &str = "--handoff-fd";
+/// Command-line flag: the broker was restarted, and holders have this many milliseconds to re-claim their locks
+/// before other tasks may take them.
+pub const ARG_LOCK_GRACE_MS: &str = "--lock-grace-ms";
 
 /// Supervisor → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +28,11 @@ pub const ARG_HANDOFF_FD: &str = "--handoff-fd";
 pub enum SupervisorToBroker {
     /// Stop serving and exit.
     Shutdown,
+    /// Send the lock table ([`BrokerToSupervisor::Locks`]).
+    ListLocks {
+        /// Echoed in the answer.
+        id: u64,
+    },
 }
 
 /// Broker → supervisor.
@@ -45,5 +54,12 @@ pub enum BrokerToSupervisor {
         model: String,
         /// Its usage.
         usage: Usage,
+    },
+    /// Answer to [`SupervisorToBroker::ListLocks`].
+    Locks {
+        /// The request.
+        id: u64,
+        /// The table.
+        table: LockTableView,
     },
 }

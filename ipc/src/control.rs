@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::cost::{CostGrouping, CostLine, CostTotals};
+use crate::lock::LockTableView;
 use crate::task::{Priority, Task, TaskDetail, TaskId, TaskState};
 
 /// Largest request frame the supervisor accepts from a client.
@@ -88,6 +90,13 @@ pub enum ControlRequest {
         /// Why, if the user said.
         reason: Option<String>,
     },
+    /// The lock table: who holds what, who waits.
+    ListLocks,
+    /// Tokens and cost of every model call so far, grouped.
+    Cost {
+        /// One line per task, model or day.
+        by: CostGrouping,
+    },
 }
 
 /// A task to create.
@@ -154,6 +163,17 @@ pub enum ControlReply {
         /// The supervisor's pid, to wait on.
         pid: u32,
     },
+    /// Answer to [`ControlRequest::ListLocks`].
+    Locks(LockTableView),
+    /// Answer to [`ControlRequest::Cost`].
+    Cost {
+        /// The grouping asked for.
+        by: CostGrouping,
+        /// One line per group, largest cost first.
+        lines: Vec<CostLine>,
+        /// Everything.
+        total: CostTotals,
+    },
     /// The request was refused or failed; nothing was changed.
     Error(ControlError),
 }
@@ -200,6 +220,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something failed inside the supervisor (storage, I/O); nothing was changed.
     Internal,
+    /// A process the supervisor asked did not answer in time (e.g. the broker, restarting).
+    Unavailable,
     /// A code from a newer supervisor.
     #[serde(other)]
     Unknown,

@@ -7,6 +7,7 @@
 //! - [`control`]: the control link (CLI/TUI ⇄ supervisor): [`ControlRequest`], [`ControlReply`], request ids.
 //! - [`worker`]: the worker links (supervisor ⇄ worker, worker ⇄ broker): start, checkpoints and acks, model calls.
 //! - [`broker`]: the broker link (supervisor ⇄ broker) and how worker links are handed to the broker.
+//! - [`lock`]: the lock table's resource names, answers and listing; [`cost`]: token and cost totals.
 //! - [`llm`]: the provider-neutral conversation: messages, tools, requests, responses, stream deltas, failures.
 //! - [`task`]: the task model shared by every process: [`TaskId`], [`TaskStatus`], [`Task`], [`TaskEvent`].
 //! - [`inherit`]: adopting the link sockets a worker or the broker inherits.
@@ -20,11 +21,13 @@
 
 pub mod broker;
 pub mod control;
+pub mod cost;
 pub mod error;
 pub mod frame;
 pub mod hello;
 pub mod inherit;
 pub mod llm;
+pub mod lock;
 pub mod paths;
 pub mod task;
 pub mod worker;

@@ -439,4 +439,7 @@ pub struct TaskDetail {
     pub children: Vec<TaskRef>,
     /// Its most recent events, oldest first.
     pub events: Vec<TaskEvent>,
+    /// Tokens its model calls used and what they cost.
+    #[serde(default)]
+    pub cost: crate::cost::CostTotals,
 }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lock::LockOutcome;
 use crate::llm::{ChatRequest, ChatResponse, LlmFailure, Message, StreamDelta};
 use crate::task::TaskId;
 
@@ -229,6 +230,31 @@ pub enum WorkerToBroker {
         /// The request.
         request: Box<ChatRequest>,
     },
+    /// Acquire every one of `resources` (all or none), waiting at most `wait_ms` (the broker caps it). Answered with
+    /// [`BrokerToWorker::Lock`].
+    Lock {
+        /// Echoed in the answer.
+        id: u64,
+        /// Resource names (see [`crate::lock`]).
+        resources: Vec<String>,
+        /// How long to wait for holders to release, in milliseconds.
+        wait_ms: u64,
+    },
+    /// Release these resources (all the task holds when empty). Answered with [`BrokerToWorker::Lock`].
+    Unlock {
+        /// Echoed in the answer.
+        id: u64,
+        /// Resource names; empty for all.
+        resources: Vec<String>,
+    },
+    /// On a new link after a broker restart: take back what the task held, without waiting. Answered with
+    /// [`BrokerToWorker::Lock`].
+    Reclaim {
+        /// Echoed in the answer.
+        id: u64,
+        /// What the task held.
+        resources: Vec<String>,
+    },
 }
 
 /// Broker → worker.
@@ -255,5 +281,12 @@ pub enum BrokerToWorker {
         id: u64,
         /// Why, with what the provider sent.
         error: LlmFailure,
+    },
+    /// The answer to a `Lock`, `Unlock` or `Reclaim`.
+    Lock {
+        /// The request.
+        id: u64,
+        /// What happened.
+        outcome: LockOutcome,
     },
 }
