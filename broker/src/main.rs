@@ -2,6 +2,7 @@
 //! its framed link, and the socket on which the supervisor hands it each worker's link.
 
 mod handoff;
+mod lock_serve;
 mod serve;
 
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use neuraphage_broker::keys;
+use neuraphage_broker::locks::LockTable;
 use neuraphage_broker::provider::{self, Provider};
 use neuraphage_ipc::broker::{BrokerToSupervisor, MAX_BROKER_FRAME, SupervisorToBroker};
 use neuraphage_ipc::{Link, Role};
@@ -28,6 +30,9 @@ struct Args {
     /// The Neuraphage home, where `api-keys.yaml` may be.
     #[arg(long)]
     home: std::path::PathBuf,
+    /// Set on a restart: milliseconds in which holders re-claim their locks before others may take them.
+    #[arg(long, default_value_t = 0)]
+    lock_grace_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -75,18 +80,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         let descriptions = providers.iter().map(Provider::describe).collect();
         link.send(&BrokerToSupervisor::Ready { providers: descriptions, warnings }).await?;
         let providers = Arc::new(providers);
+        let locks = LockTable::new(std::time::Duration::from_millis(args.lock_grace_ms));
         let (usage_tx, mut usage_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut workers = handoff::receive(handoff);
         loop {
             tokio::select! {
                 msg = link.recv() => match msg {
                     Ok(Some(SupervisorToBroker::Shutdown)) | Ok(None) => break,
+                    Ok(Some(SupervisorToBroker::ListLocks { id })) => {
+                        link.send(&BrokerToSupervisor::Locks { id, table: locks.view() }).await?;
+                    }
                     Err(e) => { tracing::error!(error = %e, "broker link"); break; }
                 },
                 Some(usage) = usage_rx.recv() => link.send(&usage).await?,
                 Some((task, stream)) = workers.recv() => match UnixStream::from_std(stream) {
                     Ok(stream) => {
-                        tokio::spawn(serve::worker(task, stream, providers.clone(), usage_tx.clone()));
+                        tokio::spawn(serve::worker(task, stream, providers.clone(), usage_tx.clone(), locks.clone()));
                     }
                     Err(e) => tracing::error!(%task, error = %e, "cannot use a worker link"),
                 },

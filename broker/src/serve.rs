@@ -1,8 +1,10 @@
-//! Serving one worker's link: model calls with streaming, retried with backoff when the failure is retryable.
+//! Serving one worker's link: model calls with streaming, retried with backoff when the failure is retryable; lock
+//! calls go to `lock_serve.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use neuraphage_broker::locks::LockTable;
 use neuraphage_broker::provider::Provider;
 use neuraphage_ipc::broker::BrokerToSupervisor;
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, LlmErrorKind, LlmFailure, StreamDelta};
@@ -18,7 +20,7 @@ const BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between attempts.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-type WorkerLink = Link<UnixStream, WorkerToBroker, BrokerToWorker>;
+pub type WorkerLink = Link<UnixStream, WorkerToBroker, BrokerToWorker>;
 
 /// Serve `task`'s worker until it closes its link.
 #[tracing::instrument(skip_all, fields(task = %task))]
@@ -27,14 +29,21 @@ pub async fn worker(
     stream: UnixStream,
     providers: Arc<Vec<Provider>>,
     usage: mpsc::UnboundedSender<BrokerToSupervisor>,
+    locks: Arc<LockTable>,
 ) {
     let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);
     if let Err(e) = link.accept_handshake(Role::Broker).await {
         return tracing::warn!(error = %e, "worker handshake failed");
     }
+    // Dropped when this function returns (the link closed): the task's locks are freed at once.
+    let lease = locks.lease(task.clone());
     loop {
         let request = match link.recv().await {
             Ok(Some(WorkerToBroker::Complete { id, request })) => (id, request),
+            Ok(Some(lock_call)) => match crate::lock_serve::handle(&lease, lock_call, &mut link).await {
+                true => continue,
+                false => return,
+            },
             Ok(None) => return,
             Err(e) => return tracing::warn!(error = %e, "worker link closed"),
         };

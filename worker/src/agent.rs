@@ -24,6 +24,9 @@ const RELINK_WAIT: Duration = Duration::from_secs(120);
 /// Most tokens asked for per model turn.
 const MAX_TOKENS: u32 = 8192;
 
+#[path = "agent_locks.rs"]
+mod locks;
+
 type SupervisorLink = Link<UnixStream, SupervisorToWorker, WorkerToSupervisor>;
 type BrokerLink = Link<UnixStream, BrokerToWorker, WorkerToBroker>;
 
@@ -43,6 +46,8 @@ struct Agent {
     seq: u64,
     iteration: u32,
     next_request: u64,
+    /// Resources the task holds in the broker's lock table (re-claimed on a new broker link).
+    held: std::collections::BTreeSet<String>,
 }
 
 /// Run the task given by the supervisor's `Start`.
@@ -82,6 +87,7 @@ pub async fn run(
         seq: start.last_seq,
         iteration,
         next_request: 1,
+        held: std::collections::BTreeSet::new(),
         start,
     };
     match agent.run().await {
@@ -171,13 +177,18 @@ impl Agent {
                 Ok(outcome) => outcome,
                 Err(stop) => return Ok(Err(stop)),
             }
+        } else if tools::lock::is_lock_tool(name) {
+            match self.lock_tool(name, input).await? {
+                Ok(outcome) => outcome,
+                Err(stop) => return Ok(Err(stop)),
+            }
         } else {
             tokio::select! {
-            outcome = tools::run(&self.tools, name, input) => outcome,
-            from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
-                Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
-                Some(other) => bail!("unexpected message while a tool ran: {other:?}"),
-            },
+                outcome = tools::run(&self.tools, name, input) => outcome,
+                from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
+                    Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
+                    Some(other) => bail!("unexpected message while a tool ran: {other:?}"),
+                },
             }
         };
         results.push(ContentBlock::ToolResult {
@@ -336,7 +347,7 @@ impl Agent {
         broker.connect_handshake(Role::Worker).await.context("new broker link")?;
         self.broker = broker;
         tracing::info!("linked to the new broker");
-        Ok(Ok(()))
+        self.reclaim_locks().await
     }
 
     /// Send a checkpoint (the conversation plus any tool results so far) and wait until it is on disk.
@@ -394,8 +405,9 @@ impl Agent {
         };
         format!(
             "You are a coding agent run by Neuraphage. You work on one task, alone, in {branch} at {workdir}.\n\
-             Tools: Read, Write, Edit, Bash, Glob, Grep, Commit. Relative paths are relative to that folder; you \
-             cannot reach files outside it.\n\
+             Tools: Read, Write, Edit, Bash, Glob, Grep, Commit, and Lock / Unlock for resources shared with other \
+             tasks running at the same time. Relative paths are relative to that folder; you cannot reach files \
+             outside it.\n\
              Do not run `git commit` or change git configuration (the repository's git metadata is read-only to you): \
              use the Commit tool to commit a finished step to the task's branch. Neuraphage also commits whatever is \
              left when the task ends, and the user reviews the branch's diff.\n\

@@ -2,7 +2,8 @@
 //!
 //! The six file and shell tools keep the names and input fields coding models already know from Claude Code: `Read`,
 //! `Write`, `Edit`, `Bash`, `Glob`, `Grep`; `Commit` (see [`commit`]) is carried out by the agent loop over the
-//! supervisor link. [`definitions`] lists them for the model, [`run`] runs one call, and
+//! supervisor link, and `Lock` / `Unlock` (see [`lock`]), the task's side of the broker's lock table, over the broker
+//! link. [`definitions`] lists them for the model, [`run`] runs one call, and
 //! [`is_idempotent`] tells the agent loop which calls may simply be repeated after a crash.
 //!
 //! Every failure (a tool error, an unknown tool, arguments that do not parse) comes back as a [`ToolOutcome`] with
@@ -22,6 +23,7 @@ pub mod commit;
 mod edit;
 mod glob;
 mod grep;
+pub mod lock;
 pub mod path;
 mod read;
 mod saved;
@@ -98,7 +100,7 @@ impl From<Result<String, String>> for ToolOutcome {
 }
 
 /// The names of every tool, in the order [`definitions`] lists them.
-pub const TOOL_NAMES: [&str; 7] = ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit"];
+pub const TOOL_NAMES: [&str; 9] = ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit", "Lock", "Unlock"];
 
 /// Every tool, for the model: name, description and the JSON Schema of its input.
 pub fn definitions() -> Vec<ToolDefinition> {
@@ -110,6 +112,8 @@ pub fn definitions() -> Vec<ToolDefinition> {
         glob::definition(),
         grep::definition(),
         commit::definition(),
+        lock::lock_definition(),
+        lock::unlock_definition(),
     ]
 }
 
@@ -154,6 +158,10 @@ pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
         commit::NAME => match commit::message(input) {
             Ok(_) => ToolOutcome::error("Commit: only the agent loop can commit (over the supervisor link)"),
             Err(outcome) => outcome,
+        },
+        "Lock" | "Unlock" => match lock::parse_call(name, input) {
+            Err(outcome) => outcome,
+            Ok(_) => ToolOutcome::error(format!("{name} is answered by the broker through the agent loop, not here")),
         },
         _ => ToolOutcome::error(format!("There is no tool named `{name}`; the tools are {}.", TOOL_NAMES.join(", "))),
     }

@@ -42,7 +42,8 @@ async fn unknown_tool_is_an_error_naming_the_tools() {
 #[tokio::test]
 async fn missing_and_mistyped_fields_are_named() {
     let (_dir, ctx) = context();
-    for tool in TOOL_NAMES {
+    // (Unlock has no required field: without one it releases everything.)
+    for tool in TOOL_NAMES.into_iter().filter(|t| *t != "Unlock") {
         let out = run(&ctx, tool, &json!({})).await;
         assert!(out.is_error && out.content.contains("missing field"), "{tool}: {out:?}");
         assert!(out.content.starts_with(tool), "{tool}: {out:?}");
