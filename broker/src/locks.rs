@@ -29,7 +29,7 @@ use tokio::time::Instant;
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// How long holders have to re-claim their locks after a broker restart.
-pub const RESTART_GRACE: Duration = Duration::from_secs(10);
+pub const RESTART_GRACE: Duration = Duration::from_millis(neuraphage_ipc::broker::LOCK_RESTART_GRACE_MS);
 
 /// The table, shared by every link the broker serves.
 #[derive(Debug)]

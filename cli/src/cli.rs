@@ -23,6 +23,10 @@ pub enum Command {
     /// Create and manage tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// List the broker's lock table: which task holds which resource, and who waits for it.
+    Locks(JsonFlag),
+    /// Tokens used and their cost, from every model response so far, priced by the price table.
+    Cost(CostArgs),
     /// Show Neuraphage working, in a throw-away home (needs no API key).
     Demo(DemoArgs),
     /// Inspect the sandbox tasks run in.
@@ -177,6 +181,17 @@ pub struct KillArgs {
     /// Why (recorded with the task).
     #[arg(long)]
     pub reason: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `cost`.
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// One line per task, model or day (UTC).
+    #[arg(long, default_value = "task", value_parser = ["task", "model", "day"])]
+    pub by: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,

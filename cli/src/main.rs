@@ -1,6 +1,6 @@
 //! `neuraphage`: the command-line client of the supervisor.
 //!
-//! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`] and [`daemon`] the commands, [`demo`] the
+//! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`], [`daemon`] and [`report`] (locks, cost) the commands, [`demo`] the
 //! main job, [`output`] the printing, [`error`] the errors and their exit codes.
 
 mod cli;
@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod error;
 mod output;
+mod report;
 mod sandbox;
 mod task;
 
@@ -114,6 +115,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Locks(out) => report::locks(&paths, out.json).await,
+        Command::Cost(args) => report::cost(&paths, args).await,
         Command::Demo(_) => Ok(()),
     }
 }

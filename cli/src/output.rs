@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
+use neuraphage_ipc::cost::{CostGrouping, CostLine, CostTotals};
+use neuraphage_ipc::lock::LockTableView;
 use neuraphage_ipc::{DaemonStatus, EventKind, RunningPhase, Task, TaskDetail, TaskEvent, TaskRef, TaskStatus};
 use serde::Serialize;
 
@@ -131,6 +133,8 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     refs(&mut s, "waits for", &d.blocked_by);
     refs(&mut s, "blocks", &d.blocks);
     refs(&mut s, "sub-tasks", &d.children);
+    let _ = writeln!(s, "  tokens       {}", tokens(&d.cost));
+    let _ = writeln!(s, "  cost         {}", usd(&d.cost));
     let _ = writeln!(s, "  description\n    {}", clean(&t.description).replace('\n', "\n    "));
     let _ = writeln!(s, "  events");
     for e in &d.events {
@@ -240,4 +244,79 @@ mod tests {
         assert_eq!(age(t, t + chrono::Duration::seconds(3600 * 5)), "5h");
         assert_eq!(age(t, t - chrono::Duration::seconds(5)), "0s");
     }
+}
+
+/// Tokens of some responses, in words.
+fn tokens(c: &CostTotals) -> String {
+    format!(
+        "{} in, {} out, {} cache read, {} cache write ({} responses)",
+        c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens, c.responses
+    )
+}
+
+/// A cost in dollars, with the unpriced responses said.
+fn usd(c: &CostTotals) -> String {
+    let mut s = format!("${:.6}", c.cost_usd());
+    if c.unpriced_responses > 0 {
+        let _ = write!(
+            s,
+            " + {} unpriced responses ({}: not in the price table, counted as $0)",
+            c.unpriced_responses,
+            c.unpriced_models.join(", ")
+        );
+    }
+    s
+}
+
+/// `neuraphage locks` as text.
+pub fn lock_table(t: &LockTableView) -> String {
+    let mut s = String::new();
+    if let Some(ms) = t.grace_remaining_ms {
+        let _ = writeln!(s, "broker restarted: holders re-claim their locks for {:.1} s more", ms as f64 / 1000.0);
+    }
+    if t.locks.is_empty() {
+        s.push_str("no locks held\n");
+        return s;
+    }
+    let _ = writeln!(s, "{:<40}  {:<13}  {:>8}  WAITERS", "RESOURCE", "HOLDER", "HELD");
+    for l in &t.locks {
+        let waiters: Vec<&str> = l.waiters.iter().map(|w| w.as_str()).collect();
+        let held = format!("{:.1}s", l.held_ms as f64 / 1000.0);
+        let _ = writeln!(s, "{:<40}  {:<13}  {held:>8}  {}", clean(&l.resource), l.holder, waiters.join(" "));
+    }
+    s
+}
+
+/// `neuraphage cost` as text.
+pub fn cost_report(by: CostGrouping, lines: &[CostLine], total: &CostTotals) -> String {
+    let title = match by {
+        CostGrouping::Task => "TASK",
+        CostGrouping::Model => "MODEL",
+        CostGrouping::Day => "DAY",
+    };
+    let mut s = format!("{title:<32}  {:>9}  {:>12}  {:>12}  {:>12}\n", "RESPONSES", "INPUT", "OUTPUT", "COST (USD)");
+    let mut line = |key: &str, c: &CostTotals| {
+        let mark = if c.unpriced_responses > 0 { "  (unpriced: counted as $0)" } else { "" };
+        let _ = writeln!(
+            s,
+            "{:<32}  {:>9}  {:>12}  {:>12}  {:>12.6}{mark}",
+            short(&clean(key), 32),
+            c.responses,
+            c.input_tokens,
+            c.output_tokens,
+            c.cost_usd()
+        );
+    };
+    for l in lines {
+        line(&l.key, &l.totals);
+    }
+    line("total", total);
+    if !total.unpriced_models.is_empty() {
+        let _ = writeln!(
+            s,
+            "unpriced models (add them under prices: in neuraphage.yaml): {}",
+            total.unpriced_models.join(", ")
+        );
+    }
+    s
 }

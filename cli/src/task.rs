@@ -47,7 +47,13 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 ControlReply::Detail(detail) => detail,
                 other => return Err(unexpected(other)),
             };
-            if args.out.json { output::json(&detail) } else { output::out(&output::task_detail(&detail, Utc::now())) }
+            if args.out.json {
+                let mut value = serde_json::to_value(&detail)?;
+                value["cost"] = crate::report::with_usd(&detail.cost);
+                output::json(&value)
+            } else {
+                output::out(&output::task_detail(&detail, Utc::now()))
+            }
         }
         TaskCommand::Diff(args) => {
             let reply = Client::connect(paths).await?.call(ControlRequest::TaskDiff { task: args.id }).await?;

@@ -21,6 +21,8 @@ pub const ARG_HANDOFF_FD: &str = "--handoff-fd";
 /// Command-line flag: the broker was restarted, and holders have this many milliseconds to re-claim their locks
 /// before other tasks may take them.
 pub const ARG_LOCK_GRACE_MS: &str = "--lock-grace-ms";
+/// The grace period the supervisor gives a restarted broker, in milliseconds.
+pub const LOCK_RESTART_GRACE_MS: u64 = 10_000;
 
 /// Supervisor → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,9 +11,14 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use neuraphage_ipc::broker::{
-    ARG_CONTROL_FD, ARG_HANDOFF_FD, BrokerToSupervisor, MAX_BROKER_FRAME, SupervisorToBroker,
+    ARG_CONTROL_FD, ARG_HANDOFF_FD, ARG_LOCK_GRACE_MS, BrokerToSupervisor, LOCK_RESTART_GRACE_MS, MAX_BROKER_FRAME,
+    SupervisorToBroker,
 };
+use neuraphage_ipc::lock::LockTableView;
+use tokio::sync::mpsc;
 use neuraphage_ipc::{Link, Role, TaskId};
 
 use tokio::net::UnixStream;
@@ -33,6 +38,9 @@ pub struct Broker {
     log: std::path::PathBuf,
 }
 
+/// A question for the broker: send the lock table here.
+pub type LockQuery = std::sync::mpsc::Sender<LockTableView>;
+
 /// What the broker sends up, for the supervisor to act on.
 pub type BrokerLink = Link<UnixStream, BrokerToSupervisor, SupervisorToBroker>;
 
@@ -43,7 +51,7 @@ impl Broker {
         home: &std::path::Path,
         log: &std::path::Path,
     ) -> Result<(Broker, BrokerLink, tokio::process::Child), String> {
-        let (handoff, link, child) = start(home, log).await?;
+        let (handoff, link, child) = start(home, log, 0).await?;
         let broker = Broker { handoff: Mutex::new(handoff), home: home.to_path_buf(), log: log.to_path_buf() };
         Ok((broker, link, child))
     }
@@ -56,10 +64,23 @@ impl Broker {
     }
 }
 
-/// Relay what the broker reports until its link closes.
-async fn pump(link: &mut BrokerLink) {
+/// Relay what the broker reports until its link closes: log its readiness, record usage, and forward lock-table
+/// questions (answered by request id; questions pending when the broker dies are dropped, so the asker is told).
+async fn pump(link: &mut BrokerLink, daemon: &Daemon, queries: &mut mpsc::UnboundedReceiver<LockQuery>) {
+    let mut pending: HashMap<u64, LockQuery> = HashMap::new();
+    let mut next_id = 0u64;
     loop {
-        match link.recv().await {
+        let received = tokio::select! {
+            received = link.recv() => received,
+            Some(query) = queries.recv() => {
+                next_id += 1;
+                if link.send(&SupervisorToBroker::ListLocks { id: next_id }).await.is_ok() {
+                    pending.insert(next_id, query);
+                }
+                continue;
+            }
+        };
+        match received {
             Ok(Some(BrokerToSupervisor::Ready { providers, warnings })) => {
                 for w in warnings {
                     tracing::warn!("broker: {w}");
@@ -72,6 +93,12 @@ async fn pump(link: &mut BrokerLink) {
             }
             Ok(Some(BrokerToSupervisor::Usage { task, model, usage })) => {
                 tracing::info!(%task, %model, input = usage.input_tokens, output = usage.output_tokens, "usage");
+                daemon.record_usage(&task, &model, &usage);
+            }
+            Ok(Some(BrokerToSupervisor::Locks { id, table })) => {
+                if let Some(query) = pending.remove(&id) {
+                    let _ = query.send(table);
+                }
             }
             Ok(None) => return,
             Err(e) => return tracing::error!(error = %e, "broker link failed"),
@@ -88,6 +115,10 @@ pub async fn keep_alive(
     mut child: tokio::process::Child,
     shutdown: CancellationToken,
 ) {
+    let mut queries = match workers.take_lock_queries() {
+        Some(q) => q,
+        None => return tracing::error!("the broker watch started twice"),
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -97,7 +128,7 @@ pub async fn keep_alive(
                 }
                 return;
             }
-            _ = pump(&mut link) => {}
+            _ = pump(&mut link, &workers, &mut queries) => {}
         }
         let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
         tracing::error!(%status, "the broker exited; starting a new one");
@@ -107,7 +138,8 @@ pub async fn keep_alive(
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
-            match start(&broker.home, &broker.log).await {
+            // Holders re-claim their locks from the new broker within its grace period.
+            match start(&broker.home, &broker.log, LOCK_RESTART_GRACE_MS).await {
                 Ok((handoff, new_link, new_child)) => {
                     *broker.handoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = handoff;
                     (link, child) = (new_link, new_child);
@@ -127,6 +159,7 @@ pub async fn keep_alive(
 async fn start(
     home: &std::path::Path,
     log: &std::path::Path,
+    lock_grace_ms: u64,
 ) -> Result<(OwnedFd, BrokerLink, tokio::process::Child), String> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -143,6 +176,8 @@ async fn start(
         .arg(fd_arg(&handoff_child))
         .arg("--home")
         .arg(home)
+        .arg(ARG_LOCK_GRACE_MS)
+        .arg(lock_grace_ms.to_string())
         // systemd's notify socket is the supervisor's alone.
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")

@@ -1,15 +1,18 @@
 //! `$NEURAPHAGE_HOME/neuraphage.yaml`: the supervisor's settings. A missing file means defaults; a malformed one,
 //! or an unknown key, stops the supervisor with the file, line and reason.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::cost::{Price, PriceTable};
 
 /// File name of the configuration inside the home.
 pub const CONFIG_FILE: &str = "neuraphage.yaml";
 
 /// The settings (kebab-case keys in the file).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     /// Tasks running at once; 0 holds every task in the queue (nothing starts).
@@ -18,11 +21,14 @@ pub struct Config {
     pub keep_worktrees: bool,
     /// Model turns a task may take before the drift guard stops it.
     pub max_iterations: u32,
+    /// Prices of models in USD per million tokens, added to or replacing the defaults ([`crate::cost`]):
+    /// `prices: {my-model: {input: 1.0, output: 2.0, cache-read: 0.1, cache-write: 1.25}}`.
+    pub prices: BTreeMap<String, Price>,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { max_concurrent: 4, keep_worktrees: true, max_iterations: 50 }
+        Config { max_concurrent: 4, keep_worktrees: true, max_iterations: 50, prices: BTreeMap::new() }
     }
 }
 
@@ -46,7 +52,13 @@ impl Config {
         if config.max_iterations == 0 {
             return Err("max-iterations must be at least 1".into());
         }
+        crate::cost::validate(&config.prices)?;
         Ok(config)
+    }
+
+    /// The price table: the defaults with `prices` over them.
+    pub fn price_table(&self) -> PriceTable {
+        PriceTable::with_overrides(&self.prices)
     }
 }
 
@@ -68,5 +80,16 @@ mod tests {
         let err = Config::parse("max-concurrent: many\n").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
         assert!(Config::parse("max-iterations: 0\n").unwrap_err().contains("at least 1"));
+    }
+
+    #[test]
+    fn prices_override_the_defaults_and_bad_ones_are_named() {
+        let c = Config::parse("prices:\n  my-model: {input: 1.5, output: 2}\n").unwrap();
+        assert_eq!(c.prices["my-model"], Price { input: 1.5, output: 2.0, cache_read: 0.0, cache_write: 0.0 });
+        assert!(c.price_table().lookup("my-model").is_some());
+        let err = Config::parse("prices:\n  m:\n    input: 1\n    outptu: 2\n").unwrap_err();
+        assert!(err.contains("outptu") && err.contains("line 4"), "{err}");
+        let err = Config::parse("prices:\n  m: {input: -1, output: 2}\n").unwrap_err();
+        assert!(err.contains("prices.m.input"), "{err}");
     }
 }

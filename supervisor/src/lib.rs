@@ -4,7 +4,7 @@
 //! - [`home`]: prepares the data and runtime folders and holds the one-supervisor-per-home lock.
 //! - [`store`]: the SQLite task store (tasks, dependency edges, append-only events).
 //! - [`requests`]: validates control requests and answers them from the store.
-//! - [`config`]: `neuraphage.yaml` (max-concurrent, keep-worktrees, max-iterations).
+//! - [`config`]: `neuraphage.yaml` (max-concurrent, keep-worktrees, max-iterations, prices); [`cost`]: the price table.
 //! - [`workers`]: the scheduler and the registry of running tasks; [`runner`]: one task's worker session.
 //! - [`cgroup`]: a task's cgroup (process and memory limits; every process killed at the task's end).
 //! - [`worktree`]: task worktrees and branches (git2); [`conversation`]: the per-task conversation repository.
@@ -21,6 +21,7 @@
 pub mod broker_link;
 pub mod cgroup;
 pub mod config;
+pub mod cost;
 pub mod conversation;
 pub mod error;
 pub mod home;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use git2::{Repository, RepositoryOpenFlags};
@@ -17,7 +17,11 @@ use neuraphage_ipc::{
     Priority, TaskId, TaskState, TaskStatus,
 };
 
+use neuraphage_ipc::llm::Usage;
+
+use crate::broker_link::LockQuery;
 use crate::config::Config;
+use crate::cost::PriceTable;
 use crate::error::{Result, SupervisorError};
 use crate::store::Store;
 use crate::store::tasks::TaskDraft;
@@ -48,18 +52,45 @@ pub struct Daemon {
     pub workers: WorkerRegistry,
     started_at: DateTime<Utc>,
     started: Instant,
+    prices: PriceTable,
+    /// Questions for the broker (the lock table), answered by the broker watch ([`crate::broker_link`]).
+    lock_queries: tokio::sync::mpsc::UnboundedSender<LockQuery>,
+    lock_queries_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<LockQuery>>>,
 }
+
+/// How long `neuraphage locks` waits for the broker.
+pub const BROKER_ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 impl Daemon {
     /// Wrap an open store.
     pub fn new(store: Store, paths: Paths, config: Config) -> Daemon {
+        let (lock_queries, rx) = tokio::sync::mpsc::unbounded_channel();
         Daemon {
             store: Mutex::new(store),
             paths,
+            prices: config.price_table(),
             config,
             workers: WorkerRegistry::default(),
             started_at: Utc::now(),
             started: Instant::now(),
+            lock_queries,
+            lock_queries_rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// The receiving end of the lock-table questions, for the broker watch (once).
+    pub fn take_lock_queries(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LockQuery>> {
+        self.lock_queries_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// Price and store what one model response used (reported by the broker); a failure is logged.
+    pub fn record_usage(&self, task: &TaskId, model: &str, usage: &Usage) {
+        let priced = self.prices.price(model, usage);
+        if !priced.priced {
+            tracing::warn!(%task, %model, "the price table does not know this model: its usage is recorded unpriced");
+        }
+        if let Err(e) = self.store().and_then(|mut s| s.record_cost(task, model, usage, priced)) {
+            tracing::error!(%task, error = %e, "cannot record a model response's usage");
         }
     }
 
@@ -202,6 +233,19 @@ impl Daemon {
                 tracing::info!(task = %id, "task queued again");
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
+            }
+            ControlRequest::ListLocks => {
+                let unavailable = |why: &str| SupervisorError::refused(ErrorCode::Unavailable, why.to_owned());
+                let (tx, rx) = std::sync::mpsc::channel();
+                self.lock_queries.send(tx).map_err(|_| unavailable("the broker watch is not running"))?;
+                let table = rx.recv_timeout(BROKER_ANSWER_WITHIN).map_err(|_| {
+                    unavailable("the broker did not answer within 5 s (it may be restarting); try again")
+                })?;
+                ControlReply::Locks(table)
+            }
+            ControlRequest::Cost { by } => {
+                let (lines, total) = self.store()?.cost_report(by)?;
+                ControlReply::Cost { by, lines, total }
             }
             ControlRequest::KillTask { task, reason } => {
                 if let Some(r) = reason.as_ref().filter(|r| r.len() > MAX_REASON_BYTES) {

@@ -1,8 +1,10 @@
 //! The task store: SQLite (WAL, `synchronous=FULL`), the source of truth for tasks, dependency edges and events.
 //!
 //! Every mutating method runs in one transaction and returns only after it is committed and synced, so the caller
-//! may acknowledge as soon as it returns. [`schema`] has the migrations; [`tasks`] the task operations.
+//! may acknowledge as soon as it returns. [`schema`] has the migrations; [`tasks`] the task operations; [`costs`] the
+//! usage and cost of model responses.
 
+pub mod costs;
 pub mod running;
 pub mod schema;
 pub mod tasks;

@@ -62,9 +62,28 @@ CREATE TABLE checkpoints (
 ) STRICT;
 "#;
 
+/// Version 3: what every model response used and cost (append-only; priced when recorded).
+const V3_COSTS: &str = r#"
+CREATE TABLE costs (
+    seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+    task               TEXT NOT NULL REFERENCES tasks(id),
+    at                 INTEGER NOT NULL,  -- unix milliseconds
+    model              TEXT NOT NULL,
+    input_tokens       INTEGER NOT NULL,
+    output_tokens      INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cache_read_tokens  INTEGER NOT NULL,
+    cost_nano_usd      INTEGER NOT NULL,  -- 10^-9 USD, by the price table in force when recorded
+    priced             INTEGER NOT NULL CHECK (priced IN (0, 1))  -- 0: the table did not know the model
+) STRICT;
+CREATE INDEX costs_by_task ON costs(task);
+CREATE TRIGGER costs_are_append_only_update BEFORE UPDATE ON costs
+    BEGIN SELECT RAISE(ABORT, 'costs are append-only'); END;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS)])
 }
 
 #[cfg(test)]

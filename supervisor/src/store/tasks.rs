@@ -241,7 +241,8 @@ impl Store {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(TaskDetail { task, blocked_by, blocks, children, events })
+        let cost = self.task_cost(id)?;
+        Ok(TaskDetail { task, blocked_by, blocks, children, events, cost })
     }
 
     /// Make `task` wait for `on`. Refuses a self-dependency, a cycle, and finished tasks; returns false when the
