@@ -2,6 +2,8 @@
 //! Property tests: every wire message survives encode → decode unchanged, and random bytes never panic the decoder.
 
 use chrono::{DateTime, TimeZone, Utc};
+use neuraphage_ipc::cost::{CostGrouping, CostLine, CostTotals};
+use neuraphage_ipc::lock::{LockInfo, LockOutcome, LockTableView};
 use neuraphage_ipc::broker::{BrokerToSupervisor, SupervisorToBroker};
 use neuraphage_ipc::frame::{decode, encode};
 use neuraphage_ipc::llm::{
@@ -152,6 +154,8 @@ fn request() -> impl Strategy<Value = ControlRequest> {
         text().prop_map(|task| ControlRequest::TaskDiff { task }),
         text().prop_map(|task| ControlRequest::TaskLog { task }),
         text().prop_map(|task| ControlRequest::RetryTask { task }),
+        Just(ControlRequest::ListLocks),
+        Just(ControlRequest::Cost { by: CostGrouping::Model }),
     ]
 }
 
@@ -170,8 +174,33 @@ fn reply() -> impl Strategy<Value = ControlReply> {
             });
     let detail =
         (task(), vec(task_ref(), 0..3), vec(task_ref(), 0..3), vec(task_ref(), 0..3), vec(event(), 0..4)).prop_map(
-            |(task, blocked_by, blocks, children, events)| TaskDetail { task, blocked_by, blocks, children, events },
+            |(task, blocked_by, blocks, children, events)| TaskDetail {
+                task,
+                blocked_by,
+                blocks,
+                children,
+                events,
+                cost: CostTotals { responses: 2, cost_nano_usd: 7, unpriced_models: vec!["m".into()], ..Default::default() },
+            },
         );
+    let lock_view = (vec((text(), task_id(), any::<u64>(), vec(task_id(), 0..3)), 0..3), option::of(any::<u64>()))
+        .prop_map(|(locks, grace_remaining_ms)| LockTableView {
+            locks: locks
+                .into_iter()
+                .map(|(resource, holder, held_ms, waiters)| LockInfo { resource, holder, held_ms, waiters })
+                .collect(),
+            grace_remaining_ms,
+        });
+    let totals = || (any::<u64>(), any::<u64>(), any::<u64>(), vec(text(), 0..2)).prop_map(
+        |(responses, input_tokens, cost_nano_usd, unpriced_models)| CostTotals {
+            responses,
+            input_tokens,
+            cost_nano_usd,
+            unpriced_models,
+            ..CostTotals::default()
+        },
+    );
+    let grouping = proptest::sample::select(vec![CostGrouping::Task, CostGrouping::Model, CostGrouping::Day]);
     let code = prop_oneof![
         Just(ErrorCode::InvalidArgument),
         Just(ErrorCode::NotFound),
@@ -180,6 +209,7 @@ fn reply() -> impl Strategy<Value = ControlReply> {
         Just(ErrorCode::Conflict),
         Just(ErrorCode::ShuttingDown),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::Unavailable),
         Just(ErrorCode::Unknown),
     ];
     prop_oneof![
@@ -199,6 +229,12 @@ fn reply() -> impl Strategy<Value = ControlReply> {
             patch
         }),
         (task_id(), vec(message(), 0..4)).prop_map(|(task, messages)| ControlReply::Log { task, messages }),
+        lock_view.prop_map(ControlReply::Locks),
+        (grouping, vec((text(), totals()), 0..3), totals()).prop_map(|(by, lines, total)| ControlReply::Cost {
+            by,
+            lines: lines.into_iter().map(|(key, totals)| CostLine { key, totals }).collect(),
+            total
+        }),
         (code, text(), vec(task_id(), 0..3))
             .prop_map(|(code, message, candidates)| ControlReply::Error(ControlError { code, message, candidates })),
     ]
@@ -357,8 +393,18 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
             max_tokens,
         },
     );
-    let to_broker =
-        (any::<u64>(), request).prop_map(|(id, request)| WorkerToBroker::Complete { id, request: Box::new(request) });
+    let to_broker = prop_oneof![
+        (any::<u64>(), request).prop_map(|(id, request)| WorkerToBroker::Complete { id, request: Box::new(request) }),
+        (any::<u64>(), vec(text(), 0..3), any::<u64>())
+            .prop_map(|(id, resources, wait_ms)| WorkerToBroker::Lock { id, resources, wait_ms }),
+        (any::<u64>(), vec(text(), 0..3)).prop_map(|(id, resources)| WorkerToBroker::Unlock { id, resources }),
+        (any::<u64>(), vec(text(), 0..3)).prop_map(|(id, resources)| WorkerToBroker::Reclaim { id, resources }),
+    ];
+    let lock_outcome = prop_oneof![
+        vec(text(), 0..3).prop_map(|resources| LockOutcome::Granted { resources }),
+        vec(text(), 0..3).prop_map(|resources| LockOutcome::Released { resources }),
+        (text(), vec(task_id(), 0..4)).prop_map(|(reason, cycle)| LockOutcome::Refused { reason, cycle }),
+    ];
     let stop = proptest::sample::select(vec![
         StopReason::EndTurn,
         StopReason::ToolUse,
@@ -373,6 +419,7 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         (any::<u64>(), delta()).prop_map(|(id, delta)| BrokerToWorker::Delta { id, delta }),
         (any::<u64>(), response).prop_map(|(id, response)| BrokerToWorker::Done { id, response: Box::new(response) }),
         (any::<u64>(), failure()).prop_map(|(id, error)| BrokerToWorker::Failed { id, error }),
+        (any::<u64>(), lock_outcome).prop_map(|(id, outcome)| BrokerToWorker::Lock { id, outcome }),
     ];
     (to_worker, to_supervisor, to_broker, from_broker)
 }
@@ -382,8 +429,10 @@ fn broker_messages() -> impl Strategy<Value = (SupervisorToBroker, BrokerToSuper
         (vec(text(), 0..3), vec(text(), 0..2))
             .prop_map(|(providers, warnings)| BrokerToSupervisor::Ready { providers, warnings }),
         (task_id(), text(), usage()).prop_map(|(task, model, usage)| BrokerToSupervisor::Usage { task, model, usage }),
+        any::<u64>().prop_map(|id| BrokerToSupervisor::Locks { id, table: LockTableView::default() }),
     ];
-    (Just(SupervisorToBroker::Shutdown), up)
+    let down = prop_oneof![Just(SupervisorToBroker::Shutdown), any::<u64>().prop_map(|id| SupervisorToBroker::ListLocks { id })];
+    (down, up)
 }
 
 fn hello() -> impl Strategy<Value = Hello> {

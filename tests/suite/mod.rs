@@ -2,12 +2,14 @@
 
 mod attacks;
 mod checkpoints;
+mod cost;
 mod crash;
 mod daemon;
 mod durability;
 mod hostile_clients;
 mod hostile_repo;
 mod limits;
+mod locks;
 mod network;
 mod peer_uid;
 mod profiles;
