@@ -19,9 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use neuraphage_ipc::TaskId;
-use neuraphage_ipc::lock::{
-    LockInfo, LockOutcome, LockTableView, MAX_RESOURCES_PER_REQUEST, validate_resource,
-};
+use neuraphage_ipc::lock::{LockInfo, LockOutcome, LockTableView, MAX_RESOURCES_PER_REQUEST, validate_resource};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -142,7 +140,11 @@ impl Lease {
                 if blockers.is_empty() && (grace.is_none() || all_mine) {
                     state.waiting.remove(&self.link);
                     for r in &resources {
-                        state.held.entry(r.clone()).or_insert(Hold { task: self.task.clone(), link: self.link, since: now });
+                        state.held.entry(r.clone()).or_insert(Hold {
+                            task: self.task.clone(),
+                            link: self.link,
+                            since: now,
+                        });
                     }
                     return LockOutcome::Granted { resources };
                 }

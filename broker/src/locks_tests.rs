@@ -79,7 +79,10 @@ async fn a_wait_that_would_close_a_cycle_is_refused_with_the_cycle() {
     let outcome = c.acquire(names(&["name:x"]), LONG).await;
     let LockOutcome::Refused { reason, cycle } = outcome else { panic!("{outcome:?}") };
     assert_eq!(cycle, vec![task(3), task(1), task(2), task(3)]);
-    assert!(reason.contains("deadlock") && reason.contains("np-0000000003 → np-0000000001 → np-0000000002 → np-0000000003"), "{reason}");
+    assert!(
+        reason.contains("deadlock") && reason.contains("np-0000000003 → np-0000000001 → np-0000000002 → np-0000000003"),
+        "{reason}"
+    );
     // C gives up what it holds: B, then A, get theirs.
     c.release(Vec::new());
     let (outcome, b) = b_waits.await.unwrap();

@@ -223,29 +223,6 @@ pub fn daemon_status(st: &DaemonStatus) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn descriptions_are_cut_to_one_line() {
-        assert_eq!(short("fix it", 10), "fix it");
-        assert_eq!(short("first\nsecond", 10), "first …");
-        assert_eq!(short("abcdefghijkl", 5), "abcd…");
-        assert_eq!(short("ééééééé", 3), "éé…");
-        assert_eq!(short("\n\nlater line", 20), "later line");
-        assert_eq!(short("evil\u{1b}[2J", 20), "evil\\u{1b}[2J");
-    }
-
-    #[test]
-    fn ages_are_short() {
-        let t = Utc::now();
-        assert_eq!(age(t, t + chrono::Duration::seconds(59)), "59s");
-        assert_eq!(age(t, t + chrono::Duration::seconds(3600 * 5)), "5h");
-        assert_eq!(age(t, t - chrono::Duration::seconds(5)), "0s");
-    }
-}
-
 /// Tokens of some responses, in words.
 fn tokens(c: &CostTotals) -> String {
     format!(
@@ -319,4 +296,27 @@ pub fn cost_report(by: CostGrouping, lines: &[CostLine], total: &CostTotals) -> 
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_cut_to_one_line() {
+        assert_eq!(short("fix it", 10), "fix it");
+        assert_eq!(short("first\nsecond", 10), "first …");
+        assert_eq!(short("abcdefghijkl", 5), "abcd…");
+        assert_eq!(short("ééééééé", 3), "éé…");
+        assert_eq!(short("\n\nlater line", 20), "later line");
+        assert_eq!(short("evil\u{1b}[2J", 20), "evil\\u{1b}[2J");
+    }
+
+    #[test]
+    fn ages_are_short() {
+        let t = Utc::now();
+        assert_eq!(age(t, t + chrono::Duration::seconds(59)), "59s");
+        assert_eq!(age(t, t + chrono::Duration::seconds(3600 * 5)), "5h");
+        assert_eq!(age(t, t - chrono::Duration::seconds(5)), "0s");
+    }
 }

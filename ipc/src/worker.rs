@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::LockOutcome;
 use crate::llm::{ChatRequest, ChatResponse, LlmFailure, Message, StreamDelta};
+use crate::lock::LockOutcome;
 use crate::task::TaskId;
 
 /// Largest frame on a worker link (a checkpoint carries the whole conversation).

@@ -2,14 +2,14 @@
 //! Property tests: every wire message survives encode → decode unchanged, and random bytes never panic the decoder.
 
 use chrono::{DateTime, TimeZone, Utc};
-use neuraphage_ipc::cost::{CostGrouping, CostLine, CostTotals};
-use neuraphage_ipc::lock::{LockInfo, LockOutcome, LockTableView};
 use neuraphage_ipc::broker::{BrokerToSupervisor, SupervisorToBroker};
+use neuraphage_ipc::cost::{CostGrouping, CostLine, CostTotals};
 use neuraphage_ipc::frame::{decode, encode};
 use neuraphage_ipc::llm::{
     ChatRequest, ChatResponse, ContentBlock, LlmErrorKind, LlmFailure, Message, Speaker, StopReason, StreamDelta,
     ToolDefinition, Usage,
 };
+use neuraphage_ipc::lock::{LockInfo, LockOutcome, LockTableView};
 use neuraphage_ipc::worker::{
     BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, SandboxReport, SupervisorToWorker, TaskOutcome,
     WorkerStart, WorkerToBroker, WorkerToSupervisor,
@@ -172,17 +172,20 @@ fn reply() -> impl Strategy<Value = ControlReply> {
                 version,
                 tasks: tasks.into_iter().collect(),
             });
-    let detail =
-        (task(), vec(task_ref(), 0..3), vec(task_ref(), 0..3), vec(task_ref(), 0..3), vec(event(), 0..4)).prop_map(
-            |(task, blocked_by, blocks, children, events)| TaskDetail {
-                task,
-                blocked_by,
-                blocks,
-                children,
-                events,
-                cost: CostTotals { responses: 2, cost_nano_usd: 7, unpriced_models: vec!["m".into()], ..Default::default() },
+    let detail = (task(), vec(task_ref(), 0..3), vec(task_ref(), 0..3), vec(task_ref(), 0..3), vec(event(), 0..4))
+        .prop_map(|(task, blocked_by, blocks, children, events)| TaskDetail {
+            task,
+            blocked_by,
+            blocks,
+            children,
+            events,
+            cost: CostTotals {
+                responses: 2,
+                cost_nano_usd: 7,
+                unpriced_models: vec!["m".into()],
+                ..Default::default()
             },
-        );
+        });
     let lock_view = (vec((text(), task_id(), any::<u64>(), vec(task_id(), 0..3)), 0..3), option::of(any::<u64>()))
         .prop_map(|(locks, grace_remaining_ms)| LockTableView {
             locks: locks
@@ -191,15 +194,17 @@ fn reply() -> impl Strategy<Value = ControlReply> {
                 .collect(),
             grace_remaining_ms,
         });
-    let totals = || (any::<u64>(), any::<u64>(), any::<u64>(), vec(text(), 0..2)).prop_map(
-        |(responses, input_tokens, cost_nano_usd, unpriced_models)| CostTotals {
-            responses,
-            input_tokens,
-            cost_nano_usd,
-            unpriced_models,
-            ..CostTotals::default()
-        },
-    );
+    let totals = || {
+        (any::<u64>(), any::<u64>(), any::<u64>(), vec(text(), 0..2)).prop_map(
+            |(responses, input_tokens, cost_nano_usd, unpriced_models)| CostTotals {
+                responses,
+                input_tokens,
+                cost_nano_usd,
+                unpriced_models,
+                ..CostTotals::default()
+            },
+        )
+    };
     let grouping = proptest::sample::select(vec![CostGrouping::Task, CostGrouping::Model, CostGrouping::Day]);
     let code = prop_oneof![
         Just(ErrorCode::InvalidArgument),
@@ -395,8 +400,11 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
     );
     let to_broker = prop_oneof![
         (any::<u64>(), request).prop_map(|(id, request)| WorkerToBroker::Complete { id, request: Box::new(request) }),
-        (any::<u64>(), vec(text(), 0..3), any::<u64>())
-            .prop_map(|(id, resources, wait_ms)| WorkerToBroker::Lock { id, resources, wait_ms }),
+        (any::<u64>(), vec(text(), 0..3), any::<u64>()).prop_map(|(id, resources, wait_ms)| WorkerToBroker::Lock {
+            id,
+            resources,
+            wait_ms
+        }),
         (any::<u64>(), vec(text(), 0..3)).prop_map(|(id, resources)| WorkerToBroker::Unlock { id, resources }),
         (any::<u64>(), vec(text(), 0..3)).prop_map(|(id, resources)| WorkerToBroker::Reclaim { id, resources }),
     ];
@@ -431,7 +439,10 @@ fn broker_messages() -> impl Strategy<Value = (SupervisorToBroker, BrokerToSuper
         (task_id(), text(), usage()).prop_map(|(task, model, usage)| BrokerToSupervisor::Usage { task, model, usage }),
         any::<u64>().prop_map(|id| BrokerToSupervisor::Locks { id, table: LockTableView::default() }),
     ];
-    let down = prop_oneof![Just(SupervisorToBroker::Shutdown), any::<u64>().prop_map(|id| SupervisorToBroker::ListLocks { id })];
+    let down = prop_oneof![
+        Just(SupervisorToBroker::Shutdown),
+        any::<u64>().prop_map(|id| SupervisorToBroker::ListLocks { id })
+    ];
     (down, up)
 }
 

@@ -18,8 +18,8 @@ use neuraphage_ipc::broker::{
     SupervisorToBroker,
 };
 use neuraphage_ipc::lock::LockTableView;
-use tokio::sync::mpsc;
 use neuraphage_ipc::{Link, Role, TaskId};
+use tokio::sync::mpsc;
 
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;

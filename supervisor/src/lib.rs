@@ -21,8 +21,8 @@
 pub mod broker_link;
 pub mod cgroup;
 pub mod config;
-pub mod cost;
 pub mod conversation;
+pub mod cost;
 pub mod error;
 pub mod home;
 pub mod notify;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use neuraphage_llm_double::{RecordedRequest, Reply, Step, StopReason, policy};
-use neuraphage_tests::{Model, TestHome, alive};
+use neuraphage_tests::{Model, TestHome, alive, children_named};
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(120);
@@ -50,7 +50,10 @@ fn logged_results(home: &TestHome, id: &str) -> Vec<String> {
 fn wait_locks(home: &TestHome, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WITHIN;
     loop {
-        let table = home.json(&["locks", "--json"]);
+        // While the broker restarts the supervisor may answer that it is unavailable: ask again.
+        let out = home.run(&["locks", "--json"]);
+        let table: Value =
+            if out.status.success() { serde_json::from_slice(&out.stdout).unwrap() } else { Value::Null };
         if ok(&table) {
             return table;
         }
@@ -136,7 +139,13 @@ fn a_kill_9_workers_locks_are_freed_at_once_and_the_waiter_gets_them() {
     let done = &home.wait_ended(&[&waiter], WITHIN)[0];
     assert_eq!(done["status"], "Completed", "{done:#}");
     let results = logged_results(&home, &waiter);
-    assert_eq!(results, vec!["Granted: you hold name:db. Other tasks asking for them wait until you Unlock them or your task ends.".to_owned()]);
+    assert_eq!(
+        results,
+        vec![
+            "Granted: you hold name:db. Other tasks asking for them wait until you Unlock them or your task ends."
+                .to_owned()
+        ]
+    );
     assert!(!alive(pid as u32), "the killed worker is gone");
     // The holder's replacement worker resumes and ends; nothing stays locked.
     home.wait_ended(&[&holder], WITHIN);
@@ -157,4 +166,31 @@ fn bad_resource_names_are_refused_to_the_model_with_the_reason() {
     assert_eq!(results.len(), 1);
     assert!(results[0].starts_with("Refused:") && results[0].contains("no kind"), "{results:?}");
     assert_eq!(home.json(&["locks", "--json"])["locks"], json!([]));
+}
+
+#[test]
+fn after_a_broker_kill_9_the_holder_reclaims_its_lock_from_the_new_broker_in_the_grace_period() {
+    // The holder takes name:db and sits in a long Bash: it re-claims from the new broker while its tool still runs.
+    let model = Model::start(policy(|r| match results(r).len() {
+        0 => Step::Reply(Reply::tool("Lock", json!({"resources": ["name:db"]}))),
+        1 => Step::Reply(Reply::tool("Bash", json!({"command": "sleep 600"}))),
+        _ => end("done"),
+    }));
+    let mut home = TestHome::new();
+    let supervisor = home.start_with_model(&model);
+    let holder = id_of(&home.json(&["task", "new", "lock holder", "--json"]));
+    wait_locks(&home, "the holder taking name:db", |t| t["locks"][0]["holder"] == holder.as_str());
+    let brokers = children_named(supervisor, "neuraphage-brok");
+    assert_eq!(brokers.len(), 1, "{brokers:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(brokers[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // A new broker (another pid) lists the lock again, held by the same task, while in its grace period.
+    let table = wait_locks(&home, "the lock re-claimed from a new broker", |t| {
+        t["grace_remaining_ms"].is_u64() && t["locks"][0]["holder"] == holder.as_str()
+    });
+    assert_eq!(table["locks"][0]["resource"], "name:db");
+    assert!(!alive(brokers[0]), "the old broker is gone");
+    let text = home.ok(&["locks"]);
+    assert!(text.contains("broker restarted") && text.contains("name:db"), "{text}");
+    home.ok(&["task", "kill", &holder]);
+    wait_locks(&home, "the table emptying", |t| t["locks"].as_array().is_some_and(Vec::is_empty));
 }

@@ -183,12 +183,23 @@ impl Agent {
                 Err(stop) => return Ok(Err(stop)),
             }
         } else {
-            tokio::select! {
-                outcome = tools::run(&self.tools, name, input) => outcome,
-                from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
-                    Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
-                    Some(other) => bail!("unexpected message while a tool ran: {other:?}"),
-                },
+            let ctx = self.tools.clone();
+            let run = tools::run(&ctx, name, input);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome,
+                    from_supervisor = self.supervisor.recv() => match from_supervisor.context("supervisor link")? {
+                        Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
+                        Some(other) => bail!("unexpected message while a tool ran: {other:?}"),
+                    },
+                    // A task holding locks re-claims them from a restarted broker at once, not after its tool.
+                    Some(stream) = self.relinks.recv(), if !self.held.is_empty() => {
+                        if let Err(stop) = self.adopt_broker(stream).await? {
+                            return Ok(Err(stop));
+                        }
+                    }
+                }
             }
         };
         results.push(ContentBlock::ToolResult {
@@ -343,6 +354,11 @@ impl Agent {
                 Some(other) => bail!("unexpected message while waiting for the broker: {other:?}"),
             },
         };
+        self.adopt_broker(stream).await
+    }
+
+    /// Open a new broker link and re-claim the task's locks on it.
+    async fn adopt_broker(&mut self, stream: StdUnixStream) -> anyhow::Result<Result<(), Stop>> {
         let mut broker: BrokerLink = Link::new(UnixStream::from_std(stream)?, MAX_WORKER_FRAME);
         broker.connect_handshake(Role::Worker).await.context("new broker link")?;
         self.broker = broker;

@@ -5,8 +5,8 @@
 //! for the answer (see `agent_locks.rs`). This module defines them for the model, parses their input and words the
 //! broker's answer.
 
-use neuraphage_ipc::lock::{LockOutcome, MAX_RESOURCES_PER_REQUEST};
 use neuraphage_ipc::llm::ToolDefinition;
+use neuraphage_ipc::lock::{LockOutcome, MAX_RESOURCES_PER_REQUEST};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
