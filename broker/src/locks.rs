@@ -150,7 +150,6 @@ impl Lease {
                 }
                 if let Some(cycle) = state.cycle_through(&self.task, &blockers) {
                     state.waiting.remove(&self.link);
-                    self.table.notify();
                     let shown: Vec<&str> = cycle.iter().map(TaskId::as_str).collect();
                     return LockOutcome::Refused {
                         reason: format!(
@@ -164,7 +163,6 @@ impl Lease {
                 }
                 if now >= deadline {
                     state.waiting.remove(&self.link);
-                    self.table.notify();
                     let held_by = blockers.iter().map(TaskId::as_str).collect::<Vec<_>>().join(", ");
                     let reason = if blockers.is_empty() {
                         "the broker restarted and its grace period for holders to re-claim their locks has not ended; \
