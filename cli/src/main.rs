@@ -1,7 +1,7 @@
 //! `neuraphage`: the command-line client of the supervisor.
 //!
-//! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`], [`daemon`] and [`report`] (locks, cost) the commands, [`demo`] the
-//! main job, [`output`] the printing, [`error`] the errors and their exit codes.
+//! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`], [`daemon`] and [`report`] (locks, cost) the
+//! commands, [`demo`] the main job, [`output`] the printing, [`error`] the errors and their exit codes.
 
 mod cli;
 mod client;
