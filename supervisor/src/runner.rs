@@ -505,14 +505,16 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
         Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },
         Ending::Refused(why) => TaskStatus::Failed { error: why, recoverable: true },
     };
-    tracing::info!(status = %status.state(), "task ended");
-    daemon.transition(&task.id, status);
+    // Tidy up before the status says the task ended, so that an ended task never has a worktree left to remove (a
+    // crash in between re-runs the task from its branch, where the work was committed above).
     if !daemon.config().keep_worktrees
         && let Some(repo) = &task.repo
         && let Err(e) = worktree::remove(Path::new(repo), &task.id, &dirs.worktree)
     {
         tracing::warn!(error = %e, "cannot remove the worktree");
     }
+    tracing::info!(status = %status.state(), "task ended");
+    daemon.transition(&task.id, status);
 }
 
 fn commit_work(daemon: &Daemon, task: &Task, worktree_dir: &Path) -> Result<(), String> {

@@ -14,7 +14,7 @@
 //! ptrace(TRACEME)/`unshare -U`/io_uring through python (`task_isolation::a_task_cannot_make_namespaces_...`),
 //! another task's worktree between five running tasks (`running::five_tasks_on_one_repo_...`), `env` without the key
 //! (`running::a_task_that_runs_env_sees_no_api_key`), survivors after the task ends
-//! (`task_isolation::processes_a_task_leaves_behind_die_with_it`), the worktree's git metadata turned against the
+//! (`task_isolation::processes_a_task_leaves_behind_die_with_it`, and the `setsid` double-fork in `limits::a_double_forked_setsid_survivor_dies_with_its_task`), the worktree's git metadata turned against the
 //! supervisor (`hostile_repo`).
 //!
 //! Known and not asserted: `/proc/keys` still lists the *description* of a key the task's uid may view (the probe
