@@ -1,10 +1,11 @@
 //! The broker's inherited sockets: adopting them, and receiving worker links (SCM_RIGHTS over SOCK_SEQPACKET, the
-//! packet's data being the task id the supervisor vouches for).
+//! packet's data being the [`LinkGrant`] the supervisor vouches for: task id, priority, model tier).
 
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use neuraphage_ipc::TaskId;
+use neuraphage_ipc::broker::LinkGrant;
 use neuraphage_ipc::inherit;
 use tokio::sync::mpsc;
 
@@ -17,9 +18,9 @@ pub fn adopt(control: RawFd, handoff: RawFd) -> anyhow::Result<(UnixStream, Owne
     Ok((control, handoff_fd))
 }
 
-/// Receive worker links on a thread of their own; each arrives as (task, stream) on the returned channel. The
+/// Receive worker links on a thread of their own; each arrives as (grant, stream) on the returned channel. The
 /// channel closes when the supervisor closes its end.
-pub fn receive(handoff: OwnedFd) -> mpsc::UnboundedReceiver<(TaskId, UnixStream)> {
+pub fn receive(handoff: OwnedFd) -> mpsc::UnboundedReceiver<(LinkGrant, UnixStream)> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         loop {
@@ -38,10 +39,17 @@ pub fn receive(handoff: OwnedFd) -> mpsc::UnboundedReceiver<(TaskId, UnixStream)
     rx
 }
 
-fn receive_one(handoff: &OwnedFd) -> anyhow::Result<Option<(TaskId, UnixStream)>> {
+fn receive_one(handoff: &OwnedFd) -> anyhow::Result<Option<(LinkGrant, UnixStream)>> {
     let Some((data, fd)) = inherit::recv_fd(handoff).map_err(anyhow::Error::msg)? else { return Ok(None) };
-    let task: TaskId = std::str::from_utf8(&data)?.parse().map_err(anyhow::Error::msg)?;
+    let grant = match neuraphage_ipc::frame::decode::<LinkGrant>(&data) {
+        Ok(grant) => grant,
+        // A bare task id (an older supervisor): the default priority and tier.
+        Err(_) => {
+            let task: TaskId = std::str::from_utf8(&data)?.parse().map_err(anyhow::Error::msg)?;
+            LinkGrant { task, priority: 2, tier: None }
+        }
+    };
     let stream = UnixStream::from(fd);
     stream.set_nonblocking(true)?;
-    Ok(Some((task, stream)))
+    Ok(Some((grant, stream)))
 }

@@ -2,11 +2,15 @@
 //! model calls over the socketpairs the supervisor hands it, streaming deltas back and retrying what may be retried.
 //!
 //! Library: [`provider`] (Anthropic Messages and OpenAI chat completions clients, streaming SSE), [`keys`]
-//! (`api-keys.yaml`) and [`locks`] (the lock table). The binary (`src/main.rs`) adds the links: `handoff.rs` receives worker links (SCM_RIGHTS),
-//! `serve.rs` serves one worker. **Not built yet:** key pools, model tiers, the shared rate limiter and priority
-//! queue, and cost metering beyond reporting usage (the broker issue).
+//! (`api-keys.yaml` and its key pools), [`locks`] (the lock table), [`limiter`] (one key's limits: reserve, settle,
+//! learn from headers), [`pool`] (a pool's keys and its fair priority queue) and [`router`] (the request path: tiers,
+//! retries, failover, escalation). The binary (`src/main.rs`) adds the links: `handoff.rs` receives worker links
+//! (SCM_RIGHTS), `serve.rs` serves one worker.
 #![deny(missing_docs)]
 
 pub mod keys;
+pub mod limiter;
 pub mod locks;
+pub mod pool;
 pub mod provider;
+pub mod router;

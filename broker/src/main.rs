@@ -6,14 +6,15 @@ mod lock_serve;
 mod serve;
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use clap::Parser;
 use neuraphage_broker::keys;
 use neuraphage_broker::locks::LockTable;
-use neuraphage_broker::provider::{self, Provider};
-use neuraphage_ipc::broker::{BrokerToSupervisor, MAX_BROKER_FRAME, SupervisorToBroker};
+use neuraphage_broker::provider;
+use neuraphage_broker::router::Routes;
+use neuraphage_ipc::broker::{BrokerSettings, BrokerToSupervisor, MAX_BROKER_FRAME, SupervisorToBroker};
 use neuraphage_ipc::{Link, Role};
 use tokio::net::UnixStream;
 
@@ -47,41 +48,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// Read `api-keys.yaml` and the environment, and build the routes for `settings`.
+fn configure(
+    home: &std::path::Path,
+    settings: &BrokerSettings,
+    previous: Option<&Routes>,
+) -> Result<(Routes, Vec<String>), String> {
+    let env = |key: &str| std::env::var(key).ok();
+    let mut pools = keys::load(home, env).map_err(|e| e.to_string())?;
+    keys::env_pools(&mut pools, provider::from_env(env));
+    Routes::build(&pools, settings, previous)
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
     // Holds the keys: no other process of this user may read its memory or environment.
     nix::sys::prctl::set_dumpable(false).context("PR_SET_DUMPABLE")?;
     let (control, handoff) = handoff::adopt(args.control_fd, args.handoff_fd)?;
-    let env = |key: &str| std::env::var(key).ok();
-    let mut warnings = Vec::new();
-    let mut configs = keys::load(&args.home, env).unwrap_or_else(|e| {
-        warnings.push(e.to_string());
-        Vec::new()
-    });
-    configs.extend(provider::from_env(env));
-    let providers: Vec<Provider> = configs
-        .into_iter()
-        .filter_map(|config| match Provider::new(config) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                warnings.push(format!("provider not usable: {e}"));
-                None
-            }
-        })
-        .collect();
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let mut link: Link<UnixStream, SupervisorToBroker, BrokerToSupervisor> =
             Link::new(UnixStream::from_std(control)?, MAX_BROKER_FRAME);
         link.connect_handshake(Role::Broker).await.context("broker link")?;
-        let descriptions = providers.iter().map(Provider::describe).collect();
-        link.send(&BrokerToSupervisor::Ready { providers: descriptions, warnings }).await?;
-        let providers = Arc::new(providers);
+        // Until the supervisor sends the tiers: every task on the first pool's default model.
+        let mut warnings = Vec::new();
+        let (routes, providers) = configure(&args.home, &BrokerSettings::default(), None).unwrap_or_else(|e| {
+            warnings.push(e);
+            // The environment's keys still serve while api-keys.yaml is fixed.
+            let mut pools = Vec::new();
+            keys::env_pools(&mut pools, provider::from_env(|key: &str| std::env::var(key).ok()));
+            Routes::build(&pools, &BrokerSettings::default(), None).unwrap_or_else(|e| {
+                warnings.push(e);
+                (Routes::default(), Vec::new())
+            })
+        });
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        link.send(&BrokerToSupervisor::Ready { providers, warnings }).await?;
+        let current: serve::Current = Arc::new(RwLock::new(Arc::new(routes)));
         let locks = LockTable::new(std::time::Duration::from_millis(args.lock_grace_ms));
-        let (usage_tx, mut usage_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut workers = handoff::receive(handoff);
         loop {
             tokio::select! {
@@ -90,14 +97,29 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Ok(Some(SupervisorToBroker::ListLocks { id })) => {
                         link.send(&BrokerToSupervisor::Locks { id, table: locks.view() }).await?;
                     }
+                    Ok(Some(SupervisorToBroker::Configure(settings))) => {
+                        let previous = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                        let answer = match configure(&args.home, &settings, Some(&previous)) {
+                            Ok((routes, providers)) => {
+                                *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
+                                tracing::info!(?providers, tiers = settings.tiers.len(), "configured");
+                                BrokerToSupervisor::Configured { providers, error: None }
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "configuration refused; keeping the last good one");
+                                BrokerToSupervisor::Configured { providers: Vec::new(), error: Some(error) }
+                            }
+                        };
+                        link.send(&answer).await?;
+                    }
                     Err(e) => { tracing::error!(error = %e, "broker link"); break; }
                 },
-                Some(usage) = usage_rx.recv() => link.send(&usage).await?,
-                Some((task, stream)) = workers.recv() => match UnixStream::from_std(stream) {
+                Some(event) = events_rx.recv() => link.send(&event).await?,
+                Some((grant, stream)) = workers.recv() => match UnixStream::from_std(stream) {
                     Ok(stream) => {
-                        tokio::spawn(serve::worker(task, stream, providers.clone(), usage_tx.clone(), locks.clone()));
+                        tokio::spawn(serve::worker(grant, stream, current.clone(), events_tx.clone(), locks.clone()));
                     }
-                    Err(e) => tracing::error!(%task, error = %e, "cannot use a worker link"),
+                    Err(e) => tracing::error!(task = %grant.task, error = %e, "cannot use a worker link"),
                 },
             }
         }

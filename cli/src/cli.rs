@@ -27,6 +27,9 @@ pub enum Command {
     Locks(JsonFlag),
     /// Tokens used and their cost, from every model response so far, priced by the price table.
     Cost(CostArgs),
+    /// The configuration (`neuraphage.yaml`, `api-keys.yaml`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show Neuraphage working, in a throw-away home (needs no API key).
     Demo(DemoArgs),
     /// Inspect the sandbox tasks run in.
@@ -51,6 +54,14 @@ pub struct SandboxCheckArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,
+}
+
+/// `neuraphage config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Read `neuraphage.yaml` and `api-keys.yaml` again and apply the model tiers and key pools (as SIGHUP to the
+    /// supervisor does). A file that does not load changes nothing; the error names the file, line and key.
+    Reload(JsonFlag),
 }
 
 /// `neuraphage daemon …`
@@ -134,6 +145,9 @@ pub struct NewArgs {
     /// Start the task's branch from this commit, branch or tag instead of the repository's HEAD.
     #[arg(long, value_name = "REF", requires = "repo")]
     pub base: Option<String>,
+    /// The model tier: router, worker (the default) or expert (see `model-tiers` in neuraphage.yaml).
+    #[arg(long, value_name = "TIER")]
+    pub tier: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use neuraphage_ipc::paths::Paths;
 
-use crate::cli::{Cli, Command, DaemonCommand, SandboxCommand};
+use crate::cli::{Cli, Command, ConfigCommand, DaemonCommand, SandboxCommand};
 use crate::error::CliError;
 
 fn main() -> ExitCode {
@@ -117,6 +117,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Locks(out) => report::locks(&paths, out.json).await,
         Command::Cost(args) => report::cost(&paths, args).await,
+        Command::Config(ConfigCommand::Reload(out)) => {
+            let reply =
+                client::Client::connect(&paths).await?.call(neuraphage_ipc::ControlRequest::ReloadConfig).await?;
+            let neuraphage_ipc::ControlReply::Reloaded { providers } = reply else {
+                return Err(client::unexpected(reply));
+            };
+            if out.json {
+                output::json(&serde_json::json!({ "providers": providers }))
+            } else {
+                output::out(&format!(
+                    "reloaded; pools in force:\n{}",
+                    providers.iter().map(|p| format!("  {p}\n")).collect::<String>()
+                ))
+            }
+        }
         Command::Demo(_) => Ok(()),
     }
 }

@@ -75,6 +75,7 @@ pub fn status_line(status: &TaskStatus) -> String {
             RunningPhase::Initializing => "Running: starting".to_owned(),
             RunningPhase::AssemblingContext => "Running: assembling context".to_owned(),
             RunningPhase::LlmRequest => "Running: waiting for the model".to_owned(),
+            RunningPhase::LlmQueued { detail } => format!("Running: LlmRequest, {}", clean(detail)),
             RunningPhase::ToolExecution { tool } => format!("Running: {}", clean(tool)),
             RunningPhase::Processing => "Running: thinking".to_owned(),
         },
@@ -115,6 +116,7 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}  {}", t.id, status_line(&t.status));
     let _ = writeln!(s, "  priority     {}", t.priority);
+    let _ = writeln!(s, "  tier         {}", t.tier.as_deref().unwrap_or("worker (default)"));
     let _ =
         writeln!(s, "  created      {} ({} ago)", t.created_at.format("%Y-%m-%d %H:%M:%S UTC"), age(t.created_at, now));
     let _ = writeln!(s, "  repo         {}", t.repo.as_deref().unwrap_or("-"));
@@ -168,6 +170,10 @@ fn event_text(e: &TaskEvent) -> String {
             format!("worker lost ({}); restart {attempt} in {retry_in_ms} ms", clean(reason))
         }
         EventKind::Committed { branch, commit } => format!("committed {} to {branch}", &commit[..commit.len().min(10)]),
+        EventKind::Escalated { from, to, reason } => format!("escalated from tier {from} to {to}: {}", clean(reason)),
+        EventKind::KeyRevoked { pool, key, reason } => {
+            format!("key {key} of pool {pool} refused and taken out of the pool: {}", clean(reason))
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 after: args.after,
                 profile: args.profile,
                 base: args.base,
+                tier: args.tier,
             };
             let task = match Client::connect(paths).await?.call(ControlRequest::CreateTask(new)).await? {
                 ControlReply::Task(task) => task,

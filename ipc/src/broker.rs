@@ -24,6 +24,47 @@ pub const ARG_LOCK_GRACE_MS: &str = "--lock-grace-ms";
 /// The grace period the supervisor gives a restarted broker, in milliseconds.
 pub const LOCK_RESTART_GRACE_MS: u64 = 10_000;
 
+/// The names of the model tiers, cheapest first: a task escalates from one to the next.
+pub const TIER_NAMES: [&str; 3] = ["router", "worker", "expert"];
+/// The tier a task runs on unless it names one.
+pub const DEFAULT_TIER: &str = "worker";
+
+/// What the supervisor says about a worker link it hands the broker (the SCM_RIGHTS packet's data, MessagePack):
+/// which task is on it, and the task's priority and model tier. The broker takes these from the supervisor only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkGrant {
+    /// The task on the link.
+    pub task: TaskId,
+    /// Its priority, 0 (first) … 4.
+    pub priority: u8,
+    /// Its model tier (`router`, `worker`, `expert`); `None`: the default tier.
+    pub tier: Option<String>,
+}
+
+/// One model tier of `neuraphage.yaml`: which provider, model and key pool it uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelTier {
+    /// `router`, `worker` or `expert`.
+    pub name: String,
+    /// `anthropic` or `openai` (the pool's provider must match).
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// The key pool of `api-keys.yaml`.
+    pub pool: String,
+}
+
+/// The broker's share of `neuraphage.yaml`, sent at its start and at every reload.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BrokerSettings {
+    /// The tiers configured (none: every task uses the first pool's default model).
+    pub tiers: Vec<ModelTier>,
+    /// Move a failing task to the next tier.
+    pub auto_escalate: bool,
+    /// Failed attempts on a tier before the task escalates.
+    pub escalate_after_retries: u32,
+}
+
 /// Supervisor → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,6 +76,9 @@ pub enum SupervisorToBroker {
         /// Echoed in the answer.
         id: u64,
     },
+    /// (Re)configure: the tiers, and re-read `api-keys.yaml`. A configuration that does not load leaves the last
+    /// good one in force; the answer is [`BrokerToSupervisor::Configured`].
+    Configure(BrokerSettings),
 }
 
 /// Broker → supervisor.
@@ -47,6 +91,43 @@ pub enum BrokerToSupervisor {
         providers: Vec<String>,
         /// Configuration it could not use, and why (for the supervisor's log).
         warnings: Vec<String>,
+    },
+    /// The answer to [`SupervisorToBroker::Configure`].
+    Configured {
+        /// The pools in force, as "pool: anthropic claude-… at https://… (2 keys)" (no key material).
+        providers: Vec<String>,
+        /// Why the new configuration was refused (the last good one stays), naming file and place.
+        error: Option<String>,
+    },
+    /// A task's model request waits in the rate-limit queue (`detail`, e.g. "queued for 3s behind 4 requests"), or
+    /// with `None`, no longer does.
+    Queued {
+        /// The task.
+        task: TaskId,
+        /// What it waits for, in words; `None` once it was sent.
+        detail: Option<String>,
+    },
+    /// A task moved to a more capable model tier after failed attempts.
+    Escalated {
+        /// The task.
+        task: TaskId,
+        /// The tier it left.
+        from: String,
+        /// The tier it runs on now.
+        to: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// A key answered 401/403 and was taken out of its pool.
+    KeyRevoked {
+        /// The task whose call found it out.
+        task: TaskId,
+        /// The pool.
+        pool: String,
+        /// The key's label (never the key).
+        key: String,
+        /// What the provider said.
+        reason: String,
     },
     /// A task's model call finished; what it used.
     Usage {

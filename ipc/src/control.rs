@@ -83,6 +83,9 @@ pub enum ControlRequest {
         /// The task id or a unique prefix.
         task: String,
     },
+    /// Read `neuraphage.yaml` again and have the broker apply its model tiers and re-read `api-keys.yaml` (as
+    /// SIGHUP does). A configuration that does not load changes nothing.
+    ReloadConfig,
     /// Cancel a task.
     KillTask {
         /// The task id or a unique prefix.
@@ -114,6 +117,9 @@ pub struct NewTask {
     pub profile: Option<String>,
     /// The commit, branch or tag the task's branch starts from (default: the repository's HEAD).
     pub base: Option<String>,
+    /// The model tier (`router`, `worker`, `expert`); `None`: `worker`.
+    #[serde(default)]
+    pub tier: Option<String>,
 }
 
 /// The supervisor's answer.
@@ -173,6 +179,11 @@ pub enum ControlReply {
         lines: Vec<CostLine>,
         /// Everything.
         total: CostTotals,
+    },
+    /// Answer to [`ControlRequest::ReloadConfig`]: what is in force now.
+    Reloaded {
+        /// The broker's pools (no key material).
+        providers: Vec<String>,
     },
     /// The request was refused or failed; nothing was changed.
     Error(ControlError),
@@ -258,6 +269,7 @@ impl NewTask {
             after: Vec::new(),
             profile: None,
             base: None,
+            tier: None,
         }
     }
 }

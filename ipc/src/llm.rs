@@ -175,6 +175,8 @@ pub enum LlmErrorKind {
     Auth,
     /// 429: a rate limit.
     RateLimited,
+    /// A spend limit (not a rate limit) was reached: retrying cannot help until the user raises it.
+    SpendLimit,
     /// 529 or an `overloaded_error` event.
     Overloaded,
     /// 5xx.

@@ -197,6 +197,11 @@ pub enum RunningPhase {
     AssemblingContext,
     /// Waiting for the model's answer.
     LlmRequest,
+    /// Waiting for the model, its request queued in the broker behind the rate limit.
+    LlmQueued {
+        /// How long and behind what, e.g. "queued for 3s behind 4 requests (rate limit of pool main)".
+        detail: String,
+    },
     /// Running a tool.
     ToolExecution {
         /// The tool's name.
@@ -287,6 +292,9 @@ pub struct Task {
     pub base_commit: Option<String>,
     /// Its branch, `neuraphage/<id>`, once its worktree exists.
     pub branch: Option<String>,
+    /// Its model tier (`router`, `worker`, `expert`); `None`: the default (`worker`). Escalation moves it.
+    #[serde(default)]
+    pub tier: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
@@ -383,6 +391,24 @@ pub enum EventKind {
         /// The new commit.
         commit: String,
     },
+    /// The task moved to a more capable model tier after failed model calls.
+    Escalated {
+        /// The tier it left.
+        from: String,
+        /// The tier it runs on now.
+        to: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// A key of the pool the task used was refused (401/403) and taken out of its pool.
+    KeyRevoked {
+        /// The pool.
+        pool: String,
+        /// The key's label (never the key).
+        key: String,
+        /// What the provider said.
+        reason: String,
+    },
     /// The task's status changed.
     StatusChanged {
         /// The old state.
@@ -407,6 +433,8 @@ impl EventKind {
             EventKind::WorkerExited { .. } => "worker_exited",
             EventKind::Committed { .. } => "committed",
             EventKind::StatusChanged { .. } => "status_changed",
+            EventKind::Escalated { .. } => "escalated",
+            EventKind::KeyRevoked { .. } => "key_revoked",
         }
     }
 }

@@ -217,6 +217,12 @@ pub enum TaskOutcome {
         /// Whether a retry may succeed.
         recoverable: bool,
     },
+    /// The task cannot go on until the user acts (e.g. the provider's spend limit is reached); `task retry`
+    /// resumes it from its conversation.
+    NeedsUser {
+        /// What the user must do, and why.
+        reason: String,
+    },
 }
 
 /// Worker → broker.

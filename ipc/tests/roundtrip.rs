@@ -2,7 +2,7 @@
 //! Property tests: every wire message survives encode → decode unchanged, and random bytes never panic the decoder.
 
 use chrono::{DateTime, TimeZone, Utc};
-use neuraphage_ipc::broker::{BrokerToSupervisor, SupervisorToBroker};
+use neuraphage_ipc::broker::{BrokerSettings, BrokerToSupervisor, LinkGrant, ModelTier, SupervisorToBroker};
 use neuraphage_ipc::cost::{CostGrouping, CostLine, CostTotals};
 use neuraphage_ipc::frame::{decode, encode};
 use neuraphage_ipc::llm::{
@@ -60,6 +60,7 @@ fn phase() -> impl Strategy<Value = RunningPhase> {
         Just(RunningPhase::Initializing),
         Just(RunningPhase::AssemblingContext),
         Just(RunningPhase::LlmRequest),
+        text().prop_map(|detail| RunningPhase::LlmQueued { detail }),
         text().prop_map(|tool| RunningPhase::ToolExecution { tool }),
         Just(RunningPhase::Processing),
     ]
@@ -81,12 +82,12 @@ fn status() -> impl Strategy<Value = TaskStatus> {
 fn task() -> impl Strategy<Value = Task> {
     (
         (task_id(), status(), priority(), text(), option::of(text()), option::of(text())),
-        (option::of(task_id()), option::of(text()), option::of(text()), time(), time()),
+        (option::of(task_id()), option::of(text()), option::of(text()), time(), time(), option::of(text())),
     )
         .prop_map(
             |(
                 (id, status, priority, description, repo, profile),
-                (parent, base_commit, branch, created_at, updated_at),
+                (parent, base_commit, branch, created_at, updated_at, tier),
             )| {
                 Task {
                     id,
@@ -98,6 +99,7 @@ fn task() -> impl Strategy<Value = Task> {
                     parent,
                     base_commit,
                     branch,
+                    tier,
                     created_at,
                     updated_at,
                 }
@@ -128,24 +130,36 @@ fn event() -> impl Strategy<Value = TaskEvent> {
             retry_in_ms
         }),
         (text(), text()).prop_map(|(branch, commit)| EventKind::Committed { branch, commit }),
+        (text(), text(), text()).prop_map(|(from, to, reason)| EventKind::Escalated { from, to, reason }),
+        (text(), text(), text()).prop_map(|(pool, key, reason)| EventKind::KeyRevoked { pool, key, reason }),
         (state(), status()).prop_map(|(from, to)| EventKind::StatusChanged { from, to }),
     ];
     (any::<u64>(), task_id(), time(), kind).prop_map(|(seq, task, at, kind)| TaskEvent { seq, task, at, kind })
 }
 
 fn request() -> impl Strategy<Value = ControlRequest> {
-    let new_task = (text(), option::of(text()), any::<u8>(), vec(text(), 0..3), option::of(text()), option::of(text()))
-        .prop_map(|(description, repo, priority, after, profile, base)| NewTask {
+    let new_task = (
+        text(),
+        option::of(text()),
+        any::<u8>(),
+        vec(text(), 0..3),
+        option::of(text()),
+        option::of(text()),
+        option::of(text()),
+    )
+        .prop_map(|(description, repo, priority, after, profile, base, tier)| NewTask {
             description,
             repo,
             priority,
             after,
             profile,
             base,
+            tier,
         });
     prop_oneof![
         Just(ControlRequest::DaemonStatus),
         Just(ControlRequest::Shutdown),
+        Just(ControlRequest::ReloadConfig),
         new_task.prop_map(ControlRequest::CreateTask),
         (option::of(state()), any::<u64>()).prop_map(|(state, offset)| ControlRequest::ListTasks { state, offset }),
         text().prop_map(|task| ControlRequest::ShowTask { task }),
@@ -228,6 +242,7 @@ fn reply() -> impl Strategy<Value = ControlReply> {
             added
         }),
         any::<u32>().prop_map(|pid| ControlReply::ShuttingDown { pid }),
+        vec(text(), 0..3).prop_map(|providers| ControlReply::Reloaded { providers }),
         (task_id(), option::of(text()), text()).prop_map(|(task, base_commit, patch)| ControlReply::Diff {
             task,
             base_commit,
@@ -298,6 +313,7 @@ fn failure() -> impl Strategy<Value = LlmFailure> {
     let kind = proptest::sample::select(vec![
         LlmErrorKind::NoProvider,
         LlmErrorKind::Auth,
+        LlmErrorKind::SpendLimit,
         LlmErrorKind::RateLimited,
         LlmErrorKind::Overloaded,
         LlmErrorKind::Server,
@@ -321,6 +337,7 @@ fn checkpoint_kind() -> impl Strategy<Value = CheckpointKind> {
     let outcome = prop_oneof![
         text().prop_map(|summary| TaskOutcome::Completed { summary }),
         (text(), any::<bool>()).prop_map(|(error, recoverable)| TaskOutcome::Failed { error, recoverable }),
+        text().prop_map(|reason| TaskOutcome::NeedsUser { reason }),
     ];
     prop_oneof![
         Just(CheckpointKind::RequestSent),
@@ -438,10 +455,34 @@ fn broker_messages() -> impl Strategy<Value = (SupervisorToBroker, BrokerToSuper
             .prop_map(|(providers, warnings)| BrokerToSupervisor::Ready { providers, warnings }),
         (task_id(), text(), usage()).prop_map(|(task, model, usage)| BrokerToSupervisor::Usage { task, model, usage }),
         any::<u64>().prop_map(|id| BrokerToSupervisor::Locks { id, table: LockTableView::default() }),
+        (vec(text(), 0..3), option::of(text()))
+            .prop_map(|(providers, error)| BrokerToSupervisor::Configured { providers, error }),
+        (task_id(), option::of(text())).prop_map(|(task, detail)| BrokerToSupervisor::Queued { task, detail }),
+        (task_id(), text(), text(), text()).prop_map(|(task, from, to, reason)| BrokerToSupervisor::Escalated {
+            task,
+            from,
+            to,
+            reason
+        }),
+        (task_id(), text(), text(), text()).prop_map(|(task, pool, key, reason)| BrokerToSupervisor::KeyRevoked {
+            task,
+            pool,
+            key,
+            reason
+        }),
     ];
+    let tier = (text(), text(), text(), text()).prop_map(|(name, provider, model, pool)| ModelTier {
+        name,
+        provider,
+        model,
+        pool,
+    });
     let down = prop_oneof![
         Just(SupervisorToBroker::Shutdown),
-        any::<u64>().prop_map(|id| SupervisorToBroker::ListLocks { id })
+        any::<u64>().prop_map(|id| SupervisorToBroker::ListLocks { id }),
+        (vec(tier, 0..3), any::<bool>(), any::<u32>()).prop_map(|(tiers, auto_escalate, escalate_after_retries)| {
+            SupervisorToBroker::Configure(BrokerSettings { tiers, auto_escalate, escalate_after_retries })
+        }),
     ];
     (down, up)
 }
@@ -493,6 +534,11 @@ proptest! {
     }
 
     #[test]
+    fn link_grants_round_trip(task in task_id(), priority in any::<u8>(), tier in option::of(text())) {
+        round_trips(&LinkGrant { task, priority, tier })?;
+    }
+
+    #[test]
     fn random_bodies_never_panic_the_decoder(bytes in vec(any::<u8>(), 0..512)) {
         let _ = decode::<RequestFrame>(&bytes);
         let _ = decode::<ReplyFrame>(&bytes);
@@ -526,6 +572,7 @@ fn task_json_has_a_flat_status() {
         parent: None,
         base_commit: None,
         branch: None,
+        tier: None,
         created_at: Utc.timestamp_millis_opt(0).unwrap(),
         updated_at: Utc.timestamp_millis_opt(0).unwrap(),
     };

@@ -42,4 +42,4 @@ pub use record::{Endpoint, RecordedRequest};
 pub use script::{
     HttpError, Policy, Reply, ReplyBlock, Script, Step, StopReason, StreamFault, TokenUsage, default_policy, policy,
 };
-pub use server::{DoubleConfig, DoubleError, LlmDouble};
+pub use server::{DoubleConfig, DoubleError, DoubleKey, KeyLimits, LlmDouble};

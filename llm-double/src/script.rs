@@ -213,12 +213,21 @@ pub struct HttpError {
     pub retry_after: Option<String>,
     /// Extra response headers.
     pub headers: Vec<(String, String)>,
+    /// A finer code: Anthropic's `error.details.error_code` (e.g. `enforced_spend_limit_reached`), OpenAI's
+    /// `error.code` (e.g. `organization_spend_limit_exceeded`).
+    pub error_code: Option<String>,
 }
 
 impl HttpError {
     /// An error with the given status and the provider's stock type and message.
     pub fn new(status: u16) -> HttpError {
-        HttpError { status, error_type: None, message: None, retry_after: None, headers: Vec::new() }
+        HttpError { status, error_type: None, message: None, retry_after: None, headers: Vec::new(), error_code: None }
+    }
+
+    /// Sets the finer error code (see [`HttpError::error_code`]).
+    pub fn code(mut self, code: impl Into<String>) -> HttpError {
+        self.error_code = Some(code.into());
+        self
     }
 
     /// Sets the message.
@@ -412,6 +421,11 @@ impl Script {
     /// Takes the next step, if any.
     pub fn pop(&self) -> Option<Step> {
         self.steps().pop_front()
+    }
+
+    /// Puts a step back in front (a request refused before its step was served).
+    pub(crate) fn unpop(&self, step: Step) {
+        self.steps().push_front(step);
     }
 
     /// Steps left.

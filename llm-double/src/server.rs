@@ -29,7 +29,7 @@ const ADVERTISED_REQUESTS_PER_MINUTE: u32 = 4000;
 const ADVERTISED_INPUT_TOKENS_PER_MINUTE: u64 = 2_000_000;
 /// The output-token limit advertised in rate-limit headers.
 const ADVERTISED_OUTPUT_TOKENS_PER_MINUTE: u64 = 400_000;
-/// The rate-limit window.
+/// The default rate-limit window.
 const WINDOW: Duration = Duration::from_secs(60);
 /// How long `shutdown` waits for streams in flight before it aborts the server.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -57,6 +57,10 @@ pub struct DoubleConfig {
     pub policy: Option<Policy>,
     /// Steps queued before the first request.
     pub script: Vec<Step>,
+    /// The keys the double knows, with their limits; when not empty, any other key is answered 401.
+    pub keys: Vec<(String, DoubleKey)>,
+    /// The length of the rate-limit window (the providers' is a minute; tests shorten it). `None`: 60 s.
+    pub window: Option<Duration>,
 }
 
 impl std::fmt::Debug for DoubleConfig {
@@ -66,48 +70,109 @@ impl std::fmt::Debug for DoubleConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("policy", &self.policy.as_ref().map(|_| "<fn>"))
             .field("script", &self.script)
+            .field("keys", &self.keys.len())
+            .field("window", &self.window)
             .finish()
     }
 }
 
+/// What the double enforces on one API key, per window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Requests per window; `None`: not enforced (4000 advertised).
+    pub requests: Option<u64>,
+    /// Input tokens (the reply's `input_tokens` + `cache_creation_input_tokens`) per window; `None`: not enforced.
+    pub input_tokens: Option<u64>,
+    /// Output tokens (the reply's `output_tokens`) per window; `None`: not enforced.
+    pub output_tokens: Option<u64>,
+}
+
+/// One API key the double knows, and what it does with its requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoubleKey {
+    /// Its limits.
+    pub limits: KeyLimits,
+    /// Answer 401 `authentication_error` (a revoked key).
+    pub revoked: bool,
+    /// Answer 429 with the spend-limit error (`error.details.error_code: enforced_spend_limit_reached`, no
+    /// `retry-after`), not a rate limit.
+    pub spend_limited: bool,
+}
+
+/// What one key used, and what it was refused.
 #[derive(Debug, Default)]
-struct RateState {
-    limit: Option<u32>,
-    accepted: VecDeque<Instant>,
+struct KeyRate {
+    key: DoubleKey,
+    /// (when, input tokens, output tokens) of each accepted request in the window.
+    accepted: VecDeque<(Instant, u64, u64)>,
     rejected: u64,
+    served: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct RateInfo {
-    limit: u32,
-    remaining: u32,
+    limits: [u64; 3],
+    remaining: [u64; 3],
     reset: Duration,
 }
 
-impl RateState {
-    fn admit(&mut self, now: Instant) -> Result<RateInfo, RateInfo> {
-        while self.accepted.front().is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW) {
+#[derive(Debug, Default)]
+struct RateState {
+    window: Duration,
+    /// The request limit of keys not configured one by one.
+    default_requests: Option<u32>,
+    /// Only these keys are accepted when `strict`.
+    keys: std::collections::HashMap<String, KeyRate>,
+    strict: bool,
+    rejected: u64,
+}
+
+impl KeyRate {
+    fn admit(&mut self, now: Instant, window: Duration, input: u64, output: u64) -> Result<RateInfo, RateInfo> {
+        while self.accepted.front().is_some_and(|t| now.saturating_duration_since(t.0) >= window) {
             self.accepted.pop_front();
         }
-        let until_oldest_expires = |accepted: &VecDeque<Instant>| {
-            accepted.front().map_or(WINDOW, |t| WINDOW.saturating_sub(now.saturating_duration_since(*t)))
+        let until_oldest_expires = |accepted: &VecDeque<(Instant, u64, u64)>| {
+            accepted.front().map_or(window, |t| window.saturating_sub(now.saturating_duration_since(t.0)))
         };
-        let used = u32::try_from(self.accepted.len()).unwrap_or(u32::MAX);
-        match self.limit {
-            Some(limit) if used >= limit => {
-                self.rejected += 1;
-                Err(RateInfo { limit, remaining: 0, reset: until_oldest_expires(&self.accepted) })
-            }
-            limit => {
-                self.accepted.push_back(now);
-                let limit = limit.unwrap_or(ADVERTISED_REQUESTS_PER_MINUTE);
-                Ok(RateInfo {
-                    limit,
-                    remaining: limit.saturating_sub(used.saturating_add(1)),
-                    reset: until_oldest_expires(&self.accepted),
-                })
-            }
+        let used = [
+            self.accepted.len() as u64,
+            self.accepted.iter().map(|a| a.1).sum::<u64>(),
+            self.accepted.iter().map(|a| a.2).sum::<u64>(),
+        ];
+        let l = self.key.limits;
+        let limits = [l.requests, l.input_tokens, l.output_tokens];
+        let advertised = [
+            u64::from(ADVERTISED_REQUESTS_PER_MINUTE),
+            ADVERTISED_INPUT_TOKENS_PER_MINUTE,
+            ADVERTISED_OUTPUT_TOKENS_PER_MINUTE,
+        ];
+        let shown: [u64; 3] = std::array::from_fn(|i| limits[i].unwrap_or(advertised[i]));
+        let cost = [1, input, output];
+        let over = (0..3).any(|i| limits[i].is_some_and(|l| used[i].saturating_add(cost[i]) > l));
+        if over {
+            self.rejected += 1;
+            let remaining = std::array::from_fn(|i| shown[i].saturating_sub(used[i]));
+            return Err(RateInfo { limits: shown, remaining, reset: until_oldest_expires(&self.accepted) });
         }
+        self.accepted.push_back((now, input, output));
+        self.served += 1;
+        let remaining = std::array::from_fn(|i| shown[i].saturating_sub(used[i].saturating_add(cost[i])));
+        Ok(RateInfo { limits: shown, remaining, reset: until_oldest_expires(&self.accepted) })
+    }
+}
+
+impl RateState {
+    fn key(&mut self, key: &str) -> Option<&mut KeyRate> {
+        if !self.keys.contains_key(key) {
+            if self.strict {
+                return None;
+            }
+            let limits = KeyLimits { requests: self.default_requests.map(u64::from), ..KeyLimits::default() };
+            let rate = KeyRate { key: DoubleKey { limits, ..DoubleKey::default() }, ..KeyRate::default() };
+            self.keys.insert(key.to_owned(), rate);
+        }
+        self.keys.get_mut(key)
     }
 }
 
@@ -162,7 +227,13 @@ impl LlmDouble {
             script,
             policy: Mutex::new(config.policy.unwrap_or_else(default_policy)),
             requests: Mutex::new(Vec::new()),
-            rate: Mutex::new(RateState { limit: config.requests_per_minute, ..RateState::default() }),
+            rate: Mutex::new(RateState {
+                window: config.window.filter(|w| !w.is_zero()).unwrap_or(WINDOW),
+                default_requests: config.requests_per_minute,
+                strict: !config.keys.is_empty(),
+                keys: config.keys.into_iter().map(|(k, key)| (k, KeyRate { key, ..KeyRate::default() })).collect(),
+                rejected: 0,
+            }),
             api_key: config.api_key,
             next_id: AtomicU64::new(0),
         });
@@ -231,14 +302,34 @@ impl LlmDouble {
         lock(&self.shared.requests).iter().filter(|r| r.endpoint == endpoint).count()
     }
 
-    /// Enforces (or, with `None`, stops enforcing) a per-minute request limit from now on.
+    /// Enforces (or, with `None`, stops enforcing) a per-minute request limit from now on, on every key not
+    /// configured one by one.
     pub fn set_requests_per_minute(&self, limit: Option<u32>) {
-        lock(&self.shared.rate).limit = limit;
+        let mut rate = lock(&self.shared.rate);
+        rate.default_requests = limit;
+        let configured: Vec<String> = rate.keys.keys().cloned().collect();
+        for k in configured {
+            if let Some(r) = rate.keys.get_mut(&k) {
+                r.key.limits.requests = limit.map(u64::from);
+            }
+        }
     }
 
-    /// How many requests the double refused with 429 because they exceeded its own per-minute limit.
+    /// How many requests the double refused with 429 because they exceeded its own limits (every key).
     pub fn rate_limited_count(&self) -> u64 {
         lock(&self.shared.rate).rejected
+    }
+
+    /// Requests the double served on `key` (accepted by its limits), and those it refused for exceeding them.
+    pub fn key_counts(&self, key: &str) -> (u64, u64) {
+        lock(&self.shared.rate).keys.get(key).map_or((0, 0), |r| (r.served, r.rejected))
+    }
+
+    /// Changes what the double does with `key` from now on (adding it if new).
+    pub fn set_key(&self, key: &str, config: DoubleKey) {
+        let mut rate = lock(&self.shared.rate);
+        let entry = rate.keys.entry(key.to_owned()).or_default();
+        entry.key = config;
     }
 
     /// Stops accepting connections, lets streams in flight finish (up to a few seconds), and waits for the server.
@@ -331,23 +422,57 @@ async fn handle(
         return error_response(&ctx, &refusal);
     }
 
-    match lock(&shared.rate).admit(Instant::now()) {
-        Ok(info) => ctx.rate = Some(info),
-        Err(info) => {
-            ctx.rate = Some(info);
-            let secs = info.reset.as_secs_f64().ceil().max(1.0);
-            let error = HttpError::new(429).retry_after(format!("{secs:.0}"));
-            return error_response(&ctx, &error);
-        }
-    }
-
-    let step = match shared.script.pop() {
-        Some(step) => step,
+    let (step, scripted) = match shared.script.pop() {
+        Some(step) => (step, true),
         None => {
             let policy = Arc::clone(&*lock(&shared.policy));
-            policy(&recorded)
+            (policy(&recorded), false)
         }
     };
+    let (input, output) = match &step {
+        Step::Reply(reply) | Step::Fault { reply, .. } => (
+            reply.usage.input_tokens.saturating_add(reply.usage.cache_creation_input_tokens),
+            reply.usage.output_tokens,
+        ),
+        Step::HttpError(_) => (0, 0),
+    };
+    let key = api_key(endpoint, &recorded).unwrap_or_default();
+    let admitted = {
+        let mut rate = lock(&shared.rate);
+        let window = rate.window;
+        match rate.key(&key) {
+            None => Err(HttpError::new(401).message("invalid x-api-key")),
+            Some(k) if k.key.revoked => Err(HttpError::new(401).message("invalid x-api-key (revoked)")),
+            Some(k) if k.key.spend_limited => Err(HttpError::new(429)
+                .message(
+                    "You have reached your specified API usage limits. You will regain access on the first day of \
+                     next month at 00:00 UTC.",
+                )
+                .code(if endpoint == Endpoint::OpenAiChat {
+                    "organization_spend_limit_exceeded"
+                } else {
+                    "enforced_spend_limit_reached"
+                })),
+            Some(k) => match k.admit(Instant::now(), window, input, output) {
+                Ok(info) => {
+                    ctx.rate = Some(info);
+                    Ok(())
+                }
+                Err(info) => {
+                    rate.rejected += 1;
+                    ctx.rate = Some(info);
+                    let secs = info.reset.as_secs_f64().ceil().max(1.0);
+                    Err(HttpError::new(429).retry_after(format!("{secs:.0}")))
+                }
+            },
+        }
+    };
+    if let Err(error) = admitted {
+        if scripted {
+            shared.script.unpop(step);
+        }
+        return error_response(&ctx, &error);
+    }
     ctx.message_id = shared.id(if endpoint == Endpoint::OpenAiChat { "chatcmpl-double" } else { "msg_double_" });
     match step {
         Step::HttpError(error) => error_response(&ctx, &error),
@@ -362,9 +487,19 @@ async fn handle(
     }
 }
 
+/// The API key a request carries.
+fn api_key(endpoint: Endpoint, recorded: &RecordedRequest) -> Option<String> {
+    match endpoint {
+        Endpoint::OpenAiChat => {
+            recorded.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(|k| k.trim().to_owned())
+        }
+        _ => recorded.header("x-api-key").map(str::to_owned),
+    }
+}
+
 /// Refuses requests to unknown paths, without credentials, or with bodies missing required fields.
-fn gate(shared: &Shared, ctx: &Ctx, recorded: &RecordedRequest) -> Result<(), HttpError> {
-    let refuse = |status: u16, message: &str| Err(HttpError::new(status).message(message));
+fn gate(shared: &Shared, ctx: &Ctx, recorded: &RecordedRequest) -> Result<(), Box<HttpError>> {
+    let refuse = |status: u16, message: &str| Err(Box::new(HttpError::new(status).message(message)));
     match ctx.endpoint {
         Endpoint::Other => refuse(404, "llm-double serves only POST /v1/messages and POST /v1/chat/completions"),
         Endpoint::AnthropicMessages => {
@@ -452,19 +587,20 @@ fn common_headers(ctx: &Ctx, headers: &mut HeaderMap, input_tokens: u64, output_
         Endpoint::AnthropicMessages | Endpoint::Other => set_header(headers, "request-id", &ctx.request_id),
     }
     let Some(rate) = ctx.rate else { return };
-    let input_remaining = ADVERTISED_INPUT_TOKENS_PER_MINUTE.saturating_sub(input_tokens);
-    let output_remaining = ADVERTISED_OUTPUT_TOKENS_PER_MINUTE.saturating_sub(output_tokens);
+    let _ = (input_tokens, output_tokens);
+    let [requests_limit, input_limit, output_limit] = rate.limits;
+    let [requests_remaining, input_remaining, output_remaining] = rate.remaining;
     match ctx.endpoint {
         Endpoint::OpenAiChat => {
-            let tokens_limit = ADVERTISED_INPUT_TOKENS_PER_MINUTE;
-            let tokens_remaining = tokens_limit.saturating_sub(input_tokens.saturating_add(output_tokens));
+            let tokens_limit = input_limit.saturating_add(output_limit);
+            let tokens_remaining = input_remaining.saturating_add(output_remaining);
             for (name, value) in [
-                ("x-ratelimit-limit-requests", rate.limit.to_string()),
-                ("x-ratelimit-remaining-requests", rate.remaining.to_string()),
+                ("x-ratelimit-limit-requests", requests_limit.to_string()),
+                ("x-ratelimit-remaining-requests", requests_remaining.to_string()),
                 ("x-ratelimit-reset-requests", openai_duration(rate.reset)),
                 ("x-ratelimit-limit-tokens", tokens_limit.to_string()),
                 ("x-ratelimit-remaining-tokens", tokens_remaining.to_string()),
-                ("x-ratelimit-reset-tokens", openai_duration(Duration::from_secs(1))),
+                ("x-ratelimit-reset-tokens", openai_duration(rate.reset)),
             ] {
                 set_header(headers, name, &value);
             }
@@ -473,23 +609,21 @@ fn common_headers(ctx: &Ctx, headers: &mut HeaderMap, input_tokens: u64, output_
             let now = chrono::Utc::now();
             let at = |d: Duration| {
                 let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
-                (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                (now + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             };
-            let tokens_limit = ADVERTISED_INPUT_TOKENS_PER_MINUTE.saturating_add(ADVERTISED_OUTPUT_TOKENS_PER_MINUTE);
-            let tokens_remaining = input_remaining.saturating_add(output_remaining);
             for (name, value) in [
-                ("anthropic-ratelimit-requests-limit", rate.limit.to_string()),
-                ("anthropic-ratelimit-requests-remaining", rate.remaining.to_string()),
+                ("anthropic-ratelimit-requests-limit", requests_limit.to_string()),
+                ("anthropic-ratelimit-requests-remaining", requests_remaining.to_string()),
                 ("anthropic-ratelimit-requests-reset", at(rate.reset)),
-                ("anthropic-ratelimit-input-tokens-limit", ADVERTISED_INPUT_TOKENS_PER_MINUTE.to_string()),
+                ("anthropic-ratelimit-input-tokens-limit", input_limit.to_string()),
                 ("anthropic-ratelimit-input-tokens-remaining", input_remaining.to_string()),
-                ("anthropic-ratelimit-input-tokens-reset", at(Duration::from_secs(1))),
-                ("anthropic-ratelimit-output-tokens-limit", ADVERTISED_OUTPUT_TOKENS_PER_MINUTE.to_string()),
+                ("anthropic-ratelimit-input-tokens-reset", at(rate.reset)),
+                ("anthropic-ratelimit-output-tokens-limit", output_limit.to_string()),
                 ("anthropic-ratelimit-output-tokens-remaining", output_remaining.to_string()),
-                ("anthropic-ratelimit-output-tokens-reset", at(Duration::from_secs(1))),
-                ("anthropic-ratelimit-tokens-limit", tokens_limit.to_string()),
-                ("anthropic-ratelimit-tokens-remaining", tokens_remaining.to_string()),
-                ("anthropic-ratelimit-tokens-reset", at(Duration::from_secs(1))),
+                ("anthropic-ratelimit-output-tokens-reset", at(rate.reset)),
+                ("anthropic-ratelimit-tokens-limit", input_limit.saturating_add(output_limit).to_string()),
+                ("anthropic-ratelimit-tokens-remaining", input_remaining.saturating_add(output_remaining).to_string()),
+                ("anthropic-ratelimit-tokens-reset", at(rate.reset)),
             ] {
                 set_header(headers, name, &value);
             }
@@ -512,12 +646,20 @@ fn error_response(ctx: &Ctx, error: &HttpError) -> Response {
         Endpoint::OpenAiChat => {
             let error_type = error.error_type.as_deref().unwrap_or(openai::error_type_for(error.status));
             let message = error.message.as_deref().unwrap_or(openai::stock_message(error.status));
-            openai::error_body(error.status, error_type, message)
+            let mut body = openai::error_body(error.status, error_type, message);
+            if let (Some(code), Some(e)) = (&error.error_code, body.get_mut("error")) {
+                e["code"] = Value::String(code.clone());
+            }
+            body
         }
         Endpoint::AnthropicMessages | Endpoint::Other => {
             let error_type = error.error_type.as_deref().unwrap_or(anthropic::error_type_for(error.status));
             let message = error.message.as_deref().unwrap_or(anthropic::stock_message(error.status));
-            anthropic::error_body(error_type, message, &ctx.request_id)
+            let mut body = anthropic::error_body(error_type, message, &ctx.request_id);
+            if let (Some(code), Some(e)) = (&error.error_code, body.get_mut("error")) {
+                e["details"] = serde_json::json!({ "error_code": code });
+            }
+            body
         }
     };
     let mut response = Response::new(Body::from(body.to_string()));
@@ -665,13 +807,15 @@ mod tests {
 
     #[test]
     fn rate_window_admits_up_to_the_limit_then_refuses() {
-        let mut rate = RateState { limit: Some(2), ..RateState::default() };
+        let limits = KeyLimits { requests: Some(2), input_tokens: Some(100), output_tokens: None };
+        let mut rate = KeyRate { key: DoubleKey { limits, ..DoubleKey::default() }, ..KeyRate::default() };
         let t0 = Instant::now();
-        assert_eq!(rate.admit(t0).map(|i| i.remaining).ok(), Some(1));
-        assert_eq!(rate.admit(t0).map(|i| i.remaining).ok(), Some(0));
-        let refused = rate.admit(t0 + Duration::from_secs(20)).err().map(|i| i.reset);
+        assert_eq!(rate.admit(t0, WINDOW, 10, 5).map(|i| i.remaining[0]).ok(), Some(1));
+        assert!(rate.admit(t0, WINDOW, 95, 5).is_err(), "10 + 95 input tokens > 100");
+        assert_eq!(rate.admit(t0, WINDOW, 10, 5).map(|i| i.remaining[1]).ok(), Some(80));
+        let refused = rate.admit(t0 + Duration::from_secs(20), WINDOW, 1, 1).err().map(|i| i.reset);
         assert_eq!(refused, Some(Duration::from_secs(40)));
-        assert_eq!(rate.rejected, 1);
-        assert!(rate.admit(t0 + WINDOW).is_ok());
+        assert_eq!(rate.rejected, 2);
+        assert!(rate.admit(t0 + WINDOW, WINDOW, 1, 1).is_ok());
     }
 }

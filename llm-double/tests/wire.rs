@@ -485,8 +485,11 @@ async fn the_per_minute_limit_answers_429_with_retry_after() {
     let first = post_anthropic(&double, &anthropic_body(false)).await;
     assert_eq!(header(&first, "anthropic-ratelimit-requests-limit").as_deref(), Some("2"));
     assert_eq!(header(&first, "anthropic-ratelimit-requests-remaining").as_deref(), Some("1"));
-    let second = post_openai(&double, &openai_body(false, false)).await;
-    assert_eq!(header(&second, "x-ratelimit-remaining-requests").as_deref(), Some("0"));
+    // The limit is per key: another key has its own.
+    let other = post_openai(&double, &openai_body(false, false)).await;
+    assert_eq!(header(&other, "x-ratelimit-remaining-requests").as_deref(), Some("1"));
+    let second = post_anthropic(&double, &anthropic_body(false)).await;
+    assert_eq!(header(&second, "anthropic-ratelimit-requests-remaining").as_deref(), Some("0"));
     let third = post_anthropic(&double, &anthropic_body(false)).await;
     assert_eq!(third.status(), 429);
     let retry: u64 = header(&third, "retry-after").and_then(|v| v.parse().ok()).expect("retry-after seconds");

@@ -6,20 +6,24 @@
 //!
 //! [`keep_alive`] watches the broker: when it dies it is started again, and every running worker is handed a fresh
 //! broker link (over the worker's own handoff socket, SCM_RIGHTS), so no task fails because the broker crashed.
+//!
+//! Each handoff carries a [`LinkGrant`]: the task's id, priority and model tier, from the store. The broker gets the
+//! model tiers of `neuraphage.yaml` ([`BrokerSettings`]) at each start and at each reload ([`Broker::reload`]); it
+//! reports queued requests (shown in the task's status), escalations (stored as the task's tier) and revoked keys.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use neuraphage_ipc::broker::{
-    ARG_CONTROL_FD, ARG_HANDOFF_FD, ARG_LOCK_GRACE_MS, BrokerToSupervisor, LOCK_RESTART_GRACE_MS, MAX_BROKER_FRAME,
-    SupervisorToBroker,
+    ARG_CONTROL_FD, ARG_HANDOFF_FD, ARG_LOCK_GRACE_MS, BrokerSettings, BrokerToSupervisor, LOCK_RESTART_GRACE_MS,
+    LinkGrant, MAX_BROKER_FRAME, SupervisorToBroker,
 };
 use neuraphage_ipc::lock::LockTableView;
-use neuraphage_ipc::{Link, Role, TaskId};
-use tokio::sync::mpsc;
+use neuraphage_ipc::{EventKind, Link, Role, Task, TaskId};
+use tokio::sync::{mpsc, oneshot};
 
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
@@ -32,10 +36,26 @@ use crate::spawn::{fd_arg, seqpacket_pair, sibling_binary, spawn_with_fds, strea
 pub const BROKER_BIN: &str = "neuraphage-broker";
 
 /// The broker, whichever process currently is it.
+#[derive(Debug)]
 pub struct Broker {
     handoff: Mutex<OwnedFd>,
     home: std::path::PathBuf,
     log: std::path::PathBuf,
+    /// The settings in force, sent to every new broker process.
+    settings: Mutex<BrokerSettings>,
+    reloads: mpsc::UnboundedSender<Reload>,
+    reloads_rx: Mutex<Option<mpsc::UnboundedReceiver<Reload>>>,
+}
+
+/// Where the broker's answer to a reload goes: its pools, or why it kept the last good configuration.
+type ReloadAnswer = oneshot::Sender<Result<Vec<String>, String>>;
+
+/// New settings for the broker, and where its answer goes.
+type Reload = (BrokerSettings, ReloadAnswer);
+
+/// What the supervisor tells the broker about a task's worker link.
+pub fn grant(task: &Task) -> LinkGrant {
+    LinkGrant { task: task.id.clone(), priority: task.priority.get(), tier: task.tier.clone() }
 }
 
 /// A question for the broker: send the lock table here.
@@ -50,64 +70,111 @@ impl Broker {
     pub async fn spawn(
         home: &std::path::Path,
         log: &std::path::Path,
+        settings: BrokerSettings,
     ) -> Result<(Broker, BrokerLink, tokio::process::Child), String> {
         let (handoff, link, child) = start(home, log, 0).await?;
-        let broker = Broker { handoff: Mutex::new(handoff), home: home.to_path_buf(), log: log.to_path_buf() };
+        let (reloads, reloads_rx) = mpsc::unbounded_channel();
+        let broker = Broker {
+            handoff: Mutex::new(handoff),
+            home: home.to_path_buf(),
+            log: log.to_path_buf(),
+            settings: Mutex::new(settings),
+            reloads,
+            reloads_rx: Mutex::new(Some(reloads_rx)),
+        };
         Ok((broker, link, child))
     }
 
-    /// Hand the broker the broker end of `task`'s worker link.
-    pub fn hand_over(&self, task: &TaskId, link: OwnedFd) -> Result<(), String> {
+    /// Hand the broker the broker end of a task's worker link, with what the supervisor says of the task.
+    pub fn hand_over(&self, grant: &LinkGrant, link: OwnedFd) -> Result<(), String> {
+        let task = &grant.task;
+        let data = neuraphage_ipc::frame::encode(grant).map_err(|e| format!("cannot encode {task}'s grant: {e}"))?;
         let handoff = self.handoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        neuraphage_ipc::inherit::send_fd(&handoff, task.as_str().as_bytes(), link)
+        neuraphage_ipc::inherit::send_fd(&handoff, &data, link)
             .map_err(|e| format!("cannot hand the broker {task}'s link: {e}"))
     }
-}
 
-/// Relay what the broker reports until its link closes: log its readiness, record usage, and forward lock-table
-/// questions (answered by request id; questions pending when the broker dies are dropped, so the asker is told).
-async fn pump(link: &mut BrokerLink, daemon: &Daemon, queries: &mut mpsc::UnboundedReceiver<LockQuery>) {
-    let mut pending: HashMap<u64, LockQuery> = HashMap::new();
-    let mut next_id = 0u64;
-    loop {
-        let received = tokio::select! {
-            received = link.recv() => received,
-            Some(query) = queries.recv() => {
-                next_id += 1;
-                if link.send(&SupervisorToBroker::ListLocks { id: next_id }).await.is_ok() {
-                    pending.insert(next_id, query);
-                }
-                continue;
-            }
-        };
-        match received {
-            Ok(Some(BrokerToSupervisor::Ready { providers, warnings })) => {
-                for w in warnings {
-                    tracing::warn!("broker: {w}");
-                }
-                if providers.is_empty() {
-                    tracing::warn!("the broker has no model provider: set ANTHROPIC_API_KEY or OPENAI_API_KEY");
-                } else {
-                    tracing::info!(?providers, "broker ready");
-                }
-            }
-            Ok(Some(BrokerToSupervisor::Usage { task, model, usage })) => {
-                tracing::info!(%task, %model, input = usage.input_tokens, output = usage.output_tokens, "usage");
-                daemon.record_usage(&task, &model, &usage);
-            }
-            Ok(Some(BrokerToSupervisor::Locks { id, table })) => {
-                if let Some(query) = pending.remove(&id) {
-                    let _ = query.send(table);
-                }
-            }
-            Ok(None) => return,
-            Err(e) => return tracing::error!(error = %e, "broker link failed"),
+    /// Have the broker apply new settings and re-read `api-keys.yaml`; its pools, or why it kept the last good
+    /// configuration.
+    pub async fn reload(&self, settings: BrokerSettings) -> Result<Vec<String>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.reloads.send((settings, tx)).map_err(|_| "the broker is not running".to_owned())?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err("the broker restarted before answering; it has the new settings".to_owned()),
+            Err(_) => Err("the broker did not answer within 10 s".to_owned()),
         }
     }
 }
 
-/// Keep a broker running until `shutdown`: when it dies, start a new one (with a growing pause if starting fails)
-/// and hand every running worker a fresh link to it. At shutdown, ask it to stop.
+/// What is waiting for the broker's answers on one link.
+#[derive(Default)]
+struct Pending {
+    /// Lock-table questions by request id (dropped when the broker dies, so the asker is told).
+    locks: HashMap<u64, LockQuery>,
+    next_id: u64,
+    /// Reload answers, in the order the `Configure`s were sent (`None`: the one sent at the broker's start).
+    reloads: VecDeque<Option<ReloadAnswer>>,
+}
+
+/// Act on one report of the broker.
+fn report(msg: BrokerToSupervisor, daemon: &Daemon, pending: &mut Pending) {
+    match msg {
+        BrokerToSupervisor::Ready { providers, warnings } => {
+            for w in warnings {
+                tracing::warn!("broker: {w}");
+            }
+            if providers.is_empty() {
+                tracing::warn!("the broker has no model provider: set ANTHROPIC_API_KEY or OPENAI_API_KEY");
+            } else {
+                tracing::info!(?providers, "broker ready");
+            }
+        }
+        BrokerToSupervisor::Configured { providers, error } => {
+            let answer = match error {
+                Some(error) => {
+                    tracing::error!(%error, "the broker refused its configuration and keeps the last good one");
+                    Err(error)
+                }
+                None => {
+                    tracing::info!(?providers, "broker configured");
+                    Ok(providers)
+                }
+            };
+            if let Some(Some(tx)) = pending.reloads.pop_front() {
+                let _ = tx.send(answer);
+            }
+        }
+        BrokerToSupervisor::Usage { task, model, usage } => {
+            tracing::info!(%task, %model, input = usage.input_tokens, output = usage.output_tokens, "usage");
+            daemon.record_usage(&task, &model, &usage);
+        }
+        BrokerToSupervisor::Locks { id, table } => {
+            if let Some(query) = pending.locks.remove(&id) {
+                let _ = query.send(table);
+            }
+        }
+        BrokerToSupervisor::Queued { task, detail } => {
+            if let Err(e) = daemon.with_store(|s| s.set_queued(&task, detail)) {
+                tracing::warn!(%task, error = %e, "cannot show the task as queued");
+            }
+        }
+        BrokerToSupervisor::Escalated { task, from, to, reason } => {
+            tracing::warn!(%task, %from, %to, %reason, "task escalated to a more capable model tier");
+            if let Err(e) = daemon.with_store(|s| s.escalate(&task, &from, &to, &reason)) {
+                tracing::error!(%task, error = %e, "cannot store the task's escalation");
+            }
+        }
+        BrokerToSupervisor::KeyRevoked { task, pool, key, reason } => {
+            tracing::error!(%pool, %key, %reason, "an API key was refused and taken out of its pool");
+            daemon.record(&task, EventKind::KeyRevoked { pool, key, reason });
+        }
+    }
+}
+
+/// Keep a broker running until `shutdown`: when it dies, start a new one (with a growing pause if starting fails),
+/// send it the settings, and hand every running worker a fresh link to it. Meanwhile relay what it reports, forward
+/// lock-table questions and reloads. At shutdown, ask it to stop.
 pub async fn keep_alive(
     broker: Arc<Broker>,
     workers: Arc<Daemon>,
@@ -119,16 +186,44 @@ pub async fn keep_alive(
         Some(q) => q,
         None => return tracing::error!("the broker watch started twice"),
     };
+    let Some(mut reloads) = broker.reloads_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+        return tracing::error!("the broker watch started twice");
+    };
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = link.send(&SupervisorToBroker::Shutdown).await;
-                if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
-                    let _ = child.kill().await;
+        let mut pending = Pending::default();
+        let settings = broker.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if link.send(&SupervisorToBroker::Configure(settings)).await.is_ok() {
+            pending.reloads.push_back(None);
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = link.send(&SupervisorToBroker::Shutdown).await;
+                    if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
+                        let _ = child.kill().await;
+                    }
+                    return;
                 }
-                return;
+                received = link.recv() => match received {
+                    Ok(Some(msg)) => report(msg, &workers, &mut pending),
+                    Ok(None) => break,
+                    Err(e) => { tracing::error!(error = %e, "broker link failed"); break; }
+                },
+                Some(query) = queries.recv() => {
+                    pending.next_id += 1;
+                    let id = pending.next_id;
+                    if link.send(&SupervisorToBroker::ListLocks { id }).await.is_ok() {
+                        pending.locks.insert(id, query);
+                    }
+                }
+                Some((settings, answer)) = reloads.recv() => {
+                    *broker.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = settings.clone();
+                    match link.send(&SupervisorToBroker::Configure(settings)).await {
+                        Ok(()) => pending.reloads.push_back(Some(answer)),
+                        Err(e) => { let _ = answer.send(Err(format!("broker link: {e}"))); }
+                    }
+                }
             }
-            _ = pump(&mut link, &workers, &mut queries) => {}
         }
         let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
         tracing::error!(%status, "the broker exited; starting a new one");
@@ -151,7 +246,11 @@ pub async fn keep_alive(
                 }
             }
         }
-        workers.workers.relink_all(&broker);
+        let grant_of = |id: &TaskId| match workers.with_store(|s| s.task(id)) {
+            Ok(task) => grant(&task),
+            Err(_) => LinkGrant { task: id.clone(), priority: 2, tier: None },
+        };
+        workers.workers.relink_all(&broker, grant_of);
     }
 }
 

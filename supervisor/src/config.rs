@@ -1,9 +1,22 @@
 //! `$NEURAPHAGE_HOME/neuraphage.yaml`: the supervisor's settings. A missing file means defaults; a malformed one,
 //! or an unknown key, stops the supervisor with the file, line and reason.
+//!
+//! The model tiers are the broker's share: the supervisor checks them here (so errors name the line) and sends them
+//! to the broker at its start and on `neuraphage config reload` / SIGHUP.
+//!
+//! ```yaml
+//! model-tiers:
+//!   router: { provider: anthropic, model: claude-haiku-4-5, pool: main }
+//!   worker: { provider: anthropic, model: claude-sonnet-4-5, pool: main }
+//!   expert: { provider: anthropic, model: claude-opus-4-1, pool: main }
+//! auto-escalate: true
+//! escalate-after-retries: 2
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use neuraphage_ipc::broker::{BrokerSettings, ModelTier, TIER_NAMES};
 use serde::Deserialize;
 
 use crate::cost::{Price, PriceTable};
@@ -24,11 +37,59 @@ pub struct Config {
     /// Prices of models in USD per million tokens, added to or replacing the defaults ([`crate::cost`]):
     /// `prices: {my-model: {input: 1.0, output: 2.0, cache-read: 0.1, cache-write: 1.25}}`.
     pub prices: BTreeMap<String, Price>,
+    /// The model tiers by name (`router`, `worker`, `expert`).
+    pub model_tiers: BTreeMap<TierName, TierEntry>,
+    /// Move a task whose model calls keep failing to the next tier.
+    pub auto_escalate: bool,
+    /// Failed attempts on a tier before the task escalates.
+    pub escalate_after_retries: u32,
+}
+
+/// A tier's name: one of `router`, `worker`, `expert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierName {
+    /// The cheapest.
+    Router,
+    /// The default.
+    Worker,
+    /// The most capable.
+    Expert,
+}
+
+/// One tier: provider, model and key pool.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TierEntry {
+    /// `anthropic` or `openai`.
+    pub provider: ProviderName,
+    /// The model.
+    pub model: String,
+    /// The key pool of `api-keys.yaml`.
+    pub pool: String,
+}
+
+/// A provider's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    /// The Anthropic Messages API.
+    Anthropic,
+    /// OpenAI-compatible chat completions.
+    Openai,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { max_concurrent: 4, keep_worktrees: true, max_iterations: 50, prices: BTreeMap::new() }
+        Config {
+            max_concurrent: 4,
+            keep_worktrees: true,
+            max_iterations: 50,
+            prices: BTreeMap::new(),
+            model_tiers: BTreeMap::new(),
+            auto_escalate: false,
+            escalate_after_retries: 2,
+        }
     }
 }
 
@@ -52,6 +113,18 @@ impl Config {
         if config.max_iterations == 0 {
             return Err("max-iterations must be at least 1".into());
         }
+        if config.escalate_after_retries == 0 {
+            return Err("escalate-after-retries must be at least 1".into());
+        }
+        for (name, tier) in &config.model_tiers {
+            let at = format!("model-tiers.{}", TIER_NAMES[*name as usize]);
+            if tier.model.trim().is_empty() {
+                return Err(format!("{at}.model: must not be empty"));
+            }
+            if tier.pool.trim().is_empty() || tier.pool.len() > 64 {
+                return Err(format!("{at}.pool: a pool name is 1 to 64 characters"));
+            }
+        }
         crate::cost::validate(&config.prices)?;
         Ok(config)
     }
@@ -59,6 +132,28 @@ impl Config {
     /// The price table: the defaults with `prices` over them.
     pub fn price_table(&self) -> PriceTable {
         PriceTable::with_overrides(&self.prices)
+    }
+
+    /// The broker's share of the settings.
+    pub fn broker(&self) -> BrokerSettings {
+        BrokerSettings {
+            tiers: self
+                .model_tiers
+                .iter()
+                .map(|(name, t)| ModelTier {
+                    name: TIER_NAMES[*name as usize].to_owned(),
+                    provider: match t.provider {
+                        ProviderName::Anthropic => "anthropic",
+                        ProviderName::Openai => "openai",
+                    }
+                    .to_owned(),
+                    model: t.model.clone(),
+                    pool: t.pool.clone(),
+                })
+                .collect(),
+            auto_escalate: self.auto_escalate,
+            escalate_after_retries: self.escalate_after_retries,
+        }
     }
 }
 
@@ -91,5 +186,23 @@ mod tests {
         assert!(err.contains("outptu") && err.contains("line 4"), "{err}");
         let err = Config::parse("prices:\n  m: {input: -1, output: 2}\n").unwrap_err();
         assert!(err.contains("prices.m.input"), "{err}");
+    }
+
+    #[test]
+    fn model_tiers() {
+        let text = "model-tiers:\n  worker: { provider: anthropic, model: m-w, pool: main }\n  expert:\n    provider: openai\n    model: m-e\n    pool: other\nauto-escalate: true\nescalate-after-retries: 3\n";
+        let broker = Config::parse(text).unwrap().broker();
+        assert_eq!(broker.tiers.len(), 2);
+        assert_eq!((broker.tiers[0].name.as_str(), broker.tiers[0].model.as_str()), ("worker", "m-w"));
+        assert_eq!((broker.tiers[1].name.as_str(), broker.tiers[1].provider.as_str()), ("expert", "openai"));
+        assert!(broker.auto_escalate);
+        assert_eq!(broker.escalate_after_retries, 3);
+        let err = Config::parse("model-tiers:\n  boss: { provider: anthropic, model: m, pool: p }\n").unwrap_err();
+        assert!(err.contains("boss") && err.contains("line 2"), "{err}");
+        let err =
+            Config::parse("model-tiers:\n  worker:\n    provider: anthropic\n    model: m\n    pol: p\n").unwrap_err();
+        assert!(err.contains("pol") && err.contains("line"), "{err}");
+        let err = Config::parse("model-tiers:\n  worker: { provider: gemini, model: m, pool: p }\n").unwrap_err();
+        assert!(err.contains("gemini"), "{err}");
     }
 }

@@ -73,20 +73,23 @@ fn run(paths: Paths) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let on_signal = shutdown.clone();
+        let settings = config.broker();
+        let daemon = Arc::new(Daemon::new(store, home.paths.clone(), config));
+        let on_hup = daemon.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = int.recv() => tracing::info!("SIGINT: stopping"),
-                never = hangup(&mut hup) => match never {},
+                never = hangup(&mut hup, &on_hup) => match never {},
                 _ = on_signal.cancelled() => return,
             }
             on_signal.cancel();
         });
-        let daemon = Arc::new(Daemon::new(store, home.paths.clone(), config));
         let broker_log = home.paths.logs().join("broker.log");
         let (broker, broker_link, broker_child) =
-            Broker::spawn(&home.paths.home, &broker_log).await.map_err(anyhow::Error::msg)?;
+            Broker::spawn(&home.paths.home, &broker_log, settings).await.map_err(anyhow::Error::msg)?;
         let broker = Arc::new(broker);
+        daemon.set_broker(broker.clone());
         let broker_watch =
             tokio::spawn(keep_alive(broker.clone(), daemon.clone(), broker_link, broker_child, shutdown.clone()));
         let scheduler = tokio::spawn(workers::schedule(daemon.clone(), broker.clone(), shutdown.clone()));
@@ -107,11 +110,15 @@ fn run(paths: Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A daemon outlives the terminal that started it: log and ignore SIGHUP.
-async fn hangup(hup: &mut tokio::signal::unix::Signal) -> std::convert::Infallible {
+/// SIGHUP reloads the configuration, as `neuraphage config reload` does (a daemon does not stop with the terminal
+/// that started it).
+async fn hangup(hup: &mut tokio::signal::unix::Signal, daemon: &Daemon) -> std::convert::Infallible {
     loop {
         hup.recv().await;
-        tracing::info!("SIGHUP ignored");
+        match daemon.reload_async().await {
+            Ok(providers) => tracing::info!(?providers, "SIGHUP: configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded; the last good one stays"),
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Daemon {
     /// Questions for the broker (the lock table), answered by the broker watch ([`crate::broker_link`]).
     lock_queries: tokio::sync::mpsc::UnboundedSender<LockQuery>,
     lock_queries_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<LockQuery>>>,
+    /// The broker, for reloads (set once it runs).
+    broker: std::sync::OnceLock<std::sync::Arc<crate::broker_link::Broker>>,
 }
 
 /// How long `neuraphage locks` waits for the broker.
@@ -75,6 +77,7 @@ impl Daemon {
             started: Instant::now(),
             lock_queries,
             lock_queries_rx: Mutex::new(Some(rx)),
+            broker: std::sync::OnceLock::new(),
         }
     }
 
@@ -92,6 +95,31 @@ impl Daemon {
         if let Err(e) = self.store().and_then(|mut s| s.record_cost(task, model, usage, priced)) {
             tracing::error!(%task, error = %e, "cannot record a model response's usage");
         }
+    }
+
+    /// Remember the broker (for `config reload`).
+    pub fn set_broker(&self, broker: std::sync::Arc<crate::broker_link::Broker>) {
+        let _ = self.broker.set(broker);
+    }
+
+    /// Read `neuraphage.yaml` again and have the broker apply its tiers and re-read `api-keys.yaml`. Nothing
+    /// changes when either file does not load (the error names file, line and key). Other settings of
+    /// `neuraphage.yaml` take effect at the next start. Blocks: call it from a blocking thread, or use
+    /// [`Daemon::reload_async`].
+    pub fn reload_config(&self) -> Result<Vec<String>> {
+        let handle = tokio::runtime::Handle::current();
+        handle.block_on(self.reload_async())
+    }
+
+    /// [`Daemon::reload_config`] for async callers (SIGHUP).
+    pub async fn reload_async(&self) -> Result<Vec<String>> {
+        let path = self.paths.home.join(crate::config::CONFIG_FILE);
+        let config = Config::load(&path).map_err(invalid)?;
+        let broker = self
+            .broker
+            .get()
+            .ok_or_else(|| SupervisorError::refused(ErrorCode::Conflict, "the broker is not running yet"))?;
+        broker.reload(config.broker()).await.map_err(|e| invalid(format!("the broker kept its configuration: {e}")))
     }
 
     /// The folders.
@@ -163,6 +191,7 @@ impl Daemon {
         Ok(match request {
             ControlRequest::DaemonStatus => ControlReply::Status(self.status()?),
             ControlRequest::Shutdown => ControlReply::ShuttingDown { pid: std::process::id() },
+            ControlRequest::ReloadConfig => ControlReply::Reloaded { providers: self.reload_config()? },
             ControlRequest::CreateTask(new) => {
                 let draft = self.validate(new)?;
                 let task = self.store()?.create_task(&draft)?;
@@ -310,7 +339,12 @@ impl Daemon {
                 after.push(id);
             }
         }
-        Ok(TaskDraft { description, priority, repo, profile, parent: None, after, base_commit })
+        let tier = match new.tier {
+            None => None,
+            Some(tier) if neuraphage_ipc::broker::TIER_NAMES.contains(&tier.as_str()) => Some(tier),
+            Some(tier) => return Err(invalid(format!("--tier {tier:?}: the tiers are router, worker and expert"))),
+        };
+        Ok(TaskDraft { description, priority, repo, profile, parent: None, after, base_commit, tier })
     }
 }
 

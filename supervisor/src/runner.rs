@@ -280,7 +280,9 @@ async fn worker_session(
     daemon.record(&task.id, EventKind::WorkerStarted { pid, workdir: workdir.display().to_string() });
     drop(broker_theirs);
     // The broker gets the other end of the worker's broker link; the supervisor keeps no copy.
-    broker.hand_over(&task.id, std::os::fd::OwnedFd::from(broker_ours))?;
+    // Its priority and tier as stored now (an escalation during an earlier worker's life moved the tier).
+    let current = daemon.with_store(|s| s.task(&task.id)).unwrap_or_else(|_| task.clone());
+    broker.hand_over(&crate::broker_link::grant(&current), std::os::fd::OwnedFd::from(broker_ours))?;
 
     let stream = UnixStream::from_std(sup_ours).map_err(|e| e.to_string())?;
     let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);
@@ -363,10 +365,11 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         Err(e) => return Err(format!("conversation repository is damaged beyond repair: {e}")),
     }
     let messages = conversation.messages().map_err(|e| format!("conversation repository: {e}"))?;
-    // A task that ended Failed and runs again was retried: it goes on from its conversation, it does not end again.
-    let resume_point = conversation
-        .last_kind()
-        .filter(|k| !matches!(k, CheckpointKind::TaskEnded { outcome: TaskOutcome::Failed { .. } }));
+    // A task that ended Failed (or waiting for the user) and runs again was retried: it goes on from its
+    // conversation, it does not end again.
+    let resume_point = conversation.last_kind().filter(|k| {
+        !matches!(k, CheckpointKind::TaskEnded { outcome: TaskOutcome::Failed { .. } | TaskOutcome::NeedsUser { .. } })
+    });
     let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
     let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else {
         return Ok(Prepared {
@@ -500,6 +503,7 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
     let status = match ending {
         Ending::Ended(TaskOutcome::Completed { summary }) => TaskStatus::Completed { summary: Some(summary) },
         Ending::Ended(TaskOutcome::Failed { error, recoverable }) => TaskStatus::Failed { error, recoverable },
+        Ending::Ended(TaskOutcome::NeedsUser { reason }) => TaskStatus::WaitingForUser { prompt: reason },
         Ending::Cancelled => TaskStatus::Cancelled { reason: None },
         Ending::Interrupted => TaskStatus::Queued,
         Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },

@@ -67,11 +67,11 @@ impl WorkerRegistry {
     }
 
     /// After a broker restart: give every running worker a new link to the new broker.
-    pub fn relink_all(&self, broker: &Broker) {
+    pub fn relink_all(&self, broker: &Broker, grant_of: impl Fn(&TaskId) -> neuraphage_ipc::broker::LinkGrant) {
         let map = self.handoffs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (task, handoff) in map.iter() {
             let relinked = crate::spawn::stream_pair().map_err(|e| e.to_string()).and_then(|(ours, theirs)| {
-                broker.hand_over(task, std::os::fd::OwnedFd::from(ours))?;
+                broker.hand_over(&grant_of(task), std::os::fd::OwnedFd::from(ours))?;
                 neuraphage_ipc::inherit::send_fd(handoff, b"broker", theirs)
             });
             match relinked {

@@ -194,6 +194,23 @@ impl TestHome {
         std::fs::write(self.paths.home.join("neuraphage.yaml"), yaml).expect("config");
     }
 
+    /// Write `api-keys.yaml` in the home (mode 0600).
+    pub fn write_keys(&self, yaml: &str) {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.paths.home)
+            .expect("home");
+        let path = self.paths.home.join("api-keys.yaml");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .expect("api-keys.yaml");
+        file.write_all(yaml.as_bytes()).expect("write api-keys.yaml");
+    }
+
     /// A home whose supervisor starts no task (`max-concurrent: 0`): for tests of the task store itself.
     pub fn queue_only() -> TestHome {
         let home = TestHome::new();
@@ -408,9 +425,13 @@ pub struct Model {
 impl Model {
     /// Start the double with a policy (it answers every request it has no scripted step for).
     pub fn start(policy: neuraphage_llm_double::Policy) -> Model {
+        Model::start_with(neuraphage_llm_double::DoubleConfig { policy: Some(policy), ..Default::default() })
+    }
+
+    /// Start the double with a configuration (keys and their limits, window, policy, script).
+    pub fn start_with(config: neuraphage_llm_double::DoubleConfig) -> Model {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let config = neuraphage_llm_double::DoubleConfig { policy: Some(policy), ..Default::default() };
         let double = runtime.block_on(neuraphage_llm_double::LlmDouble::start_with(config)).expect("start the double");
         Model { double, _runtime: runtime }
     }

@@ -13,6 +13,7 @@ mod locks;
 mod network;
 mod peer_uid;
 mod profiles;
+mod rate_limit;
 mod refusals;
 mod running;
 mod systemd;

@@ -120,6 +120,13 @@ impl Agent {
             }
             let response = match self.ask_model().await? {
                 Ok(Ok(response)) => response,
+                Ok(Err(failure)) if failure.kind == neuraphage_ipc::llm::LlmErrorKind::SpendLimit => {
+                    let reason = format!(
+                        "the provider's spend limit is reached ({}); raise it, then `neuraphage task retry` resumes the task",
+                        failure.message
+                    );
+                    return self.end(TaskOutcome::NeedsUser { reason }).await;
+                }
                 Ok(Err(failure)) => {
                     let error = format!("the model call failed: {failure}");
                     return self.end(TaskOutcome::Failed { error, recoverable: failure.retryable }).await;

@@ -282,6 +282,17 @@ impl Provider {
         request: &ChatRequest,
         on_delta: &mut (dyn FnMut(StreamDelta) + Send),
     ) -> Result<ChatResponse, LlmFailure> {
+        self.complete_observed(request, on_delta, &mut |_| {}).await
+    }
+
+    /// [`Provider::complete`], also showing `on_headers` the response's headers (of an error response too), for
+    /// the rate limiter to learn from.
+    pub async fn complete_observed(
+        &self,
+        request: &ChatRequest,
+        on_delta: &mut (dyn FnMut(StreamDelta) + Send),
+        on_headers: &mut (dyn FnMut(&HeaderMap) + Send),
+    ) -> Result<ChatResponse, LlmFailure> {
         let model = request.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| self.config.model.clone());
         let body = match self.config.kind {
             ProviderKind::Anthropic => anthropic::request_body(request, &model),
@@ -301,6 +312,7 @@ impl Provider {
             Ok(Err(error)) => return Err(transport_failure(error)),
             Ok(Ok(response)) => response,
         };
+        on_headers(response.headers());
         let status = response.status();
         if !status.is_success() {
             return Err(self.http_failure(response).await);
@@ -335,7 +347,10 @@ impl Provider {
             .find_map(|name| response.headers().get(*name).and_then(|v| v.to_str().ok()).map(str::to_string));
         let limit = self.config.max_response_bytes.min(MAX_ERROR_BODY_BYTES);
         let body = sse::read_body_truncated(response, limit, self.config.request_timeout).await;
-        let (kind, retryable) = classify_status(status);
+        let (mut kind, mut retryable) = classify_status(status);
+        if is_spend_limit(&body) {
+            (kind, retryable) = (LlmErrorKind::SpendLimit, false);
+        }
         let mut message = error_message(&body);
         if let Some(id) = request_id {
             message.push_str(&format!(" (request id {id})"));
@@ -370,6 +385,25 @@ pub fn classify_error_type(error_type: &str) -> (LlmErrorKind, bool) {
         }
         _ => (LlmErrorKind::Other, true),
     }
+}
+
+/// Whether an error body reports a spend limit (not a rate limit): Anthropic's
+/// `error.details.error_code: enforced_spend_limit_reached` or a message saying the usage limits were reached,
+/// OpenAI's `error.code` `organization_spend_limit_exceeded` / `project_spend_limit_exceeded` / `insufficient_quota`.
+pub fn is_spend_limit(body: &[u8]) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+    let Some(error) = json.get("error") else { return false };
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let code = text(error.pointer("/details/error_code"));
+    let openai = text(error.get("code"));
+    let kind = text(error.get("type"));
+    let message = text(error.get("message")).to_ascii_lowercase();
+    code == "enforced_spend_limit_reached"
+        || matches!(openai.as_str(), "organization_spend_limit_exceeded" | "project_spend_limit_exceeded")
+        || kind == "insufficient_quota"
+        || openai == "insufficient_quota"
+        || message.contains("spend limit")
+        || message.contains("specified api usage limits")
 }
 
 /// `type: message` from a provider's JSON error body (`{"error": {"type", "message"}}`, both providers), or the

@@ -106,6 +106,7 @@ mod tests {
             parent: None,
             after: Vec::new(),
             base_commit: None,
+            tier: None,
         };
         let a = store.create_task(&draft("a")).unwrap().id;
         let b = store.create_task(&draft("b")).unwrap().id;

@@ -71,10 +71,10 @@ impl Store {
     /// Queue a Failed task again (it resumes from its conversation); any other state is refused.
     pub fn retry(&mut self, id: &TaskId) -> Result<Task> {
         let task = self.task(id)?;
-        if task.status.state() != TaskState::Failed {
+        if !matches!(task.status.state(), TaskState::Failed | TaskState::WaitingForUser) {
             return Err(crate::error::SupervisorError::refused(
                 neuraphage_ipc::ErrorCode::Conflict,
-                format!("{id} is {}; only a Failed task can be retried", task.status.state()),
+                format!("{id} is {}; only a Failed task (or one WaitingForUser) can be retried", task.status.state()),
             ));
         }
         let tx = self.conn.transaction()?;
@@ -109,6 +109,38 @@ impl Store {
     /// Record that a task now has a branch.
     pub fn set_branch(&mut self, id: &TaskId, branch: &str) -> Result<()> {
         self.conn.execute("UPDATE tasks SET branch = ?2 WHERE id = ?1", params![id.as_str(), branch])?;
+        Ok(())
+    }
+
+    /// The task moved to another model tier: store it, with its event.
+    pub fn escalate(&mut self, id: &TaskId, from: &str, to: &str, reason: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("UPDATE tasks SET tier = ?2 WHERE id = ?1", params![id.as_str(), to])?;
+        let kind = EventKind::Escalated { from: from.to_owned(), to: to.to_owned(), reason: reason.to_owned() };
+        append_event(&tx, id, &kind)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Show (or with `None`, stop showing) that a running task's model request waits in the broker's queue. Only
+    /// a task waiting for the model changes; the change is not an event (it is frequent and transient).
+    pub fn set_queued(&mut self, id: &TaskId, detail: Option<String>) -> Result<()> {
+        let task = load(&self.conn, id)?;
+        let waiting = matches!(
+            &task.status,
+            TaskStatus::Running { phase: RunningPhase::LlmRequest | RunningPhase::LlmQueued { .. } }
+        );
+        if !waiting {
+            return Ok(());
+        }
+        let phase = match detail {
+            Some(detail) => RunningPhase::LlmQueued { detail },
+            None => RunningPhase::LlmRequest,
+        };
+        self.conn.execute(
+            "UPDATE tasks SET status = ?2 WHERE id = ?1",
+            params![id.as_str(), to_json(&TaskStatus::Running { phase })?],
+        )?;
         Ok(())
     }
 

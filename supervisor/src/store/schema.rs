@@ -81,9 +81,14 @@ CREATE TRIGGER costs_are_append_only_update BEFORE UPDATE ON costs
     BEGIN SELECT RAISE(ABORT, 'costs are append-only'); END;
 "#;
 
+/// Version 4: the model tier a task runs on (NULL: the default tier); escalation updates it.
+const V4_TIER: &str = r#"
+ALTER TABLE tasks ADD COLUMN tier TEXT;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS), M::up(V4_TIER)])
 }
 
 #[cfg(test)]

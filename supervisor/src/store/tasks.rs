@@ -32,10 +32,12 @@ pub struct TaskDraft {
     pub after: Vec<TaskId>,
     /// The commit its branch starts from.
     pub base_commit: Option<String>,
+    /// Its model tier (`None`: the default).
+    pub tier: Option<String>,
 }
 
 const TASK_COLUMNS: &str =
-    "id, status, priority, description, repo, profile, parent, created_at, updated_at, base_commit, branch";
+    "id, status, priority, description, repo, profile, parent, created_at, updated_at, base_commit, branch, tier";
 
 /// A task from its row; a row that does not read back names the task in the error.
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
@@ -58,6 +60,7 @@ fn read_task(row: &Row<'_>, id: &str) -> rusqlite::Result<Task> {
         updated_at: from_millis(row.get(8)?)?,
         base_commit: row.get(9)?,
         branch: row.get(10)?,
+        tier: row.get(11)?,
     })
 }
 
@@ -95,8 +98,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO tasks (id, description, priority, repo, profile, parent, state, status, created_at, updated_at,
-                                base_commit)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+                                base_commit, tier)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
             params![
                 id.as_str(),
                 draft.description,
@@ -108,6 +111,7 @@ impl Store {
                 to_json(&status)?,
                 to_millis(now),
                 draft.base_commit,
+                draft.tier,
             ],
         )?;
         append_event(&tx, &id, &EventKind::Created { priority: draft.priority })?;

@@ -18,6 +18,7 @@ fn draft(description: &str, after: Vec<TaskId>) -> TaskDraft {
         parent: None,
         after,
         base_commit: None,
+        tier: None,
     }
 }
 

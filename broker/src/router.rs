@@ -1,0 +1,302 @@
+//! The request path: a task's model call goes to its tier's pool, waits its turn in the pool's queue, is sent on
+//! a key with headroom, and is settled with the usage reported. Failures are retried with exponential backoff and
+//! jitter (or the provider's `retry-after`) on another key where one has headroom; a key answering 401/403 leaves
+//! the pool; a spend limit is not retried; after `escalate-after-retries` failed attempts the task moves to the next
+//! tier when `auto-escalate` is on. A response received in full is never asked for again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use neuraphage_ipc::TaskId;
+use neuraphage_ipc::broker::{BrokerSettings, DEFAULT_TIER, TIER_NAMES};
+use neuraphage_ipc::llm::{ChatRequest, ChatResponse, LlmErrorKind, LlmFailure, StreamDelta};
+
+use crate::keys::PoolConfig;
+use crate::limiter::{Cost, KeyLimiter, RateHeaders};
+use crate::pool::{Key, Pool};
+use crate::provider::Provider;
+
+/// Attempts of one model call on one tier before its failure goes back to the worker.
+pub const ATTEMPTS: u32 = 6;
+/// First backoff; doubled each attempt, with jitter, or what the provider's `retry-after` says.
+pub const BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait between attempts.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// A tier resolved to its pool.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    /// `router`, `worker` or `expert`.
+    pub name: String,
+    /// The pool it sends to.
+    pub pool: Arc<Pool>,
+    /// The model; `None`: the pool's default.
+    pub model: Option<String>,
+}
+
+/// Everything a call needs: the pools, the tiers (cheapest first) and the escalation policy.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    /// The pools by name.
+    pub pools: HashMap<String, Arc<Pool>>,
+    /// Their configurations (to keep a pool whose configuration a reload did not change).
+    pub configs: HashMap<String, PoolConfig>,
+    /// The tiers, cheapest first (`router`, `worker`, `expert`; only those configured).
+    pub tiers: Vec<Tier>,
+    /// Move a failing task to the next tier.
+    pub auto_escalate: bool,
+    /// Failed attempts on a tier before escalating.
+    pub escalate_after_retries: u32,
+}
+
+/// Who is calling: the task as the supervisor described it, and the tier it is on now (escalation moves it).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The task.
+    pub task: TaskId,
+    /// 0 (first) … 4.
+    pub priority: u8,
+    /// The tier it runs on; `None`: the default.
+    pub tier: Option<String>,
+}
+
+/// What the request path tells the supervisor on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// Queued (with the detail), or sent after being queued (`None`).
+    Queued(Option<String>),
+    /// The task moved to another tier.
+    Escalated {
+        /// The tier it left.
+        from: String,
+        /// The tier it is on now.
+        to: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// A key was taken out of its pool.
+    KeyRevoked {
+        /// The pool.
+        pool: String,
+        /// The key's label.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Routes {
+    /// Build the pools (their clients and limiters) and resolve the tiers. Errors name the tier or key at fault.
+    /// Must run inside a tokio runtime (each pool's queue has a timer task).
+    /// A pool of `previous` whose configuration did not change is kept, with what its limiters learnt.
+    pub fn build(
+        pools: &[PoolConfig],
+        settings: &BrokerSettings,
+        previous: Option<&Routes>,
+    ) -> Result<(Routes, Vec<String>), String> {
+        let mut built = HashMap::new();
+        let mut described = Vec::new();
+        for config in pools {
+            let kept = previous
+                .filter(|p| p.configs.get(&config.name) == Some(config))
+                .and_then(|p| p.pools.get(&config.name));
+            if let Some(pool) = kept {
+                described.push(describe(config, pool.provider().map(|p| p.describe()).unwrap_or_default()));
+                built.insert(config.name.clone(), pool.clone());
+                continue;
+            }
+            let mut keys = Vec::new();
+            for key in &config.keys {
+                let provider = Provider::new(key.provider.clone())
+                    .map_err(|e| format!("api-keys.yaml: pool {}, key {}: {e}", config.name, key.label))?;
+                keys.push(Key::new(key.label.clone(), provider, KeyLimiter::new(config.window, key.limits)));
+            }
+            described.push(describe(config, keys.first().map(|k| k.provider.describe()).unwrap_or_default()));
+            built.insert(config.name.clone(), Pool::new(config.name.clone(), keys));
+        }
+        let mut tiers = Vec::new();
+        for name in TIER_NAMES {
+            let Some(tier) = settings.tiers.iter().find(|t| t.name == name) else { continue };
+            let at = format!("neuraphage.yaml: model-tiers.{name}");
+            let pool = built.get(&tier.pool).ok_or_else(|| {
+                format!("{at}.pool: no pool {:?} in api-keys.yaml (nor in the environment)", tier.pool)
+            })?;
+            let config = pools.iter().find(|p| p.name == tier.pool).map(|p| p.kind.name()).unwrap_or_default();
+            if config != tier.provider {
+                return Err(format!("{at}.provider: {} but pool {} is {config}", tier.provider, tier.pool));
+            }
+            tiers.push(Tier { name: name.to_owned(), pool: pool.clone(), model: Some(tier.model.clone()) });
+        }
+        if let Some(unknown) = settings.tiers.iter().find(|t| !TIER_NAMES.contains(&t.name.as_str())) {
+            return Err(format!("neuraphage.yaml: model-tiers.{}: not a tier (router, worker, expert)", unknown.name));
+        }
+        let routes = Routes {
+            configs: pools.iter().map(|p| (p.name.clone(), p.clone())).collect(),
+            pools: built,
+            tiers,
+            auto_escalate: settings.auto_escalate,
+            escalate_after_retries: settings.escalate_after_retries,
+        };
+        Ok((routes, described))
+    }
+
+    /// The index of the tier a caller is on: its own when configured, else `worker`, else the first.
+    fn tier_index(&self, tier: Option<&str>) -> Option<usize> {
+        let find = |name: &str| self.tiers.iter().position(|t| t.name == name);
+        tier.and_then(find).or_else(|| find(DEFAULT_TIER)).or(if self.tiers.is_empty() { None } else { Some(0) })
+    }
+
+    /// The pool and model for a tier index (`None`: no tier configured: the first pool, in name order).
+    fn target(&self, tier: Option<usize>) -> Option<(Arc<Pool>, Option<String>, String)> {
+        match tier.and_then(|i| self.tiers.get(i)) {
+            Some(t) => Some((t.pool.clone(), t.model.clone(), t.name.clone())),
+            None => {
+                let mut names: Vec<&String> = self.pools.keys().collect();
+                names.sort();
+                let name = names.first()?;
+                Some((self.pools.get(*name)?.clone(), None, DEFAULT_TIER.to_owned()))
+            }
+        }
+    }
+
+    /// One model call for `caller`, streamed through `on_delta`, with queueing, retries, failover and escalation.
+    pub async fn complete(
+        &self,
+        caller: &mut Caller,
+        request: &ChatRequest,
+        on_delta: &mut (dyn FnMut(StreamDelta) + Send),
+        on_notice: &mut (dyn FnMut(Notice) + Send),
+    ) -> Result<ChatResponse, LlmFailure> {
+        let mut tier = self.tier_index(caller.tier.as_deref());
+        let mut failed_on_tier = 0u32;
+        let mut attempt = 0u32;
+        let mut avoid = None;
+        let input_estimate = estimate_input_tokens(request);
+        loop {
+            attempt += 1;
+            let Some((pool, model, tier_name)) = self.target(tier) else {
+                return Err(LlmFailure {
+                    kind: LlmErrorKind::NoProvider,
+                    message: "no model provider: set ANTHROPIC_API_KEY or OPENAI_API_KEY for the supervisor, or name \
+                              key pools in api-keys.yaml"
+                        .into(),
+                    status: None,
+                    retryable: false,
+                    retry_after_ms: None,
+                });
+            };
+            let mut request = request.clone();
+            if model.is_some() {
+                request.model = model;
+            }
+            let cost = Cost::request(input_estimate, u64::from(request.max_tokens));
+            let mut queued = false;
+            let grant = {
+                let mut on_wait = |waited: Duration, ahead: usize| {
+                    queued = true;
+                    let detail = format!(
+                        "queued for {}s behind {ahead} request{} (rate limit of pool {})",
+                        waited.as_secs(),
+                        if ahead == 1 { "" } else { "s" },
+                        pool.name
+                    );
+                    on_notice(Notice::Queued(Some(detail)));
+                };
+                pool.acquire(&caller.task, caller.priority, cost, avoid, &mut on_wait).await?
+            };
+            if queued {
+                on_notice(Notice::Queued(None));
+            }
+            let mut headers = None;
+            let mut answered_at = None;
+            let mut on_headers = |h: &reqwest::header::HeaderMap| {
+                answered_at = Some(std::time::Instant::now());
+                headers = RateHeaders::parse(h, chrono::Utc::now());
+            };
+            let result = grant.provider.complete_observed(&request, on_delta, &mut on_headers).await;
+            let failure = match result {
+                Ok(response) => {
+                    let u = response.usage;
+                    let input = u.input_tokens.saturating_add(u.cache_creation_input_tokens);
+                    grant.settle(Some(Cost::request(input, u.output_tokens)), answered_at, headers.as_ref(), None);
+                    return Ok(response);
+                }
+                Err(failure) => failure,
+            };
+            let retry_after = failure.retry_after_ms.map(Duration::from_millis);
+            let key = grant.key;
+            match failure.kind {
+                LlmErrorKind::SpendLimit => {
+                    grant.settle(None, answered_at, headers.as_ref(), None);
+                    return Err(failure);
+                }
+                LlmErrorKind::Auth if failure.status.is_some() => {
+                    let label = grant.label.clone();
+                    grant.settle(None, answered_at, headers.as_ref(), None);
+                    pool.revoke(key, failure.message.clone());
+                    tracing::error!(pool = %pool.name, key = %label, error = %failure, "key refused; taken out of the pool");
+                    on_notice(Notice::KeyRevoked { pool: pool.name.clone(), key: label, reason: failure.to_string() });
+                    // Another key of the pool may serve it; with none left, acquire says so.
+                    continue;
+                }
+                LlmErrorKind::RateLimited => {
+                    // Refused before it was counted: refund, learn, and pause the key for the provider's wait.
+                    let pause = retry_after.unwrap_or(BACKOFF);
+                    grant.settle(None, answered_at, headers.as_ref(), Some(pause));
+                    avoid = Some(key);
+                    tracing::warn!(pool = %pool.name, attempt, ?pause, error = %failure, "rate limited; requeued");
+                    if attempt >= ATTEMPTS * 2 {
+                        return Err(failure);
+                    }
+                    continue;
+                }
+                _ => grant.settle(Some(Cost::request(input_estimate, 0)), answered_at, headers.as_ref(), None),
+            }
+            failed_on_tier += 1;
+            let next = tier.map(|t| t + 1).filter(|&t| t < self.tiers.len());
+            if self.auto_escalate
+                && let Some(next) = next
+                && failed_on_tier >= self.escalate_after_retries.max(1)
+                && failure.kind != LlmErrorKind::NoProvider
+            {
+                let to = self.tiers[next].name.clone();
+                tracing::warn!(task = %caller.task, from = %tier_name, %to, error = %failure, "escalating");
+                on_notice(Notice::Escalated { from: tier_name, to: to.clone(), reason: failure.to_string() });
+                caller.tier = Some(to);
+                tier = Some(next);
+                failed_on_tier = 0;
+                attempt = 0;
+                avoid = None;
+                continue;
+            }
+            if !failure.retryable || failed_on_tier >= ATTEMPTS {
+                return Err(failure);
+            }
+            let wait = retry_after.unwrap_or_else(|| backoff(failed_on_tier)).min(MAX_WAIT);
+            avoid = Some(key);
+            tracing::warn!(attempt, error = %failure, ?wait, "model call failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn describe(config: &PoolConfig, first: String) -> String {
+    let n = config.keys.len();
+    format!("{}: {first} ({n} key{})", config.name, if n == 1 { "" } else { "s" })
+}
+
+/// Exponential backoff with full jitter on top: attempt 1 waits 0.5–0.75 s, 2 waits 1–1.25 s, …
+pub fn backoff(attempt: u32) -> Duration {
+    BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1)).min(1 << 10)
+        + Duration::from_millis(rand::random_range(0..250))
+}
+
+/// Input tokens of a request, estimated at four bytes of JSON per token (what is reserved before sending; the
+/// reported usage replaces it).
+pub fn estimate_input_tokens(request: &ChatRequest) -> u64 {
+    let bytes = request.system.len()
+        + serde_json::to_vec(&request.messages).map_or(0, |v| v.len())
+        + serde_json::to_vec(&request.tools).map_or(0, |v| v.len());
+    (bytes as u64).div_ceil(4)
+}
