@@ -319,9 +319,16 @@ fn killing_a_running_task_stops_its_worker() {
         assert!(Instant::now() < deadline, "the worker outlived its cancelled task");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let shown = home.show(&id);
+    // The supervisor records the exit just after the process is gone: wait for the event, not for the process.
+    let exited =
+        |shown: &serde_json::Value| shown["events"].as_array().unwrap().iter().any(|e| e["kind"] == "worker_exited");
+    let mut shown = home.show(&id);
+    while !exited(&shown) {
+        assert!(Instant::now() < deadline, "no worker_exited event: {shown:#}");
+        std::thread::sleep(Duration::from_millis(20));
+        shown = home.show(&id);
+    }
     assert_eq!(shown["status"], "Cancelled", "the worker's end must not overwrite Cancelled");
-    assert!(shown["events"].as_array().unwrap().iter().any(|e| e["kind"] == "worker_exited"));
 }
 
 #[test]
