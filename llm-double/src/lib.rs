@@ -26,20 +26,23 @@
 //! ```
 //!
 //! Modules: [`script`] (steps, script, policy), [`record`] (recorded requests), [`demo`] (the demo model), and the
-//! server itself; `anthropic` and `openai` render each wire format.
+//! server itself; `limits` holds the per-key rate limits and their headers; `anthropic` and `openai` render each
+//! wire format.
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod anthropic;
 pub mod demo;
+mod limits;
 mod openai;
 pub mod record;
 pub mod script;
 mod server;
 
 pub use demo::{DemoPolicy, NOTES_FILE};
+pub use limits::{DoubleKey, KeyLimits};
 pub use record::{Endpoint, RecordedRequest};
 pub use script::{
     HttpError, Policy, Reply, ReplyBlock, Script, Step, StopReason, StreamFault, TokenUsage, default_policy, policy,
 };
-pub use server::{DoubleConfig, DoubleError, DoubleKey, KeyLimits, LlmDouble};
+pub use server::{DoubleConfig, DoubleError, LlmDouble};

@@ -1,8 +1,7 @@
 //! The TEST DOUBLE's loopback HTTP server: [`LlmDouble`] binds `127.0.0.1:0` inside the caller's tokio runtime,
-//! records every request, checks auth headers, enforces an optional per-minute request limit, takes the next
+//! records every request, checks auth headers, enforces per-key rate limits (`limits`), takes the next
 //! [`Step`] from the [`Script`] (or asks the [`Policy`]) and renders it in the addressed provider's wire format.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,20 +16,13 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::{DoubleKey, KeyRate, RateInfo, RateState, WINDOW, rate_headers};
 use crate::record::{Endpoint, RecordedRequest};
 use crate::script::{HttpError, Policy, Reply, ReplyBlock, Script, Step, StreamFault, default_policy};
 use crate::{anthropic, openai};
 
 /// The largest request body the double accepts.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
-/// The request limit advertised in rate-limit headers when none is enforced.
-const ADVERTISED_REQUESTS_PER_MINUTE: u32 = 4000;
-/// The input-token limit advertised in rate-limit headers.
-const ADVERTISED_INPUT_TOKENS_PER_MINUTE: u64 = 2_000_000;
-/// The output-token limit advertised in rate-limit headers.
-const ADVERTISED_OUTPUT_TOKENS_PER_MINUTE: u64 = 400_000;
-/// The default rate-limit window.
-const WINDOW: Duration = Duration::from_secs(60);
 /// How long `shutdown` waits for streams in flight before it aborts the server.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -73,106 +65,6 @@ impl std::fmt::Debug for DoubleConfig {
             .field("keys", &self.keys.len())
             .field("window", &self.window)
             .finish()
-    }
-}
-
-/// What the double enforces on one API key, per window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeyLimits {
-    /// Requests per window; `None`: not enforced (4000 advertised).
-    pub requests: Option<u64>,
-    /// Input tokens (the reply's `input_tokens` + `cache_creation_input_tokens`) per window; `None`: not enforced.
-    pub input_tokens: Option<u64>,
-    /// Output tokens (the reply's `output_tokens`) per window; `None`: not enforced.
-    pub output_tokens: Option<u64>,
-}
-
-/// One API key the double knows, and what it does with its requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DoubleKey {
-    /// Its limits.
-    pub limits: KeyLimits,
-    /// Answer 401 `authentication_error` (a revoked key).
-    pub revoked: bool,
-    /// Answer 429 with the spend-limit error (`error.details.error_code: enforced_spend_limit_reached`, no
-    /// `retry-after`), not a rate limit.
-    pub spend_limited: bool,
-}
-
-/// What one key used, and what it was refused.
-#[derive(Debug, Default)]
-struct KeyRate {
-    key: DoubleKey,
-    /// (when, input tokens, output tokens) of each accepted request in the window.
-    accepted: VecDeque<(Instant, u64, u64)>,
-    rejected: u64,
-    served: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct RateInfo {
-    limits: [u64; 3],
-    remaining: [u64; 3],
-    reset: Duration,
-}
-
-#[derive(Debug, Default)]
-struct RateState {
-    window: Duration,
-    /// The request limit of keys not configured one by one.
-    default_requests: Option<u32>,
-    /// Only these keys are accepted when `strict`.
-    keys: std::collections::HashMap<String, KeyRate>,
-    strict: bool,
-    rejected: u64,
-}
-
-impl KeyRate {
-    fn admit(&mut self, now: Instant, window: Duration, input: u64, output: u64) -> Result<RateInfo, RateInfo> {
-        while self.accepted.front().is_some_and(|t| now.saturating_duration_since(t.0) >= window) {
-            self.accepted.pop_front();
-        }
-        let until_oldest_expires = |accepted: &VecDeque<(Instant, u64, u64)>| {
-            accepted.front().map_or(window, |t| window.saturating_sub(now.saturating_duration_since(t.0)))
-        };
-        let used = [
-            self.accepted.len() as u64,
-            self.accepted.iter().map(|a| a.1).sum::<u64>(),
-            self.accepted.iter().map(|a| a.2).sum::<u64>(),
-        ];
-        let l = self.key.limits;
-        let limits = [l.requests, l.input_tokens, l.output_tokens];
-        let advertised = [
-            u64::from(ADVERTISED_REQUESTS_PER_MINUTE),
-            ADVERTISED_INPUT_TOKENS_PER_MINUTE,
-            ADVERTISED_OUTPUT_TOKENS_PER_MINUTE,
-        ];
-        let shown: [u64; 3] = std::array::from_fn(|i| limits[i].unwrap_or(advertised[i]));
-        let cost = [1, input, output];
-        let over = (0..3).any(|i| limits[i].is_some_and(|l| used[i].saturating_add(cost[i]) > l));
-        if over {
-            self.rejected += 1;
-            let remaining = std::array::from_fn(|i| shown[i].saturating_sub(used[i]));
-            return Err(RateInfo { limits: shown, remaining, reset: until_oldest_expires(&self.accepted) });
-        }
-        self.accepted.push_back((now, input, output));
-        self.served += 1;
-        let remaining = std::array::from_fn(|i| shown[i].saturating_sub(used[i].saturating_add(cost[i])));
-        Ok(RateInfo { limits: shown, remaining, reset: until_oldest_expires(&self.accepted) })
-    }
-}
-
-impl RateState {
-    fn key(&mut self, key: &str) -> Option<&mut KeyRate> {
-        if !self.keys.contains_key(key) {
-            if self.strict {
-                return None;
-            }
-            let limits = KeyLimits { requests: self.default_requests.map(u64::from), ..KeyLimits::default() };
-            let rate = KeyRate { key: DoubleKey { limits, ..DoubleKey::default() }, ..KeyRate::default() };
-            self.keys.insert(key.to_owned(), rate);
-        }
-        self.keys.get_mut(key)
     }
 }
 
@@ -567,7 +459,7 @@ fn assign_tool_ids(shared: &Shared, endpoint: Endpoint, reply: &mut Reply) {
     }
 }
 
-fn set_header(headers: &mut HeaderMap, name: &str, value: &str) {
+pub(crate) fn set_header(headers: &mut HeaderMap, name: &str, value: &str) {
     match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
         (Ok(name), Ok(value)) => {
             headers.insert(name, value);
@@ -576,8 +468,8 @@ fn set_header(headers: &mut HeaderMap, name: &str, value: &str) {
     }
 }
 
-/// The request id and rate-limit headers of a provider.
-fn common_headers(ctx: &Ctx, headers: &mut HeaderMap, input_tokens: u64, output_tokens: u64) {
+/// The request id and (see [`rate_headers`]) rate-limit headers of a provider.
+fn common_headers(ctx: &Ctx, headers: &mut HeaderMap) {
     match ctx.endpoint {
         Endpoint::OpenAiChat => {
             set_header(headers, "x-request-id", &ctx.request_id);
@@ -586,58 +478,8 @@ fn common_headers(ctx: &Ctx, headers: &mut HeaderMap, input_tokens: u64, output_
         }
         Endpoint::AnthropicMessages | Endpoint::Other => set_header(headers, "request-id", &ctx.request_id),
     }
-    let Some(rate) = ctx.rate else { return };
-    let _ = (input_tokens, output_tokens);
-    let [requests_limit, input_limit, output_limit] = rate.limits;
-    let [requests_remaining, input_remaining, output_remaining] = rate.remaining;
-    match ctx.endpoint {
-        Endpoint::OpenAiChat => {
-            let tokens_limit = input_limit.saturating_add(output_limit);
-            let tokens_remaining = input_remaining.saturating_add(output_remaining);
-            for (name, value) in [
-                ("x-ratelimit-limit-requests", requests_limit.to_string()),
-                ("x-ratelimit-remaining-requests", requests_remaining.to_string()),
-                ("x-ratelimit-reset-requests", openai_duration(rate.reset)),
-                ("x-ratelimit-limit-tokens", tokens_limit.to_string()),
-                ("x-ratelimit-remaining-tokens", tokens_remaining.to_string()),
-                ("x-ratelimit-reset-tokens", openai_duration(rate.reset)),
-            ] {
-                set_header(headers, name, &value);
-            }
-        }
-        Endpoint::AnthropicMessages | Endpoint::Other => {
-            let now = chrono::Utc::now();
-            let at = |d: Duration| {
-                let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
-                (now + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            };
-            for (name, value) in [
-                ("anthropic-ratelimit-requests-limit", requests_limit.to_string()),
-                ("anthropic-ratelimit-requests-remaining", requests_remaining.to_string()),
-                ("anthropic-ratelimit-requests-reset", at(rate.reset)),
-                ("anthropic-ratelimit-input-tokens-limit", input_limit.to_string()),
-                ("anthropic-ratelimit-input-tokens-remaining", input_remaining.to_string()),
-                ("anthropic-ratelimit-input-tokens-reset", at(rate.reset)),
-                ("anthropic-ratelimit-output-tokens-limit", output_limit.to_string()),
-                ("anthropic-ratelimit-output-tokens-remaining", output_remaining.to_string()),
-                ("anthropic-ratelimit-output-tokens-reset", at(rate.reset)),
-                ("anthropic-ratelimit-tokens-limit", input_limit.saturating_add(output_limit).to_string()),
-                ("anthropic-ratelimit-tokens-remaining", input_remaining.saturating_add(output_remaining).to_string()),
-                ("anthropic-ratelimit-tokens-reset", at(rate.reset)),
-            ] {
-                set_header(headers, name, &value);
-            }
-        }
-    }
-}
-
-/// OpenAI's reset spelling: `1s`, `6m0s`, `1h2m3s`.
-fn openai_duration(d: Duration) -> String {
-    let secs = d.as_secs_f64().ceil() as u64;
-    match (secs / 3600, secs % 3600 / 60, secs % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
+    if let Some(rate) = ctx.rate {
+        rate_headers(ctx.endpoint, &rate, headers);
     }
 }
 
@@ -666,7 +508,7 @@ fn error_response(ctx: &Ctx, error: &HttpError) -> Response {
     *response.status_mut() = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     set_header(headers, header::CONTENT_TYPE.as_str(), "application/json");
-    common_headers(ctx, headers, 0, 0);
+    common_headers(ctx, headers);
     let should_retry = matches!(error.status, 408 | 409 | 429 | 500..=599);
     set_header(headers, "x-should-retry", if should_retry { "true" } else { "false" });
     if let Some(retry_after) = &error.retry_after {
@@ -779,8 +621,7 @@ fn reply_response(ctx: &Ctx, reply: &Reply, fault: Option<&StreamFault>) -> Resp
     if ctx.stream {
         set_header(headers, header::CACHE_CONTROL.as_str(), "no-cache");
     }
-    let input = reply.usage.input_tokens.saturating_add(reply.usage.cache_creation_input_tokens);
-    common_headers(ctx, headers, input, reply.usage.output_tokens);
+    common_headers(ctx, headers);
     for (name, value) in &reply.headers {
         set_header(headers, name, value);
     }
@@ -796,26 +637,5 @@ mod tests {
         assert_eq!(split_chunks("héllo wörld", 4), vec!["héll", "o wö", "rld"]);
         assert!(split_chunks("", 4).is_empty());
         assert_eq!(split_chunks("ab", 0), vec!["a", "b"]);
-    }
-
-    #[test]
-    fn openai_durations() {
-        assert_eq!(openai_duration(Duration::from_millis(200)), "1s");
-        assert_eq!(openai_duration(Duration::from_secs(360)), "6m0s");
-        assert_eq!(openai_duration(Duration::from_secs(3723)), "1h2m3s");
-    }
-
-    #[test]
-    fn rate_window_admits_up_to_the_limit_then_refuses() {
-        let limits = KeyLimits { requests: Some(2), input_tokens: Some(100), output_tokens: None };
-        let mut rate = KeyRate { key: DoubleKey { limits, ..DoubleKey::default() }, ..KeyRate::default() };
-        let t0 = Instant::now();
-        assert_eq!(rate.admit(t0, WINDOW, 10, 5).map(|i| i.remaining[0]).ok(), Some(1));
-        assert!(rate.admit(t0, WINDOW, 95, 5).is_err(), "10 + 95 input tokens > 100");
-        assert_eq!(rate.admit(t0, WINDOW, 10, 5).map(|i| i.remaining[1]).ok(), Some(80));
-        let refused = rate.admit(t0 + Duration::from_secs(20), WINDOW, 1, 1).err().map(|i| i.reset);
-        assert_eq!(refused, Some(Duration::from_secs(40)));
-        assert_eq!(rate.rejected, 2);
-        assert!(rate.admit(t0 + WINDOW, WINDOW, 1, 1).is_ok());
     }
 }
