@@ -16,11 +16,7 @@ use crate::error::CliError;
 /// Run the check; the worker's findings as JSON.
 pub async fn check(paths: &Paths, name: Option<&str>) -> Result<Value, CliError> {
     let name = name.unwrap_or(DEFAULT_PROFILE);
-    let ctx = Context {
-        user_home: std::env::var_os("HOME").filter(|h| !h.is_empty()).map(Into::into),
-        neuraphage_home: paths.home.clone(),
-        repo: None,
-    };
+    let ctx = Context::of_this_process(&paths.home, None);
     let profile = profile::load(name, &ctx).map_err(|e| CliError::Failed(format!("--profile {name}: {e}")))?;
     let dir = tempfile::Builder::new().prefix("neuraphage-sandbox-check-").tempdir()?;
     let folders = TaskFolders {

@@ -138,6 +138,17 @@ pub struct Context {
     pub repo: Option<PathBuf>,
 }
 
+impl Context {
+    /// The context of this process: the user's home is `$HOME` (none if unset or empty).
+    pub fn of_this_process(neuraphage_home: &Path, repo: Option<&Path>) -> Context {
+        Context {
+            user_home: std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from),
+            neuraphage_home: neuraphage_home.to_path_buf(),
+            repo: repo.map(Path::to_path_buf),
+        }
+    }
+}
+
 /// Find profile `name`: `home/profiles/NAME.toml` first, then the shipped ones. Parses and checks it.
 pub fn load(name: &str, ctx: &Context) -> Result<Profile, ProfileError> {
     let user_file = ctx.neuraphage_home.join(USER_PROFILES_DIR).join(format!("{name}.toml"));

@@ -321,7 +321,10 @@ impl Daemon {
         let profile = new.profile.map(validate_profile).transpose()?;
         // The profile must exist and pass its checks now, not when the task starts.
         let name = profile.as_deref().unwrap_or(neuraphage_sandbox_profiles::profile::DEFAULT_PROFILE);
-        let ctx = crate::runner::profile_context(&self.paths().home, repo.as_deref());
+        let ctx = neuraphage_sandbox_profiles::profile::Context::of_this_process(
+            &self.paths().home,
+            repo.as_deref().map(Path::new),
+        );
         neuraphage_sandbox_profiles::profile::load(name, &ctx)
             .map_err(|e| invalid(format!("--profile {name}: {e}")))?;
         let store = self.store()?;

@@ -55,15 +55,6 @@ fn task_path(plan: &SandboxPlan) -> std::ffi::OsString {
     std::env::join_paths(kept).unwrap_or_else(|_| "/usr/bin:/bin".into())
 }
 
-/// What a task's profile is checked against.
-pub fn profile_context(home: &Path, repo: Option<&str>) -> profile::Context {
-    profile::Context {
-        user_home: std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from),
-        neuraphage_home: home.to_path_buf(),
-        repo: repo.map(PathBuf::from),
-    }
-}
-
 /// How long a cancelled worker gets to stop before it is killed.
 const CANCEL_GRACE: Duration = Duration::from_secs(3);
 
@@ -178,7 +169,7 @@ async fn session(
         git_dir: prepared.git_dir.clone(),
         git_admin_dir: prepared.git_admin_dir.clone(),
     };
-    let ctx = profile_context(&daemon.paths().home, task.repo.as_deref());
+    let ctx = profile::Context::of_this_process(&daemon.paths().home, task.repo.as_deref().map(Path::new));
     let profile_name = task.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
     let (profile, mut plan) =
         match profile::load(profile_name, &ctx).and_then(|p| p.plan(&folders, &ctx).map(|plan| (p, plan))) {
