@@ -90,10 +90,11 @@ impl SandboxPlan {
         crate::seccomp::apply(&self.seccomp)?;
         report.enforced.push(format!(
             "seccomp: deny list{}{}",
-            if self.seccomp.inet_stream_sockets {
-                ", no sockets but TCP (unix socketpairs only)"
-            } else {
-                ", no sockets (unix socketpairs only)"
+            match (self.seccomp.inet_stream_sockets, self.seccomp.unix_stream_sockets) {
+                (true, true) => ", no sockets but TCP and unix streams",
+                (true, false) => ", no sockets but TCP (unix socketpairs only)",
+                (false, true) => ", no sockets but unix streams",
+                (false, false) => ", no sockets (unix socketpairs only)",
             },
             if self.seccomp.extra_denied.is_empty() {
                 String::new()

@@ -28,9 +28,14 @@ use crate::SandboxError;
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct SeccompRules {
     /// Whether `socket(AF_INET | AF_INET6, SOCK_STREAM, _)` is allowed (a profile with network: Landlock then
-    /// decides which ports). Every other socket is refused whatever this says, AF_UNIX included (Landlock does not
-    /// cover connecting to a pathname unix socket on this kernel); `socketpair(AF_UNIX)` stays allowed.
+    /// decides which ports). Every other socket is refused whatever this says, AF_UNIX included unless
+    /// [`Self::unix_stream_sockets`] (Landlock does not cover connecting to a pathname unix socket on this kernel);
+    /// `socketpair(AF_UNIX)` stays allowed.
     pub inet_stream_sockets: bool,
+    /// Whether `socket(AF_UNIX, SOCK_STREAM, 0)` is allowed (with `SOCK_CLOEXEC`/`SOCK_NONBLOCK`): the worker's
+    /// bridge to its proxy's unix socket, inside a mount namespace where no other socket path is visible. Other
+    /// unix socket types (datagram, seqpacket) stay refused.
+    pub unix_stream_sockets: bool,
     /// System calls refused (EPERM) on top of [`DENIED`], by name (see [`syscall_number`]).
     pub extra_denied: Vec<String>,
 }
@@ -403,6 +408,7 @@ pub fn syscall_number(name: &str) -> Option<i64> {
 enum Label {
     Socket,
     SocketType,
+    UnixType,
     Socketpair,
     Ioctl,
     Clone,
@@ -467,18 +473,31 @@ fn prefix(rules: &SeccompRules) -> Vec<Insn> {
         Load(arg_low(0)),
     ];
     if rules.inet_stream_sockets {
+        p.extend([IfEq(libc::AF_INET as u32, Label::SocketType), IfEq(libc::AF_INET6 as u32, Label::SocketType)]);
+    }
+    if rules.unix_stream_sockets {
+        p.push(IfEq(libc::AF_UNIX as u32, Label::UnixType));
+    }
+    p.push(Ret(errno(libc::EAFNOSUPPORT)));
+    if rules.inet_stream_sockets {
         p.extend([
-            IfEq(libc::AF_INET as u32, Label::SocketType),
-            IfEq(libc::AF_INET6 as u32, Label::SocketType),
-            Ret(errno(libc::EAFNOSUPPORT)),
             Here(Label::SocketType),
             Load(arg_low(1)),
             And(!((libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32)),
             IfEq(libc::SOCK_STREAM as u32, Label::Body),
             Goto(Label::Eperm),
         ]);
-    } else {
-        p.push(Ret(errno(libc::EAFNOSUPPORT)));
+    }
+    if rules.unix_stream_sockets {
+        p.extend([
+            Here(Label::UnixType),
+            Load(arg_low(1)),
+            And(!((libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32)),
+            IfNe(libc::SOCK_STREAM as u32, Label::Eperm),
+            Load(arg_low(2)),
+            IfEq(0, Label::Body),
+            Goto(Label::Eperm),
+        ]);
     }
     p.extend([
         Here(Label::Socketpair),

@@ -84,7 +84,7 @@ fn without_network_every_socket_is_refused_but_unix_socketpairs() {
 
 #[test]
 fn with_network_only_inet_stream_sockets_open() {
-    let rules = SeccompRules { inet_stream_sockets: true, extra_denied: Vec::new() };
+    let rules = SeccompRules { inet_stream_sockets: true, ..SeccompRules::default() };
     let (v4, v6, flags, udp, raw, unix, stray_bit) = filtered(rules, || {
         (
             socket(libc::AF_INET, libc::SOCK_STREAM),
@@ -102,6 +102,38 @@ fn with_network_only_inet_stream_sockets_open() {
     assert_eq!(raw, Err(libc::EPERM));
     assert_eq!(stray_bit, Err(libc::EPERM));
     assert_eq!(unix, Err(libc::EAFNOSUPPORT));
+}
+
+#[test]
+fn unix_stream_sockets_open_only_when_asked_and_only_as_streams() {
+    let rules = SeccompRules { unix_stream_sockets: true, ..SeccompRules::default() };
+    let (stream, flags, dgram, seqpacket, protocol, inet, pair) = filtered(rules, || {
+        (
+            socket(libc::AF_UNIX, libc::SOCK_STREAM),
+            socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK),
+            socket(libc::AF_UNIX, libc::SOCK_DGRAM),
+            socket(libc::AF_UNIX, libc::SOCK_SEQPACKET),
+            call(libc::SYS_socket, [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 1]).map(|_| ()),
+            socket(libc::AF_INET, libc::SOCK_STREAM),
+            socketpair(libc::AF_UNIX),
+        )
+    });
+    assert_eq!((stream, flags, pair), (Ok(()), Ok(()), Ok(())));
+    assert_eq!((dgram, seqpacket, protocol), (Err(libc::EPERM), Err(libc::EPERM), Err(libc::EPERM)));
+    assert_eq!(inet, Err(libc::EAFNOSUPPORT), "unix sockets do not bring TCP with them");
+    // The control: unfiltered, the refused ones open (protocol 1 is PF_UNIX, which the kernel accepts).
+    assert_eq!(socket(libc::AF_UNIX, libc::SOCK_DGRAM), Ok(()));
+    assert!(call(libc::SYS_socket, [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 1]).is_ok());
+    // Both at once: each family keeps its own type check.
+    let both = SeccompRules { unix_stream_sockets: true, inet_stream_sockets: true, ..SeccompRules::default() };
+    let (unix, tcp, udp) = filtered(both, || {
+        (
+            socket(libc::AF_UNIX, libc::SOCK_STREAM),
+            socket(libc::AF_INET, libc::SOCK_STREAM),
+            socket(libc::AF_INET, libc::SOCK_DGRAM),
+        )
+    });
+    assert_eq!((unix, tcp, udp), (Ok(()), Ok(()), Err(libc::EPERM)));
 }
 
 #[test]
@@ -179,11 +211,11 @@ fn clone_with_a_namespace_flag_is_refused_and_clone3_says_enosys() {
 
 #[test]
 fn extra_denied_calls_are_refused_and_unknown_names_are_an_error() {
-    let rules = SeccompRules { inet_stream_sockets: false, extra_denied: vec!["getppid".into(), "socketpair".into()] };
+    let rules = SeccompRules { extra_denied: vec!["getppid".into(), "socketpair".into()], ..SeccompRules::default() };
     let (getppid, pair) = filtered(rules, || (call(libc::SYS_getppid, [0; 3]), socketpair(libc::AF_UNIX)));
     assert_eq!(getppid, Err(libc::EPERM));
     assert_eq!(pair, Err(libc::EPERM), "the deny list applies after the prefix lets a call through");
-    let unknown = SeccompRules { inet_stream_sockets: false, extra_denied: vec!["no_such_call".into()] };
+    let unknown = SeccompRules { extra_denied: vec!["no_such_call".into()], ..SeccompRules::default() };
     let e = program(&unknown).unwrap_err().to_string();
     assert!(e.contains("no_such_call"), "{e}");
     assert_eq!(syscall_number("keyctl"), Some(libc::SYS_keyctl));
@@ -201,7 +233,10 @@ fn x32_calls_are_refused() {
 fn rules_read_from_kebab_case_and_refuse_unknown_keys() {
     let rules: SeccompRules =
         serde_json::from_str(r#"{"inet-stream-sockets": true, "extra-denied": ["chroot"]}"#).unwrap();
-    assert_eq!(rules, SeccompRules { inet_stream_sockets: true, extra_denied: vec!["chroot".into()] });
+    assert_eq!(
+        rules,
+        SeccompRules { inet_stream_sockets: true, extra_denied: vec!["chroot".into()], ..SeccompRules::default() }
+    );
     assert_eq!(serde_json::from_str::<SeccompRules>("{}").unwrap(), SeccompRules::default());
     assert!(serde_json::from_str::<SeccompRules>(r#"{"inet_stream_sockets": true}"#).is_err());
 }
