@@ -16,6 +16,7 @@ pub mod plan;
 pub mod privileges;
 pub mod profile;
 pub mod seccomp;
+pub mod syscalls;
 
 pub use privileges::{drop_privileges, set_dumpable_off};
 

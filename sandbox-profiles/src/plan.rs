@@ -88,20 +88,7 @@ impl SandboxPlan {
             .enforced
             .push("capabilities: none, securebits locked; no_new_privs; non-dumpable; inherited keyring left".into());
         crate::seccomp::apply(&self.seccomp)?;
-        report.enforced.push(format!(
-            "seccomp: deny list{}{}",
-            match (self.seccomp.inet_stream_sockets, self.seccomp.unix_stream_sockets) {
-                (true, true) => ", no sockets but TCP and unix streams",
-                (true, false) => ", no sockets but TCP (unix socketpairs only)",
-                (false, true) => ", no sockets but unix streams",
-                (false, false) => ", no sockets (unix socketpairs only)",
-            },
-            if self.seccomp.extra_denied.is_empty() {
-                String::new()
-            } else {
-                format!(", also {}", self.seccomp.extra_denied.join(" "))
-            }
-        ));
+        report.enforced.push(self.seccomp.summary());
         Ok(report)
     }
 }

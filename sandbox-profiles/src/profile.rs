@@ -383,6 +383,7 @@ impl Profile {
             seccomp: SeccompRules {
                 inet_stream_sockets: !net.tcp_connect.is_empty() || !net.tcp_bind.is_empty() || !net.hosts.is_empty(),
                 unix_stream_sockets: false,
+                listen_sockets: !net.tcp_bind.is_empty(),
                 extra_denied: self.doc.syscalls.deny.iter().map(|s| s.get_ref().clone()).collect(),
             },
             limits: self.doc.limits.clone(),

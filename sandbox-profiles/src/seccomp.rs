@@ -1,20 +1,38 @@
 //! The seccomp layer: system calls a task never needs, refused with an errno (not killed, so tools report an
-//! error), and the argument checks Landlock cannot make: socket families and types, terminal-injection ioctls,
-//! namespace flags of `clone`.
+//! error), and the argument checks Landlock cannot make: socket families, types and protocols, TCP fast open,
+//! `listen`, calls aimed at another process, terminal-injection ioctls, namespace flags of `clone`. Defence in depth
+//! beside Landlock and the namespaces: each check here closes a hole found from inside a task on its own.
 //!
-//! The program has two parts. A hand-written prefix (checked by the tests below, instruction by instruction through
-//! the kernel) refuses every x32-ABI call (numbers with `__X32_SYSCALL_BIT`, which would otherwise pass the x86_64
-//! arch check under other numbers), then, for x86_64 calls only, looks at the arguments of `socket`, `socketpair`,
-//! `ioctl`, `clone` and `clone3`. Then comes seccompiler's arch-checked deny list ([`DENIED`] plus the profile's
-//! [`SeccompRules::extra_denied`]), refused with EPERM; an x86_64 call the prefix lets through still goes through it.
-//! Applied after Landlock (no_new_privs is already set), before any thread.
+//! The program has two parts. A hand-written prefix (checked by the tests, `seccomp_tests.rs`, through the kernel)
+//! refuses every x32-ABI call (numbers with `__X32_SYSCALL_BIT`, which would otherwise pass the x86_64 arch check
+//! under other numbers), then, for x86_64 calls only, looks at arguments:
 //!
-//! Errnos: a socket family the task may not use is refused with EAFNOSUPPORT, as systemd's `RestrictAddressFamilies`
-//! does: programs read it as "this family does not exist here" and take their fallback (glibc's `getaddrinfo` probes
-//! with a netlink socket and carries on without it), where EPERM would be an error to report. An AF_INET/AF_INET6
-//! socket of another type than stream, where the profile allows those families, gets EPERM: the family exists, this
-//! use of it is forbidden. `clone3` gets ENOSYS (its flags are behind a pointer a filter cannot read), so glibc
-//! falls back to `clone`, whose flags the filter does read. Everything else refused gets EPERM.
+//! - `socket`: only the families the profile allows ([`SeccompRules`]); AF_INET/AF_INET6 only as `SOCK_STREAM` of
+//!   protocol 0 or `IPPROTO_TCP` (an MPTCP socket, protocol 262, is a stream Landlock's TCP rules do not see);
+//!   AF_UNIX only as `SOCK_STREAM` of protocol 0. `socketpair`: AF_UNIX only.
+//! - `sendto`/`sendmmsg` (flags in argument 3), `sendmsg` (argument 2): no `MSG_FASTOPEN`, which connects without
+//!   the hook Landlock's connect rule hangs on.
+//! - `listen`: only when the profile binds TCP ports (on an unbound socket it binds an ephemeral port Landlock never
+//!   saw). The filter cannot see an fd's family, so this holds for unix sockets too.
+//! - [`CALLER_ONLY`] (`prlimit64`, `sched_set*`, `migrate_pages`, `move_pages`, `get_robust_list`): pid 0 only;
+//!   `setpriority` only `PRIO_PROCESS` with who 0 and `ioprio_set` only `IOPRIO_WHO_PROCESS` with who 0 (who 0 with
+//!   another `which` is the caller's process group or every process of its user). A task's own pid is refused too:
+//!   the filter cannot know it; tools use 0.
+//! - [`SYSV_IPC`]: refused with ENOSYS.
+//! - `ioctl`: no TIOCSTI/TIOCLINUX. `clone`: no namespace flags. `clone3`: ENOSYS.
+//!
+//! Each argument read is an `int`/`unsigned int` for the kernel (or a flags word it truncates), so only its low 32
+//! bits are compared: a caller setting high bits cannot slip past a comparison the kernel would not make either.
+//! Then comes seccompiler's arch-checked deny list ([`DENIED`] plus the profile's [`SeccompRules::extra_denied`]),
+//! refused with EPERM; an x86_64 call the prefix lets through still goes through it. Applied after Landlock
+//! (no_new_privs is already set), before any thread.
+//!
+//! Errnos say "this does not exist here" where a kernel without the feature would, so programs take their fallback:
+//! a socket family the task may not use gets EAFNOSUPPORT (as systemd's `RestrictAddressFamilies`; glibc's
+//! `getaddrinfo` probes with a netlink socket and carries on without it), a protocol EPROTONOSUPPORT (Go falls back
+//! from MPTCP to TCP), fast open EOPNOTSUPP (as with `net.ipv4.tcp_fastopen` off), System V IPC and `clone3` ENOSYS
+//! (glibc falls back from `clone3` to `clone`, whose flags the filter reads). A socket type the family has but the
+//! task may not use (a UDP socket where TCP is allowed), and everything else refused, gets EPERM.
 
 use std::collections::BTreeMap;
 
@@ -36,8 +54,35 @@ pub struct SeccompRules {
     /// bridge to its proxy's unix socket, inside a mount namespace where no other socket path is visible. Other
     /// unix socket types (datagram, seqpacket) stay refused.
     pub unix_stream_sockets: bool,
+    /// Whether `listen` is allowed (a profile with tcp-bind ports: Landlock then decides which ports a socket may be
+    /// bound to). Without it `listen` is refused whatever the socket: on an unbound TCP socket it would bind a port
+    /// Landlock never saw, and the worker's own listeners are made before the filter. The filter cannot see an fd's
+    /// family, so with it a unix stream socket may listen too (Landlock decides where its name is made).
+    pub listen_sockets: bool,
     /// System calls refused (EPERM) on top of [`DENIED`], by name (see [`syscall_number`]).
     pub extra_denied: Vec<String>,
+}
+
+impl SeccompRules {
+    /// One line for the Sandboxed event's list of what is enforced.
+    pub fn summary(&self) -> String {
+        let sockets = match (self.inet_stream_sockets, self.unix_stream_sockets) {
+            (true, true) => "no sockets but TCP and unix streams",
+            (true, false) => "no sockets but TCP (unix socketpairs only)",
+            (false, true) => "no sockets but unix streams",
+            (false, false) => "no sockets (unix socketpairs only)",
+        };
+        let listen = if self.listen_sockets { "" } else { ", no listen" };
+        let extra = if self.extra_denied.is_empty() {
+            String::new()
+        } else {
+            format!(", also {}", self.extra_denied.join(" "))
+        };
+        format!(
+            "seccomp: deny list, {sockets}{listen}, no TCP fast open, limits/priority/scheduling of the caller only, \
+             no System V IPC{extra}"
+        )
+    }
 }
 
 /// The x32 ABI's syscall number bit.
@@ -93,315 +138,64 @@ pub const DENIED: &[(&str, i64)] = &[
     ("swapon", libc::SYS_swapon),
     ("swapoff", libc::SYS_swapoff),
     ("reboot", libc::SYS_reboot),
+    ("kcmp", libc::SYS_kcmp),
+    ("process_madvise", libc::SYS_process_madvise),
+    ("process_mrelease", libc::SYS_process_mrelease),
+    ("name_to_handle_at", libc::SYS_name_to_handle_at),
+    ("open_by_handle_at", libc::SYS_open_by_handle_at),
+    ("lookup_dcookie", libc::SYS_lookup_dcookie),
+    ("quotactl", libc::SYS_quotactl),
+    ("iopl", libc::SYS_iopl),
+    ("ioperm", libc::SYS_ioperm),
+    ("settimeofday", libc::SYS_settimeofday),
+    ("clock_settime", libc::SYS_clock_settime),
+    ("clock_adjtime", libc::SYS_clock_adjtime),
+    ("sethostname", libc::SYS_sethostname),
+    ("setdomainname", libc::SYS_setdomainname),
+    ("syslog", libc::SYS_syslog),
+    ("vhangup", libc::SYS_vhangup),
+    ("uselib", libc::SYS_uselib),
+    ("fanotify_init", libc::SYS_fanotify_init),
 ];
 
-/// x86_64 system calls by name: those a profile may plausibly deny, and the usual ones besides.
-const SYSCALLS: &[(&str, i64)] = &[
-    ("read", libc::SYS_read),
-    ("write", libc::SYS_write),
-    ("open", libc::SYS_open),
-    ("close", libc::SYS_close),
-    ("stat", libc::SYS_stat),
-    ("fstat", libc::SYS_fstat),
-    ("lstat", libc::SYS_lstat),
-    ("poll", libc::SYS_poll),
-    ("lseek", libc::SYS_lseek),
-    ("mmap", libc::SYS_mmap),
-    ("mprotect", libc::SYS_mprotect),
-    ("munmap", libc::SYS_munmap),
-    ("brk", libc::SYS_brk),
-    ("ioctl", libc::SYS_ioctl),
-    ("pread64", libc::SYS_pread64),
-    ("pwrite64", libc::SYS_pwrite64),
-    ("readv", libc::SYS_readv),
-    ("writev", libc::SYS_writev),
-    ("access", libc::SYS_access),
-    ("pipe", libc::SYS_pipe),
-    ("select", libc::SYS_select),
-    ("sched_yield", libc::SYS_sched_yield),
-    ("mremap", libc::SYS_mremap),
-    ("msync", libc::SYS_msync),
-    ("mincore", libc::SYS_mincore),
-    ("madvise", libc::SYS_madvise),
+/// System V IPC: refused with ENOSYS (as a kernel built without it answers, so programs take their fallback). A
+/// segment outlives its maker and is not counted in any task's memory limit, and the IPC namespace is shared
+/// unless the outer boundary gives the task its own.
+pub const SYSV_IPC: &[(&str, i64)] = &[
     ("shmget", libc::SYS_shmget),
     ("shmat", libc::SYS_shmat),
     ("shmctl", libc::SYS_shmctl),
-    ("dup", libc::SYS_dup),
-    ("dup2", libc::SYS_dup2),
-    ("pause", libc::SYS_pause),
-    ("nanosleep", libc::SYS_nanosleep),
-    ("getitimer", libc::SYS_getitimer),
-    ("alarm", libc::SYS_alarm),
-    ("setitimer", libc::SYS_setitimer),
-    ("getpid", libc::SYS_getpid),
-    ("sendfile", libc::SYS_sendfile),
-    ("socket", libc::SYS_socket),
-    ("connect", libc::SYS_connect),
-    ("accept", libc::SYS_accept),
-    ("sendto", libc::SYS_sendto),
-    ("recvfrom", libc::SYS_recvfrom),
-    ("sendmsg", libc::SYS_sendmsg),
-    ("recvmsg", libc::SYS_recvmsg),
-    ("shutdown", libc::SYS_shutdown),
-    ("bind", libc::SYS_bind),
-    ("listen", libc::SYS_listen),
-    ("getsockname", libc::SYS_getsockname),
-    ("getpeername", libc::SYS_getpeername),
-    ("socketpair", libc::SYS_socketpair),
-    ("setsockopt", libc::SYS_setsockopt),
-    ("getsockopt", libc::SYS_getsockopt),
-    ("clone", libc::SYS_clone),
-    ("fork", libc::SYS_fork),
-    ("vfork", libc::SYS_vfork),
-    ("execve", libc::SYS_execve),
-    ("exit", libc::SYS_exit),
-    ("wait4", libc::SYS_wait4),
-    ("kill", libc::SYS_kill),
-    ("uname", libc::SYS_uname),
+    ("shmdt", libc::SYS_shmdt),
     ("semget", libc::SYS_semget),
     ("semop", libc::SYS_semop),
+    ("semtimedop", libc::SYS_semtimedop),
     ("semctl", libc::SYS_semctl),
-    ("shmdt", libc::SYS_shmdt),
     ("msgget", libc::SYS_msgget),
     ("msgsnd", libc::SYS_msgsnd),
     ("msgrcv", libc::SYS_msgrcv),
     ("msgctl", libc::SYS_msgctl),
-    ("fcntl", libc::SYS_fcntl),
-    ("flock", libc::SYS_flock),
-    ("fsync", libc::SYS_fsync),
-    ("fdatasync", libc::SYS_fdatasync),
-    ("truncate", libc::SYS_truncate),
-    ("ftruncate", libc::SYS_ftruncate),
-    ("getdents", libc::SYS_getdents),
-    ("getcwd", libc::SYS_getcwd),
-    ("chdir", libc::SYS_chdir),
-    ("fchdir", libc::SYS_fchdir),
-    ("rename", libc::SYS_rename),
-    ("mkdir", libc::SYS_mkdir),
-    ("rmdir", libc::SYS_rmdir),
-    ("creat", libc::SYS_creat),
-    ("link", libc::SYS_link),
-    ("unlink", libc::SYS_unlink),
-    ("symlink", libc::SYS_symlink),
-    ("readlink", libc::SYS_readlink),
-    ("chmod", libc::SYS_chmod),
-    ("fchmod", libc::SYS_fchmod),
-    ("chown", libc::SYS_chown),
-    ("fchown", libc::SYS_fchown),
-    ("lchown", libc::SYS_lchown),
-    ("umask", libc::SYS_umask),
-    ("gettimeofday", libc::SYS_gettimeofday),
-    ("getrlimit", libc::SYS_getrlimit),
-    ("getrusage", libc::SYS_getrusage),
-    ("sysinfo", libc::SYS_sysinfo),
-    ("times", libc::SYS_times),
-    ("ptrace", libc::SYS_ptrace),
-    ("getuid", libc::SYS_getuid),
-    ("syslog", libc::SYS_syslog),
-    ("getgid", libc::SYS_getgid),
-    ("setuid", libc::SYS_setuid),
-    ("setgid", libc::SYS_setgid),
-    ("geteuid", libc::SYS_geteuid),
-    ("getegid", libc::SYS_getegid),
-    ("setpgid", libc::SYS_setpgid),
-    ("getppid", libc::SYS_getppid),
-    ("getpgrp", libc::SYS_getpgrp),
-    ("setsid", libc::SYS_setsid),
-    ("setreuid", libc::SYS_setreuid),
-    ("setregid", libc::SYS_setregid),
-    ("getgroups", libc::SYS_getgroups),
-    ("setgroups", libc::SYS_setgroups),
-    ("setresuid", libc::SYS_setresuid),
-    ("getresuid", libc::SYS_getresuid),
-    ("setresgid", libc::SYS_setresgid),
-    ("getresgid", libc::SYS_getresgid),
-    ("getpgid", libc::SYS_getpgid),
-    ("setfsuid", libc::SYS_setfsuid),
-    ("setfsgid", libc::SYS_setfsgid),
-    ("getsid", libc::SYS_getsid),
-    ("capget", libc::SYS_capget),
-    ("capset", libc::SYS_capset),
-    ("rt_sigpending", libc::SYS_rt_sigpending),
-    ("rt_sigtimedwait", libc::SYS_rt_sigtimedwait),
-    ("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo),
-    ("rt_sigsuspend", libc::SYS_rt_sigsuspend),
-    ("sigaltstack", libc::SYS_sigaltstack),
-    ("utime", libc::SYS_utime),
-    ("mknod", libc::SYS_mknod),
-    ("uselib", libc::SYS_uselib),
-    ("personality", libc::SYS_personality),
-    ("ustat", libc::SYS_ustat),
-    ("statfs", libc::SYS_statfs),
-    ("fstatfs", libc::SYS_fstatfs),
-    ("sysfs", libc::SYS_sysfs),
-    ("getpriority", libc::SYS_getpriority),
-    ("setpriority", libc::SYS_setpriority),
-    ("sched_setparam", libc::SYS_sched_setparam),
-    ("sched_getparam", libc::SYS_sched_getparam),
-    ("sched_setscheduler", libc::SYS_sched_setscheduler),
-    ("sched_getscheduler", libc::SYS_sched_getscheduler),
-    ("mlock", libc::SYS_mlock),
-    ("munlock", libc::SYS_munlock),
-    ("mlockall", libc::SYS_mlockall),
-    ("munlockall", libc::SYS_munlockall),
-    ("vhangup", libc::SYS_vhangup),
-    ("modify_ldt", libc::SYS_modify_ldt),
-    ("pivot_root", libc::SYS_pivot_root),
-    ("prctl", libc::SYS_prctl),
-    ("arch_prctl", libc::SYS_arch_prctl),
-    ("adjtimex", libc::SYS_adjtimex),
-    ("setrlimit", libc::SYS_setrlimit),
-    ("chroot", libc::SYS_chroot),
-    ("sync", libc::SYS_sync),
-    ("acct", libc::SYS_acct),
-    ("settimeofday", libc::SYS_settimeofday),
-    ("mount", libc::SYS_mount),
-    ("umount2", libc::SYS_umount2),
-    ("swapon", libc::SYS_swapon),
-    ("swapoff", libc::SYS_swapoff),
-    ("reboot", libc::SYS_reboot),
-    ("sethostname", libc::SYS_sethostname),
-    ("setdomainname", libc::SYS_setdomainname),
-    ("iopl", libc::SYS_iopl),
-    ("ioperm", libc::SYS_ioperm),
-    ("init_module", libc::SYS_init_module),
-    ("delete_module", libc::SYS_delete_module),
-    ("quotactl", libc::SYS_quotactl),
-    ("gettid", libc::SYS_gettid),
-    ("readahead", libc::SYS_readahead),
-    ("setxattr", libc::SYS_setxattr),
-    ("lsetxattr", libc::SYS_lsetxattr),
-    ("fsetxattr", libc::SYS_fsetxattr),
-    ("getxattr", libc::SYS_getxattr),
-    ("removexattr", libc::SYS_removexattr),
-    ("tkill", libc::SYS_tkill),
-    ("time", libc::SYS_time),
-    ("futex", libc::SYS_futex),
-    ("sched_setaffinity", libc::SYS_sched_setaffinity),
-    ("sched_getaffinity", libc::SYS_sched_getaffinity),
-    ("io_setup", libc::SYS_io_setup),
-    ("io_destroy", libc::SYS_io_destroy),
-    ("io_getevents", libc::SYS_io_getevents),
-    ("io_submit", libc::SYS_io_submit),
-    ("io_cancel", libc::SYS_io_cancel),
-    ("lookup_dcookie", libc::SYS_lookup_dcookie),
-    ("epoll_create", libc::SYS_epoll_create),
-    ("remap_file_pages", libc::SYS_remap_file_pages),
-    ("set_tid_address", libc::SYS_set_tid_address),
-    ("timer_create", libc::SYS_timer_create),
-    ("clock_settime", libc::SYS_clock_settime),
-    ("clock_gettime", libc::SYS_clock_gettime),
-    ("clock_adjtime", libc::SYS_clock_adjtime),
-    ("tgkill", libc::SYS_tgkill),
-    ("utimes", libc::SYS_utimes),
-    ("mbind", libc::SYS_mbind),
-    ("set_mempolicy", libc::SYS_set_mempolicy),
-    ("get_mempolicy", libc::SYS_get_mempolicy),
-    ("mq_open", libc::SYS_mq_open),
-    ("mq_unlink", libc::SYS_mq_unlink),
-    ("kexec_load", libc::SYS_kexec_load),
-    ("waitid", libc::SYS_waitid),
-    ("add_key", libc::SYS_add_key),
-    ("request_key", libc::SYS_request_key),
-    ("keyctl", libc::SYS_keyctl),
-    ("ioprio_set", libc::SYS_ioprio_set),
-    ("ioprio_get", libc::SYS_ioprio_get),
-    ("inotify_init", libc::SYS_inotify_init),
-    ("migrate_pages", libc::SYS_migrate_pages),
-    ("openat", libc::SYS_openat),
-    ("mkdirat", libc::SYS_mkdirat),
-    ("mknodat", libc::SYS_mknodat),
-    ("fchownat", libc::SYS_fchownat),
-    ("unlinkat", libc::SYS_unlinkat),
-    ("renameat", libc::SYS_renameat),
-    ("linkat", libc::SYS_linkat),
-    ("symlinkat", libc::SYS_symlinkat),
-    ("fchmodat", libc::SYS_fchmodat),
-    ("faccessat", libc::SYS_faccessat),
-    ("unshare", libc::SYS_unshare),
-    ("set_robust_list", libc::SYS_set_robust_list),
-    ("splice", libc::SYS_splice),
-    ("tee", libc::SYS_tee),
-    ("vmsplice", libc::SYS_vmsplice),
-    ("move_pages", libc::SYS_move_pages),
-    ("utimensat", libc::SYS_utimensat),
-    ("epoll_pwait", libc::SYS_epoll_pwait),
-    ("signalfd", libc::SYS_signalfd),
-    ("timerfd_create", libc::SYS_timerfd_create),
-    ("eventfd", libc::SYS_eventfd),
-    ("fallocate", libc::SYS_fallocate),
-    ("accept4", libc::SYS_accept4),
-    ("dup3", libc::SYS_dup3),
-    ("pipe2", libc::SYS_pipe2),
-    ("inotify_init1", libc::SYS_inotify_init1),
-    ("preadv", libc::SYS_preadv),
-    ("pwritev", libc::SYS_pwritev),
-    ("perf_event_open", libc::SYS_perf_event_open),
-    ("recvmmsg", libc::SYS_recvmmsg),
-    ("fanotify_init", libc::SYS_fanotify_init),
-    ("fanotify_mark", libc::SYS_fanotify_mark),
-    ("prlimit64", libc::SYS_prlimit64),
-    ("name_to_handle_at", libc::SYS_name_to_handle_at),
-    ("open_by_handle_at", libc::SYS_open_by_handle_at),
-    ("syncfs", libc::SYS_syncfs),
-    ("sendmmsg", libc::SYS_sendmmsg),
-    ("setns", libc::SYS_setns),
-    ("process_vm_readv", libc::SYS_process_vm_readv),
-    ("process_vm_writev", libc::SYS_process_vm_writev),
-    ("kcmp", libc::SYS_kcmp),
-    ("finit_module", libc::SYS_finit_module),
-    ("sched_setattr", libc::SYS_sched_setattr),
-    ("renameat2", libc::SYS_renameat2),
-    ("seccomp", libc::SYS_seccomp),
-    ("getrandom", libc::SYS_getrandom),
-    ("memfd_create", libc::SYS_memfd_create),
-    ("kexec_file_load", libc::SYS_kexec_file_load),
-    ("bpf", libc::SYS_bpf),
-    ("execveat", libc::SYS_execveat),
-    ("userfaultfd", libc::SYS_userfaultfd),
-    ("membarrier", libc::SYS_membarrier),
-    ("mlock2", libc::SYS_mlock2),
-    ("copy_file_range", libc::SYS_copy_file_range),
-    ("preadv2", libc::SYS_preadv2),
-    ("pwritev2", libc::SYS_pwritev2),
-    ("pkey_mprotect", libc::SYS_pkey_mprotect),
-    ("pkey_alloc", libc::SYS_pkey_alloc),
-    ("pkey_free", libc::SYS_pkey_free),
-    ("statx", libc::SYS_statx),
-    ("rseq", libc::SYS_rseq),
-    ("pidfd_send_signal", libc::SYS_pidfd_send_signal),
-    ("io_uring_setup", libc::SYS_io_uring_setup),
-    ("io_uring_enter", libc::SYS_io_uring_enter),
-    ("io_uring_register", libc::SYS_io_uring_register),
-    ("open_tree", libc::SYS_open_tree),
-    ("move_mount", libc::SYS_move_mount),
-    ("fsopen", libc::SYS_fsopen),
-    ("fsconfig", libc::SYS_fsconfig),
-    ("fsmount", libc::SYS_fsmount),
-    ("fspick", libc::SYS_fspick),
-    ("pidfd_open", libc::SYS_pidfd_open),
-    ("clone3", libc::SYS_clone3),
-    ("close_range", libc::SYS_close_range),
-    ("openat2", libc::SYS_openat2),
-    ("pidfd_getfd", libc::SYS_pidfd_getfd),
-    ("faccessat2", libc::SYS_faccessat2),
-    ("process_madvise", libc::SYS_process_madvise),
-    ("epoll_pwait2", libc::SYS_epoll_pwait2),
-    ("mount_setattr", libc::SYS_mount_setattr),
-    ("landlock_create_ruleset", libc::SYS_landlock_create_ruleset),
-    ("landlock_add_rule", libc::SYS_landlock_add_rule),
-    ("landlock_restrict_self", libc::SYS_landlock_restrict_self),
-    ("memfd_secret", libc::SYS_memfd_secret),
-    ("process_mrelease", libc::SYS_process_mrelease),
-    ("futex_waitv", libc::SYS_futex_waitv),
-    ("set_mempolicy_home_node", libc::SYS_set_mempolicy_home_node),
 ];
 
-/// The x86_64 number of a system call, by its name (`None` for a name this table does not know: a profile naming
-/// one is refused).
-pub fn syscall_number(name: &str) -> Option<i64> {
-    SYSCALLS.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
-}
+/// Calls that act on the process their first argument names, allowed only on the caller (pid 0): the limits,
+/// scheduling and memory placement of another process (`prlimit64` on the supervisor's pid killed it with SIGXFSZ).
+pub const CALLER_ONLY: &[(&str, i64)] = &[
+    ("prlimit64", libc::SYS_prlimit64),
+    ("sched_setscheduler", libc::SYS_sched_setscheduler),
+    ("sched_setparam", libc::SYS_sched_setparam),
+    ("sched_setaffinity", libc::SYS_sched_setaffinity),
+    ("sched_setattr", libc::SYS_sched_setattr),
+    ("migrate_pages", libc::SYS_migrate_pages),
+    ("move_pages", libc::SYS_move_pages),
+    ("get_robust_list", libc::SYS_get_robust_list),
+];
+
+/// `MSG_FASTOPEN`: connects and sends in one call, without the connect hook Landlock's TCP rules hang on.
+const MSG_FASTOPEN: u32 = 0x2000_0000;
+
+/// `IOPRIO_WHO_PROCESS` of `ioprio_set` (`PRIO_PROCESS` of `setpriority` is 0).
+const IOPRIO_WHO_PROCESS: u32 = 1;
+
+pub use crate::syscalls::syscall_number;
 
 /// Where a jump of the prefix goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,11 +203,20 @@ enum Label {
     Socket,
     SocketType,
     UnixType,
+    TcpProtocol,
+    FlagsArg2,
+    FlagsArg3,
+    CallerOnly,
+    Setpriority,
+    IoprioSet,
     Socketpair,
     Ioctl,
     Clone,
     Eperm,
     Enosys,
+    Eprotonosupport,
+    Eopnotsupp,
+    WhoIsCaller,
     Body,
 }
 
@@ -468,10 +271,18 @@ fn prefix(rules: &SeccompRules) -> Vec<Insn> {
         IfEq(libc::SYS_ioctl as u32, Label::Ioctl),
         IfEq(libc::SYS_clone as u32, Label::Clone),
         IfEq(libc::SYS_clone3 as u32, Label::Enosys),
-        Goto(Label::Body),
-        Here(Label::Socket),
-        Load(arg_low(0)),
+        IfEq(libc::SYS_sendto as u32, Label::FlagsArg3),
+        IfEq(libc::SYS_sendmmsg as u32, Label::FlagsArg3),
+        IfEq(libc::SYS_sendmsg as u32, Label::FlagsArg2),
+        IfEq(libc::SYS_setpriority as u32, Label::Setpriority),
+        IfEq(libc::SYS_ioprio_set as u32, Label::IoprioSet),
     ];
+    if !rules.listen_sockets {
+        p.push(IfEq(libc::SYS_listen as u32, Label::Eperm));
+    }
+    p.extend(CALLER_ONLY.iter().map(|(_, nr)| IfEq(*nr as u32, Label::CallerOnly)));
+    p.extend(SYSV_IPC.iter().map(|(_, nr)| IfEq(*nr as u32, Label::Enosys)));
+    p.extend([Goto(Label::Body), Here(Label::Socket), Load(arg_low(0))]);
     if rules.inet_stream_sockets {
         p.extend([IfEq(libc::AF_INET as u32, Label::SocketType), IfEq(libc::AF_INET6 as u32, Label::SocketType)]);
     }
@@ -480,12 +291,14 @@ fn prefix(rules: &SeccompRules) -> Vec<Insn> {
     }
     p.push(Ret(errno(libc::EAFNOSUPPORT)));
     if rules.inet_stream_sockets {
+        // A stream socket, of protocol 0 or IPPROTO_TCP only: IPPROTO_MPTCP (262) is a stream socket Landlock's TCP
+        // rules do not see.
         p.extend([
             Here(Label::SocketType),
             Load(arg_low(1)),
             And(!((libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32)),
-            IfEq(libc::SOCK_STREAM as u32, Label::Body),
-            Goto(Label::Eperm),
+            IfNe(libc::SOCK_STREAM as u32, Label::Eperm),
+            Goto(Label::TcpProtocol),
         ]);
     }
     if rules.unix_stream_sockets {
@@ -496,7 +309,16 @@ fn prefix(rules: &SeccompRules) -> Vec<Insn> {
             IfNe(libc::SOCK_STREAM as u32, Label::Eperm),
             Load(arg_low(2)),
             IfEq(0, Label::Body),
-            Goto(Label::Eperm),
+            Goto(Label::Eprotonosupport),
+        ]);
+    }
+    if rules.inet_stream_sockets {
+        p.extend([
+            Here(Label::TcpProtocol),
+            Load(arg_low(2)),
+            IfEq(0, Label::Body),
+            IfEq(libc::IPPROTO_TCP as u32, Label::Body),
+            Goto(Label::Eprotonosupport),
         ]);
     }
     p.extend([
@@ -513,10 +335,39 @@ fn prefix(rules: &SeccompRules) -> Vec<Insn> {
         Load(arg_low(0)),
         IfAny(CLONE_NAMESPACE_FLAGS, Label::Eperm),
         Goto(Label::Body),
+        // sendto and sendmmsg: flags in argument 3; sendmsg: in argument 2.
+        Here(Label::FlagsArg3),
+        Load(arg_low(3)),
+        IfAny(MSG_FASTOPEN, Label::Eopnotsupp),
+        Goto(Label::Body),
+        Here(Label::FlagsArg2),
+        Load(arg_low(2)),
+        IfAny(MSG_FASTOPEN, Label::Eopnotsupp),
+        Goto(Label::Body),
+        Here(Label::CallerOnly),
+        Load(arg_low(0)),
+        IfEq(0, Label::Body),
+        Goto(Label::Eperm),
+        // setpriority(PRIO_PROCESS, 0, _) and ioprio_set(IOPRIO_WHO_PROCESS, 0, _) only: who 0 with another `which`
+        // is the caller's process group or every process of its user.
+        Here(Label::Setpriority),
+        Load(arg_low(0)),
+        IfNe(libc::PRIO_PROCESS, Label::Eperm),
+        Goto(Label::WhoIsCaller),
+        Here(Label::IoprioSet),
+        Load(arg_low(0)),
+        IfNe(IOPRIO_WHO_PROCESS, Label::Eperm),
+        Here(Label::WhoIsCaller),
+        Load(arg_low(1)),
+        IfEq(0, Label::Body),
         Here(Label::Eperm),
         Ret(errno(libc::EPERM)),
         Here(Label::Enosys),
         Ret(errno(libc::ENOSYS)),
+        Here(Label::Eprotonosupport),
+        Ret(errno(libc::EPROTONOSUPPORT)),
+        Here(Label::Eopnotsupp),
+        Ret(errno(libc::EOPNOTSUPP)),
         Here(Label::Body),
     ]);
     p
