@@ -22,7 +22,9 @@ pub const ARG_HANDOFF_FD: &str = "--handoff-fd";
 
 /// Test hook: a worker whose environment names a checkpoint kind here (e.g. `tool_started`) pauses for a while
 /// right after that checkpoint is acknowledged, once per task, so a test can kill a process at exactly that point
-/// of the checkpoint table. The supervisor passes it through to workers; nothing else reads it.
+/// of the checkpoint table. The supervisor passes it through to workers; nothing else reads it. Only in debug
+/// builds: a release build has neither the constant nor the code that reads it.
+#[cfg(debug_assertions)]
 pub const ENV_TEST_PAUSE_AFTER: &str = "NEURAPHAGE_TEST_PAUSE_AFTER";
 
 /// Supervisor → worker.

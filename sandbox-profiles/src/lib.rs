@@ -34,7 +34,9 @@ pub const MAX_KNOWN_LANDLOCK_ABI: u8 = 6;
 
 /// Test hook: a number here lowers the Landlock ABI the worker believes the kernel has, to exercise the
 /// older-kernel paths on a new kernel. It can only take protection away from the worker that reads it, never add
-/// access: tests use it to prove that a profile's minimum refuses the task.
+/// access: tests use it to prove that a profile's minimum refuses the task. Only in debug builds: a release build
+/// has neither the constant nor the code that reads it.
+#[cfg(debug_assertions)]
 pub const ENV_TEST_LANDLOCK_ABI: &str = "NEURAPHAGE_TEST_LANDLOCK_ABI";
 
 /// What a rule allows beneath its path.
@@ -204,7 +206,7 @@ fn open_rule_path(path: &Path) -> Result<std::os::fd::OwnedFd, SandboxError> {
         .map_err(|e| SandboxError::Rule { path: path.to_path_buf(), reason: format!("{e} (opened with no symlinks)") })
 }
 
-/// The Landlock ABI of the running kernel (0: none), lowered by [`ENV_TEST_LANDLOCK_ABI`] when set.
+/// The Landlock ABI of the running kernel (0: none), lowered by `ENV_TEST_LANDLOCK_ABI` when set (debug builds).
 pub fn kernel_landlock_abi() -> u8 {
     // LANDLOCK_CREATE_RULESET_VERSION: with no attributes, the call returns the ABI version.
     const VERSION: libc::c_uint = 1;
@@ -213,8 +215,12 @@ pub fn kernel_landlock_abi() -> u8 {
     // number (or -1); it reads and writes no memory of ours.
     let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, VERSION) };
     let kernel = u8::try_from(v.max(0)).unwrap_or(u8::MAX);
-    let cap = std::env::var(ENV_TEST_LANDLOCK_ABI).ok().and_then(|v| v.parse::<u8>().ok()).unwrap_or(u8::MAX);
-    kernel.min(cap)
+    #[cfg(debug_assertions)]
+    let kernel = {
+        let cap = std::env::var(ENV_TEST_LANDLOCK_ABI).ok().and_then(|v| v.parse::<u8>().ok()).unwrap_or(u8::MAX);
+        kernel.min(cap)
+    };
+    kernel
 }
 
 /// What Landlock below ABI `abi` cannot enforce.

@@ -39,7 +39,9 @@ const ENV_ALLOWLIST: &[&str] = &[
     "TZ",
     "RUST_LOG",
     "RUST_BACKTRACE",
+    #[cfg(debug_assertions)]
     neuraphage_ipc::worker::ENV_TEST_PAUSE_AFTER,
+    #[cfg(debug_assertions)]
     neuraphage_sandbox_profiles::ENV_TEST_LANDLOCK_ABI,
 ];
 

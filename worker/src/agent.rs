@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, ENV_TEST_PAUSE_AFTER, MAX_WORKER_FRAME, SandboxReport,
-    SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
+    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, MAX_WORKER_FRAME, SandboxReport, SupervisorToWorker,
+    TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
@@ -402,10 +402,15 @@ impl Agent {
         }
     }
 
-    /// The test hook of [`ENV_TEST_PAUSE_AFTER`]: pause once per task (a marker in the task's scratch folder) after
-    /// the named checkpoint, so a test can kill a process there.
+    /// The test hook of `ENV_TEST_PAUSE_AFTER`: pause once per task (a marker in the task's scratch folder) after
+    /// the named checkpoint, so a test can kill a process there. A release build does nothing here.
+    #[cfg(not(debug_assertions))]
+    async fn test_pause(&self, _kind: &str) {}
+
+    /// The test hook of `ENV_TEST_PAUSE_AFTER` (see the release build's no-op).
+    #[cfg(debug_assertions)]
     async fn test_pause(&self, kind: &str) {
-        if std::env::var(ENV_TEST_PAUSE_AFTER).ok().as_deref() != Some(kind) {
+        if std::env::var(neuraphage_ipc::worker::ENV_TEST_PAUSE_AFTER).ok().as_deref() != Some(kind) {
             return;
         }
         let marker = self.tools.tmp_dir.join(format!(".neuraphage-paused-after-{kind}"));
