@@ -8,6 +8,7 @@ mod client;
 mod daemon;
 mod demo;
 mod error;
+mod escape;
 mod output;
 mod report;
 mod sandbox;
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed stderr is no reason to panic: the exit code still tells.
-            let _ = writeln!(std::io::stderr(), "neuraphage: error: {e}");
+            let _ = writeln!(std::io::stderr(), "neuraphage: error: {}", escape::visible_lines(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -128,7 +129,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 output::out(&format!(
                     "reloaded; pools in force:\n{}",
-                    providers.iter().map(|p| format!("  {p}\n")).collect::<String>()
+                    providers.iter().map(|p| format!("  {}\n", escape::visible(p))).collect::<String>()
                 ))
             }
         }

@@ -10,6 +10,7 @@ use neuraphage_ipc::{DaemonStatus, EventKind, RunningPhase, Task, TaskDetail, Ta
 use serde::Serialize;
 
 use crate::error::CliError;
+use crate::escape::{visible, visible_lines};
 
 /// Widest description shown in a table row.
 const DESCRIPTION_WIDTH: usize = 60;
@@ -39,23 +40,9 @@ pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Text from a task or a model, made safe for a terminal: control characters other than newline and tab are shown
-/// escaped (`\u{1b}`), so a description cannot move the cursor, clear the screen or retitle the window.
-pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The first non-blank line of a description, cut to `width` characters.
 fn short(description: &str, width: usize) -> String {
-    let description = clean(description.trim());
+    let description = visible_lines(description.trim());
     let line = description.lines().next().unwrap_or("");
     let more = line.len() < description.len();
     if line.chars().count() > width {
@@ -75,12 +62,12 @@ pub fn status_line(status: &TaskStatus) -> String {
             RunningPhase::Initializing => "Running: starting".to_owned(),
             RunningPhase::AssemblingContext => "Running: assembling context".to_owned(),
             RunningPhase::LlmRequest => "Running: waiting for the model".to_owned(),
-            RunningPhase::LlmQueued { detail } => format!("Running: LlmRequest, {}", clean(detail)),
-            RunningPhase::ToolExecution { tool } => format!("Running: {}", clean(tool)),
+            RunningPhase::LlmQueued { detail } => format!("Running: LlmRequest, {}", visible(detail)),
+            RunningPhase::ToolExecution { tool } => format!("Running: {}", visible(tool)),
             RunningPhase::Processing => "Running: thinking".to_owned(),
         },
         TaskStatus::WaitingForUser { prompt } => format!("WaitingForUser: {}", short(prompt, 40)),
-        TaskStatus::Blocked { on } => format!("Blocked on {on}"),
+        TaskStatus::Blocked { on } => format!("Blocked on {}", visible(on)),
         TaskStatus::Failed { error, recoverable } => {
             format!("Failed{}: {}", if *recoverable { " (recoverable)" } else { "" }, short(error, 40))
         }
@@ -116,11 +103,11 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}  {}", t.id, status_line(&t.status));
     let _ = writeln!(s, "  priority     {}", t.priority);
-    let _ = writeln!(s, "  tier         {}", t.tier.as_deref().unwrap_or("worker (default)"));
+    let _ = writeln!(s, "  tier         {}", visible(t.tier.as_deref().unwrap_or("worker (default)")));
     let _ =
         writeln!(s, "  created      {} ({} ago)", t.created_at.format("%Y-%m-%d %H:%M:%S UTC"), age(t.created_at, now));
-    let _ = writeln!(s, "  repo         {}", t.repo.as_deref().unwrap_or("-"));
-    let _ = writeln!(s, "  profile      {}", t.profile.as_deref().unwrap_or("default"));
+    let _ = writeln!(s, "  repo         {}", visible(t.repo.as_deref().unwrap_or("-")));
+    let _ = writeln!(s, "  profile      {}", visible(t.profile.as_deref().unwrap_or("default")));
     if let Some(parent) = &t.parent {
         let _ = writeln!(s, "  parent       {parent}");
     }
@@ -137,7 +124,7 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     refs(&mut s, "sub-tasks", &d.children);
     let _ = writeln!(s, "  tokens       {}", tokens(&d.cost));
     let _ = writeln!(s, "  cost         {}", usd(&d.cost));
-    let _ = writeln!(s, "  description\n    {}", clean(&t.description).replace('\n', "\n    "));
+    let _ = writeln!(s, "  description\n    {}", visible_lines(&t.description).replace('\n', "\n    "));
     let _ = writeln!(s, "  events");
     for e in &d.events {
         let _ = writeln!(s, "    #{:<6} {}  {}", e.seq, e.at.format("%H:%M:%S%.3f"), event_text(e));
@@ -150,31 +137,47 @@ fn event_text(e: &TaskEvent) -> String {
         EventKind::Created { priority } => format!("created (priority {priority})"),
         EventKind::DependencyAdded { on } => format!("waits for {on}"),
         EventKind::StatusChanged { from, to } => format!("{from} → {}", status_line(to)),
-        EventKind::WorkerStarted { pid, workdir } => format!("worker started (pid {pid}) in {workdir}"),
+        EventKind::WorkerStarted { pid, workdir } => format!("worker started (pid {pid}) in {}", visible(workdir)),
         EventKind::Checkpoint { seq, point, commit } => {
-            format!("checkpoint {seq} {point} ({})", &commit[..commit.len().min(10)])
+            format!("checkpoint {seq} {} ({})", visible(point), short_commit(commit))
         }
-        EventKind::WorkerExited { status } => format!("worker exited ({status})"),
+        EventKind::WorkerExited { status } => format!("worker exited ({})", visible(status)),
         EventKind::Sandboxed { profile, kernel_abi, enforced, missing } => {
-            let mut s = format!("sandbox {profile} (landlock ABI {kernel_abi}): {}", enforced.join("; "));
+            let mut s =
+                format!("sandbox {} (landlock ABI {kernel_abi}): {}", visible(profile), visible(&enforced.join("; ")));
             if !missing.is_empty() {
-                s.push_str(&format!("; NOT ENFORCED on this kernel: {}", missing.join("; ")));
+                s.push_str(&format!("; NOT ENFORCED on this kernel: {}", visible(&missing.join("; "))));
             }
             s
         }
         EventKind::ProxyDecision { host, port, allowed, reason } => {
-            format!("proxy {} {host}:{port} ({reason})", if *allowed { "allowed" } else { "refused" })
+            let verdict = if *allowed { "allowed" } else { "refused" };
+            format!("proxy {verdict} {}:{port} ({})", visible(host), visible(reason))
         }
-        EventKind::ConversationRepaired { report } => format!("conversation repaired: {report}"),
+        EventKind::ConversationRepaired { report } => format!("conversation repaired: {}", visible(report)),
         EventKind::WorkerLost { reason, attempt, retry_in_ms } => {
-            format!("worker lost ({}); restart {attempt} in {retry_in_ms} ms", clean(reason))
+            format!("worker lost ({}); restart {attempt} in {retry_in_ms} ms", visible(reason))
         }
-        EventKind::Committed { branch, commit } => format!("committed {} to {branch}", &commit[..commit.len().min(10)]),
-        EventKind::Escalated { from, to, reason } => format!("escalated from tier {from} to {to}: {}", clean(reason)),
+        EventKind::Committed { branch, commit } => {
+            format!("committed {} to {}", short_commit(commit), visible(branch))
+        }
+        EventKind::Escalated { from, to, reason } => {
+            format!("escalated from tier {} to {}: {}", visible(from), visible(to), visible(reason))
+        }
         EventKind::KeyRevoked { pool, key, reason } => {
-            format!("key {key} of pool {pool} refused and taken out of the pool: {}", clean(reason))
+            format!(
+                "key {} of pool {} refused and taken out of the pool: {}",
+                visible(key),
+                visible(pool),
+                visible(reason)
+            )
         }
     }
+}
+
+/// The first ten characters of a commit id, shown visible (never cut inside a character).
+fn short_commit(commit: &str) -> String {
+    visible(&commit.chars().take(10).collect::<String>())
 }
 
 /// A conversation (`task log`) as text.
@@ -191,13 +194,13 @@ pub fn conversation(messages: &[neuraphage_ipc::llm::Message]) -> String {
         };
         for block in &m.content {
             let _ = match block {
-                ContentBlock::Text { text } => writeln!(s, "[{who}] {}", clean(text)),
+                ContentBlock::Text { text } => writeln!(s, "[{who}] {}", visible_lines(text)),
                 ContentBlock::ToolUse { name, input, .. } => {
-                    writeln!(s, "[{who}] → {name} {}", clean(&input.to_string()))
+                    writeln!(s, "[{who}] → {} {}", visible(name), visible(&input.to_string()))
                 }
                 ContentBlock::ToolResult { content, is_error, .. } => {
                     let mark = if *is_error { "tool error" } else { "tool" };
-                    writeln!(s, "[{mark}] {}", clean(&short(content, 200)))
+                    writeln!(s, "[{mark}] {}", short(content, 200))
                 }
             };
         }
@@ -245,7 +248,7 @@ fn usd(c: &CostTotals) -> String {
             s,
             " + {} unpriced responses ({}: not in the price table, counted as $0)",
             c.unpriced_responses,
-            c.unpriced_models.join(", ")
+            visible(&c.unpriced_models.join(", "))
         );
     }
     s
@@ -263,9 +266,15 @@ pub fn lock_table(t: &LockTableView) -> String {
     }
     let _ = writeln!(s, "{:<40}  {:<13}  {:>8}  WAITERS", "RESOURCE", "HOLDER", "HELD");
     for l in &t.locks {
-        let waiters: Vec<&str> = l.waiters.iter().map(|w| w.as_str()).collect();
+        let waiters: Vec<String> = l.waiters.iter().map(|w| visible(w.as_str())).collect();
         let held = format!("{:.1}s", l.held_ms as f64 / 1000.0);
-        let _ = writeln!(s, "{:<40}  {:<13}  {held:>8}  {}", clean(&l.resource), l.holder, waiters.join(" "));
+        let _ = writeln!(
+            s,
+            "{:<40}  {:<13}  {held:>8}  {}",
+            visible(&l.resource),
+            visible(l.holder.as_str()),
+            waiters.join(" ")
+        );
     }
     s
 }
@@ -283,7 +292,7 @@ pub fn cost_report(by: CostGrouping, lines: &[CostLine], total: &CostTotals) -> 
         let _ = writeln!(
             s,
             "{:<32}  {:>9}  {:>12}  {:>12}  {:>12.6}{mark}",
-            short(&clean(key), 32),
+            short(&visible(key), 32),
             c.responses,
             c.input_tokens,
             c.output_tokens,
@@ -298,31 +307,12 @@ pub fn cost_report(by: CostGrouping, lines: &[CostLine], total: &CostTotals) -> 
         let _ = writeln!(
             s,
             "unpriced models (add them under prices: in neuraphage.yaml): {}",
-            total.unpriced_models.join(", ")
+            visible(&total.unpriced_models.join(", "))
         );
     }
     s
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn descriptions_are_cut_to_one_line() {
-        assert_eq!(short("fix it", 10), "fix it");
-        assert_eq!(short("first\nsecond", 10), "first …");
-        assert_eq!(short("abcdefghijkl", 5), "abcd…");
-        assert_eq!(short("ééééééé", 3), "éé…");
-        assert_eq!(short("\n\nlater line", 20), "later line");
-        assert_eq!(short("evil\u{1b}[2J", 20), "evil\\u{1b}[2J");
-    }
-
-    #[test]
-    fn ages_are_short() {
-        let t = Utc::now();
-        assert_eq!(age(t, t + chrono::Duration::seconds(59)), "59s");
-        assert_eq!(age(t, t + chrono::Duration::seconds(3600 * 5)), "5h");
-        assert_eq!(age(t, t - chrono::Duration::seconds(5)), "0s");
-    }
-}
+#[path = "output_tests.rs"]
+mod tests;

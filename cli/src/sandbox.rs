@@ -82,5 +82,5 @@ pub fn render(report: &Value) -> String {
     for missing in report["missing"].as_array().into_iter().flatten() {
         out.push_str(&format!("  missing on this kernel: {}\n", s(missing)));
     }
-    crate::output::clean(&out)
+    crate::escape::visible_lines(&out)
 }

@@ -64,7 +64,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             } else if base_commit.is_none() {
                 output::out(&format!("{task} has no repository, so no diff\n"))
             } else {
-                output::out(&patch)
+                output::out(&crate::escape::visible_lines(&patch))
             }
         }
         TaskCommand::Log(args) => {

@@ -1,0 +1,98 @@
+//! Text that came from a model or a task, made visible and harmless before it reaches a terminal.
+//!
+//! A model chooses tool names, model names, descriptions, summaries, commit messages and file contents; a task's
+//! patch carries whatever bytes it wrote. Printed raw, an escape sequence in any of them can move the cursor, clear
+//! the screen, retitle the window, write to the clipboard (OSC 52) or hide a line; a bidi override can make a line
+//! read differently from what it is. Every such character is shown as a Rust-style escape (`\u{1b}`) instead:
+//!
+//! - C0 controls U+0000–U+001F (but `\n` and `\t` in multi-line text, [`visible_lines`]), DEL U+007F and the C1
+//!   controls U+0080–U+009F (a terminal may read U+009B as CSI);
+//! - the bidi embeddings and overrides U+202A–U+202E and isolates U+2066–U+2069, the Arabic letter mark U+061C;
+//! - the invisible U+200B–U+200F (zero-width space, joiners, LRM/RLM), the line and paragraph separators
+//!   U+2028–U+2029 and the byte-order mark U+FEFF.
+//!
+//! Everything else is printed as it is (other scripts, emoji). The escaped form cannot contain a character it
+//! escapes, so escaping twice only adds backslashes' worth of text and never lets one through.
+
+use std::fmt::Write as _;
+
+/// Whether `c` is shown escaped. `\n` and `\t` are decided by the caller.
+fn hidden(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{61c}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{feff}')
+}
+
+fn escape(text: &str, keep_lines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if hidden(c) && !(keep_lines && (c == '\n' || c == '\t')) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One-line text (a name, a host, a reason on one line of a table): every character above escaped, newline and
+/// tab included.
+pub fn visible(text: &str) -> String {
+    escape(text, false)
+}
+
+/// Multi-line text (a description, a diff, a log body): every character above escaped but `\n` and `\t`.
+pub fn visible_lines(text: &str) -> String {
+    escape(text, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    #[test]
+    fn terminal_controls_are_shown_escaped() {
+        assert_eq!(visible("evil\u{1b}[2J\u{1b}]0;title\u{7}"), "evil\\u{1b}[2J\\u{1b}]0;title\\u{7}");
+        assert_eq!(visible("a\u{9b}31mred\u{7f}\u{0}"), "a\\u{9b}31mred\\u{7f}\\u{0}");
+        assert_eq!(visible("osc52\u{1b}]52;c;ZXZpbA==\u{1b}\\"), "osc52\\u{1b}]52;c;ZXZpbA==\\u{1b}\\");
+        assert_eq!(visible("cr\roverwrite"), "cr\\u{d}overwrite");
+    }
+
+    #[test]
+    fn newlines_and_tabs_are_kept_only_in_multi_line_text() {
+        assert_eq!(visible("two\nlines\tand tab"), "two\\u{a}lines\\u{9}and tab");
+        assert_eq!(visible_lines("two\nlines\tand tab\r\n"), "two\nlines\tand tab\\u{d}\n");
+        assert_eq!(visible_lines("+added \u{1b}[8mhidden\n"), "+added \\u{1b}[8mhidden\n");
+    }
+
+    #[test]
+    fn bidi_overrides_and_invisible_characters_are_shown_escaped() {
+        assert_eq!(
+            visible("admin\u{202e}txt.exe\u{202c} \u{2066}x\u{2069} \u{200b}\u{200d}\u{feff}\u{2028}\u{61c}"),
+            "admin\\u{202e}txt.exe\\u{202c} \\u{2066}x\\u{2069} \\u{200b}\\u{200d}\\u{feff}\\u{2028}\\u{61c}"
+        );
+    }
+
+    #[test]
+    fn other_text_is_left_alone() {
+        let text = "héllo wörld — 日本語 🦀 ‐ \u{a0}nbsp \u{2010}";
+        assert_eq!(visible(text), text);
+        assert_eq!(visible_lines(text), text);
+    }
+
+    #[test]
+    fn every_hidden_character_is_escaped_and_the_result_has_none() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32).filter(|c| hidden(*c)) {
+            let shown = visible(&c.to_string());
+            assert_eq!(shown, format!("\\u{{{:x}}}", u32::from(c)));
+            assert!(!shown.chars().any(hidden));
+        }
+    }
+}
