@@ -132,6 +132,62 @@ fn stopped_or_traced(pid: u32) -> bool {
     field("State:").starts_with(['T', 't']) || field("TracerPid:") != "0"
 }
 
+/// A System V shared memory segment made outside the task, holding a marker; removed on drop.
+struct Segment {
+    key: i32,
+    id: i32,
+    at: *mut u8,
+}
+
+impl Segment {
+    const MARKER: &'static [u8] = b"outside-segment\0";
+
+    fn new() -> Segment {
+        let key = 0x4e50_0000 | (std::process::id() as i32 & 0xffff);
+        // SAFETY: shmget/shmat with valid arguments; the segment is 4096 bytes and the marker is written within it.
+        #[allow(unsafe_code)]
+        unsafe {
+            let id = libc::shmget(key, 4096, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+            assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+            let at = libc::shmat(id, std::ptr::null(), 0) as *mut u8;
+            assert!(at as isize != -1, "shmat: {}", std::io::Error::last_os_error());
+            std::ptr::copy_nonoverlapping(Self::MARKER.as_ptr(), at, Self::MARKER.len());
+            Segment { key, id, at }
+        }
+    }
+
+    fn overwritten(&self) -> bool {
+        // SAFETY: reading the marker's length from the live 4096-byte attachment.
+        #[allow(unsafe_code)]
+        let now = unsafe { std::slice::from_raw_parts(self.at, Self::MARKER.len()) };
+        now != Self::MARKER
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: detaching the attachment made in `new` and removing the segment.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::shmdt(self.at as *const libc::c_void);
+            libc::shmctl(self.id, libc::IPC_RMID, std::ptr::null_mut());
+        }
+    }
+}
+
+/// What another process's limits, nice value and CPUs are, from /proc.
+fn process_settings(pid: u32) -> (String, String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default().to_owned();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    // Fields after the name start at field 3 (state); nice is field 19.
+    let nice = after_name.split_whitespace().nth(16).unwrap_or_default().to_owned();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or_default().trim().to_owned();
+    (files, nice, cpus)
+}
+
 fn attack() -> Run {
     let mut home = TestHome::new();
     let root = home.root().to_path_buf();
@@ -161,6 +217,8 @@ fn attack() -> Run {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_nonblocking(true).unwrap();
     let mut bystander: Child = Command::new("sleep").arg("600").stdin(Stdio::null()).spawn().unwrap();
+    let bystander_before = process_settings(bystander.id());
+    let segment = Segment::new();
     let key_payload = format!("KEYRING-PAYLOAD-{}", std::process::id());
     let key_id = add_session_key(&format!("neuraphage-attack-{}", std::process::id()), &key_payload);
 
@@ -222,6 +280,7 @@ fn attack() -> Run {
         ("ATTACK_BROKER_PID", broker[0].to_string()),
         ("ATTACK_SUPERVISOR_PID", supervisor.to_string()),
         ("ATTACK_KEY_ID", key_id.to_string()),
+        ("ATTACK_SHM_KEY", segment.key.to_string()),
     ];
     let mut text: String = exports.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
     text.push_str("export ATTACK_WHERE=\"${ATTACK_WHERE:-inside}\"\n");
@@ -243,7 +302,12 @@ fn attack() -> Run {
         Err(e) => panic!("udp: {e}"),
     };
     let state = |received: Option<String>, bystander: u32| -> BTreeMap<&'static str, bool> {
+        let (files, nice, cpus) = process_settings(bystander);
         BTreeMap::from([
+            ("bystander's open-files limit changed", files != bystander_before.0),
+            ("bystander reniced", nice != bystander_before.1),
+            ("bystander's CPUs changed", cpus != bystander_before.2),
+            ("shared memory made outside overwritten", segment.overwritten()),
             ("victim file overwritten", std::fs::read_to_string(victim.join("victim.txt")).unwrap() != "victim data"),
             ("hook planted", repo.join(".git/hooks/post-checkout").exists()),
             (
@@ -370,6 +434,14 @@ attacks! {
     make_a_user_namespace_with_clone => "userns-clone",
     make_a_user_namespace_with_clone3 => "userns-clone3",
     mount_a_filesystem => "mount-tmpfs",
+    set_another_processs_limits_with_prlimit => "prlimit-other",
+    renice_another_process => "setpriority-other",
+    move_another_process_to_other_cpus => "sched-setaffinity-other",
+    set_another_processs_io_priority => "ioprio-set-other",
+    attach_shared_memory_made_outside => "sysv-shm-attach",
+    make_a_system_v_shared_memory_segment => "sysv-shm-create",
+    make_a_system_v_semaphore => "sysv-sem-create",
+    make_a_system_v_message_queue => "sysv-msg-create",
 }
 
 #[test]
@@ -400,7 +472,9 @@ fn the_attacks_change_nothing_outside_the_task() {
 fn the_sandbox_leaves_what_tasks_need() {
     // Not attacks: a unix socketpair (pipelines, tools) works inside, and the attacker compiled and ran.
     let r = run();
-    assert!(r.inside.get("socketpair-unix").is_some_and(|l| l.starts_with("allowed")), "{}", r.inside_raw);
+    for name in ["socketpair-unix", "prlimit-self", "nice-self"] {
+        assert!(r.inside.get(name).is_some_and(|l| l.starts_with("allowed")), "{name}: {}", r.inside_raw);
+    }
     assert!(!r.inside_raw.contains("gcc failed"), "{}", r.inside_raw);
     assert!(!r.inside_raw.contains(SSH_KEY) && !r.inside_raw.contains(TEST_API_KEY), "{}", r.inside_raw);
     assert!(!r.inside_raw.contains("KEYRING-PAYLOAD"), "{}", r.inside_raw);

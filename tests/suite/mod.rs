@@ -1,6 +1,7 @@
 //! One module per topic.
 
 mod attacks;
+mod attacks_net;
 mod checkpoints;
 mod cost;
 mod crash;

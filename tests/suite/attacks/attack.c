@@ -1,6 +1,6 @@
 /* The attacker program of tests/suite/attacks.rs: compiled by the test outside (the control) and by the task inside
  * its sandbox, then run in both places. Each attack prints one line, `NAME=allowed ...` or `NAME=refused ...`.
- * Targets come from the environment (ATTACK_*). */
+ * Targets come from the environment (ATTACK_*). `attack net` runs the network attacks of attacks_net.rs instead. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/resource.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -169,8 +174,85 @@ static void caps_after_exec(const char *name) {
     report(name, eff != 0, detail);
 }
 
+/* Another process's limits, priority, CPUs and I/O priority: the bystander (a process of the test's, outside). */
+static void other_process(pid_t victim) {
+    struct rlimit lim = {.rlim_cur = 77, .rlim_max = 77};
+    report("prlimit-other", prlimit(victim, RLIMIT_NOFILE, &lim, NULL) == 0, "RLIMIT_NOFILE 77");
+    report("setpriority-other", setpriority(PRIO_PROCESS, victim, 7) == 0, "nice 7");
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(0, &cpus);
+    report("sched-setaffinity-other", sched_setaffinity(victim, sizeof cpus, &cpus) == 0, "cpu 0 only");
+    report("ioprio-set-other", syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, victim, (2 << 13) | 7) == 0, "");
+    /* Not attacks: the same on itself must work (ulimit, nice). */
+    struct rlimit core = {.rlim_cur = 0, .rlim_max = 0};
+    report("prlimit-self", setrlimit(RLIMIT_CORE, &core) == 0, "(not an attack: must work)");
+    report("nice-self", setpriority(PRIO_PROCESS, 0, 1) == 0, "(not an attack: must work)");
+}
+
+/* System V IPC: a segment the test made outside (ATTACK_SHM_KEY), and new objects of each kind. */
+static void sysv_ipc(void) {
+    int id = shmget((key_t)atoi(env("ATTACK_SHM_KEY")), 0, 0);
+    if (id < 0) report("sysv-shm-attach", 0, "shmget");
+    else {
+        char *p = shmat(id, NULL, 0);
+        if (p == (void *)-1) report("sysv-shm-attach", 0, "shmat");
+        else {
+            char detail[96];
+            snprintf(detail, sizeof detail, "read: %.40s", p);
+            snprintf(p, 64, "overwritten-from-%s", env("ATTACK_WHERE"));
+            shmdt(p);
+            report("sysv-shm-attach", 1, detail);
+        }
+    }
+    id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+    report("sysv-shm-create", id >= 0, "");
+    if (id >= 0) shmctl(id, IPC_RMID, NULL);
+    id = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+    report("sysv-sem-create", id >= 0, "");
+    if (id >= 0) semctl(id, 0, IPC_RMID);
+    id = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+    report("sysv-msg-create", id >= 0, "");
+    if (id >= 0) msgctl(id, IPC_RMID, NULL);
+}
+
+/* The networked profile's ways around Landlock's TCP rules, each aimed at the test's listener (ATTACK_TCP_PORT). */
+static void network(void) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(env("ATTACK_TCP_PORT")))};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 262 /* IPPROTO_MPTCP */);
+    if (fd < 0) report("mptcp-connect", 0, "socket");
+    else {
+        report("mptcp-connect", connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+        close(fd);
+    }
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) report("tcp-fastopen", 0, "socket");
+    else {
+        ssize_t n = sendto(fd, "fastopen", 8, MSG_FASTOPEN, (struct sockaddr *)&a, sizeof a);
+        report("tcp-fastopen", n > 0, "sendto MSG_FASTOPEN");
+        close(fd);
+    }
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) report("listen-unbound", 0, "socket");
+    else {
+        char detail[64] = "";
+        int r = listen(fd, 1);
+        if (r == 0) {
+            struct sockaddr_in b;
+            socklen_t len = sizeof b;
+            if (getsockname(fd, (struct sockaddr *)&b, &len) == 0)
+                snprintf(detail, sizeof detail, "listening on port %d", ntohs(b.sin_port));
+        }
+        report("listen-unbound", r == 0, detail);
+        close(fd);
+    }
+    connect_tcp("tcp-direct", AF_INET, "127.0.0.1", atoi(env("ATTACK_TCP_PORT")));
+}
+
 int main(int argc, char **argv) {
     if (argc > 2 && strcmp(argv[1], "caps") == 0) { caps_after_exec(argv[2]); return 0; }
+    if (argc > 1 && strcmp(argv[1], "net") == 0) { network(); return 0; }
 
     connect_unix("unix-control-socket", env("ATTACK_CONTROL_SOCKET"));
     connect_unix("unix-other-socket", env("ATTACK_UNIX_SOCKET"));
@@ -200,6 +282,8 @@ int main(int argc, char **argv) {
         report("ptrace-attach", 1, "");
     } else report("ptrace-attach", 0, "");
     report("signal-outside", kill(victim, SIGCONT) == 0, "SIGCONT");
+    other_process(victim);
+    sysv_ipc();
 
     char path[4096];
     snprintf(path, sizeof path, "/proc/%s/environ", env("ATTACK_BROKER_PID"));
