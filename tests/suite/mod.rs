@@ -1,6 +1,7 @@
 //! One module per topic.
 
 mod attacks;
+mod attacks_ns;
 mod checkpoints;
 mod cost;
 mod crash;
