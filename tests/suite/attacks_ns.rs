@@ -96,7 +96,8 @@ fn non_loopback_address() -> Option<std::net::IpAddr> {
 fn observed(pid: u32) -> (String, String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<String> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().map(str::to_owned).collect();
+    let fields: Vec<String> =
+        stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().map(str::to_owned).collect();
     // After the comm: state is field 3, nice field 19 (1-based in proc(5)), so indices 0 and 16 here.
     (limits, fields.get(16).cloned().unwrap_or_default(), fields.first().cloned().unwrap_or_default())
 }
@@ -106,13 +107,19 @@ fn sysv_keys() -> Vec<i64> {
     text.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
 }
 
-fn make_profiles(home: &TestHome, ro: &Path) {
+/// The shipped profiles with `ro` read-only; the networked one may also connect to `port` (so that Landlock lets
+/// through what only the network namespace stops).
+fn make_profiles(home: &TestHome, ro: &Path, port: Option<u16>) {
     let dir = home.paths.home.join("profiles");
     std::fs::create_dir_all(&dir).unwrap();
     for name in PROFILES {
         let (_, text) = neuraphage_sandbox_profiles::profile::SHIPPED.iter().find(|(n, _)| *n == name).unwrap();
         let with = text.replacen("read-exec = [", &format!("read-exec = [\"{}\", ", ro.display()), 1);
         assert_ne!(&with, text, "{name} has no read-exec list: update this test");
+        let with = match (name, port) {
+            ("networked", Some(port)) => with.replacen("tcp-connect = []", &format!("tcp-connect = [{port}]"), 1),
+            _ => with,
+        };
         std::fs::write(dir.join(format!("ns-{name}.toml")), with).unwrap();
     }
 }
@@ -139,7 +146,11 @@ fn attack() -> Run {
     std::fs::write(&suid, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o755)).unwrap();
     home.write_config("max-concurrent: 4\n");
-    make_profiles(&home, &ro);
+    // Targets on the host: a TCP listener on 127.0.0.1 and one on another address of the machine, if it has one.
+    let lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = non_loopback_address();
+    let nl = address.map(|a| std::net::TcpListener::bind((a, 0)).unwrap());
+    make_profiles(&home, &ro, nl.as_ref().map(|l| l.local_addr().unwrap().port()));
     let repo = home.git_repo("app");
 
     let command: Arc<Mutex<String>> = Arc::default();
@@ -171,7 +182,7 @@ fn attack() -> Run {
 
     // The victim: another task, waiting in its tool.
     let repo_arg = repo.to_str().unwrap();
-    let victim_args = ["task", "new", "victim", "--repo", repo_arg, "--profile", "ns-default", "--json"];
+    let victim_args = ["task", "new", "victim", "--repo", repo_arg, "--json"];
     let victim_id = home.json(&victim_args)["id"].as_str().unwrap().to_owned();
     let victim_bwrap = home.worker_in_tool(&victim_id, WITHIN);
     let victim_ns = task_pid_namespace(victim_bwrap).expect("the victim's pid namespace");
@@ -179,14 +190,11 @@ fn attack() -> Run {
     let victim_worker = pids_in_namespace(&victim_ns).iter().find(|(_, inner)| *inner == 2).expect("victim worker").0;
     let victim_tree = home.paths.home.join("tasks").join(&victim_id).join("worktree");
 
-    // Targets on the host: System V shared memory, a TCP listener on 127.0.0.1 and one on another address.
+    // System V shared memory on the host.
     let ipcmk = std::process::Command::new("ipcmk").args(["-M", "4096"]).output().unwrap();
     let shm_id: String = String::from_utf8_lossy(&ipcmk.stdout).chars().filter(char::is_ascii_digit).collect();
     assert!(!shm_id.is_empty(), "ipcmk: {ipcmk:?}");
     let shm_key = 0x4e50_0000 + i64::from(std::process::id() & 0xffff);
-    let lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = non_loopback_address();
-    let nl = address.map(|a| std::net::TcpListener::bind((a, 0)).unwrap());
     let exports = |sup: u32, brk: u32, vic: u32, key: i64| {
         let vars = [
             ("UHOME", user_home.display().to_string()),
@@ -390,6 +398,7 @@ fn a_task_does_not_outlive_a_supervisor_killed_with_9() {
 #[test]
 fn without_bubblewrap_a_profile_that_requires_namespaces_is_refused() {
     let mut home = TestHome::new();
+    home.write_config("");
     let dir = home.paths.home.join("profiles");
     std::fs::create_dir_all(&dir).unwrap();
     let default = include_str!("../../sandbox-profiles/profiles/default.toml");
@@ -403,7 +412,8 @@ fn without_bubblewrap_a_profile_that_requires_namespaces_is_refused() {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     home.start_supervisor_with(&pairs);
     let required = home.json(&["task", "new", "required", "--json"])["id"].as_str().unwrap().to_owned();
-    let optional = home.json(&["task", "new", "optional", "--profile", "optional", "--json"])["id"].as_str().unwrap().to_owned();
+    let optional =
+        home.json(&["task", "new", "optional", "--profile", "optional", "--json"])["id"].as_str().unwrap().to_owned();
     let ended = home.wait_ended(&[&required, &optional], WITHIN);
     assert_eq!(ended[0]["status"], "Failed", "{:#}", ended[0]);
     let error = ended[0].to_string();
