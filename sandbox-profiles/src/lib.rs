@@ -6,12 +6,14 @@
 //! no_new_privs, no capabilities and locked securebits ([`drop_privileges`]) and a seccomp filter ([`seccomp`]). It
 //! fails closed: below the profile's minimum Landlock ABI the task is refused; above it, what the kernel cannot
 //! enforce is reported.
+//! [`namespaces`]: the outer boundary, bubblewrap's namespaces around all of that (mount, pid, ipc, net, uts).
 //! [`hosts`]: the `[network] hosts` allowlist the supervisor's per-task CONNECT proxy enforces.
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod hosts;
 pub mod limits;
+pub mod namespaces;
 pub mod plan;
 pub mod privileges;
 pub mod profile;

@@ -37,6 +37,9 @@ pub struct SandboxPlan {
     /// Cgroup folders (one per controller hierarchy) the worker moves itself into before anything else.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// The outer boundary: bubblewrap's namespaces around the worker (see [`crate::namespaces`]).
+    #[serde(default)]
+    pub namespaces: crate::namespaces::Namespaces,
 }
 
 /// What a worker could enforce, layer by layer, on this kernel.
@@ -73,12 +76,12 @@ impl SandboxPlan {
         FsPolicy { rules: self.fs.clone(), tcp_connect: self.tcp_connect.clone(), tcp_bind: self.tcp_bind.clone() }
     }
 
-    /// Apply the whole plan to this process, which must still be single-threaded: the task's cgroups, resource limits, Landlock
+    /// Apply the whole plan to this process, which must still be single-threaded: resource limits, Landlock
     /// (filesystem, network, scopes) with no_new_privs, capabilities and securebits, seccomp. Fails closed: whatever
-    /// it cannot enforce that the profile demands is an error.
+    /// it cannot enforce that the profile demands is an error. The task's cgroups are joined before, outside the
+    /// namespaces (the worker's first stage: [`crate::limits::join_cgroups`]).
     pub fn apply(&self) -> Result<Enforcement, SandboxError> {
-        let mut report = crate::limits::join_cgroups(&self.cgroups)?;
-        report.enforced.extend(crate::limits::apply_rlimits(&self.limits)?.enforced);
+        let mut report = crate::limits::apply_rlimits(&self.limits)?;
         let landlock = self.fs_policy().apply(self.min_landlock_abi)?;
         report.kernel_abi = landlock.kernel_abi;
         report.enforced.extend(landlock.enforced);

@@ -78,6 +78,30 @@ struct Document {
     syscalls: Syscalls,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    namespaces: NamespacesDoc,
+}
+
+/// The `[namespaces]` table of a profile: the outer boundary (bubblewrap).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct NamespacesDoc {
+    /// Run the task's worker inside namespaces where bubblewrap can make them (default: yes).
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// Refuse the task where they cannot be made (default: no, the Sandboxed event says they are missing).
+    #[serde(default)]
+    required: bool,
+}
+
+impl Default for NamespacesDoc {
+    fn default() -> Self {
+        NamespacesDoc { enabled: true, required: false }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -258,6 +282,9 @@ impl Profile {
                 ));
             }
         }
+        if self.doc.namespaces.required && !self.doc.namespaces.enabled {
+            return Err(self.refuse(None, "[namespaces] required = true with enabled = false"));
+        }
         for host in &self.doc.network.hosts {
             if crate::hosts::HostRule::parse(host).is_none() {
                 return Err(self.refuse(None, format!("[network] hosts: {host:?} is not a host name or host:port")));
@@ -388,6 +415,11 @@ impl Profile {
             },
             limits: self.doc.limits.clone(),
             cgroups: Vec::new(),
+            namespaces: crate::namespaces::Namespaces {
+                enabled: self.doc.namespaces.enabled,
+                required: self.doc.namespaces.required,
+                bridges: Vec::new(),
+            },
         })
     }
 

@@ -10,7 +10,8 @@
 //! - [`worktree`]: task worktrees and branches (git2); [`conversation`]: the per-task conversation repository.
 //! - [`broker_link`]: spawning the broker and handing it worker links; [`spawn`]: children with inherited fds.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
-//! - [`proxy`]: a task's HTTP CONNECT proxy, which lets it reach the hosts its profile lists and nothing else.
+//! - [`proxy`]: a task's HTTP CONNECT proxy, which lets it reach the hosts its profile lists and nothing else;
+//!   [`proxy_bridge`]: the unix sockets that lead from a task's network namespace to its proxy's port.
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -27,6 +28,7 @@ pub mod error;
 pub mod home;
 pub mod notify;
 pub mod proxy;
+pub mod proxy_bridge;
 pub mod requests;
 pub mod runner;
 pub mod server;

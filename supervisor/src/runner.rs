@@ -186,6 +186,12 @@ async fn session(
         // Landlock lets the task connect to the proxy's port (and the profile's own ports), nowhere else.
         plan.tcp_connect.push(proxy.port());
     }
+    // In its network namespace, those ports lead to the host's 127.0.0.1 through unix sockets, and nothing else does.
+    let ports = plan.tcp_connect.clone();
+    let bridges = match crate::proxy_bridge::TaskBridges::start(&dirs.root, &mut plan, &ports) {
+        Ok(bridges) => bridges,
+        Err(e) => return Ok(Ending::Refused(format!("cannot make the task's network bridges: {e}"))),
+    };
     // The task's own cgroup (process and memory limits), which the worker joins first; at the end, every process
     // in it dies, however it left the worker's session.
     let cgroup = {
@@ -200,6 +206,7 @@ async fn session(
     plan.cgroups = cgroup.dirs.clone();
     let ran =
         worker_session(daemon, broker, task, dirs, &plan, &profile, prepared, proxy, &cgroup, cancel, shutdown).await;
+    bridges.stop().await;
     let left = tokio::task::spawn_blocking(move || cgroup.end()).await.unwrap_or(0);
     if left > 0 {
         tracing::info!(left, "killed the processes left in the task's cgroup");

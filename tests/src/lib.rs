@@ -412,6 +412,28 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The pid namespace (`pid:[…]`) of the task whose worker (the bubblewrap process the supervisor started, as its
+/// `worker_started` event says) is `worker`: that of its first child, bubblewrap's pid 1.
+pub fn task_pid_namespace(worker: u32) -> Option<String> {
+    let child = children_named(worker, "bwrap").into_iter().next()?;
+    Some(std::fs::read_link(format!("/proc/{child}/ns/pid")).ok()?.to_string_lossy().into_owned())
+}
+
+/// The host pids of every process in the pid namespace `ns`, with their pid inside (the last of `NSpid:`).
+pub fn pids_in_namespace(ns: &str) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let same = std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l.to_string_lossy() == ns);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let inner = status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last());
+        if let (true, Some(inner)) = (same, inner.and_then(|p| p.parse().ok())) {
+            found.push((pid, inner));
+        }
+    }
+    found
+}
+
 /// The API key the tests give the broker: a test asserts it never reaches a task.
 pub const TEST_API_KEY: &str = "sk-ant-test-NEVER-IN-A-TASK-7f3a9c";
 

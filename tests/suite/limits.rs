@@ -30,6 +30,11 @@ fn small_home() -> TestHome {
     let profiles = home.paths.home.join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(profiles.join("small.toml"), small_profile()).unwrap();
+    // The layer below the namespaces (the session and the cgroup), alone: without a pid namespace, the task's pids
+    // are the host's, and a killed supervisor's task outlives it until the next one sweeps its cgroup.
+    let without = small_profile().replace("[namespaces]\nrequired = true", "[namespaces]\nenabled = false");
+    assert_ne!(without, small_profile(), "the default profile's [namespaces] changed: update this test");
+    std::fs::write(profiles.join("small-no-ns.toml"), without).unwrap();
     home
 }
 
@@ -50,7 +55,11 @@ fn start(home: &mut TestHome, commands: &[(&str, Vec<String>)]) -> Model {
 }
 
 fn new_task(home: &TestHome, marker: &str) -> String {
-    let task = home.json(&["task", "new", marker, "--profile", "small", "--json"]);
+    new_task_with(home, marker, "small")
+}
+
+fn new_task_with(home: &TestHome, marker: &str, profile: &str) -> String {
+    let task = home.json(&["task", "new", marker, "--profile", profile, "--json"]);
     task["id"].as_str().unwrap().to_owned()
 }
 
@@ -175,7 +184,7 @@ const SURVIVOR: &str =
 fn a_double_forked_setsid_survivor_dies_with_its_task() {
     let mut home = small_home();
     let _model = start(&mut home, &[("SURVIVOR", vec![SURVIVOR.to_owned()])]);
-    let id = new_task(&home, "SURVIVOR");
+    let id = new_task_with(&home, "SURVIVOR", "small-no-ns");
     let ended = home.wait_ended(&[&id], WITHIN).remove(0);
     assert_eq!(ended["status"], "Completed", "{ended:#}");
     let tmp = home.paths.home.join("tasks").join(&id).join("tmp");
@@ -220,7 +229,7 @@ fn processes_of_a_killed_supervisors_task_die_when_the_next_one_starts() {
     let steps = vec![format!("{SURVIVOR}; sleep 600"), "sleep 600".to_owned()];
     let mut home = small_home();
     let model = start(&mut home, &[("STALE", steps)]);
-    let id = new_task(&home, "STALE");
+    let id = new_task_with(&home, "STALE", "small-no-ns");
     home.worker_in_tool(&id, WITHIN);
     let pid_file = home.paths.home.join("tasks").join(&id).join("tmp").join("survivor.pid");
     let deadline = std::time::Instant::now() + WITHIN;

@@ -2,6 +2,7 @@
 
 mod attacks;
 mod attacks_net;
+mod attacks_ns;
 mod checkpoints;
 mod cost;
 mod crash;

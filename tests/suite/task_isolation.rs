@@ -7,7 +7,7 @@ use std::time::Duration;
 use neuraphage_ipc::frame::{decode, encode};
 use neuraphage_ipc::{HandshakeReply, Hello, Role};
 use neuraphage_llm_double::{Reply, Step, StopReason, policy};
-use neuraphage_tests::{Model, RawClient, TEST_API_KEY, TestHome, alive};
+use neuraphage_tests::{Model, RawClient, TEST_API_KEY, TestHome, alive, pids_in_namespace, task_pid_namespace};
 use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(90);
@@ -81,17 +81,41 @@ fn a_task_cannot_drive_the_supervisor_through_the_control_socket() {
 #[test]
 fn processes_a_task_leaves_behind_die_with_it() {
     let mut home = TestHome::new();
+    // A background subshell and a `setsid` one are left behind; the tool waits for the test's go before it ends.
     let command = "(sleep 300; echo late > late.txt) & echo $! > $TMPDIR/bg.pid; \
-                   setsid sh -c 'sleep 300' & echo $! > $TMPDIR/setsid.pid; echo started"
-        .to_owned();
-    let (ended, output) = run_bash(&mut home, command);
+                   setsid sh -c 'sleep 300' & echo $! > $TMPDIR/setsid.pid; \
+                   while [ ! -e $TMPDIR/go ]; do sleep 0.05; done; echo started";
+    let model = Model::start(policy(move |r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("Bash", json!({ "command": command }))),
+        _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+    }));
+    home.start_with_model(&model);
+    let id = home.json(&["task", "new", "probe", "--json"])["id"].as_str().unwrap().to_owned();
+    let worker = home.worker_in_tool(&id, WITHIN);
+    let tmp = home.paths.home.join("tasks").join(&id).join("tmp");
+    let deadline = std::time::Instant::now() + WITHIN;
+    let read_pid = |name: &str| std::fs::read_to_string(tmp.join(name)).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let inner = loop {
+        if let (Some(bg), Some(setsid)) = (read_pid("bg.pid"), read_pid("setsid.pid")) {
+            break [bg, setsid];
+        }
+        assert!(std::time::Instant::now() < deadline, "the task never wrote its pids");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The task's pids are those of its pid namespace: find them on the host.
+    let ns = task_pid_namespace(worker).expect("the task's pid namespace");
+    let in_ns = pids_in_namespace(&ns);
+    let host: Vec<u32> =
+        inner.iter().map(|p| in_ns.iter().find(|(_, i)| i == p).map(|(h, _)| *h).expect("a host pid")).collect();
+    // The control: while the task runs, they do too.
+    assert!(host.iter().all(|p| alive(*p)), "{host:?}");
+    std::fs::write(tmp.join("go"), b"").unwrap();
+    let ended = home.wait_ended(&[&id], WITHIN).remove(0);
     assert_eq!(ended["status"], "Completed", "{ended:#}");
-    assert!(output.contains("started"), "{output}");
-    let tmp = home.paths.home.join("tasks").join(ended["id"].as_str().unwrap()).join("tmp");
-    let bg: u32 = std::fs::read_to_string(tmp.join("bg.pid")).unwrap().trim().parse().unwrap();
+    assert!(home.first_tool_output(&id).contains("started"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive(bg) {
-        assert!(std::time::Instant::now() < deadline, "a background process outlived its task");
+    while host.iter().any(|p| alive(*p)) {
+        assert!(std::time::Instant::now() < deadline, "a background process outlived its task: {host:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -7,10 +7,14 @@ use std::path::Path;
 use neuraphage_sandbox_profiles::plan::SandboxPlan;
 use serde_json::{Value, json};
 
-/// Apply `plan` (whose workdir is `workdir`; `outside` is a folder the plan does not open) and probe it.
-pub fn run(plan: &SandboxPlan, workdir: &Path, outside: &Path) -> Value {
+/// Apply `plan` (whose workdir is `workdir`; `outside` is a folder the plan does not open) and probe it; `outer` is
+/// where the worker stands with respect to the namespaces.
+pub fn run(plan: &SandboxPlan, workdir: &Path, outside: &Path, outer: &crate::outer::Outer) -> Value {
     let started = std::time::Instant::now();
-    let applied = plan.apply();
+    let applied = match &outer.refused {
+        Some(why) => Err(neuraphage_sandbox_profiles::SandboxError::NotFullyEnforced(why.clone())),
+        None => plan.apply(),
+    };
     let apply_us = started.elapsed().as_micros() as u64;
     let report = match applied {
         Ok(report) => report,
@@ -26,6 +30,7 @@ pub fn run(plan: &SandboxPlan, workdir: &Path, outside: &Path) -> Value {
         Err(e) => e.to_string(),
     };
     let mut layers = Vec::new();
+    layers.push(crate::outer::probe(outer));
 
     let secret = outside.join("probe");
     let read_outside = std::fs::read(&secret).map(|_| ());
@@ -96,8 +101,8 @@ pub fn run(plan: &SandboxPlan, workdir: &Path, outside: &Path) -> Value {
         "kernel_landlock_abi": report.kernel_abi,
         "apply_us": apply_us,
         "refused": null,
-        "reported": report.enforced,
-        "missing": report.missing,
+        "reported": outer.enforced.iter().chain(&report.enforced).collect::<Vec<_>>(),
+        "missing": outer.missing.iter().chain(&report.missing).collect::<Vec<_>>(),
         "layers": layers,
     })
 }

@@ -1,11 +1,14 @@
 //! `neuraphage-worker`: runs one task. Started by the supervisor only, with its two links as inherited fds.
 //!
-//! Order matters: first tie its life to the supervisor's (PDEATHSIG), keep only the two link fds, then apply the
+//! Order matters: first tie its life to the supervisor's (PDEATHSIG), join the task's cgroups and enter the
+//! namespaces ([`outer`]: stage 1 execs bubblewrap running stage 2), keep only the two link fds, then apply the
 //! sandbox while still single-threaded, and only then start the async runtime and the agent loop.
 
 mod agent;
+mod bridge;
 mod check;
 mod links;
+mod outer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +53,9 @@ struct Args {
     /// be a folder outside the plan's rules with a file `probe` in it. For `neuraphage sandbox check`.
     #[arg(long)]
     check: bool,
+    /// Stage 2, inside the namespaces (set by stage 1 with the namespaces it left; see `outer.rs`).
+    #[arg(long, hide = true)]
+    inside: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -65,12 +71,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    links::die_with_parent()?;
+    // Stage 1 becomes bubblewrap here (and stage 2 comes back with `--inside`), unless the namespaces cannot be made.
+    let outer = outer::enter(args.inside.as_deref(), &args.sandbox)?;
     if args.check {
         neuraphage_ipc::inherit::close_others(&[0, 1, 2]).map_err(anyhow::Error::msg)?;
-        nix::unistd::setsid()?;
-        let plan = SandboxPlan::load(&args.sandbox)?;
-        let report = check::run(&plan, &args.workdir, &args.tmp);
+        let mut plan = SandboxPlan::load(&args.sandbox)?;
+        outer.adjust(&mut plan);
+        let report = check::run(&plan, &args.workdir, &args.tmp, &outer);
         println!("{report}");
         return Ok(());
     }
@@ -84,18 +91,27 @@ fn run(args: Args) -> anyhow::Result<()> {
         git_dir: args.git_dir,
         git_admin_dir: args.git_admin_dir,
     };
-    // A session of its own: every process the task starts stays in it (the supervisor ends them all with it, and
-    // refuses control-socket clients from it).
-    nix::unistd::setsid()?;
     // The whole sandbox, before any thread or task code. If any layer fails, the worker still reports why (over
     // its link, from this point on nothing of the task runs) and stops.
-    let plan = SandboxPlan::load(&args.sandbox);
-    let applied = plan.as_ref().map_err(|e| e.to_string()).and_then(|p| p.apply().map_err(|e| e.to_string()));
+    let mut plan = SandboxPlan::load(&args.sandbox);
+    if let Ok(p) = &mut plan {
+        outer.adjust(p);
+    }
+    let bridges = plan.as_ref().map_err(|e| e.to_string()).and_then(bridge::listen);
+    let applied = match (&outer.refused, &bridges) {
+        (Some(why), _) | (None, Err(why)) => Err(why.clone()),
+        (None, Ok(_)) => plan.as_ref().map_err(|e| e.to_string()).and_then(|p| p.apply().map_err(|e| e.to_string())),
+    };
+    let layers = |r: &neuraphage_sandbox_profiles::plan::Enforcement| {
+        let enforced = outer.enforced.iter().chain(&r.enforced).cloned().collect::<Vec<_>>();
+        (enforced, outer.missing.iter().chain(&r.missing).cloned().collect::<Vec<_>>())
+    };
+    let (enforced, missing) = applied.as_ref().map(layers).unwrap_or_default();
     let report = SandboxReport {
         profile: plan.as_ref().map(|p| p.profile.clone()).unwrap_or_default(),
         kernel_abi: applied.as_ref().map(|r| r.kernel_abi).unwrap_or_default(),
-        enforced: applied.as_ref().map(|r| r.enforced.clone()).unwrap_or_default(),
-        missing: applied.as_ref().map(|r| r.missing.clone()).unwrap_or_default(),
+        enforced,
+        missing,
         refused: applied.as_ref().err().cloned(),
     };
     match &report.refused {
@@ -105,6 +121,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(why) => tracing::error!(%why, "the sandbox cannot be enforced; refusing to run the task"),
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if report.refused.is_none()
+        && let Ok(bridges) = bridges
+    {
+        bridge::serve(&runtime, bridges);
+    }
     let relinks = links::receive_relinks(handoff);
     runtime.block_on(agent::run(supervisor, broker, relinks, folders, report))
 }
