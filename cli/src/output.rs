@@ -171,6 +171,7 @@ fn event_text(e: &TaskEvent) -> String {
         }
         EventKind::Committed { branch, commit } => format!("committed {} to {branch}", &commit[..commit.len().min(10)]),
         EventKind::Escalated { from, to, reason } => format!("escalated from tier {from} to {to}: {}", clean(reason)),
+        EventKind::SnapshotNote { note, path } => format!("snapshot: {} {}", clean(note), clean(path)),
         EventKind::KeyRevoked { pool, key, reason } => {
             format!("key {key} of pool {pool} refused and taken out of the pool: {}", clean(reason))
         }
