@@ -6,6 +6,7 @@
 mod agent;
 mod check;
 mod links;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,13 +21,13 @@ use neuraphage_sandbox_profiles::plan::SandboxPlan;
 #[command(name = "neuraphage-worker", version)]
 struct Args {
     /// The inherited fd of the supervisor link.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "snapshot"])]
     supervisor_fd: Option<i32>,
     /// The inherited fd of the broker link.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "snapshot"])]
     broker_fd: Option<i32>,
     /// The inherited fd on which a new broker link arrives if the broker is restarted.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "snapshot"])]
     handoff_fd: Option<i32>,
     /// The task's worktree (or scratch folder), read-write.
     #[arg(long)]
@@ -37,12 +38,12 @@ struct Args {
     /// Where large tool outputs go, read-write.
     #[arg(long)]
     outputs: PathBuf,
-    /// The repository's shared git folder, read-only.
+    /// The task's private repository (made and written by the supervisor), read-only.
     #[arg(long)]
     git_dir: Option<PathBuf>,
-    /// The task's worktree admin folder, read-write.
+    /// The note the supervisor put at the worktree's `.git` (so git refuses to serve a person there), read-only.
     #[arg(long)]
-    git_admin_dir: Option<PathBuf>,
+    worktree_gitfile: Option<PathBuf>,
     /// The sandbox plan (JSON) the supervisor resolved from the task's profile.
     #[arg(long)]
     sandbox: PathBuf,
@@ -50,6 +51,10 @@ struct Args {
     /// be a folder outside the plan's rules with a file `probe` in it. For `neuraphage sandbox check`.
     #[arg(long)]
     check: bool,
+    /// Apply the sandbox, walk `--workdir` and write its files to stdout as snapshot frames, for the supervisor's
+    /// commit (see `snapshot.rs`).
+    #[arg(long, conflicts_with = "check")]
+    snapshot: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("{report}");
         return Ok(());
     }
+    if args.snapshot {
+        neuraphage_ipc::inherit::close_others(&[0, 1, 2]).map_err(anyhow::Error::msg)?;
+        SandboxPlan::load(&args.sandbox)?.apply()?;
+        return snapshot::run(&args.workdir, std::io::stdout().lock());
+    }
     let fd = |f: Option<i32>| f.ok_or_else(|| anyhow::anyhow!("missing link fd"));
     let (supervisor, broker, handoff) =
         links::take(fd(args.supervisor_fd)?, fd(args.broker_fd)?, fd(args.handoff_fd)?)?;
@@ -82,7 +92,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         tmp: args.tmp,
         outputs: args.outputs,
         git_dir: args.git_dir,
-        git_admin_dir: args.git_admin_dir,
+        worktree_gitfile: args.worktree_gitfile,
     };
     // A session of its own: every process the task starts stays in it (the supervisor ends them all with it, and
     // refuses control-socket clients from it).
