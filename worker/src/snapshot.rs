@@ -28,7 +28,6 @@ const MAX_GITIGNORE_TOTAL: u64 = 16 * MAX_GITIGNORE_BYTES;
 
 struct Walk<W: Write> {
     out: SnapshotWriter<W>,
-    root: PathBuf,
     entries: u64,
     bytes: u64,
     notes: usize,
@@ -40,7 +39,6 @@ struct Walk<W: Write> {
 pub fn run(worktree: &Path, out: impl Write) -> anyhow::Result<()> {
     let mut walk = Walk {
         out: SnapshotWriter::new(out),
-        root: worktree.to_path_buf(),
         entries: 0,
         bytes: 0,
         notes: 0,
