@@ -63,6 +63,10 @@ pub fn prepare(
         let base = Oid::from_str(base)?;
         let start = user.find_reference(&branch_ref(task)).and_then(|r| r.peel_to_commit()).map(|c| c.id());
         let start = start.unwrap_or(base);
+        // The branch is in the user's repository from the start (at the base), as the task's name for its work.
+        if user.find_reference(&branch_ref(task)).is_err() {
+            user.reference(&branch_ref(task), start, false, "neuraphage: the task's branch")?;
+        }
         // Made aside and renamed into place, so a crash never leaves half a repository under the real name.
         let partial = git.with_extension("partial");
         if std::fs::symlink_metadata(&partial).is_ok() {

@@ -37,14 +37,8 @@ struct Walk<W: Write> {
 
 /// Walk `worktree` and write its snapshot to `out`.
 pub fn run(worktree: &Path, out: impl Write) -> anyhow::Result<()> {
-    let mut walk = Walk {
-        out: SnapshotWriter::new(out),
-        entries: 0,
-        bytes: 0,
-        notes: 0,
-        gitignore_bytes: 0,
-        full: false,
-    };
+    let mut walk =
+        Walk { out: SnapshotWriter::new(out), entries: 0, bytes: 0, notes: 0, gitignore_bytes: 0, full: false };
     let mut ignores = Vec::new();
     walk.dir(worktree, b"", &mut ignores, 0)?;
     let (entries, bytes) = (walk.entries, walk.bytes);
