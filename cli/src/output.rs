@@ -164,6 +164,7 @@ fn event_text(e: &TaskEvent) -> String {
         EventKind::Escalated { from, to, reason } => {
             format!("escalated from tier {} to {}: {}", visible(from), visible(to), visible(reason))
         }
+        EventKind::SnapshotNote { note, path } => format!("snapshot: {} {}", visible(note), visible(path)),
         EventKind::KeyRevoked { pool, key, reason } => {
             format!(
                 "key {} of pool {} refused and taken out of the pool: {}",

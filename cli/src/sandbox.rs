@@ -24,7 +24,7 @@ pub async fn check(paths: &Paths, name: Option<&str>) -> Result<Value, CliError>
         tmp: dir.path().join("tmp"),
         outputs: dir.path().join("outputs"),
         git_dir: None,
-        git_admin_dir: None,
+        worktree_gitfile: None,
     };
     let outside = dir.path().join("outside");
     for d in [&folders.workdir, &folders.tmp, &folders.outputs, &outside] {

@@ -10,6 +10,7 @@
 //! - [`lock`]: the lock table's resource names, answers and listing; [`cost`]: token and cost totals.
 //! - [`llm`]: the provider-neutral conversation: messages, tools, requests, responses, stream deltas, failures.
 //! - [`task`]: the task model shared by every process: [`TaskId`], [`TaskStatus`], [`Task`], [`TaskEvent`].
+//! - [`snapshot`]: the stream of a worktree's files that the sandboxed snapshot helper writes for a commit.
 //! - [`inherit`]: adopting the link sockets a worker or the broker inherits.
 //! - [`paths`]: the environment variables that place the data and runtime folders, and the control socket.
 //! - [`error`]: [`IpcError`], the typed failures of a link.
@@ -29,6 +30,7 @@ pub mod inherit;
 pub mod llm;
 pub mod lock;
 pub mod paths;
+pub mod snapshot;
 pub mod task;
 pub mod worker;
 

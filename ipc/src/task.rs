@@ -409,6 +409,14 @@ pub enum EventKind {
         /// What the provider said.
         reason: String,
     },
+    /// A snapshot of the task's worktree left something out or found git metadata the task made (a `.git` in a
+    /// subfolder, a `.gitignore` too big to use); the commit went on without it.
+    SnapshotNote {
+        /// What, in words.
+        note: String,
+        /// The path in the worktree it is about (lossy UTF-8), if any.
+        path: String,
+    },
     /// The task's status changed.
     StatusChanged {
         /// The old state.
@@ -435,6 +443,7 @@ impl EventKind {
             EventKind::StatusChanged { .. } => "status_changed",
             EventKind::Escalated { .. } => "escalated",
             EventKind::KeyRevoked { .. } => "key_revoked",
+            EventKind::SnapshotNote { .. } => "snapshot_note",
         }
     }
 }

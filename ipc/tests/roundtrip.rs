@@ -10,6 +10,7 @@ use neuraphage_ipc::llm::{
     ToolDefinition, Usage,
 };
 use neuraphage_ipc::lock::{LockInfo, LockOutcome, LockTableView};
+use neuraphage_ipc::snapshot::SnapshotFrame;
 use neuraphage_ipc::worker::{
     BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, SandboxReport, SupervisorToWorker, TaskOutcome,
     WorkerStart, WorkerToBroker, WorkerToSupervisor,
@@ -132,6 +133,7 @@ fn event() -> impl Strategy<Value = TaskEvent> {
         (text(), text()).prop_map(|(branch, commit)| EventKind::Committed { branch, commit }),
         (text(), text(), text()).prop_map(|(from, to, reason)| EventKind::Escalated { from, to, reason }),
         (text(), text(), text()).prop_map(|(pool, key, reason)| EventKind::KeyRevoked { pool, key, reason }),
+        (text(), text()).prop_map(|(note, path)| EventKind::SnapshotNote { note, path }),
         (state(), status()).prop_map(|(from, to)| EventKind::StatusChanged { from, to }),
     ];
     (any::<u64>(), task_id(), time(), kind).prop_map(|(seq, task, at, kind)| TaskEvent { seq, task, at, kind })
@@ -491,6 +493,19 @@ fn hello() -> impl Strategy<Value = Hello> {
     (any::<u32>(), role(), any::<u32>()).prop_map(|(protocol, role, pid)| Hello { protocol, role, pid })
 }
 
+fn snapshot_frame() -> impl Strategy<Value = SnapshotFrame> {
+    prop_oneof![
+        (vec(any::<u8>(), 0..64), any::<u32>(), any::<u64>()).prop_map(|(path, mode, size)| SnapshotFrame::Entry {
+            path,
+            mode,
+            size
+        }),
+        vec(any::<u8>(), 0..512).prop_map(|bytes| SnapshotFrame::Data { bytes }),
+        (text(), vec(any::<u8>(), 0..64)).prop_map(|(note, path)| SnapshotFrame::Note { note, path }),
+        (any::<u64>(), any::<u64>()).prop_map(|(entries, bytes)| SnapshotFrame::End { entries, bytes }),
+    ]
+}
+
 fn round_trips<T>(msg: &T) -> Result<(), TestCaseError>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
@@ -534,6 +549,11 @@ proptest! {
     }
 
     #[test]
+    fn snapshot_frames_round_trip(frame in snapshot_frame()) {
+        round_trips(&frame)?;
+    }
+
+    #[test]
     fn link_grants_round_trip(task in task_id(), priority in any::<u8>(), tier in option::of(text())) {
         round_trips(&LinkGrant { task, priority, tier })?;
     }
@@ -548,6 +568,7 @@ proptest! {
         let _ = decode::<SupervisorToWorker>(&bytes);
         let _ = decode::<BrokerToWorker>(&bytes);
         let _ = decode::<WorkerToBroker>(&bytes);
+        let _ = decode::<SnapshotFrame>(&bytes);
     }
 
     #[test]

@@ -113,10 +113,10 @@ pub struct TaskFolders {
     pub tmp: PathBuf,
     /// Where large tool outputs go.
     pub outputs: PathBuf,
-    /// The repository's shared git folder (read-only), if the task has a repository.
+    /// The task's private repository (read-only: only the supervisor writes it), if the task has a repository.
     pub git_dir: Option<PathBuf>,
-    /// The task's own worktree admin folder inside it (read-write).
-    pub git_admin_dir: Option<PathBuf>,
+    /// The worktree's `.git` note file the supervisor wrote (read-only).
+    pub worktree_gitfile: Option<PathBuf>,
 }
 
 impl FsPolicy {

@@ -391,8 +391,8 @@ impl Profile {
         if let Some(git) = &folders.git_dir {
             own.push((git.clone(), FsAccess::Read));
         }
-        if let Some(admin) = &folders.git_admin_dir {
-            own.push((admin.clone(), FsAccess::ReadWrite));
+        if let Some(note) = &folders.worktree_gitfile {
+            own.push((note.clone(), FsAccess::Read));
         }
         for (path, access) in own {
             let real = std::fs::canonicalize(&path)

@@ -117,12 +117,13 @@ fn a_plan_resolves_placeholders_adds_the_tasks_own_folders_and_skips_missing_pat
         workdir: task.join("worktree"),
         tmp: task.join("tmp"),
         outputs: task.join("outputs"),
-        git_dir: Some(c.repo.as_ref().unwrap().join(".git")),
-        git_admin_dir: Some(c.repo.as_ref().unwrap().join(".git/worktrees/np-1")),
+        git_dir: Some(task.join("git")),
+        worktree_gitfile: Some(task.join("worktree/.git")),
     };
-    for d in [&folders.workdir, &folders.tmp, &folders.outputs, folders.git_admin_dir.as_ref().unwrap()] {
+    for d in [&folders.workdir, &folders.tmp, &folders.outputs, folders.git_dir.as_ref().unwrap()] {
         std::fs::create_dir_all(d).unwrap();
     }
+    std::fs::write(folders.worktree_gitfile.as_ref().unwrap(), "note\n").unwrap();
     let text = "[filesystem]\nread-write = [\"{worktree}\", \"{task_tmp}\"]\nread-exec = [\"/usr\", \"/does/not/exist\"]\n\
                 [network]\nhosts = [\"crates.io\"]\n[syscalls]\ndeny = [\"chroot\"]\n[limits]\nprocesses = 7\n";
     let plan = Profile::parse("p", "p.toml", text, &c).unwrap().plan(&folders, &c).unwrap();
@@ -131,7 +132,7 @@ fn a_plan_resolves_placeholders_adds_the_tasks_own_folders_and_skips_missing_pat
     assert!(has(&folders.tmp, FsAccess::ReadWrite));
     assert!(has(&folders.outputs, FsAccess::ReadWrite));
     assert!(has(folders.git_dir.as_ref().unwrap(), FsAccess::Read));
-    assert!(has(folders.git_admin_dir.as_ref().unwrap(), FsAccess::ReadWrite));
+    assert!(has(folders.worktree_gitfile.as_ref().unwrap(), FsAccess::Read));
     assert!(has(Path::new("/usr"), FsAccess::ReadExec));
     assert_eq!(plan.skipped, vec!["/does/not/exist".to_owned()]);
     assert!(plan.seccomp.inet_stream_sockets, "hosts need TCP to the proxy");

@@ -34,6 +34,8 @@ pub struct Config {
     pub keep_worktrees: bool,
     /// Model turns a task may take before the drift guard stops it.
     pub max_iterations: u32,
+    /// Generations of its base's history a task's private repository holds (0: the base commit only).
+    pub task_history_depth: u32,
     /// Prices of models in USD per million tokens, added to or replacing the defaults ([`crate::cost`]):
     /// `prices: {my-model: {input: 1.0, output: 2.0, cache-read: 0.1, cache-write: 1.25}}`.
     pub prices: BTreeMap<String, Price>,
@@ -85,6 +87,7 @@ impl Default for Config {
             max_concurrent: 4,
             keep_worktrees: true,
             max_iterations: 50,
+            task_history_depth: 100,
             prices: BTreeMap::new(),
             model_tiers: BTreeMap::new(),
             auto_escalate: false,

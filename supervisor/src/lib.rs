@@ -7,7 +7,9 @@
 //! - [`config`]: `neuraphage.yaml` (max-concurrent, keep-worktrees, max-iterations, prices); [`cost`]: the price table.
 //! - [`workers`]: the scheduler and the registry of running tasks; [`runner`]: one task's worker session.
 //! - [`cgroup`]: a task's cgroup (process and memory limits; every process killed at the task's end).
-//! - [`worktree`]: task worktrees and branches (git2); [`conversation`]: the per-task conversation repository.
+//! - [`private_repo`]: a task's private repository and how its commits reach the user's; [`snapshot`]: the
+//!   worktree read by a sandboxed helper and checked; [`worktree_seal`]: no git metadata of the task's left for a
+//!   person; [`task_commit`]: commits, diffs and the end of a task's worktree; [`worktree`]: branch names, bases and opening repositories (git2); [`conversation`]: the per-task conversation repository.
 //! - [`broker_link`]: spawning the broker and handing it worker links; [`spawn`]: children with inherited fds.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
 //! - [`proxy`]: a task's HTTP CONNECT proxy, which lets it reach the hosts its profile lists and nothing else;
@@ -27,14 +29,18 @@ pub mod cost;
 pub mod error;
 pub mod home;
 pub mod notify;
+pub mod private_repo;
 pub mod proxy;
 pub mod proxy_bridge;
 pub mod requests;
 pub mod runner;
 pub mod server;
+pub mod snapshot;
 pub mod spawn;
 pub mod store;
+pub mod task_commit;
 pub mod workers;
 pub mod worktree;
+pub mod worktree_seal;
 
 pub use error::{Result, SupervisorError};

@@ -205,25 +205,11 @@ impl Daemon {
                     let id = store.resolve(&task)?;
                     store.task(&id)?
                 };
-                let patch = match (&task.repo, &task.base_commit) {
-                    (Some(repo), Some(base)) => {
-                        let dirs = crate::runner::TaskDirs::new(&self.paths.home, &task.id);
-                        crate::worktree::diff(
-                            Path::new(repo),
-                            &dirs.worktree,
-                            &task.id,
-                            base,
-                            !task.status.state().is_terminal(),
-                        )
-                        .map_err(|e| {
-                            SupervisorError::refused(
-                                ErrorCode::Conflict,
-                                format!("{}: no diff yet ({})", task.id, e.message()),
-                            )
-                        })?
-                    }
-                    _ => String::new(),
-                };
+                let dirs = crate::runner::TaskDirs::new(&self.paths.home, &task.id);
+                let live = !task.status.state().is_terminal();
+                let patch = crate::task_commit::diff(self, &task, &dirs, live).map_err(|e| {
+                    SupervisorError::refused(ErrorCode::Conflict, format!("{}: no diff yet ({e})", task.id))
+                })?;
                 ControlReply::Diff { task: task.id, base_commit: task.base_commit, patch }
             }
             ControlRequest::TaskLog { task } => {

@@ -25,7 +25,7 @@ use crate::conversation::Conversation;
 use crate::proxy::TaskProxy;
 use crate::requests::Daemon;
 use crate::spawn::{fd_arg, seqpacket_pair, sibling_binary, spawn_with_fds, stream_pair};
-use crate::worktree;
+use crate::{task_commit, worktree};
 
 /// Name of the worker binary.
 pub const WORKER_BIN: &str = "neuraphage-worker";
@@ -63,6 +63,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(3);
 type WorkerLink = Link<UnixStream, WorkerToSupervisor, SupervisorToWorker>;
 
 /// The folders of a task under the home.
+#[derive(Debug, Clone)]
 pub struct TaskDirs {
     /// `tasks/<id>`.
     pub root: PathBuf,
@@ -74,6 +75,8 @@ pub struct TaskDirs {
     pub outputs: PathBuf,
     /// `tasks/<id>/tmp`.
     pub tmp: PathBuf,
+    /// `tasks/<id>/git`, the task's private repository.
+    pub git: PathBuf,
 }
 
 impl TaskDirs {
@@ -85,6 +88,7 @@ impl TaskDirs {
             conversation: root.join("conversation"),
             outputs: root.join("outputs"),
             tmp: root.join("tmp"),
+            git: root.join("git"),
             root,
         }
     }
@@ -169,7 +173,7 @@ async fn session(
         tmp: dirs.tmp.clone(),
         outputs: dirs.outputs.clone(),
         git_dir: prepared.git_dir.clone(),
-        git_admin_dir: prepared.git_admin_dir.clone(),
+        worktree_gitfile: prepared.worktree_gitfile.clone(),
     };
     let ctx = profile::Context::of_this_process(&daemon.paths().home, task.repo.as_deref().map(Path::new));
     let profile_name = task.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
@@ -228,7 +232,7 @@ async fn worker_session(
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Result<Ending, String> {
-    let Prepared { workdir, git_dir, git_admin_dir, messages, last_seq, resume_point } = prepared;
+    let Prepared { workdir, git_dir, worktree_gitfile, messages, last_seq, resume_point } = prepared;
     let plan_file = dirs.root.join("sandbox.json");
     plan.save(&plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
 
@@ -248,8 +252,8 @@ async fn worker_session(
     if let Some(g) = &git_dir {
         cmd.arg("--git-dir").arg(g);
     }
-    if let Some(a) = &git_admin_dir {
-        cmd.arg("--git-admin-dir").arg(a);
+    if let Some(a) = &worktree_gitfile {
+        cmd.arg("--worktree-gitfile").arg(a);
     }
     cmd.arg("--sandbox").arg(&plan_file);
     cmd.current_dir(&workdir).env_clear();
@@ -268,6 +272,10 @@ async fn worker_session(
         cmd.env("NO_PROXY", "").env("no_proxy", "");
     }
     cmd.env("PATH", task_path(plan));
+    if let Some(g) = &git_dir {
+        // git inside the task: its private repository (read-only) and its worktree.
+        cmd.env("GIT_DIR", g).env("GIT_WORK_TREE", &workdir);
+    }
     cmd.env("HOME", &dirs.tmp).env("TMPDIR", &dirs.tmp).env("NEURAPHAGE_TASK", task.id.as_str());
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);
     let mut child = spawn_with_fds(&mut cmd, &[&sup_theirs, &broker_theirs, &handoff_theirs])
@@ -341,7 +349,7 @@ async fn start_proxy(daemon: &Arc<Daemon>, task: &Task, net: &profile::Network) 
 struct Prepared {
     workdir: PathBuf,
     git_dir: Option<PathBuf>,
-    git_admin_dir: Option<PathBuf>,
+    worktree_gitfile: Option<PathBuf>,
     messages: Vec<neuraphage_ipc::llm::Message>,
     last_seq: u64,
     resume_point: Option<CheckpointKind>,
@@ -375,23 +383,23 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         return Ok(Prepared {
             workdir: dirs.tmp.clone(),
             git_dir: None,
-            git_admin_dir: None,
+            worktree_gitfile: None,
             messages,
             last_seq,
             resume_point,
         });
     };
     let repo = Path::new(repo);
-    let branch = worktree::clear_stale_branch_lock(repo, &task.id)
-        .and_then(|()| worktree::create(repo, &task.id, base, &dirs.worktree))
-        .map_err(|e| format!("worktree: {}", e.message()))?;
-    daemon.set_branch(&task.id, &branch)?;
-    let common = worktree::open(repo).map_err(|e| e.message().to_owned())?.path().to_path_buf();
-    let admin = common.join("worktrees").join(task.id.as_str());
+    let depth = daemon.config().task_history_depth;
+    crate::private_repo::prepare(repo, &task.id, base, depth, &dirs.git, &dirs.worktree)
+        .map_err(|e| format!("the task's repository: {}", e.message()))?;
+    // No process of the task runs yet: whatever an earlier one left at `.git` goes.
+    crate::worktree_seal::seal(&dirs.root, &dirs.worktree, &[])?;
+    daemon.set_branch(&task.id, &worktree::branch_name(&task.id))?;
     Ok(Prepared {
         workdir: dirs.worktree.clone(),
-        git_dir: Some(common),
-        git_admin_dir: Some(admin),
+        git_dir: Some(dirs.git.clone()),
+        worktree_gitfile: Some(dirs.worktree.join(".git")),
         messages,
         last_seq,
         resume_point,
@@ -495,9 +503,16 @@ async fn persist(daemon: &Arc<Daemon>, task: &TaskId, conversation: &Path, cp: C
 
 /// Commit the work, set the final status, tidy up.
 async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Ending) {
-    let (d, t, wt) = (daemon.clone(), task.clone(), dirs.worktree.clone());
-    let committed = tokio::task::spawn_blocking(move || commit_work(&d, &t, &wt)).await;
-    if let Ok(Err(e)) | Err(e) = committed.map_err(|e| e.to_string()) {
+    // Every process of the task is gone: the final snapshot (still sandboxed), the commit, then the worktree is
+    // sealed for a person or, with `keep-worktrees: false`, removed with the private repository, before the status
+    // says the task ended (a crash in between re-runs the task from its branch, where the work was committed).
+    let (d, t) = (daemon.clone(), task.clone());
+    let dirs_ = dirs.clone();
+    let keep = daemon.config().keep_worktrees;
+    let first_line = task.description.lines().next().unwrap_or("").chars().take(72).collect::<String>();
+    let message = format!("{first_line}\n\nWork of Neuraphage task {}.\n", task.id);
+    let ended = tokio::task::spawn_blocking(move || task_commit::end(&d, &t, &dirs_, &message, keep)).await;
+    if let Ok(Err(e)) | Err(e) = ended.map_err(|e| e.to_string()) {
         tracing::error!(error = %e, "cannot commit the task's work");
     }
     let status = match ending {
@@ -509,44 +524,16 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
         Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },
         Ending::Refused(why) => TaskStatus::Failed { error: why, recoverable: true },
     };
-    // Tidy up before the status says the task ended, so that an ended task never has a worktree left to remove (a
-    // crash in between re-runs the task from its branch, where the work was committed above).
-    if !daemon.config().keep_worktrees
-        && let Some(repo) = &task.repo
-        && let Err(e) = worktree::remove(Path::new(repo), &task.id, &dirs.worktree)
-    {
-        tracing::warn!(error = %e, "cannot remove the worktree");
-    }
     tracing::info!(status = %status.state(), "task ended");
     daemon.transition(&task.id, status);
 }
 
-fn commit_work(daemon: &Daemon, task: &Task, worktree_dir: &Path) -> Result<(), String> {
-    let first_line = task.description.lines().next().unwrap_or("").chars().take(72).collect::<String>();
-    commit_with(daemon, task, worktree_dir, &format!("{first_line}\n\nWork of Neuraphage task {}.\n", task.id))
-        .map(|_| ())
-}
-
-/// Commit the worktree to the task's branch with `message`; the new commit's id, if anything changed.
-fn commit_with(daemon: &Daemon, task: &Task, worktree_dir: &Path, message: &str) -> Result<Option<String>, String> {
-    let Some(repo) = &task.repo else { return Ok(None) };
-    if !worktree_dir.is_dir() {
-        return Ok(None);
-    }
-    let commit =
-        worktree::commit_all(Path::new(repo), worktree_dir, &task.id, message).map_err(|e| e.message().to_owned())?;
-    if let Some(commit) = &commit {
-        daemon
-            .record(&task.id, EventKind::Committed { branch: worktree::branch_name(&task.id), commit: commit.clone() });
-    }
-    Ok(commit)
-}
-
-/// The `Commit` tool, on the supervisor's side: git2 commits the worktree (no hooks or filters run).
+/// The `Commit` tool, on the supervisor's side: a sandboxed snapshot, committed with git2 (no hooks or filters run).
 async fn commit_now(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, message: &str) -> CommitResult {
-    let (d, t, wt) = (daemon.clone(), task.clone(), dirs.worktree.clone());
+    let (d, t) = (daemon.clone(), task.clone());
+    let dirs = dirs.clone();
     let message = format!("{}\n\nNeuraphage task {}.\n", message.trim_end(), task.id);
-    match tokio::task::spawn_blocking(move || commit_with(&d, &t, &wt, &message)).await {
+    match tokio::task::spawn_blocking(move || task_commit::commit(&d, &t, &dirs, &message)).await {
         Ok(Ok(Some(commit))) => CommitResult::Committed { branch: worktree::branch_name(&task.id), commit },
         Ok(Ok(None)) => CommitResult::NothingToCommit,
         Ok(Err(error)) => CommitResult::Failed { error },

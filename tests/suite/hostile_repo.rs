@@ -1,4 +1,4 @@
-//! A task rewrites the git metadata it can reach (its worktree's `.git` file and its admin folder in the user's
+//! A task rewrites the git metadata it can reach (its worktree's `.git` note, its private repository, a nested
 //! repository) to turn the supervisor's own git operations against the user. Each attack must fail; the control
 //! shows the same write does land where the task is allowed to write.
 
@@ -46,15 +46,15 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     std::fs::write(secret.join("id_ed25519"), "PRIVATE KEY\n").unwrap();
     let master_before = head_of(&repo, "master");
     let index_before = std::fs::read(repo.join(".git/index")).ok();
-    let admin = format!("{}/.git/worktrees/$NEURAPHAGE_TASK", repo.display());
     let command = format!(
         "set -x; echo work > work.txt; \
-         echo '{repo}/.git' > {admin}/gitdir; \
-         echo 'ref: refs/heads/master' > {admin}/HEAD; \
-         ln -sf {victim} {admin}/logs/HEAD; rm -f {admin}/index; ln -sf {created} {admin}/index; \
-         echo 'gitdir: {repo}/.git' > .git; \
-         mkdir -p nested && git -C nested init -q && git -C nested config core.worktree {secret}; \
-         echo 'control: the task can write here' > {admin}/control.txt; echo finished",
+         echo '{repo}/.git' > $GIT_DIR/gitdir; echo 'ref: refs/heads/master' > $GIT_DIR/HEAD; \
+         ln -sf {victim} $GIT_DIR/logs/HEAD; rm -f $GIT_DIR/index; ln -sf {created} $GIT_DIR/index; \
+         echo '[core] hooksPath = /tmp' >> $GIT_DIR/config; \
+         rm -f .git; echo 'gitdir: {repo}/.git' > .git; \
+         mkdir -p nested && env -u GIT_DIR -u GIT_WORK_TREE git -C nested init -q && \
+         env -u GIT_DIR -u GIT_WORK_TREE git -C nested config core.worktree {secret}; \
+         echo 'control: the task can write here' > control.txt; echo finished",
         repo = repo.display(),
         victim = victim.display(),
         created = home.root().join("created-by-supervisor").display(),
@@ -63,10 +63,14 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     let ended = run_task_with_bash(&mut home, &repo, command);
     assert_eq!(ended["status"], "Completed", "{ended:#}");
     let id = ended["id"].as_str().unwrap();
-    // The control: the attack did run, and its writes into the admin folder succeeded (the sandbox allows them).
+    // The attack did run: its writes into the private repository were refused (it is read-only to the task), while
+    // the control's write into the worktree, and the rewritten `.git` there, landed.
     let log =
         std::fs::read_to_string(home.paths.home.join("tasks").join(id).join("conversation/messages.json")).unwrap();
-    assert!(log.contains("finished") && !log.contains("Permission denied"), "{log}");
+    assert!(log.contains("finished") && log.contains("Permission denied"), "{log}");
+    let r = git2::Repository::open(&repo).unwrap();
+    let branch = format!("neuraphage/{id}");
+    assert!(neuraphage_tests::file_on_branch(&repo, &branch, "control.txt").is_some(), "the control write landed");
     // The user's repository is intact: checkout, master, index.
     assert!(repo.join(".git").is_dir() && repo.join("README.md").is_file(), "the user's checkout was removed");
     assert_eq!(head_of(&repo, "master"), master_before, "the user's master moved");
@@ -76,7 +80,6 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     assert!(!home.root().join("created-by-supervisor").exists());
     // The work is on the task's own branch, and nothing from outside the worktree is in it.
-    let r = git2::Repository::open(&repo).unwrap();
     let tree =
         r.find_branch(&format!("neuraphage/{id}"), git2::BranchType::Local).unwrap().get().peel_to_tree().unwrap();
     assert!(tree.get_path(Path::new("work.txt")).is_ok(), "the task's work is on its branch");
@@ -87,7 +90,9 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     })
     .unwrap();
     assert!(!names.iter().any(|n| n.contains("id_ed25519") || n.contains(".git/") || n.ends_with(".git")), "{names:?}");
-    // keep-worktrees: false removed the task's folders (and only those).
+    // keep-worktrees: false removed the task's folders (and only those); nothing of the task's is in the user's .git
+    // but its branch.
     assert!(!home.paths.home.join("tasks").join(id).join("worktree").exists());
-    assert!(!repo.join(".git/worktrees").join(id).exists());
+    assert!(!home.paths.home.join("tasks").join(id).join("git").exists());
+    assert!(!repo.join(".git/worktrees").exists());
 }

@@ -14,6 +14,7 @@ mod limits;
 mod locks;
 mod network;
 mod peer_uid;
+mod private_repo;
 mod profiles;
 mod rate_limit;
 mod refusals;

@@ -9,6 +9,7 @@ mod bridge;
 mod check;
 mod links;
 mod outer;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,13 +24,13 @@ use neuraphage_sandbox_profiles::plan::SandboxPlan;
 #[command(name = "neuraphage-worker", version)]
 struct Args {
     /// The inherited fd of the supervisor link.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "snapshot"])]
     supervisor_fd: Option<i32>,
     /// The inherited fd of the broker link.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "snapshot"])]
     broker_fd: Option<i32>,
     /// The inherited fd on which a new broker link arrives if the broker is restarted.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "snapshot"])]
     handoff_fd: Option<i32>,
     /// The task's worktree (or scratch folder), read-write.
     #[arg(long)]
@@ -40,12 +41,12 @@ struct Args {
     /// Where large tool outputs go, read-write.
     #[arg(long)]
     outputs: PathBuf,
-    /// The repository's shared git folder, read-only.
+    /// The task's private repository (made and written by the supervisor), read-only.
     #[arg(long)]
     git_dir: Option<PathBuf>,
-    /// The task's worktree admin folder, read-write.
+    /// The note the supervisor put at the worktree's `.git` (so git refuses to serve a person there), read-only.
     #[arg(long)]
-    git_admin_dir: Option<PathBuf>,
+    worktree_gitfile: Option<PathBuf>,
     /// The sandbox plan (JSON) the supervisor resolved from the task's profile.
     #[arg(long)]
     sandbox: PathBuf,
@@ -53,6 +54,10 @@ struct Args {
     /// be a folder outside the plan's rules with a file `probe` in it. For `neuraphage sandbox check`.
     #[arg(long)]
     check: bool,
+    /// Apply the sandbox, walk `--workdir` and write its files to stdout as snapshot frames, for the supervisor's
+    /// commit (see `snapshot.rs`).
+    #[arg(long, conflicts_with = "check")]
+    snapshot: bool,
     /// Stage 2, inside the namespaces (set by stage 1 with the namespaces it left; see `outer.rs`).
     #[arg(long, hide = true)]
     inside: Option<String>,
@@ -81,6 +86,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("{report}");
         return Ok(());
     }
+    if args.snapshot {
+        // The task's files are read here, inside its sandbox, never by the supervisor.
+        neuraphage_ipc::inherit::close_others(&[0, 1, 2]).map_err(anyhow::Error::msg)?;
+        if let Some(why) = &outer.refused {
+            anyhow::bail!("the sandbox cannot be enforced: {why}");
+        }
+        let mut plan = SandboxPlan::load(&args.sandbox)?;
+        outer.adjust(&mut plan);
+        plan.apply()?;
+        return snapshot::run(&args.workdir, std::io::stdout().lock());
+    }
     let fd = |f: Option<i32>| f.ok_or_else(|| anyhow::anyhow!("missing link fd"));
     let (supervisor, broker, handoff) =
         links::take(fd(args.supervisor_fd)?, fd(args.broker_fd)?, fd(args.handoff_fd)?)?;
@@ -89,7 +105,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         tmp: args.tmp,
         outputs: args.outputs,
         git_dir: args.git_dir,
-        git_admin_dir: args.git_admin_dir,
+        worktree_gitfile: args.worktree_gitfile,
     };
     // The whole sandbox, before any thread or task code. If any layer fails, the worker still reports why (over
     // its link, from this point on nothing of the task runs) and stops.

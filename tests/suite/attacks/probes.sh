@@ -6,7 +6,7 @@ probe store-read head -c 16 "$NHOME/neuraphage.db"
 probe api-keys-read cat "$NHOME/api-keys.yaml"
 probe other-task-worktree-read cat "$VICTIM/victim.txt"
 probe other-task-worktree-write sh -c 'echo overwritten-by-attacker > "$VICTIM/victim.txt"'
-probe other-task-git-admin-write sh -c 'echo "ref: refs/heads/master" > "$GITDIR/worktrees/$VICTIM_ID/HEAD"'
+probe other-task-git-admin-write sh -c 'echo "ref: refs/heads/master" > "$NHOME/tasks/$VICTIM_ID/git/HEAD"'
 probe user-checkout-read cat "$REPO/checkout-secret.txt"
 probe user-checkout-write sh -c 'echo planted > "$REPO/planted-by-task.txt"'
 probe write-system-tmp sh -c 'echo planted > "/tmp/neuraphage-attack-$TAG"'
@@ -19,9 +19,9 @@ probe symlink-dir-write sh -c 'echo planted > link-to-user-home/planted-through-
 probe hardlink-to-ssh-key ln "$UHOME/.ssh/id_ed25519" hardlink-to-ssh-key
 probe hardlink-to-store ln "$NHOME/neuraphage.db" "$TMPDIR/hardlink-to-store"
 probe git-hooks-write sh -c 'printf "#!/bin/sh\ntouch \"$ROOT/hook-ran\"\n" > "$GITDIR/hooks/post-checkout" && chmod +x "$GITDIR/hooks/post-checkout"'
-probe git-ref-master git update-ref refs/heads/master "refs/heads/neuraphage/$VICTIM_ID"
-probe git-ref-new-branch git branch planted-by-task
-probe git-config-write git config --file "$GITDIR/config" neuraphage.planted by-task
+probe git-ref-master git --git-dir="$GITDIR" update-ref refs/heads/master "refs/heads/neuraphage/$VICTIM_ID"
+probe git-ref-new-branch git --git-dir="$GITDIR" branch planted-by-task master
+probe git-config-write git --git-dir="$GITDIR" config --file "$GITDIR/config" neuraphage.planted by-task
 probe proc-environ-supervisor sh -c 'tr "\0" "\n" < "/proc/$SUPERVISOR_PID/environ" | grep -q "^ANTHROPIC_API_KEY="'
 probe api-key-in-environment sh -c 'env | grep -q "^ANTHROPIC_API_KEY="'
 probe chown-other-uid sh -c 'touch "$TMPDIR/chown-me" && chown 12345:12345 "$TMPDIR/chown-me"'
