@@ -174,6 +174,10 @@ fn event_text(e: &TaskEvent) -> String {
         EventKind::KeyRevoked { pool, key, reason } => {
             format!("key {key} of pool {pool} refused and taken out of the pool: {}", clean(reason))
         }
+        EventKind::EventsCapped { capped, cap } => {
+            format!("{} events reached the task's cap of {cap}; later ones are only logged", clean(capped))
+        }
+        EventKind::PausedBySupervisor { reason } => format!("paused: {}", clean(reason)),
     }
 }
 

@@ -409,6 +409,18 @@ pub enum EventKind {
         /// What the provider said.
         reason: String,
     },
+    /// The task reached its cap on events of one kind; later ones of that kind are only logged.
+    EventsCapped {
+        /// The kind (as stored, e.g. `proxy_decision`).
+        capped: String,
+        /// The cap, per task.
+        cap: u64,
+    },
+    /// The task was paused by the supervisor (e.g. over its disk bound); `task retry` resumes it.
+    PausedBySupervisor {
+        /// Why.
+        reason: String,
+    },
     /// The task's status changed.
     StatusChanged {
         /// The old state.
@@ -435,6 +447,8 @@ impl EventKind {
             EventKind::StatusChanged { .. } => "status_changed",
             EventKind::Escalated { .. } => "escalated",
             EventKind::KeyRevoked { .. } => "key_revoked",
+            EventKind::EventsCapped { .. } => "events_capped",
+            EventKind::PausedBySupervisor { .. } => "paused_by_supervisor",
         }
     }
 }

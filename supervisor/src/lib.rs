@@ -24,6 +24,7 @@ pub mod config;
 pub mod conversation;
 pub mod cost;
 pub mod error;
+pub mod event_caps;
 pub mod home;
 pub mod notify;
 pub mod proxy;
@@ -32,6 +33,7 @@ pub mod runner;
 pub mod server;
 pub mod spawn;
 pub mod store;
+pub mod stuck;
 pub mod workers;
 pub mod worktree;
 

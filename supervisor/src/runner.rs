@@ -417,16 +417,21 @@ async fn converse(
         messages: resume.0,
         last_seq: resume.1,
         resume_point: resume.2,
+        heartbeat_ms: crate::stuck::heartbeat_every().as_millis() as u64,
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
     }
     daemon.transition(&task.id, TaskStatus::Running { phase: RunningPhase::AssemblingContext });
+    let stuck_after = crate::stuck::stuck_after();
     loop {
         let received = tokio::select! {
             _ = cancel.cancelled() => return Ending::Cancelled,
             _ = shutdown.cancelled() => return Ending::Interrupted,
-            received = link.recv() => received,
+            received = tokio::time::timeout(stuck_after, link.recv()) => match received {
+                Ok(received) => received,
+                Err(_) => return Ending::Lost(crate::stuck::reason(stuck_after)),
+            },
         };
         match received {
             Ok(Some(WorkerToSupervisor::Checkpoint(cp))) => {
@@ -466,6 +471,7 @@ async fn converse(
             }
             Ok(Some(WorkerToSupervisor::Stream { delta })) => tracing::trace!(?delta, "stream"),
             Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
+            Ok(Some(WorkerToSupervisor::Heartbeat)) => {}
             Ok(None) => return Ending::Lost("the worker closed its link before the task ended".into()),
             Err(e) => return Ending::Lost(format!("worker link: {e}")),
         }

@@ -64,8 +64,7 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     assert_eq!(ended["status"], "Completed", "{ended:#}");
     let id = ended["id"].as_str().unwrap();
     // The control: the attack did run, and its writes into the admin folder succeeded (the sandbox allows them).
-    let log =
-        std::fs::read_to_string(home.paths.home.join("tasks").join(id).join("conversation/messages.json")).unwrap();
+    let log = home.json(&["task", "log", id, "--json"]).to_string();
     assert!(log.contains("finished") && !log.contains("Permission denied"), "{log}");
     // The user's repository is intact: checkout, master, index.
     assert!(repo.join(".git").is_dir() && repo.join("README.md").is_file(), "the user's checkout was removed");
