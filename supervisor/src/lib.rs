@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod config;
 pub mod conversation;
 pub mod cost;
+pub mod disk;
 pub mod error;
 pub mod event_caps;
 pub mod home;

@@ -100,6 +100,8 @@ enum Ending {
     Lost(String),
     /// The task's sandbox cannot be made or enforced: it fails without a retry of its own.
     Refused(String),
+    /// The task is over its disk bound or the home's reserve ([`crate::disk`]): it is paused, with the reason.
+    Paused(String),
 }
 
 /// Run `task` to its end. Never panics; every failure ends as the task's status.
@@ -277,9 +279,16 @@ async fn worker_session(
 
     let stream = UnixStream::from_std(sup_ours).map_err(|e| e.to_string())?;
     let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);
-    let ending =
-        converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cgroup, cancel, shutdown)
-            .await;
+    let disk = crate::disk::watch(
+        daemon.paths().home.clone(),
+        dirs.root.clone(),
+        plan.limits.disk_mb,
+        daemon.config().disk_reserve,
+    );
+    let ending = tokio::select! {
+        ending = converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cgroup, cancel, shutdown) => ending,
+        why = disk => Ending::Paused(why),
+    };
 
     // The worker has ended the task, or must stop now.
     let stopped = if matches!(ending, Ending::Ended(_)) {
@@ -505,7 +514,13 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
         Ending::Interrupted => TaskStatus::Queued,
         Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },
         Ending::Refused(why) => TaskStatus::Failed { error: why, recoverable: true },
+        Ending::Paused(reason) => {
+            tracing::warn!(%reason, "task paused");
+            daemon.record(&task.id, EventKind::PausedBySupervisor { reason });
+            TaskStatus::Paused
+        }
     };
+    daemon.forget_event_counts(&task.id);
     // Tidy up before the status says the task ended, so that an ended task never has a worktree left to remove (a
     // crash in between re-runs the task from its branch, where the work was committed above).
     if !daemon.config().keep_worktrees
