@@ -173,6 +173,10 @@ fn event_text(e: &TaskEvent) -> String {
                 visible(reason)
             )
         }
+        EventKind::EventsCapped { capped, cap } => {
+            format!("{} events reached the task's cap of {cap}; later ones are only logged", clean(capped))
+        }
+        EventKind::PausedBySupervisor { reason } => format!("paused: {}", clean(reason)),
     }
 }
 

@@ -417,6 +417,18 @@ pub enum EventKind {
         /// The path in the worktree it is about (lossy UTF-8), if any.
         path: String,
     },
+    /// The task reached its cap on events of one kind; later ones of that kind are only logged.
+    EventsCapped {
+        /// The kind (as stored, e.g. `proxy_decision`).
+        capped: String,
+        /// The cap, per task.
+        cap: u64,
+    },
+    /// The task was paused by the supervisor (e.g. over its disk bound); `task retry` resumes it.
+    PausedBySupervisor {
+        /// Why.
+        reason: String,
+    },
     /// The task's status changed.
     StatusChanged {
         /// The old state.
@@ -444,6 +456,8 @@ impl EventKind {
             EventKind::Escalated { .. } => "escalated",
             EventKind::KeyRevoked { .. } => "key_revoked",
             EventKind::SnapshotNote { .. } => "snapshot_note",
+            EventKind::EventsCapped { .. } => "events_capped",
+            EventKind::PausedBySupervisor { .. } => "paused_by_supervisor",
         }
     }
 }

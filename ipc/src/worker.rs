@@ -76,7 +76,14 @@ pub struct WorkerStart {
     /// The last checkpoint's kind, when resuming: after `tool_started` that tool's outcome is unknown, while the
     /// calls after it never started.
     pub resume_point: Option<CheckpointKind>,
+    /// Send [`WorkerToSupervisor::Heartbeat`] at least this often (milliseconds) while no other frame goes out; the
+    /// supervisor counts a worker that sends nothing for much longer as stuck. 0: [`DEFAULT_HEARTBEAT_MS`].
+    #[serde(default)]
+    pub heartbeat_ms: u64,
 }
+
+/// How often a worker sends a heartbeat when its `Start` does not say.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +104,8 @@ pub enum WorkerToSupervisor {
     /// Sent once, right after the handshake: what the worker's sandbox enforces, made before any task code ran.
     /// With `refused` set, the worker could not enforce its profile and stops without running the task.
     Sandbox(SandboxReport),
+    /// The worker's runtime is alive (sent every [`WorkerStart::heartbeat_ms`] while nothing else is); not answered.
+    Heartbeat,
     /// Commit the worktree to the task's branch (the `Commit` tool). Answered by `Committed` with the same id.
     Commit {
         /// Request id.

@@ -370,6 +370,7 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
                 messages,
                 last_seq,
                 resume_point: None,
+                heartbeat_ms: last_seq / 2,
             }))
         });
     let to_worker = prop_oneof![
@@ -402,6 +403,7 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
             })
         ),
         (any::<u64>(), text()).prop_map(|(id, message)| WorkerToSupervisor::Commit { id, message }),
+        Just(WorkerToSupervisor::Heartbeat),
     ];
     let tools = vec![ToolDefinition {
         name: "Read".into(),

@@ -1,4 +1,5 @@
-//! Resource limits of a task (the `[limits]` table of a profile): memory, processes, open files, file size, CPU time.
+//! Resource limits of a task (the `[limits]` table of a profile): memory, processes, open files, file size, CPU time,
+//! disk.
 //!
 //! The worker sets the per-process ones on itself as rlimits before any task code runs; the supervisor puts the task in
 //! a cgroup of its own where it may, because `RLIMIT_NPROC` does not bind uid 0 and rlimits are per process.
@@ -21,6 +22,10 @@ pub struct Limits {
     pub file_size_mb: Option<u64>,
     /// CPU seconds per process.
     pub cpu_seconds: Option<u64>,
+    /// Disk the task's folders may take (`tasks/<id>`: worktree, tmp, outputs, conversation), in MiB. Measured by the
+    /// supervisor while the task runs; a task over it is paused.
+    #[serde(default)]
+    pub disk_mb: Option<u64>,
 }
 
 /// Set the per-process limits on this process (inherited by everything it starts). Memory is `RLIMIT_DATA` (heap

@@ -45,6 +45,9 @@ pub struct Config {
     pub auto_escalate: bool,
     /// Failed attempts on a tier before the task escalates.
     pub escalate_after_retries: u32,
+    /// The reserve kept free on the home's filesystem ([`crate::disk`]): `5%` or a number of MiB; default 5 %, at
+    /// most 1 GiB. Running tasks are paused when free space falls under it.
+    pub disk_reserve: Option<crate::disk::Reserve>,
 }
 
 /// A tier's name: one of `router`, `worker`, `expert`.
@@ -92,6 +95,7 @@ impl Default for Config {
             model_tiers: BTreeMap::new(),
             auto_escalate: false,
             escalate_after_retries: 2,
+            disk_reserve: None,
         }
     }
 }

@@ -1,7 +1,13 @@
-//! A task's conversation repository: `tasks/<id>/conversation`, one git commit of `messages.json` per checkpoint.
+//! A task's conversation repository: `tasks/<id>/conversation`, one git commit per checkpoint.
 //!
 //! Only the supervisor writes it (workers send checkpoints over their link); each commit is made before the
 //! checkpoint is acknowledged.
+//!
+//! Layout of a commit's tree: one blob per message, fanned out by thousands, `messages/0000/000123.json` for message
+//! 123. A checkpoint adds a message or two to a conversation whose earlier messages are unchanged, so their blobs and
+//! the full buckets' trees are shared with the previous commit: storage grows with what is added, not with the square
+//! of the conversation (which one `messages.json` rewritten at every checkpoint did). Commits made before this layout
+//! hold the whole conversation in `messages.json`; they are still read, so tasks made then resume.
 
 use std::path::{Path, PathBuf};
 
@@ -31,13 +37,31 @@ pub fn commit_message(cp: &neuraphage_ipc::worker::Checkpoint) -> String {
     format!("{} #{}\n\n{kind}\n", cp.kind.name(), cp.seq)
 }
 
-/// File holding the conversation in each commit.
+/// File holding the whole conversation in commits made before the per-message layout (still read).
 pub const MESSAGES_FILE: &str = "messages.json";
+
+/// Folder of the per-message layout in each commit's tree.
+pub const MESSAGES_DIR: &str = "messages";
+
+/// Messages per bucket folder of [`MESSAGES_DIR`].
+const BUCKET: usize = 1000;
+
+/// Most messages a conversation may hold (the names' digits: 10 000 buckets of [`BUCKET`]).
+pub const MAX_MESSAGES: usize = 10_000 * BUCKET;
+
+/// The bucket folder and file name of message `index`.
+fn message_path(index: usize) -> (String, String) {
+    (format!("{:04}", index / BUCKET), format!("{index:06}.json"))
+}
+
+/// Parse one JSON object of a conversation commit, saying which on error.
+fn parse<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, git2::Error> {
+    serde_json::from_slice(bytes).map_err(|e| git2::Error::from_str(&format!("{what}: {e}")))
+}
 
 /// An open conversation repository.
 pub struct Conversation {
     repo: Repository,
-    dir: PathBuf,
 }
 
 impl Conversation {
@@ -47,7 +71,7 @@ impl Conversation {
             Ok(r) => r,
             Err(_) => Repository::init(dir)?,
         };
-        Ok(Conversation { repo, dir: dir.to_path_buf() })
+        Ok(Conversation { repo })
     }
 
     /// Remove lock files a killed supervisor left in the repository (`HEAD.lock`, `index.lock`, `refs/**.lock`).
@@ -73,19 +97,39 @@ impl Conversation {
         found
     }
 
-    /// Commit the conversation as `messages.json` with `summary` as the commit message; returns the commit id.
+    /// Commit the conversation (one blob per message, see the module's doc) with `summary` as the commit message;
+    /// returns the commit id. Messages whose blob the previous commit already holds are not written again.
     pub fn commit(&self, messages: &[Message], summary: &str) -> Result<String, git2::Error> {
-        let json = serde_json::to_vec_pretty(messages).map_err(|e| git2::Error::from_str(&e.to_string()))?;
-        // The working copy mirrors the last commit so a person can read it; the commit is what counts.
-        let tmp = self.dir.join(format!(".{MESSAGES_FILE}.tmp"));
-        std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, self.dir.join(MESSAGES_FILE))).map_err(
-            |e| git2::Error::from_str(&format!("cannot write {}: {e}", self.dir.join(MESSAGES_FILE).display())),
-        )?;
-        let blob = self.repo.blob(&json)?;
-        let mut builder = self.repo.treebuilder(None)?;
-        builder.insert(MESSAGES_FILE, blob, 0o100644)?;
-        let tree = self.repo.find_tree(builder.write()?)?;
+        if messages.len() > MAX_MESSAGES {
+            return Err(git2::Error::from_str(&format!(
+                "the conversation has {} messages, more than the {MAX_MESSAGES} it may hold",
+                messages.len()
+            )));
+        }
         let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let previous = parent.as_ref().and_then(|c| c.tree().ok()).and_then(|t| {
+            let id = t.get_name(MESSAGES_DIR)?.id();
+            self.repo.find_tree(id).ok()
+        });
+        let mut dir = self.repo.treebuilder(None)?;
+        for (b, chunk) in messages.chunks(BUCKET).enumerate() {
+            let (bucket_name, _) = message_path(b * BUCKET);
+            let old_bucket = previous.as_ref().and_then(|t| self.repo.find_tree(t.get_name(&bucket_name)?.id()).ok());
+            let mut bucket = self.repo.treebuilder(None)?;
+            for (i, message) in chunk.iter().enumerate() {
+                let (_, name) = message_path(b * BUCKET + i);
+                let json = serde_json::to_vec(message).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+                let hash = git2::Oid::hash_object(git2::ObjectType::Blob, &json)?;
+                let shared = old_bucket.as_ref().and_then(|t| t.get_name(&name)).is_some_and(|e| e.id() == hash);
+                let blob = if shared { hash } else { self.repo.blob(&json)? };
+                bucket.insert(&name, blob, 0o100644)?;
+            }
+            // Writing a tree git already holds stores nothing new.
+            dir.insert(&bucket_name, bucket.write()?, 0o040000)?;
+        }
+        let mut root = self.repo.treebuilder(None)?;
+        root.insert(MESSAGES_DIR, dir.write()?, 0o040000)?;
+        let tree = self.repo.find_tree(root.write()?)?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
         let sig = Signature::now("neuraphage", "neuraphage@localhost")?;
         Ok(self.repo.commit(Some("HEAD"), &sig, &sig, summary, &tree, &parents)?.to_string())
@@ -94,10 +138,33 @@ impl Conversation {
     /// The conversation as of the last commit (empty if there is none).
     pub fn messages(&self) -> Result<Vec<Message>, git2::Error> {
         let Ok(head) = self.repo.head() else { return Ok(Vec::new()) };
-        let tree = head.peel_to_tree()?;
-        let entry = tree.get_name(MESSAGES_FILE).ok_or_else(|| git2::Error::from_str("messages.json is missing"))?;
-        let blob = self.repo.find_blob(entry.id())?;
-        serde_json::from_slice(blob.content()).map_err(|e| git2::Error::from_str(&format!("messages.json: {e}")))
+        self.messages_of(&head.peel_to_tree()?)
+    }
+
+    /// The conversation held by `tree`, in either layout.
+    fn messages_of(&self, tree: &git2::Tree<'_>) -> Result<Vec<Message>, git2::Error> {
+        if let Some(entry) = tree.get_name(MESSAGES_FILE) {
+            return parse(MESSAGES_FILE, self.repo.find_blob(entry.id())?.content());
+        }
+        let entry = tree.get_name(MESSAGES_DIR).ok_or_else(|| git2::Error::from_str("the commit has no messages"))?;
+        let dir = self.repo.find_tree(entry.id())?;
+        let mut messages = Vec::new();
+        // Entries are sorted by name, and the names are zero-padded: their order is the conversation's.
+        for bucket in dir.iter() {
+            let found_bucket = bucket.name().unwrap_or("?").to_owned();
+            let bucket = self.repo.find_tree(bucket.id())?;
+            for entry in bucket.iter() {
+                let name = entry.name().unwrap_or("?");
+                let (bucket_name, expected) = message_path(messages.len());
+                if found_bucket != bucket_name || name != expected || messages.len() >= MAX_MESSAGES {
+                    return Err(git2::Error::from_str(&format!(
+                        "{MESSAGES_DIR}/{found_bucket}/{name} where {MESSAGES_DIR}/{bucket_name}/{expected} was expected"
+                    )));
+                }
+                messages.push(parse(name, self.repo.find_blob(entry.id())?.content())?);
+            }
+        }
+        Ok(messages)
     }
 
     /// The checkpoint kind recorded in the last commit's message (see [`commit_message`]), if any.
@@ -118,11 +185,7 @@ impl Conversation {
         let mut dropped = 0;
         loop {
             let commit = self.repo.find_commit(at);
-            let readable = commit.as_ref().ok().and_then(|c| {
-                let tree = c.tree().ok()?;
-                let blob = self.repo.find_blob(tree.get_name(MESSAGES_FILE)?.id()).ok()?;
-                serde_json::from_slice::<Vec<Message>>(blob.content()).ok()
-            });
+            let readable = commit.as_ref().ok().and_then(|c| self.messages_of(&c.tree().ok()?).ok());
             if readable.is_some() {
                 let refname = self.repo.head()?.name().unwrap_or("refs/heads/master").to_owned();
                 self.repo.reference(&refname, at, true, "neuraphage: repaired after a damaged commit")?;
@@ -174,7 +237,8 @@ mod tests {
         conv.commit(&[Message::user_text("torn")], "two").unwrap();
         assert_eq!(conv.repair().unwrap(), None, "nothing to repair");
         // Tear the last commit's messages.json object, as a write cut by a power loss would.
-        let blob = conv.repo.head().unwrap().peel_to_tree().unwrap().get_name(MESSAGES_FILE).unwrap().id().to_string();
+        let tree = conv.repo.head().unwrap().peel_to_tree().unwrap();
+        let blob = tree.get_path(Path::new("messages/0000/000000.json")).unwrap().id().to_string();
         let object = dir.path().join(".git/objects").join(&blob[..2]).join(&blob[2..]);
         std::fs::set_permissions(&object, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         std::fs::write(&object, b"torn").unwrap();
@@ -183,6 +247,80 @@ mod tests {
         assert!(report.contains("moved back 1 commit"), "{report}");
         assert_eq!(conv.messages().unwrap(), good);
         conv.commit(&[Message::user_text("after")], "three").unwrap();
+    }
+
+    #[test]
+    fn a_commit_of_the_old_layout_is_read_and_the_next_commit_uses_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = Conversation::open(dir.path()).unwrap();
+        let old = vec![Message::user_text("from before"), Message::user_text("the change")];
+        // A commit as the supervisor made them before: the whole conversation in messages.json.
+        let blob = conv.repo.blob(&serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+        let mut root = conv.repo.treebuilder(None).unwrap();
+        root.insert(MESSAGES_FILE, blob, 0o100644).unwrap();
+        let tree = conv.repo.find_tree(root.write().unwrap()).unwrap();
+        let sig = Signature::now("t", "t@localhost").unwrap();
+        conv.repo
+            .commit(Some("HEAD"), &sig, &sig, "request_sent #1\n\n{\"kind\":\"request_sent\"}\n", &tree, &[])
+            .unwrap();
+        assert_eq!(conv.messages().unwrap(), old);
+        assert_eq!(conv.repair().unwrap(), None);
+        let mut more = old.clone();
+        more.push(Message::user_text("resumed"));
+        conv.commit(&more, "two").unwrap();
+        assert_eq!(conv.messages().unwrap(), more);
+        let tree = conv.repo.head().unwrap().peel_to_tree().unwrap();
+        assert!(tree.get_name(MESSAGES_FILE).is_none() && tree.get_name(MESSAGES_DIR).is_some());
+    }
+
+    #[test]
+    fn a_checkpoint_writes_only_the_new_message_and_its_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = Conversation::open(dir.path()).unwrap();
+        // Over a bucket's worth, so that a full bucket is shared too.
+        let mut messages: Vec<Message> = (0..BUCKET + 5).map(|i| Message::user_text(format!("m{i}"))).collect();
+        conv.commit(&messages, "one").unwrap();
+        let count = |conv: &Conversation| {
+            let mut n = 0;
+            conv.repo
+                .odb()
+                .unwrap()
+                .foreach(|_| {
+                    n += 1;
+                    true
+                })
+                .unwrap();
+            n
+        };
+        let before = count(&conv);
+        messages.push(Message::user_text("new"));
+        conv.commit(&messages, "two").unwrap();
+        // The new message's blob, its bucket, the messages folder, the root tree and the commit.
+        assert_eq!(count(&conv) - before, 5);
+        assert_eq!(conv.messages().unwrap(), messages);
+        // A conversation that was rewritten (not only appended to) is stored as it is.
+        messages.remove(0);
+        conv.commit(&messages, "three").unwrap();
+        assert_eq!(conv.messages().unwrap(), messages);
+    }
+
+    #[test]
+    fn a_tree_with_a_gap_in_its_messages_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = Conversation::open(dir.path()).unwrap();
+        conv.commit(&[Message::user_text("a"), Message::user_text("b")], "one").unwrap();
+        let head = conv.repo.head().unwrap().peel_to_tree().unwrap();
+        let messages = conv.repo.find_tree(head.get_name(MESSAGES_DIR).unwrap().id()).unwrap();
+        let bucket = conv.repo.find_tree(messages.get_name("0000").unwrap().id()).unwrap();
+        let mut gap = conv.repo.treebuilder(Some(&bucket)).unwrap();
+        gap.remove("000000.json").unwrap();
+        let mut dir_b = conv.repo.treebuilder(Some(&messages)).unwrap();
+        dir_b.insert("0000", gap.write().unwrap(), 0o040000).unwrap();
+        let mut root = conv.repo.treebuilder(Some(&head)).unwrap();
+        root.insert(MESSAGES_DIR, dir_b.write().unwrap(), 0o040000).unwrap();
+        let tree = conv.repo.find_tree(root.write().unwrap()).unwrap();
+        let err = conv.messages_of(&tree).unwrap_err();
+        assert!(err.message().contains("000001.json where messages/0000/000000.json"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::broker_link::LockQuery;
 use crate::config::Config;
 use crate::cost::PriceTable;
 use crate::error::{Result, SupervisorError};
+use crate::event_caps::{Admission, EventCaps};
 use crate::store::Store;
 use crate::store::tasks::TaskDraft;
 use crate::workers::WorkerRegistry;
@@ -46,6 +47,8 @@ const MAX_PROFILE_NAME: usize = 64;
 #[derive(Debug)]
 pub struct Daemon {
     store: Mutex<Store>,
+    /// Per-task caps on events a task can cause in volume.
+    event_caps: EventCaps,
     paths: Paths,
     config: Config,
     /// Running tasks, and the scheduler's wake-up.
@@ -69,6 +72,7 @@ impl Daemon {
         let (lock_queries, rx) = tokio::sync::mpsc::unbounded_channel();
         Daemon {
             store: Mutex::new(store),
+            event_caps: EventCaps::default(),
             paths,
             prices: config.price_table(),
             config,
@@ -141,11 +145,27 @@ impl Daemon {
         }
     }
 
-    /// Append an event; a failure is logged.
+    /// Append an event, within the task's cap for its kind ([`crate::event_caps`]); a failure is logged.
     pub fn record(&self, id: &TaskId, kind: EventKind) {
-        if let Err(e) = self.store().and_then(|mut s| s.record(id, kind)) {
-            tracing::error!(task = %id, error = %e, "cannot record an event");
+        let admission = self.event_caps.admit(id, &kind, || self.store().and_then(|s| s.count_events(id, kind.name())));
+        let capped = match admission {
+            Admission::Record => None,
+            Admission::RecordLast { cap } => Some(EventKind::EventsCapped { capped: kind.name().to_owned(), cap }),
+            Admission::Drop => {
+                tracing::info!(task = %id, event = ?kind, "over the task's cap on events of this kind: only logged");
+                return;
+            }
+        };
+        for kind in std::iter::once(kind).chain(capped) {
+            if let Err(e) = self.store().and_then(|mut s| s.record(id, kind)) {
+                tracing::error!(task = %id, error = %e, "cannot record an event");
+            }
         }
+    }
+
+    /// Forget the in-memory event counts of a task whose session ended (the next one counts from the store).
+    pub fn forget_event_counts(&self, id: &TaskId) {
+        self.event_caps.forget(id);
     }
 
     /// Persist a checkpoint whose conversation is committed at `commit`.

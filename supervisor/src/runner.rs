@@ -106,6 +106,8 @@ enum Ending {
     Lost(String),
     /// The task's sandbox cannot be made or enforced: it fails without a retry of its own.
     Refused(String),
+    /// The task is over its disk bound or the home's reserve ([`crate::disk`]): it is paused, with the reason.
+    Paused(String),
 }
 
 /// Run `task` to its end. Never panics; every failure ends as the task's status.
@@ -294,9 +296,16 @@ async fn worker_session(
 
     let stream = UnixStream::from_std(sup_ours).map_err(|e| e.to_string())?;
     let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);
-    let ending =
-        converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cgroup, cancel, shutdown)
-            .await;
+    let disk = crate::disk::watch(
+        daemon.paths().home.clone(),
+        dirs.root.clone(),
+        plan.limits.disk_mb,
+        daemon.config().disk_reserve,
+    );
+    let ending = tokio::select! {
+        ending = converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cgroup, cancel, shutdown) => ending,
+        why = disk => Ending::Paused(why),
+    };
 
     // The worker has ended the task, or must stop now.
     let stopped = if matches!(ending, Ending::Ended(_)) {
@@ -434,16 +443,21 @@ async fn converse(
         messages: resume.0,
         last_seq: resume.1,
         resume_point: resume.2,
+        heartbeat_ms: crate::stuck::heartbeat_every().as_millis() as u64,
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
     }
     daemon.transition(&task.id, TaskStatus::Running { phase: RunningPhase::AssemblingContext });
+    let stuck_after = crate::stuck::stuck_after();
     loop {
         let received = tokio::select! {
             _ = cancel.cancelled() => return Ending::Cancelled,
             _ = shutdown.cancelled() => return Ending::Interrupted,
-            received = link.recv() => received,
+            received = tokio::time::timeout(stuck_after, link.recv()) => match received {
+                Ok(received) => received,
+                Err(_) => return Ending::Lost(crate::stuck::reason(stuck_after)),
+            },
         };
         match received {
             Ok(Some(WorkerToSupervisor::Checkpoint(cp))) => {
@@ -483,6 +497,7 @@ async fn converse(
             }
             Ok(Some(WorkerToSupervisor::Stream { delta })) => tracing::trace!(?delta, "stream"),
             Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
+            Ok(Some(WorkerToSupervisor::Heartbeat)) => {}
             Ok(None) => return Ending::Lost("the worker closed its link before the task ended".into()),
             Err(e) => return Ending::Lost(format!("worker link: {e}")),
         }
@@ -523,7 +538,13 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
         Ending::Interrupted => TaskStatus::Queued,
         Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },
         Ending::Refused(why) => TaskStatus::Failed { error: why, recoverable: true },
+        Ending::Paused(reason) => {
+            tracing::warn!(%reason, "task paused");
+            daemon.record(&task.id, EventKind::PausedBySupervisor { reason });
+            TaskStatus::Paused
+        }
     };
+    daemon.forget_event_counts(&task.id);
     tracing::info!(status = %status.state(), "task ended");
     daemon.transition(&task.id, status);
 }

@@ -65,8 +65,7 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     let id = ended["id"].as_str().unwrap();
     // The attack did run: its writes into the private repository were refused (it is read-only to the task), while
     // the control's write into the worktree, and the rewritten `.git` there, landed.
-    let log =
-        std::fs::read_to_string(home.paths.home.join("tasks").join(id).join("conversation/messages.json")).unwrap();
+    let log = home.json(&["task", "log", id, "--json"]).to_string();
     assert!(log.contains("finished") && log.contains("Permission denied"), "{log}");
     let r = git2::Repository::open(&repo).unwrap();
     let branch = format!("neuraphage/{id}");

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
 use neuraphage_ipc::worker::{
-    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, MAX_WORKER_FRAME, SandboxReport, SupervisorToWorker,
-    TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
+    BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, DEFAULT_HEARTBEAT_MS, MAX_WORKER_FRAME, SandboxReport,
+    SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
@@ -24,10 +24,25 @@ const RELINK_WAIT: Duration = Duration::from_secs(120);
 /// Most tokens asked for per model turn.
 const MAX_TOKENS: u32 = 8192;
 
+/// Most tool calls run from one model turn; the calls past it get an error result saying so, without running (a
+/// model steered by what a task wrote must not grow the conversation and the store without bound in one turn).
+pub const MAX_TOOL_CALLS_PER_TURN: usize = 64;
+
+/// The result of a tool call past [`MAX_TOOL_CALLS_PER_TURN`].
+fn refused_call(id: String, name: &str) -> ContentBlock {
+    let content = format!(
+        "This {name} call was not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls of one turn are run. \
+         Make fewer calls per turn."
+    );
+    ContentBlock::ToolResult { tool_use_id: id, content, is_error: true }
+}
+
 #[path = "agent_locks.rs"]
 mod locks;
 
-type SupervisorLink = Link<UnixStream, SupervisorToWorker, WorkerToSupervisor>;
+#[path = "heartbeat.rs"]
+mod heartbeat;
+use heartbeat::SupervisorLink;
 type BrokerLink = Link<UnixStream, BrokerToWorker, WorkerToBroker>;
 
 /// Why the loop stopped early.
@@ -58,7 +73,8 @@ pub async fn run(
     folders: TaskFolders,
     sandbox: SandboxReport,
 ) -> anyhow::Result<()> {
-    let mut supervisor: SupervisorLink = Link::new(UnixStream::from_std(supervisor)?, MAX_WORKER_FRAME);
+    let mut supervisor: Link<UnixStream, SupervisorToWorker, WorkerToSupervisor> =
+        Link::new(UnixStream::from_std(supervisor)?, MAX_WORKER_FRAME);
     supervisor.connect_handshake(Role::Worker).await.context("supervisor link")?;
     let refused = sandbox.refused.clone();
     supervisor.send(&WorkerToSupervisor::Sandbox(sandbox)).await.context("supervisor link")?;
@@ -70,6 +86,11 @@ pub async fn run(
         SupervisorToWorker::Cancel { .. } => return Ok(()),
         other => bail!("expected Start from the supervisor, got {other:?}"),
     };
+    let heartbeat = match start.heartbeat_ms {
+        0 => DEFAULT_HEARTBEAT_MS,
+        ms => ms,
+    };
+    let supervisor = SupervisorLink::new(supervisor, Duration::from_millis(heartbeat));
     let mut broker: BrokerLink = Link::new(UnixStream::from_std(broker)?, MAX_WORKER_FRAME);
     // A broker that died before it took this link is replaced, and the link with it: the first model call finds the
     // link broken and waits for the new one.
@@ -158,8 +179,10 @@ impl Agent {
                 }
             }
             let mut results = Vec::new();
-            for (id, name, input) in calls {
-                if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
+            for (i, (id, name, input)) in calls.into_iter().enumerate() {
+                if i >= MAX_TOOL_CALLS_PER_TURN {
+                    results.push(refused_call(id, &name));
+                } else if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
                     return Ok(Err(stop));
                 }
             }
@@ -273,8 +296,10 @@ impl Agent {
             Some(CheckpointKind::ToolStarted { tool_use_id, .. }) => Some(tool_use_id.clone()),
             _ => None,
         };
-        for (id, name, input) in calls.into_iter().filter(|(id, _, _)| !answered.contains(id)) {
-            if interrupted.as_ref() != Some(&id) || tools::is_idempotent(&name) {
+        for (i, (id, name, input)) in calls.into_iter().enumerate().filter(|(_, (id, _, _))| !answered.contains(id)) {
+            if i >= MAX_TOOL_CALLS_PER_TURN {
+                results.push(refused_call(id, &name));
+            } else if interrupted.as_ref() != Some(&id) || tools::is_idempotent(&name) {
                 if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
                     return Ok(Err(stop));
                 }
@@ -405,11 +430,11 @@ impl Agent {
     /// The test hook of `ENV_TEST_PAUSE_AFTER`: pause once per task (a marker in the task's scratch folder) after
     /// the named checkpoint, so a test can kill a process there. A release build does nothing here.
     #[cfg(not(debug_assertions))]
-    async fn test_pause(&self, _kind: &str) {}
+    async fn test_pause(&mut self, _kind: &str) {}
 
     /// The test hook of `ENV_TEST_PAUSE_AFTER` (see the release build's no-op).
     #[cfg(debug_assertions)]
-    async fn test_pause(&self, kind: &str) {
+    async fn test_pause(&mut self, kind: &str) {
         if std::env::var(neuraphage_ipc::worker::ENV_TEST_PAUSE_AFTER).ok().as_deref() != Some(kind) {
             return;
         }
@@ -418,7 +443,8 @@ impl Agent {
             return;
         }
         tracing::warn!(kind, "test hook: pausing after this checkpoint");
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        // Heartbeats go on: the pause is the worker's own, not a stuck worker.
+        let _ = self.supervisor.idle(Duration::from_secs(60)).await;
     }
 
     async fn end(&mut self, outcome: TaskOutcome) -> anyhow::Result<Result<(), Stop>> {

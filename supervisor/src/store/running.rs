@@ -68,13 +68,14 @@ impl Store {
         Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
-    /// Queue a Failed task again (it resumes from its conversation); any other state is refused.
+    /// Queue a Failed, WaitingForUser or Paused task again (it resumes from its conversation); any other state is
+    /// refused.
     pub fn retry(&mut self, id: &TaskId) -> Result<Task> {
         let task = self.task(id)?;
-        if !matches!(task.status.state(), TaskState::Failed | TaskState::WaitingForUser) {
+        if !matches!(task.status.state(), TaskState::Failed | TaskState::WaitingForUser | TaskState::Paused) {
             return Err(crate::error::SupervisorError::refused(
                 neuraphage_ipc::ErrorCode::Conflict,
-                format!("{id} is {}; only a Failed task (or one WaitingForUser) can be retried", task.status.state()),
+                format!("{id} is {}; only a Failed, WaitingForUser or Paused task can be retried", task.status.state()),
             ));
         }
         let tx = self.conn.transaction()?;
@@ -150,6 +151,16 @@ impl Store {
         append_event(&tx, id, &kind)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// How many events of `kind` (as stored, [`EventKind::name`]) the task has.
+    pub fn count_events(&self, id: &TaskId, kind: &str) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM events WHERE task = ?1 AND kind = ?2",
+            params![id.as_str(), kind],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
     }
 
     /// Persist an acknowledged checkpoint (its conversation is already committed at `commit`), its event, and the
