@@ -174,9 +174,9 @@ fn event_text(e: &TaskEvent) -> String {
             )
         }
         EventKind::EventsCapped { capped, cap } => {
-            format!("{} events reached the task's cap of {cap}; later ones are only logged", clean(capped))
+            format!("{} events reached the task's cap of {cap}; later ones are only logged", visible(capped))
         }
-        EventKind::PausedBySupervisor { reason } => format!("paused: {}", clean(reason)),
+        EventKind::PausedBySupervisor { reason } => format!("paused: {}", visible(reason)),
     }
 }
 
