@@ -3,6 +3,7 @@
 mod attacks;
 mod attacks_net;
 mod checkpoints;
+mod clean_output;
 mod cost;
 mod crash;
 mod daemon;

@@ -166,3 +166,50 @@ fn the_networked_profile_sends_its_hosts_through_the_proxy_and_refuses_others_an
     let n = udp.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"ping\n");
 }
+
+#[test]
+fn the_proxy_checks_the_tls_server_name_and_the_host_header_against_the_listed_host() {
+    let (port, hits) = allowed_host();
+    let mut home = TestHome::new();
+    let networked =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sandbox-profiles/profiles/networked.toml"))
+            .unwrap();
+    let filesystem = networked.split("[network]").next().unwrap();
+    let profile = format!("{filesystem}[network]\nhosts = [\"localhost:{port}\"]\n");
+    // Each line: the attack (another name than the listed host's), then its control (the listed name), through the
+    // task's proxy. The allowed host speaks plain HTTP, so a TLS hello that gets through fails there: a hit.
+    let command = format!(
+        "echo proxy=$HTTPS_PROXY; \
+         curl -sS -m 10 -k https://evil.example:{port}/ --connect-to evil.example:{port}:localhost:{port} >/dev/null 2>&1; \
+         echo sni-attack-hits=done; \
+         curl -sS -m 10 -k https://localhost:{port}/ >/dev/null 2>&1; echo sni-control=done; \
+         echo host-attack=$(curl -sS -m 10 -H 'Host: evil.example' http://localhost:{port}/host); \
+         echo host-control=$(curl -sS -m 10 http://localhost:{port}/host); \
+         echo tunnel-host-attack=$(curl -sS -m 10 -p -H 'Host: evil.example' http://localhost:{port}/tunnel 2>&1)"
+    );
+    let (id, out) = run_bash(&mut home, ("net", Some(profile)), command);
+    proxy_port(&out);
+    assert!(out.contains("sni-control=done"), "{out}");
+    // The attacks: nothing reached the host but the two controls (the TLS hello with the right name, the request
+    // with the right Host).
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "{out}");
+    assert!(out.contains(&format!("host-control={GREETING}")), "{out}");
+    assert!(out.contains("host-attack=neuraphage proxy:") && out.contains("Host header"), "{out}");
+    assert!(!out.contains(&format!("tunnel-host-attack={GREETING}")), "{out}");
+    let refused: Vec<String> = home.show(&id)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "proxy_decision" && e["data"]["allowed"] == false)
+        .map(|e| e["data"]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            "TLS server name \"evil.example\" is not the host the CONNECT was allowed for".to_owned(),
+            "Host header \"evil.example\" is not the host the request was allowed for".to_owned(),
+            "Host header \"evil.example\" is not the host the request was allowed for".to_owned(),
+        ],
+        "{out}"
+    );
+}
