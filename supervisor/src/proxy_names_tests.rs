@@ -117,12 +117,10 @@ fn names_match_the_listed_host_only() {
 
 #[test]
 fn request_heads_are_rebuilt_with_connection_close_and_a_known_body_length() {
-    let (rebuilt, end) = origin_request(
-        b"PUT /x HTTP/1.1\r\nHost: a.com\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nContent-Length: 3\r\n\r\nabcGET",
-    )
-    .unwrap()
-    .unwrap();
-    assert_eq!(end, 92);
+    let request: &[u8] =
+        b"PUT /x HTTP/1.1\r\nHost: a.com\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nContent-Length: 3\r\n\r\nabcGET";
+    let (rebuilt, end) = origin_request(request).unwrap().unwrap();
+    assert_eq!(&request[end..], b"abcGET");
     assert_eq!(
         rebuilt,
         Rebuilt {

@@ -246,6 +246,8 @@ async fn a_tunnel_whose_tls_server_name_is_the_host_reaches_it_whole() {
     // The hello arrives in two pieces: the proxy waits for the whole record.
     ours.write_all(&head).await.unwrap();
     ours.write_all(&hello[10..]).await.unwrap();
+    // Done sending: the tunnel's client side ends, so the upstream sees the end of the hello and closes.
+    ours.shutdown().await.unwrap();
     let mut answer = String::new();
     ours.read_to_string(&mut answer).await.unwrap();
     drop(ours);
@@ -258,14 +260,23 @@ async fn a_tunnel_whose_tls_server_name_is_the_host_reaches_it_whole() {
 
 #[tokio::test]
 async fn plain_http_in_a_tunnel_or_in_absolute_form_must_name_the_host() {
-    let rule = "localhost:8080";
+    // A tunnel is checked after the proxy connected upstream: an upstream that takes connections and says nothing.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = upstream.accept().await {
+            held.push(s);
+        }
+    });
+    let rule = format!("localhost:{port}");
     for head in [
-        "CONNECT localhost:8080 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: other.example:8080\r\n\r\n",
-        "GET http://localhost:8080/ HTTP/1.1\r\nHost: other.example\r\n\r\n",
-        "GET http://localhost:8080/ HTTP/1.1\r\n\r\n",
-        "CONNECT localhost:8080 HTTP/1.1\r\n\r\nSSH-2.0-OpenSSH_9.6\r\n\r\n",
+        format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: other.example:{port}\r\n\r\n"),
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: other.example\r\n\r\n"),
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\n\r\n"),
+        format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\nSSH-2.0-OpenSSH_9.6\r\n\r\n"),
     ] {
-        let (answer, seen) = exchange(&[rule], head.as_bytes()).await;
+        let (answer, seen) = exchange(&[&rule], head.as_bytes()).await;
         let refused = refused_for(&seen);
         assert_eq!(refused.len(), 1, "{head:?}: {answer}");
         assert!(
@@ -276,6 +287,7 @@ async fn plain_http_in_a_tunnel_or_in_absolute_form_must_name_the_host() {
         );
         assert!(!answer.contains("200 OK"), "{answer}");
     }
+    held.abort();
 }
 
 #[tokio::test]
