@@ -11,6 +11,8 @@
 //! - the invisible U+200B–U+200F (zero-width space, joiners, LRM/RLM), the line and paragraph separators
 //!   U+2028–U+2029 and the byte-order mark U+FEFF.
 //!
+//! `--json` output goes through [`json_safe`]: the same JSON value, with those characters as `\uXXXX` escapes.
+//!
 //! Everything else is printed as it is (other scripts, emoji). The escaped form cannot contain a character it
 //! escapes, so escaping twice only adds backslashes' worth of text and never lets one through.
 
@@ -51,6 +53,21 @@ pub fn visible_lines(text: &str) -> String {
     escape(text, true)
 }
 
+/// JSON text (`--json`) with the characters above that are not C0 written as `\uXXXX` escapes: the same document
+/// to a JSON reader, harmless on a terminal. serde already escapes C0 controls inside strings; a raw C0 left in
+/// the text is the layout's own newline, and the others only occur inside strings, where an escape means the same.
+pub fn json_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if hidden(c) && c > '\u{1f}' {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use pretty_assertions::assert_eq;
@@ -78,6 +95,15 @@ mod tests {
             visible("admin\u{202e}txt.exe\u{202c} \u{2066}x\u{2069} \u{200b}\u{200d}\u{feff}\u{2028}\u{61c}"),
             "admin\\u{202e}txt.exe\\u{202c} \\u{2066}x\\u{2069} \\u{200b}\\u{200d}\\u{feff}\\u{2028}\\u{61c}"
         );
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_its_raw_controls() {
+        let value = serde_json::json!({ "name": "a\u{1b}[2J\u{9b}\u{202e}\u{7f}b\n" });
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        let safe = json_safe(&pretty);
+        assert_eq!(safe, "{\n  \"name\": \"a\\u001b[2J\\u009b\\u202e\\u007fb\\n\"\n}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), value);
     }
 
     #[test]

@@ -24,9 +24,9 @@ pub fn out(text: &str) -> Result<(), CliError> {
     }
 }
 
-/// Pretty JSON on stdout, one document.
+/// Pretty JSON on stdout, one document, with no character a terminal would act on ([`crate::escape::json_safe`]).
 pub fn json<T: Serialize>(value: &T) -> Result<(), CliError> {
-    out(&format!("{}\n", serde_json::to_string_pretty(value)?))
+    out(&format!("{}\n", crate::escape::json_safe(&serde_json::to_string_pretty(value)?)))
 }
 
 /// A short age like `5s`, `3m`, `2h`, `4d`.

@@ -13,7 +13,8 @@
 //! - [`broker_link`]: spawning the broker and handing it worker links; [`spawn`]: children with inherited fds.
 //! - [`server`]: the control socket: peer checks, handshake, bounded connections, timeouts, shutdown.
 //! - [`proxy`]: a task's HTTP CONNECT proxy, which lets it reach the hosts its profile lists and nothing else;
-//!   [`proxy_bridge`]: the unix sockets that lead from a task's network namespace to its proxy's port.
+//!   [`proxy_names`]: its checks that a TLS server name or `Host` header names the host a connection was let
+//!   through for; [`proxy_bridge`]: the unix sockets that lead from a task's network namespace to its proxy's port.
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -34,6 +35,7 @@ pub mod notify;
 pub mod private_repo;
 pub mod proxy;
 pub mod proxy_bridge;
+pub mod proxy_names;
 pub mod requests;
 pub mod runner;
 pub mod server;

@@ -9,6 +9,10 @@
 //! reached gets 502. Each answer has a one-line reason. Bounded: the request head is at most [`MAX_HEAD`] bytes and
 //! must arrive within [`HEAD_TIMEOUT`]; at most [`MAX_CONNECTIONS`] connections at once per task.
 //!
+//! What follows a decision must stay about the listed host ([`crate::proxy_names`]): a tunnel's TLS server name, or
+//! the `Host` header of a plain request (in absolute form or inside a tunnel), names it, else the connection is
+//! closed and the refusal recorded; a plain request is forwarded with `Connection: close`, one per connection.
+//!
 //! Limits: Landlock rules name ports, not addresses, so the task may also open TCP connections to the proxy's port
 //! number on other addresses. A listed name is resolved here, outside the sandbox, and connected to whatever it
 //! resolves to (the hosts of a profile are trusted to be what they say).
@@ -18,6 +22,8 @@ use std::time::Duration;
 
 use neuraphage_ipc::EventKind;
 use neuraphage_sandbox_profiles::hosts::HostRule;
+
+use crate::proxy_names::{self, Opening, Rebuilt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -143,7 +149,7 @@ struct Request {
     host: String,
     port: u16,
     /// `None` for CONNECT; for plain HTTP, the head to send upstream (origin form, without proxy headers).
-    forward: Option<Vec<u8>>,
+    forward: Option<Rebuilt>,
     /// Bytes after the head the client already sent.
     rest_at: usize,
 }
@@ -160,7 +166,7 @@ async fn serve<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, serving: &Servi
         Err(_) => return answer(&mut client, 408, "the request head did not arrive in time").await,
     };
     let Request { host, port, forward, rest_at } = request;
-    let Some(rule) = serving.rules.iter().find(|r| r.allows(&host, port)) else {
+    let Some(rule) = serving.rules.iter().find(|r| r.allows(&host, port)).cloned() else {
         let reason = if serving.rules.iter().any(|r| r.names(&host)) {
             "port not allowed for this host by the task's profile"
         } else {
@@ -169,6 +175,12 @@ async fn serve<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, serving: &Servi
         serving.decide(&host, port, false, reason);
         return answer(&mut client, 403, &format!("{host}:{port}: {reason}")).await;
     };
+    if let Some(refusal) =
+        forward.as_ref().and_then(|f| proxy_names::host_header_refusal(&rule, f.host_header.as_deref()))
+    {
+        serving.decide(&host, port, false, &refusal);
+        return answer(&mut client, 403, &format!("{host}:{port}: {refusal}")).await;
+    }
     serving.decide(&host, port, true, "listed in the task's profile");
     // The name as the profile lists it (lowercase, no trailing dot), resolved here, outside the sandbox.
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((rule.host.as_str(), port))).await;
@@ -177,13 +189,30 @@ async fn serve<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, serving: &Servi
         Ok(Err(e)) => return answer(&mut client, 502, &format!("cannot connect to {host}:{port}: {e}")).await,
         Err(_) => return answer(&mut client, 504, &format!("cannot connect to {host}:{port}: timed out")).await,
     };
-    let sent = async {
-        match &forward {
-            None => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?,
-            Some(head) => upstream.write_all(head).await?,
+    let opening = match forward {
+        Some(rebuilt) => Opening::one_request(rebuilt, &buf[rest_at..]),
+        None => {
+            if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+                return;
+            }
+            let first = buf[rest_at..].to_vec();
+            let opened = tokio::time::timeout(HEAD_TIMEOUT, proxy_names::open_tunnel(&mut client, first, &rule, &host));
+            match opened.await.unwrap_or_else(|_| Err("the tunnel's first bytes did not arrive in time".into())) {
+                Ok(opening) => opening,
+                Err(refusal) => {
+                    serving.decide(&host, port, false, &refusal);
+                    let _ = client.shutdown().await;
+                    return;
+                }
+            }
         }
-        upstream.write_all(&buf[rest_at..]).await?;
-        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    };
+    let sent = async {
+        upstream.write_all(&opening.send).await?;
+        match opening.body_left {
+            None => tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(|_| ()),
+            Some(n) => proxy_names::relay_one_request(&mut client, &mut upstream, n).await,
+        }
     };
     if let Err(e) = sent.await {
         tracing::debug!(host, port, error = %e, "proxy connection ended");
@@ -241,18 +270,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Request>, Refusal> {
         return Err(bad(format!("{target:?}: user info in a proxy request is not supported")));
     }
     let (host, port) = authority(auth, Some(80)).ok_or_else(|| bad(format!("{target:?}: no host")))?;
-    let mut head = format!("{method} {path} HTTP/1.{}\r\n", req.version.unwrap_or(1)).into_bytes();
-    for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        if name == "proxy-connection" || name == "proxy-authorization" {
-            continue;
-        }
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
+    let line = format!("{method} {path} HTTP/1.{}", req.version.unwrap_or(1));
+    let head = proxy_names::rebuild(&line, req.headers).map_err(bad)?;
     Ok(Some(Request { host, port, forward: Some(head), rest_at }))
 }
 

@@ -4,6 +4,7 @@ mod attacks;
 mod attacks_net;
 mod attacks_ns;
 mod checkpoints;
+mod clean_output;
 mod cost;
 mod crash;
 mod daemon;

@@ -40,6 +40,15 @@ fn allowed_host() -> (u16, Arc<AtomicUsize>) {
     (port, hits)
 }
 
+/// The networked profile's filesystem, with `localhost:port` as its only host.
+fn listed_localhost(port: u16) -> String {
+    let networked =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sandbox-profiles/profiles/networked.toml"))
+            .unwrap();
+    let filesystem = networked.split("[network]").next().unwrap();
+    format!("{filesystem}[network]\nhosts = [\"localhost:{port}\"]\n")
+}
+
 /// Run one task with `profile` (written as a user profile first, if its text is given) whose only tool call is
 /// `command`; the task's id and the Bash output.
 fn run_bash(home: &mut TestHome, profile: (&str, Option<String>), command: String) -> (String, String) {
@@ -81,11 +90,7 @@ fn proxy_port(output: &str) -> u16 {
 fn through_its_proxy_a_task_reaches_its_listed_host_and_nothing_else() {
     let (port, hits) = allowed_host();
     let mut home = TestHome::new();
-    let networked =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sandbox-profiles/profiles/networked.toml"))
-            .unwrap();
-    let filesystem = networked.split("[network]").next().unwrap();
-    let profile = format!("{filesystem}[network]\nhosts = [\"localhost:{port}\"]\n");
+    let profile = listed_localhost(port);
     let direct = |prefix: &str| {
         format!(
             "curl -sS --noproxy '*' -m 5 http://127.0.0.1:{port}/direct >/dev/null 2>&1 && echo {prefix}curl=allowed || echo {prefix}curl=refused; \
@@ -165,4 +170,69 @@ fn the_networked_profile_sends_its_hosts_through_the_proxy_and_refuses_others_an
     let mut buf = [0u8; 16];
     let n = udp.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"ping\n");
+}
+
+#[test]
+fn the_proxy_checks_the_tls_server_name_and_the_host_header_against_the_listed_host() {
+    // The proxy connects to a listed host before it reads the tunnel's first bytes: count connections that
+    // carried a byte (each on its own thread: a TLS hello never ends its head).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+                    if head.is_empty() {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    head.push(byte[0]);
+                }
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{GREETING}", GREETING.len());
+                let _ = conn.write_all(reply.as_bytes());
+            });
+        }
+    });
+    let mut home = TestHome::new();
+    let profile = listed_localhost(port);
+    // Each line: the attack (another name than the listed host's), then its control (the listed name), through the
+    // task's proxy. The allowed host speaks plain HTTP, so a TLS hello that gets through fails there: a hit.
+    let command = format!(
+        "echo proxy=$HTTPS_PROXY; \
+         curl -sS -m 10 -k https://evil.example:{port}/ --connect-to evil.example:{port}:localhost:{port} >/dev/null 2>&1; \
+         echo sni-attack-hits=done; \
+         curl -sS -m 3 -k https://localhost:{port}/ >/dev/null 2>&1; echo sni-control=done; \
+         echo host-attack=$(curl -sS -m 10 -H 'Host: evil.example' http://localhost:{port}/host); \
+         echo host-control=$(curl -sS -m 10 http://localhost:{port}/host); \
+         echo tunnel-host-attack=$(curl -sS -m 10 -p -H 'Host: evil.example' http://localhost:{port}/tunnel 2>&1)"
+    );
+    let (id, out) = run_bash(&mut home, ("net", Some(profile)), command);
+    proxy_port(&out);
+    assert!(out.contains("sni-control=done"), "{out}");
+    // The attacks: nothing reached the host but the two controls (the TLS hello with the right name, the request
+    // with the right Host).
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "{out}");
+    assert!(out.contains(&format!("host-control={GREETING}")), "{out}");
+    assert!(out.contains("host-attack=neuraphage proxy:") && out.contains("Host header"), "{out}");
+    assert!(!out.contains(&format!("tunnel-host-attack={GREETING}")), "{out}");
+    let refused: Vec<String> = home.show(&id)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "proxy_decision" && e["data"]["allowed"] == false)
+        .map(|e| e["data"]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            "TLS server name \"evil.example\" is not the host the CONNECT was allowed for".to_owned(),
+            "Host header \"evil.example\" is not the host the request was allowed for".to_owned(),
+            "Host header \"evil.example\" is not the host the request was allowed for".to_owned(),
+        ],
+        "{out}"
+    );
 }
