@@ -58,7 +58,7 @@ fn measure(tasks: usize) {
     // Each worker runs inside the bubblewrap the supervisor started: it is pid 2 of that sandbox's pid namespace.
     let workers: Vec<u32> = children_named(supervisor, "bwrap")
         .into_iter()
-        .filter_map(|b| neuraphage_tests::task_pid_namespace(b))
+        .filter_map(neuraphage_tests::task_pid_namespace)
         .filter_map(|ns| neuraphage_tests::pids_in_namespace(&ns).into_iter().find(|(_, inner)| *inner == 2))
         .map(|(host, _)| host)
         .chain(children_named(supervisor, "neuraphage-work"))
