@@ -55,7 +55,14 @@ fn measure(tasks: usize) {
 
     // Memory while every worker waits on the model.
     let broker = children_named(supervisor, "neuraphage-brok");
-    let workers = children_named(supervisor, "neuraphage-work");
+    // Each worker runs inside the bubblewrap the supervisor started: it is pid 2 of that sandbox's pid namespace.
+    let workers: Vec<u32> = children_named(supervisor, "bwrap")
+        .into_iter()
+        .filter_map(neuraphage_tests::task_pid_namespace)
+        .filter_map(|ns| neuraphage_tests::pids_in_namespace(&ns).into_iter().find(|(_, inner)| *inner == 2))
+        .map(|(host, _)| host)
+        .chain(children_named(supervisor, "neuraphage-work"))
+        .collect();
     let kib = |pid: u32| rss_kib(pid).unwrap_or(0);
     let worker_rss: Vec<u64> = workers.iter().map(|p| kib(*p)).collect();
     let avg = worker_rss.iter().sum::<u64>() / worker_rss.len().max(1) as u64;

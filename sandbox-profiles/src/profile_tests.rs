@@ -141,3 +141,28 @@ fn a_plan_resolves_placeholders_adds_the_tasks_own_folders_and_skips_missing_pat
     let json = serde_json::to_string(&plan).unwrap();
     assert_eq!(serde_json::from_str::<crate::plan::SandboxPlan>(&json).unwrap(), plan);
 }
+
+#[test]
+fn the_shipped_profiles_require_namespaces_and_a_profile_without_the_table_uses_them_where_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ctx(dir.path());
+    let folders = TaskFolders {
+        workdir: dir.path().to_path_buf(),
+        tmp: dir.path().to_path_buf(),
+        outputs: dir.path().to_path_buf(),
+        git_dir: None,
+        git_admin_dir: None,
+    };
+    for (name, _) in SHIPPED {
+        let plan = load(name, &c).unwrap().plan(&folders, &c).unwrap();
+        assert!(plan.namespaces.enabled && plan.namespaces.required, "{name}: {:?}", plan.namespaces);
+    }
+    let plain = Profile::parse("p", "p.toml", "", &c).unwrap().plan(&folders, &c).unwrap();
+    assert!(plain.namespaces.enabled && !plain.namespaces.required, "{:?}", plain.namespaces);
+    let off = Profile::parse("p", "p.toml", "[namespaces]\nenabled = false\n", &c).unwrap().plan(&folders, &c).unwrap();
+    assert!(!off.namespaces.enabled);
+    let e = refused("[namespaces]\nenabled = false\nrequired = true\n");
+    assert!(e.reason.contains("required"), "{e}");
+    let e = refused("[namespaces]\nuid = 1000\n");
+    assert_eq!(e.line, Some(2), "{e}");
+}

@@ -66,7 +66,10 @@ fn kill_any_process_at_any_moment_and_nothing_acknowledged_is_lost() {
         let victim = ["worker", "broker", "supervisor", "all"][rng.next(4) as usize];
         match victim {
             "worker" => {
-                let workers = children_named(supervisor, "neuraphage-work");
+                // A worker is the bubblewrap the supervisor started (its whole sandbox dies with it); without
+                // namespaces, the worker itself.
+                let mut workers = children_named(supervisor, "bwrap");
+                workers.extend(children_named(supervisor, "neuraphage-work"));
                 if let Some(pid) = workers.get(rng.next(workers.len().max(1) as u64) as usize) {
                     sigkill(*pid);
                     *kills.entry(victim).or_default() += 1;
@@ -82,6 +85,7 @@ fn kill_any_process_at_any_moment_and_nothing_acknowledged_is_lost() {
                 let mut all = vec![supervisor];
                 if victim == "all" {
                     all.extend(children_named(supervisor, "neuraphage-"));
+                    all.extend(children_named(supervisor, "bwrap"));
                 }
                 for pid in all {
                     sigkill(pid);

@@ -16,6 +16,7 @@ pub fn run(plan: &SandboxPlan, workdir: &Path, outside: &Path, outer: &crate::ou
         None => plan.apply(),
     };
     let apply_us = started.elapsed().as_micros() as u64;
+    let sandboxed_at_ns = monotonic_ns();
     let report = match applied {
         Ok(report) => report,
         Err(e) => {
@@ -100,9 +101,23 @@ pub fn run(plan: &SandboxPlan, workdir: &Path, outside: &Path, outer: &crate::ou
         "profile": plan.profile,
         "kernel_landlock_abi": report.kernel_abi,
         "apply_us": apply_us,
+        "sandboxed_at_ns": sandboxed_at_ns,
         "refused": null,
         "reported": outer.enforced.iter().chain(&report.enforced).collect::<Vec<_>>(),
         "missing": outer.missing.iter().chain(&report.missing).collect::<Vec<_>>(),
         "layers": layers,
     })
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: one clock for every process of the machine (bubblewrap makes no time
+/// namespace), so a bench can subtract the moment it spawned the worker.
+fn monotonic_ns() -> u64 {
+    let mut ts = nix::libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    #[allow(unsafe_code)]
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    let rc = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }

@@ -153,3 +153,21 @@ pub fn probe(outer: &Outer) -> serde_json::Value {
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_the_namespaces_the_plan_loses_its_unix_sockets_and_bridges() {
+        let mut plan = SandboxPlan::default();
+        plan.seccomp.unix_stream_sockets = true;
+        plan.namespaces.bridges.push(namespaces::Bridge { port: 1, socket: "/s".into() });
+        let inside = Outer { inside: true, ..Outer::default() };
+        let mut kept = plan.clone();
+        inside.adjust(&mut kept);
+        assert_eq!(kept, plan);
+        Outer::default().adjust(&mut plan);
+        assert!(!plan.seccomp.unix_stream_sockets && plan.namespaces.bridges.is_empty());
+    }
+}
