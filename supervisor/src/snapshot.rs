@@ -66,6 +66,15 @@ pub fn check_path(path: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The entry whose data is being received.
+struct Pending {
+    path: Vec<u8>,
+    mode: u32,
+    /// Bytes still to come.
+    left: u64,
+    size: u64,
+}
+
 /// Read a snapshot stream into blobs and a tree of `repo`, checking everything.
 pub fn read(repo: &Repository, input: impl Read) -> Result<Snapshot, String> {
     let mut reader = SnapshotReader::new(input);
@@ -74,8 +83,8 @@ pub fn read(repo: &Repository, input: impl Read) -> Result<Snapshot, String> {
     let mut paths = HashSet::new();
     let (mut entries, mut total) = (0u64, 0u64);
     let git = |e: git2::Error| e.message().to_owned();
-    // The entry being received: path, mode, bytes still to come, and its blob.
-    let mut current: Option<(Vec<u8>, u32, u64, u64, Vec<u8>)> = None;
+    // The entry being received.
+    let mut current: Option<Pending> = None;
     let mut writer: Option<git2::BlobWriter<'_>> = None;
     loop {
         let frame = reader.next_frame().map_err(|e| format!("snapshot stream: {e}"))?;
@@ -102,21 +111,18 @@ pub fn read(repo: &Repository, input: impl Read) -> Result<Snapshot, String> {
                     return Err(format!("{} twice", String::from_utf8_lossy(&path)));
                 }
                 writer = Some(repo.blob_writer(None).map_err(git)?);
-                current = Some((path, mode, size, size, Vec::new()));
+                current = Some(Pending { path, mode, left: size, size });
             }
             SnapshotFrame::Data { bytes } => {
-                let Some((_, mode, left, _, link)) = current.as_mut() else {
+                let Some(entry) = current.as_mut() else {
                     return Err("data outside an entry".into());
                 };
-                if bytes.len() as u64 > *left {
+                if bytes.len() as u64 > entry.left {
                     return Err("more data than the entry announced".into());
                 }
-                *left -= bytes.len() as u64;
-                if *mode == MODE_SYMLINK {
-                    if bytes.contains(&0) {
-                        return Err("a symlink target with a NUL byte".into());
-                    }
-                    link.extend_from_slice(&bytes);
+                entry.left -= bytes.len() as u64;
+                if entry.mode == MODE_SYMLINK && bytes.contains(&0) {
+                    return Err("a symlink target with a NUL byte".into());
                 }
                 if let Some(w) = writer.as_mut() {
                     w.write_all(&bytes).map_err(|e| format!("writing a blob: {e}"))?;
@@ -135,7 +141,7 @@ pub fn read(repo: &Repository, input: impl Read) -> Result<Snapshot, String> {
                 return Ok(Snapshot { tree, notes });
             }
         }
-        if let Some((path, mode, 0, size, _)) = current.take_if(|c| c.2 == 0) {
+        if let Some(Pending { path, mode, size, .. }) = current.take_if(|c| c.left == 0) {
             let id = writer.take().ok_or("an entry without its blob")?.commit().map_err(git)?;
             index
                 .add(&git2::IndexEntry {

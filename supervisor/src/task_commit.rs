@@ -48,6 +48,12 @@ fn commit_seeing(
     if !dirs.worktree.is_dir() || !dirs.git.is_dir() {
         return Ok((None, Vec::new()));
     }
+    if !dirs.root.join("sandbox.json").is_file() {
+        // No worker ever ran (its sandbox was refused before the plan was written): no work, and no plan to read
+        // the worktree under.
+        tracing::warn!("no sandbox plan for the task: nothing committed");
+        return Ok((None, Vec::new()));
+    }
     let snap = snapshot(daemon, task, dirs)?;
     let commit = private_repo::commit_tree(&dirs.git, Path::new(repo), &task.id, snap.tree, message)
         .map_err(|e| e.message().to_owned())?

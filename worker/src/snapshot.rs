@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use neuraphage_ipc::snapshot::{
@@ -281,7 +281,7 @@ mod tests {
     fn a_huge_gitignore_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let mut big = b"kept.txt\n".repeat(1);
+        let mut big = b"kept.txt\n".to_vec();
         big.resize(MAX_GITIGNORE_BYTES as usize + 10, b'#');
         std::fs::write(d.join(".gitignore"), big).unwrap();
         std::fs::write(d.join("kept.txt"), "k").unwrap();
