@@ -235,6 +235,13 @@ pub fn release_ballast(home: &Path) -> bool {
     std::fs::remove_file(home.join(BALLAST)).is_ok()
 }
 
+/// At a session's start: make the reserve's ballast if there is room for it (blocking).
+pub fn prepare_reserve(home: &Path, reserve: Option<Reserve>) {
+    if let Ok(space) = space(home) {
+        keep_ballast(home, Reserve::bytes(reserve, space.total), &space);
+    }
+}
+
 /// Watch a running task's disk use until it is over its bound or the reserve; returns the reason. Never returns
 /// otherwise (the runner drops it when the session ends).
 pub async fn watch(
