@@ -104,6 +104,7 @@ fn small_disk_home() -> TestHome {
     let profiles = home.paths.home.join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(profiles.join("small-disk.toml"), small).unwrap();
+    std::fs::set_permissions(&home.paths.home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     home
 }
 
