@@ -131,7 +131,7 @@ fn walk(fd: OwnedFd, depth: usize, started: Instant, usage: &mut Usage) {
             continue;
         }
         usage.entries += 1;
-        if usage.entries > MAX_ENTRIES || (usage.entries % 1024 == 0 && started.elapsed() > MAX_WALK) {
+        if usage.entries > MAX_ENTRIES || (usage.entries.is_multiple_of(1024) && started.elapsed() > MAX_WALK) {
             usage.complete = false;
             return;
         }
