@@ -27,7 +27,7 @@ fn tool_output(n: usize) -> String {
         state ^= state << 17;
         out.push_str(words[(state % words.len() as u64) as usize]);
         out.push_str(&format!("{:x}", state % 4096));
-        out.push(if state % 9 == 0 { '\n' } else { ' ' });
+        out.push(if state.is_multiple_of(9) { '\n' } else { ' ' });
     }
     out
 }

@@ -11,10 +11,10 @@
 //! symlink or a folder swapped mid-walk never leads the walk outside the task's folder. It is bounded in entries,
 //! depth and time; a walk cut short counts what it saw (a lower bound).
 //!
-//! The reserve is kept as a ballast file, `disk-reserve.ballast` in the home, of the reserve's size: a task that
-//! fills the filesystem faster than the watch sees it still leaves that much, which the supervisor frees when it
-//! pauses tasks for the reserve, so that the store (and `task new`) keep working; it is made again once the space is
-//! back.
+//! Part of the reserve is kept as a ballast file, `disk-reserve.ballast` in the home (the reserve's size, at most
+//! [`BALLAST_MAX`]): a task that fills the filesystem faster than the watch sees it still leaves that much, which the
+//! supervisor frees when it pauses tasks for the reserve, so that the store (and `task new`) keep working; it is made
+//! again once the space is back.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -35,6 +35,8 @@ pub const MAX_DEPTH: usize = 256;
 pub const MAX_WALK: Duration = Duration::from_secs(5);
 /// File name of the reserve's ballast in the home.
 pub const BALLAST: &str = "disk-reserve.ballast";
+/// Largest ballast: room enough for the store and the supervisor's logs to go on for a while.
+pub const BALLAST_MAX: u64 = 64 << 20;
 /// The default reserve: this share of the filesystem ...
 const DEFAULT_RESERVE_PERCENT: f64 = 5.0;
 /// ... but at most this much.
@@ -131,7 +133,7 @@ fn walk(fd: OwnedFd, depth: usize, started: Instant, usage: &mut Usage) {
             continue;
         }
         usage.entries += 1;
-        if usage.entries > MAX_ENTRIES || (usage.entries % 1024 == 0 && started.elapsed() > MAX_WALK) {
+        if usage.entries > MAX_ENTRIES || (usage.entries.is_multiple_of(1024) && started.elapsed() > MAX_WALK) {
             usage.complete = false;
             return;
         }
@@ -213,8 +215,10 @@ pub fn over(usage: Option<Usage>, limit_mb: Option<u64>, space: Option<Space>, r
     None
 }
 
-/// Keep the ballast of the reserve (see the module's doc) at `bytes` while the filesystem has room for it and more.
+/// Keep the ballast of the reserve (see the module's doc) at `bytes` (at most [`BALLAST_MAX`]) while the filesystem has
+/// room for it and more.
 pub fn keep_ballast(home: &Path, bytes: u64, space: &Space) {
+    let bytes = bytes.min(BALLAST_MAX);
     let path = home.join(BALLAST);
     let have = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
     if have >= bytes || space.available < bytes.saturating_mul(2) {
@@ -233,6 +237,13 @@ pub fn keep_ballast(home: &Path, bytes: u64, space: &Space) {
 /// Free the ballast: the filesystem is under its reserve and the supervisor needs the room.
 pub fn release_ballast(home: &Path) -> bool {
     std::fs::remove_file(home.join(BALLAST)).is_ok()
+}
+
+/// At a session's start: make the reserve's ballast if there is room for it (blocking).
+pub fn prepare_reserve(home: &Path, reserve: Option<Reserve>) {
+    if let Ok(space) = space(home) {
+        keep_ballast(home, Reserve::bytes(reserve, space.total), &space);
+    }
 }
 
 /// Watch a running task's disk use until it is over its bound or the reserve; returns the reason. Never returns

@@ -369,6 +369,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
     for d in [&dirs.root, &dirs.outputs, &dirs.tmp] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
+    crate::disk::prepare_reserve(&daemon.paths().home, daemon.config().disk_reserve);
     let conversation = Conversation::open(&dirs.conversation).map_err(|e| format!("conversation repository: {e}"))?;
     for lock in conversation.clear_stale_locks() {
         tracing::warn!(lock = %lock.display(), "removed a stale lock left by a killed supervisor");

@@ -64,8 +64,22 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     assert_eq!(ended["status"], "Completed", "{ended:#}");
     let id = ended["id"].as_str().unwrap();
     // The attack did run: its writes into the private repository were refused (it is read-only to the task), while
-    // the control's write into the worktree, and the rewritten `.git` there, landed.
-    let log = home.json(&["task", "log", id, "--json"]).to_string();
+    // the control's write into the worktree landed.
+    // (The supervisor is stopped: read the conversation's last commit, every message's blob, with git2.)
+    let conversation = git2::Repository::open(home.paths.home.join("tasks").join(id).join("conversation")).unwrap();
+    let mut log = String::new();
+    conversation
+        .head()
+        .unwrap()
+        .peel_to_tree()
+        .unwrap()
+        .walk(git2::TreeWalkMode::PreOrder, |_, e| {
+            if let Ok(blob) = e.to_object(&conversation).and_then(|o| o.peel_to_blob()) {
+                log.push_str(&String::from_utf8_lossy(blob.content()));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .unwrap();
     assert!(log.contains("finished") && log.contains("Permission denied"), "{log}");
     let r = git2::Repository::open(&repo).unwrap();
     let branch = format!("neuraphage/{id}");
