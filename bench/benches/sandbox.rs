@@ -40,7 +40,7 @@ fn spawn_to_sandboxed(home: &Path, name: &str, namespaces: bool, runs: usize) ->
         tmp: dir.path().join("tmp"),
         outputs: dir.path().join("outputs"),
         git_dir: None,
-        git_admin_dir: None,
+        worktree_gitfile: None,
     };
     let outside = dir.path().join("outside");
     for d in [&folders.workdir, &folders.tmp, &folders.outputs, &outside] {

@@ -151,7 +151,7 @@ fn the_shipped_profiles_require_namespaces_and_a_profile_without_the_table_uses_
         tmp: dir.path().to_path_buf(),
         outputs: dir.path().to_path_buf(),
         git_dir: None,
-        git_admin_dir: None,
+        worktree_gitfile: None,
     };
     for (name, _) in SHIPPED {
         let plan = load(name, &c).unwrap().plan(&folders, &c).unwrap();
