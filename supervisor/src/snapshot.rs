@@ -168,6 +168,9 @@ pub fn read(repo: &Repository, input: impl Read) -> Result<Snapshot, String> {
 pub fn take(repo: &Repository, plan_file: &Path, workdir: &Path, log: &Path) -> Result<Snapshot, String> {
     let mut plan = SandboxPlan::load(plan_file).map_err(|e| e.to_string())?;
     plan.cgroups.retain(|d| d.is_dir());
+    // A snapshot needs no network: no bridge to the task's proxy, whose socket is gone once the task's session is.
+    plan.namespaces.bridges.clear();
+    plan.seccomp.unix_stream_sockets = false;
     let snapshot_plan = plan_file.with_file_name("snapshot.json");
     plan.save(&snapshot_plan).map_err(|e| format!("{}: {e}", snapshot_plan.display()))?;
     let binary = crate::spawn::sibling_binary(crate::runner::WORKER_BIN)?;
