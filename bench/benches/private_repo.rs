@@ -26,9 +26,6 @@ fn build(dir: &Path, commits: usize, files: usize) {
             message.len()
         )
         .unwrap();
-        if c > 0 {
-            writeln!(out, "from refs/heads/master^0").unwrap();
-        }
         let changed: Vec<usize> = if c == 0 { (0..files).collect() } else { vec![c % files] };
         for f in changed {
             let data = format!("file {f}, version {c}\n{}\n", "x".repeat(200));
