@@ -176,6 +176,14 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_reserve_is_a_percentage_or_mib() {
+        assert_eq!(Config::parse("disk-reserve: 5%\n").unwrap().disk_reserve, Some(crate::disk::Reserve::Percent(5.0)));
+        assert_eq!(Config::parse("disk-reserve: 512\n").unwrap().disk_reserve, Some(crate::disk::Reserve::Mib(512)));
+        assert_eq!(Config::default().disk_reserve, None);
+        assert!(Config::parse("disk-reserve: lots\n").unwrap_err().contains("neither a percentage"));
+    }
+
+    #[test]
     fn errors_name_the_line_and_key() {
         let err = Config::parse("max-concurrent: 2\nmax-concurent: 3\n").unwrap_err();
         assert!(err.contains("max-concurent") && err.contains("line 2"), "{err}");

@@ -169,3 +169,42 @@ fn a_task_filling_the_homes_filesystem_is_paused_and_task_new_still_works() {
     home.kill9_supervisors();
     let _ = Command::new("umount").arg("-l").arg(&home.paths.home).status();
 }
+
+#[test]
+fn the_cap_on_proxy_decisions_holds_across_worker_restarts() {
+    // 6 000 refused CONNECTs, then the task kills its own worker (a new proxy comes with the new worker); then
+    // 6 000 more: 12 000 decisions against a cap of 10 000 per task.
+    let burst = "P=${HTTPS_PROXY##*:}; n=0; for i in $(seq 6000); do exec 3<>/dev/tcp/127.0.0.1/$P || continue; \
+                 printf 'CONNECT evil.invalid:443 HTTP/1.1\\r\\n\\r\\n' >&3; read -r line <&3; \
+                 case $line in *403*) n=$((n+1));; esac; exec 3>&-; done; echo refused=$n";
+    let first = format!("{burst}; kill -9 $PPID");
+    let second = burst.to_owned();
+    let model = Model::start(policy(move |r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("Bash", json!({ "command": first, "timeout": 600000 }))),
+        1 => Step::Reply(Reply::tool("Bash", json!({ "command": second, "timeout": 600000 }))),
+        _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    let networked = include_str!("../../sandbox-profiles/profiles/networked.toml");
+    let filesystem = networked.split("[network]").next().unwrap();
+    let profiles = home.paths.home.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("net.toml"), format!("{filesystem}[network]\nhosts = [\"localhost:1\"]\n")).unwrap();
+    std::fs::set_permissions(&home.paths.home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    home.start_with_model(&model);
+    let id =
+        home.json(&["task", "new", "flood the proxy", "--profile", "net", "--json"])["id"].as_str().unwrap().to_owned();
+    let ended = home.wait_ended(&[&id], Duration::from_secs(900)).remove(0);
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    // The control: the second worker's proxy refused all 6 000 (the attempts past the cap did reach a proxy).
+    let log = home.ok(&["task", "log", &id, "--json"]);
+    assert!(log.contains("refused=6000"), "{log}");
+    let count = |kind: &str| -> i64 {
+        home.open_store()
+            .query_row("SELECT count(*) FROM events WHERE task = ?1 AND kind = ?2", [&id, kind], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("worker_lost"), 1, "the task killed its worker once");
+    assert_eq!(count("proxy_decision"), 10_000);
+    assert_eq!(count("events_capped"), 1);
+}
