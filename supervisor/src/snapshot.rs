@@ -184,6 +184,8 @@ pub fn take(repo: &Repository, plan_file: &Path, workdir: &Path, log: &Path) -> 
             cmd.env(key, v);
         }
     }
+    // Stage 1 finds bubblewrap on PATH (the helper itself runs no program).
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(log);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);

@@ -63,8 +63,8 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
     let ended = run_task_with_bash(&mut home, &repo, command);
     assert_eq!(ended["status"], "Completed", "{ended:#}");
     let id = ended["id"].as_str().unwrap();
-    // The attack did run: its writes into the private repository were refused (it is read-only to the task), while
-    // the control's write into the worktree landed.
+    // The attack did run: its writes into the private repository and the .git note were refused (read-only
+    // mounts), while the control's write into the worktree landed.
     // (The supervisor is stopped: read the conversation's last commit, every message's blob, with git2.)
     let conversation = git2::Repository::open(home.paths.home.join("tasks").join(id).join("conversation")).unwrap();
     let mut log = String::new();
@@ -80,7 +80,7 @@ fn rewritten_worktree_metadata_cannot_turn_the_supervisors_git_against_the_user(
             git2::TreeWalkResult::Ok
         })
         .unwrap();
-    assert!(log.contains("finished") && log.contains("Permission denied"), "{log}");
+    assert!(log.contains("finished") && log.contains("Read-only file system"), "{log}");
     let r = git2::Repository::open(&repo).unwrap();
     let branch = format!("neuraphage/{id}");
     assert!(neuraphage_tests::file_on_branch(&repo, &branch, "control.txt").is_some(), "the control write landed");

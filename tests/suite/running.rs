@@ -379,7 +379,7 @@ fn a_failed_task_can_be_retried_and_its_dependents_follow() {
     assert_eq!(ended[1]["status"], "Blocked", "{:#}", ended[1]);
     let (code, stderr) = home.fails(&["task", "retry", &after]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("only a Failed task"), "{stderr}");
+    assert!(stderr.contains("only a Failed, WaitingForUser or Paused task can be retried"), "{stderr}");
     assert_eq!(home.json(&["task", "retry", &flaky, "--json"])["status"], "Queued");
     let ended = home.wait_ended(&[&flaky], WITHIN);
     assert_eq!(ended[0]["status"], "Completed", "{:#}", ended[0]);
