@@ -530,6 +530,9 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
     let ended = tokio::task::spawn_blocking(move || task_commit::end(&d, &t, &dirs_, &message, keep)).await;
     if let Ok(Err(e)) | Err(e) = ended.map_err(|e| e.to_string()) {
         tracing::error!(error = %e, "cannot commit the task's work");
+        // Said on the task too: a task whose work is not on its branch must not look as if it were.
+        let note = format!("the task's work could not be committed to its branch: {e}");
+        daemon.record(&task.id, EventKind::SnapshotNote { note, path: String::new() });
     }
     let status = match ending {
         Ending::Ended(TaskOutcome::Completed { summary }) => TaskStatus::Completed { summary: Some(summary) },
