@@ -9,7 +9,9 @@
 //! The walk goes by file descriptor: each folder is opened with `openat(O_NOFOLLOW | O_DIRECTORY)` relative to its
 //! parent's descriptor and each entry measured with `fstatat(AT_SYMLINK_NOFOLLOW)` (allocated blocks), so a task's
 //! symlink or a folder swapped mid-walk never leads the walk outside the task's folder. It is bounded in entries,
-//! depth and time; a walk cut short counts what it saw (a lower bound).
+//! depth and time, and a walk that cannot finish (a bound, or a folder it cannot open or list) counts as over the
+//! task's bound: the task is paused with the reason, so nothing is hidden past the bounds (a big file 300 folders
+//! down, or in a folder the task made unreadable).
 //!
 //! Part of the reserve is kept as a ballast file, `disk-reserve.ballast` in the home (the reserve's size, at most
 //! [`BALLAST_MAX`]): a task that fills the filesystem faster than the watch sees it still leaves that much, which the
@@ -94,6 +96,30 @@ impl Reserve {
     }
 }
 
+/// Why a walk of a task's folder could not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A folder deeper than [`MAX_DEPTH`].
+    Depth,
+    /// More than [`MAX_ENTRIES`] entries.
+    Entries,
+    /// Longer than [`MAX_WALK`].
+    Time,
+    /// A folder it could not open or list.
+    Unreadable,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Depth => write!(f, "folders deeper than {MAX_DEPTH} levels"),
+            Cut::Entries => write!(f, "more than {MAX_ENTRIES} entries"),
+            Cut::Time => write!(f, "it took more than {} s", MAX_WALK.as_secs()),
+            Cut::Unreadable => write!(f, "a folder it could not open or list"),
+        }
+    }
+}
+
 /// What a walk of a task's folder found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -101,8 +127,9 @@ pub struct Usage {
     pub bytes: u64,
     /// Entries it saw.
     pub entries: u64,
-    /// False when a bound cut it short (then `bytes` is a lower bound).
-    pub complete: bool,
+    /// Why the walk could not finish, if it could not (then `bytes` is a lower bound, and the task counts as over
+    /// its bound).
+    pub cut: Option<Cut>,
 }
 
 /// Measure the disk taken under `root` (a task's folder), by file descriptor, never following a symlink.
@@ -112,7 +139,7 @@ pub fn usage(root: &Path) -> std::io::Result<Usage> {
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let mut usage = Usage { complete: true, ..Usage::default() };
+    let mut usage = Usage::default();
     let started = Instant::now();
     walk(fd, 0, started, &mut usage);
     Ok(usage)
@@ -120,21 +147,31 @@ pub fn usage(root: &Path) -> std::io::Result<Usage> {
 
 fn walk(fd: OwnedFd, depth: usize, started: Instant, usage: &mut Usage) {
     if depth > MAX_DEPTH {
-        usage.complete = false;
+        usage.cut = Some(Cut::Depth);
         return;
     }
     // One descriptor to list the folder, its duplicate to stat and open what is in it.
-    let Some(mut dir) = fd.try_clone().ok().and_then(|dup| Dir::from_fd(dup).ok()) else { return };
+    let Some(mut dir) = fd.try_clone().ok().and_then(|dup| Dir::from_fd(dup).ok()) else {
+        usage.cut = Some(Cut::Unreadable);
+        return;
+    };
     let mut subdirs = Vec::new();
     for entry in dir.iter() {
-        let Ok(entry) = entry else { continue };
+        let Ok(entry) = entry else {
+            usage.cut = Some(Cut::Unreadable);
+            return;
+        };
         let name = entry.file_name();
         if name.to_bytes() == b"." || name.to_bytes() == b".." {
             continue;
         }
         usage.entries += 1;
-        if usage.entries > MAX_ENTRIES || (usage.entries.is_multiple_of(1024) && started.elapsed() > MAX_WALK) {
-            usage.complete = false;
+        if usage.entries > MAX_ENTRIES {
+            usage.cut = Some(Cut::Entries);
+            return;
+        }
+        if usage.entries.is_multiple_of(1024) && started.elapsed() > MAX_WALK {
+            usage.cut = Some(Cut::Time);
             return;
         }
         let Ok(stat) = nix::sys::stat::fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
@@ -149,10 +186,17 @@ fn walk(fd: OwnedFd, depth: usize, started: Instant, usage: &mut Usage) {
     }
     for name in subdirs {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        // A folder swapped for a symlink since it was listed fails here (O_NOFOLLOW), and is skipped.
-        if let Ok(fd) = openat(fd.as_fd(), name.as_c_str(), flags, Mode::empty()) {
-            walk(fd, depth + 1, started, usage);
-            if !usage.complete {
+        match openat(fd.as_fd(), name.as_c_str(), flags, Mode::empty()) {
+            Ok(fd) => {
+                walk(fd, depth + 1, started, usage);
+                if usage.cut.is_some() {
+                    return;
+                }
+            }
+            // Gone, or swapped for a symlink or a file since it was listed (O_NOFOLLOW): nothing to count there.
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {}
+            Err(_) => {
+                usage.cut = Some(Cut::Unreadable);
                 return;
             }
         }
@@ -184,9 +228,16 @@ pub fn space(path: &Path) -> std::io::Result<Space> {
     })
 }
 
-/// Why a task must be paused for its disk use, if it must: over its own bound, or the home's filesystem under its
-/// reserve (space or inodes).
+/// Why a task must be paused for its disk use, if it must: over its own bound (or its folder's walk could not finish:
+/// what it hides past the walk's bounds could be over), or the home's filesystem under its reserve (space or inodes).
 pub fn over(usage: Option<Usage>, limit_mb: Option<u64>, space: Option<Space>, reserve: u64) -> Option<String> {
+    if let (Some(Usage { cut: Some(cut), bytes, .. }), Some(limit)) = (usage, limit_mb) {
+        return Some(format!(
+            "the walk measuring the task's folders could not finish ({cut}; {} MiB seen), so its profile's disk-mb = \
+             {limit} cannot be checked; remove what makes the walk fail, then `neuraphage task retry` resumes it",
+            bytes / MIB
+        ));
+    }
     if let (Some(usage), Some(limit)) = (usage, limit_mb)
         && usage.bytes > limit.saturating_mul(MIB)
     {

@@ -12,7 +12,7 @@ fn the_walk_counts_what_is_inside_and_never_follows_a_symlink_out() {
     std::os::unix::fs::symlink(tmp.path().join("outside/big"), task.join("link-to-file")).unwrap();
     std::os::unix::fs::symlink(tmp.path().join("outside"), task.join("link-to-dir")).unwrap();
     let got = usage(&task).unwrap();
-    assert!(got.complete);
+    assert_eq!(got.cut, None);
     assert!(got.bytes >= 3 * MIB && got.bytes < 4 * MIB, "{got:?}");
     assert_eq!(got.entries, 6, "{got:?}");
     // The control: the outside is big, and counted when walked itself.
@@ -35,7 +35,7 @@ fn a_reserve_is_a_percentage_or_mib_and_defaults_to_5_percent_at_most_1_gib() {
 
 #[test]
 fn a_task_over_its_bound_or_under_the_reserve_is_paused_with_the_reason() {
-    let used = Some(Usage { bytes: 60 * MIB, entries: 1, complete: true });
+    let used = Some(Usage { bytes: 60 * MIB, entries: 1, cut: None });
     let roomy = Some(Space { total: 1 << 40, available: 1 << 39, files: 1000, files_available: 900 });
     assert!(over(used, Some(50), roomy, MIB).unwrap().contains("over its profile's disk-mb = 50"));
     assert_eq!(over(used, Some(100), roomy, MIB), None);
@@ -57,4 +57,28 @@ fn the_ballast_is_made_when_there_is_room_and_freed_on_demand() {
     let cramped = Space { available: MIB, ..roomy };
     keep_ballast(tmp.path(), MIB, &cramped);
     assert!(!tmp.path().join(BALLAST).exists(), "no ballast where it would fill the filesystem");
+}
+
+#[test]
+fn a_walk_that_cannot_finish_counts_as_over_the_bound() {
+    // A big file past the walk's depth bound.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut deep = tmp.path().join("task");
+    for _ in 0..300 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("big"), vec![1u8; 2 * MIB as usize]).unwrap();
+    let got = usage(&tmp.path().join("task")).unwrap();
+    assert_eq!(got.cut, Some(Cut::Depth), "{got:?}");
+    assert!(got.bytes < 2 * MIB, "the file was not seen: {got:?}");
+    let roomy = Some(Space { total: 1 << 40, available: 1 << 39, files: 1000, files_available: 900 });
+    let why = over(Some(got), Some(100), roomy, MIB).unwrap();
+    assert!(why.contains("could not finish (folders deeper than 256 levels"), "{why}");
+    // Without a bound of its own, the task is not paused for it.
+    assert_eq!(over(Some(got), None, roomy, MIB), None);
+    for cut in [Cut::Entries, Cut::Time, Cut::Unreadable] {
+        let usage = Some(Usage { bytes: 0, entries: 1, cut: Some(cut) });
+        assert!(over(usage, Some(100), roomy, MIB).unwrap().contains(&cut.to_string()));
+    }
 }

@@ -214,6 +214,38 @@ fn planted_git_metadata_is_used_neither_by_the_supervisor_nor_by_a_persons_git_i
     assert!(markers.join("control-fsmonitor").exists(), "the control's fsmonitor did not run");
 }
 
+#[test]
+fn a_git_folder_planted_where_no_snapshot_looks_is_moved_out_before_a_person_opens_the_worktree() {
+    let mut home = TestHome::new();
+    home.write_config("keep-worktrees: true\n");
+    let repo = home.git_repo("repo");
+    let markers = home.root().join("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    // A `.git` with an fsmonitor, deep in a folder the worktree's .gitignore excludes (the snapshot never enters it).
+    let command = format!(
+        "echo build/ > .gitignore; d=build/a/b; mkdir -p $d/.git/objects $d/.git/refs/heads; \
+         echo 'ref: refs/heads/master' > $d/.git/HEAD; \
+         printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfsmonitor = \"touch {m}/ignored-fsmonitor\"\\n' > $d/.git/config; \
+         echo planted",
+        m = markers.display()
+    );
+    let model = scripted(vec![bash(command), commit("work")]);
+    home.start_with_model(&model);
+    let id = new_task(&home, &repo, &[]);
+    let ended = home.wait_ended(&[&id], WITHIN).remove(0);
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    let out = home.tool_outputs(&id);
+    assert!(out[0].contains("planted"), "{out:?}");
+    let task_dir = home.paths.home.join("tasks").join(&id);
+    let deep = task_dir.join("worktree/build/a/b");
+    assert!(deep.is_dir() && !deep.join(".git").exists(), "the planted .git is still in the worktree");
+    assert!(std::fs::read_dir(task_dir.join("quarantine")).unwrap().count() >= 1);
+    // A person's git there finds the root's note, refuses it, and runs nothing planted.
+    let status = git(&deep, &["status"]);
+    assert!(!status.status.success() && String::from_utf8_lossy(&status.stderr).contains("gitfile"), "{status:?}");
+    assert_eq!(std::fs::read_dir(&markers).unwrap().count(), 0, "a planted command ran");
+}
+
 fn object_files(repo: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
