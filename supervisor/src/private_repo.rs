@@ -16,8 +16,10 @@ use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::Path;
 
+use flate2::{Compress, Compression, FlushCompress};
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
 use neuraphage_ipc::TaskId;
+use sha1::{Digest, Sha1};
 
 use crate::worktree::{branch_name, open};
 
@@ -101,24 +103,7 @@ fn make(user: &Repository, dest: &Path, task: &TaskId, start: Oid, base: Oid, de
     // libgit2's own template puts sample hooks there; the task's repository has no hooks at all.
     let _ = std::fs::remove_dir_all(dest.join("hooks"));
     let commits = history(user, start, base, depth)?;
-    let mut pack = user.packbuilder()?;
-    for id in &commits {
-        pack.insert_commit(*id)?;
-    }
-    let odb = private.odb()?;
-    let mut writer = odb.packwriter()?;
-    let mut failed = None;
-    pack.foreach(|chunk| match writer.write_all(chunk) {
-        Ok(()) => true,
-        Err(e) => {
-            failed = Some(e);
-            false
-        }
-    })?;
-    if let Some(e) = failed {
-        return Err(git2::Error::from_str(&format!("writing the pack: {e}")));
-    }
-    writer.commit()?;
+    copy_objects(user, &private, &commits)?;
     // Commits whose parents were not copied are the shallow boundary.
     let included: HashSet<Oid> = commits.iter().copied().collect();
     let mut shallow = Vec::new();
@@ -136,6 +121,126 @@ fn make(user: &Repository, dest: &Path, task: &TaskId, start: Oid, base: Oid, de
     private.reference(&branch_ref(task), start, true, "neuraphage: the task's branch")?;
     private.set_head(&branch_ref(task))?;
     Ok(())
+}
+
+/// Copy `commits` and all their trees and blobs from `user` into `private` as one pack without deltas, written
+/// straight into the private object store's pack writer (libgit2's indexer checks it and writes its index).
+///
+/// libgit2's PackBuilder walks every commit's whole tree and searches deltas over every object, which for a large
+/// repository costs seconds each time a task starts; here each tree and blob is visited once by id (subtrees shared
+/// by the commits are walked once), and each object is only zlib-deflated (fast level). The ids are listed first
+/// (the pack's header holds their count); the objects are then read, deflated and written one at a time.
+fn copy_objects(user: &Repository, private: &Repository, commits: &[Oid]) -> Result<(), git2::Error> {
+    let objects = enumerate_objects(user, commits)?;
+    let count = u32::try_from(objects.len())
+        .map_err(|_| git2::Error::from_str(&format!("too many objects for one pack: {}", objects.len())))?;
+    let io = |e: std::io::Error| git2::Error::from_str(&format!("writing the pack: {e}"));
+    let source = user.odb()?;
+    let odb = private.odb()?;
+    let mut writer = odb.packwriter()?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, Hashed { inner: &mut writer, sha: Sha1::new() });
+    out.write_all(b"PACK").map_err(io)?;
+    out.write_all(&2u32.to_be_bytes()).map_err(io)?;
+    out.write_all(&count.to_be_bytes()).map_err(io)?;
+    let mut deflate = Compress::new(Compression::fast(), true);
+    let mut deflated = Vec::new();
+    let mut header = Vec::with_capacity(16);
+    for id in &objects {
+        let object = source.read(*id)?;
+        let kind = match object.kind() {
+            git2::ObjectType::Commit => 1u8,
+            git2::ObjectType::Tree => 2,
+            git2::ObjectType::Blob => 3,
+            git2::ObjectType::Tag => 4,
+            other => return Err(git2::Error::from_str(&format!("object {id} is of an unexpected kind {other}"))),
+        };
+        let data = object.data();
+        object_header(kind, data.len() as u64, &mut header);
+        zlib(&mut deflate, data, &mut deflated)?;
+        out.write_all(&header).map_err(io)?;
+        out.write_all(&deflated).map_err(io)?;
+    }
+    let hashed = out.into_inner().map_err(|e| io(e.into_error()))?;
+    let trailer = hashed.sha.finalize();
+    hashed.inner.write_all(&trailer).map_err(io)?;
+    writer.commit()?;
+    Ok(())
+}
+
+/// The ids of `commits` and of every tree and blob they reach, each once (a tree already seen is not walked again).
+/// Gitlinks (submodules' commits) are not followed.
+fn enumerate_objects(user: &Repository, commits: &[Oid]) -> Result<Vec<Oid>, git2::Error> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut trees = Vec::new();
+    for id in commits {
+        if !seen.insert(*id) {
+            continue;
+        }
+        out.push(*id);
+        trees.push(user.find_commit(*id)?.tree_id());
+        while let Some(tree) = trees.pop() {
+            if !seen.insert(tree) {
+                continue;
+            }
+            out.push(tree);
+            for entry in user.find_tree(tree)?.iter() {
+                match entry.kind() {
+                    Some(git2::ObjectType::Tree) if !seen.contains(&entry.id()) => trees.push(entry.id()),
+                    Some(git2::ObjectType::Blob) if seen.insert(entry.id()) => out.push(entry.id()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A pack entry's header: the kind and the inflated size, 4 bits of it in the first byte, then 7 a byte.
+fn object_header(kind: u8, mut size: u64, out: &mut Vec<u8>) {
+    out.clear();
+    let mut byte = (kind << 4) | (size & 0x0f) as u8;
+    size >>= 4;
+    while size != 0 {
+        out.push(byte | 0x80);
+        byte = (size & 0x7f) as u8;
+        size >>= 7;
+    }
+    out.push(byte);
+}
+
+/// `data` zlib-deflated into `out` (replacing what it held), with `deflate` reset first.
+fn zlib(deflate: &mut Compress, data: &[u8], out: &mut Vec<u8>) -> Result<(), git2::Error> {
+    deflate.reset();
+    out.clear();
+    loop {
+        out.reserve(data.len() / 2 + 64);
+        let read = usize::try_from(deflate.total_in()).unwrap_or(usize::MAX).min(data.len());
+        let status = deflate
+            .compress_vec(&data[read..], out, FlushCompress::Finish)
+            .map_err(|e| git2::Error::from_str(&format!("deflating an object: {e}")))?;
+        if status == flate2::Status::StreamEnd {
+            return Ok(());
+        }
+    }
+}
+
+/// A writer that hashes (SHA-1) everything written through it: the pack's trailer.
+struct Hashed<W> {
+    inner: W,
+    sha: Sha1,
+}
+
+impl<W: Write> Write for Hashed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The commits to copy: those from `start` back to `base` (the task's own), and `base`'s ancestors up to `depth`
@@ -353,6 +458,69 @@ mod tests {
         prepare(&user, &task, &base.to_string(), 0, &git, &wt).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("work.txt")).unwrap(), "work\n");
         assert_eq!(open(&git).unwrap().head().unwrap().target(), Some(id));
+    }
+
+    #[test]
+    fn every_object_of_the_copied_history_is_in_the_private_repository_and_git_log_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user");
+        let repo = Repository::init(&user).unwrap();
+        let sig = Signature::now("t", "t@t").unwrap();
+        let mut parent: Option<Oid> = None;
+        // Nested folders, a subtree shared by every commit (`same`), an empty file and a large one (sizes that need
+        // several bytes of a pack entry's header), a file changed by each commit.
+        std::fs::create_dir_all(user.join("same/deep")).unwrap();
+        std::fs::create_dir_all(user.join("a/b")).unwrap();
+        std::fs::write(user.join("same/deep/x.txt"), "shared\n").unwrap();
+        std::fs::write(user.join("same/empty"), "").unwrap();
+        let big: String = (0..200_000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+        std::fs::write(user.join("same/big"), big).unwrap();
+        for i in 0..12 {
+            std::fs::write(user.join(format!("a/b/c{}.txt", i % 4)), format!("{i}\n")).unwrap();
+            std::fs::write(user.join("top"), format!("top {i}\n")).unwrap();
+            let mut index = repo.index().unwrap();
+            index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+            index.write().unwrap();
+            let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+            let parents: Vec<_> = parent.iter().map(|p| repo.find_commit(*p).unwrap()).collect();
+            let refs: Vec<_> = parents.iter().collect();
+            parent = Some(repo.commit(Some("HEAD"), &sig, &sig, &format!("c{i}"), &tree, &refs).unwrap());
+        }
+        let base = parent.unwrap();
+        let task = TaskId::from_bits(0x43);
+        let (git, wt) = (dir.path().join("t/git"), dir.path().join("t/worktree"));
+        prepare(&user, &task, &base.to_string(), 5, &git, &wt).unwrap();
+        let private = open(&git).unwrap();
+        let (from, to) = (repo.odb().unwrap(), private.odb().unwrap());
+        let expected = enumerate_objects(&repo, &history(&repo, base, base, 5).unwrap()).unwrap();
+        let unique: HashSet<Oid> = expected.iter().copied().collect();
+        assert_eq!(unique.len(), expected.len(), "each object listed once");
+        assert_eq!(expected.iter().filter(|id| repo.find_commit(**id).is_ok()).count(), 6);
+        for id in &expected {
+            let (a, b) = (from.read(*id).unwrap(), to.read(*id).unwrap());
+            assert_eq!((a.kind(), a.data()), (b.kind(), b.data()), "{id}");
+        }
+        // Every tree and blob that the copied commits reach is there (not only those listed).
+        let mut walk = private.revwalk().unwrap();
+        walk.push_head().unwrap();
+        let mut commits = 0;
+        for id in walk {
+            commits += 1;
+            let tree = private.find_commit(id.unwrap()).unwrap().tree().unwrap();
+            tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+                assert!(to.read(entry.id()).is_ok(), "{} is in the private repository", entry.id());
+                git2::TreeWalkResult::Ok
+            })
+            .unwrap();
+        }
+        assert_eq!(commits, 6, "the base and 5 generations of its history");
+        let git_dir = format!("--git-dir={}", git.display());
+        let log = std::process::Command::new("git").args([git_dir.as_str(), "log", "--format=%s"]).output().unwrap();
+        assert!(log.status.success(), "git log: {}", String::from_utf8_lossy(&log.stderr));
+        assert_eq!(String::from_utf8(log.stdout).unwrap(), "c11\nc10\nc9\nc8\nc7\nc6\n");
+        let fsck = std::process::Command::new("git").args([git_dir.as_str(), "fsck", "--full"]).output().unwrap();
+        assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
+        assert_eq!(std::fs::read_to_string(wt.join("a/b/c3.txt")).unwrap(), "11\n");
     }
 
     #[test]
