@@ -60,6 +60,17 @@ pub fn prepare(
     worktree: &Path,
 ) -> Result<(), git2::Error> {
     let fail = |what: &str, e: std::io::Error| git2::Error::from_str(&format!("{what}: {e}"));
+    // Only the supervisor writes the task's branch in the user's repository, one session at a time: a lock on it
+    // now was left by a supervisor killed while writing it.
+    crate::worktree::clear_stale_branch_lock(user_repo, task)?;
+    // The same in the private repository (only the supervisor writes it): its branch and its index.
+    let branch_lock = git.join("refs/heads").join(format!("{}.lock", crate::worktree::branch_name(task)));
+    for lock in [branch_lock, git.join("index.lock")] {
+        if std::fs::symlink_metadata(&lock).is_ok_and(|m| m.is_file()) {
+            std::fs::remove_file(&lock).map_err(|e| fail(&lock.display().to_string(), e))?;
+            tracing::warn!(lock = %lock.display(), "removed a stale lock left by a killed supervisor");
+        }
+    }
     if !git.join("HEAD").is_file() {
         let user = open(user_repo)?;
         let base = Oid::from_str(base)?;
