@@ -49,7 +49,8 @@ impl SupervisorLink {
         }
     }
 
-    /// Wait for `duration` without reading the link, still sending heartbeats (the test pause).
+    /// Wait for `duration` without reading the link, still sending heartbeats (the test pause, a debug build's only).
+    #[cfg(debug_assertions)]
     pub async fn idle(&mut self, duration: Duration) -> Result<(), IpcError> {
         let until = Instant::now() + duration;
         while Instant::now() < until {
