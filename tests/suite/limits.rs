@@ -164,7 +164,15 @@ fn a_memory_bomb_in_a_task_is_killed_within_its_memory_limit() {
     assert!(enforced(&ended[0]).contains("cgroup memory"), "no memory cgroup: {:#}", ended[0]);
     let output = home.first_tool_output(&bomb);
     let killed: u32 = output.split("killed=").nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap_or(0);
-    assert!(killed > 0 && !output.contains("ok=13"), "the memory bomb was not stopped by the cgroup: {output}");
+    // The OOM killer takes the largest process of the cgroup: mostly a child of the bomb; when the children are all
+    // still small as the limit is hit, it may be the task's worker itself (the task then resumes from its
+    // checkpoint, told the call's outcome is unknown). Either way the bomb was stopped inside the task's cgroup.
+    let worker_killed = output.contains("outcome of this Bash call is unknown")
+        && home.show(&bomb)["events"].as_array().unwrap().iter().any(|e| e["kind"] == "worker_lost");
+    assert!(
+        (killed > 0 && !output.contains("ok=13")) || worker_killed,
+        "the memory bomb was not stopped by the cgroup: {output}"
+    );
     // The supervisor and the other task live on.
     assert_eq!(ended[1]["status"], "Completed", "{:#}", ended[1]);
     assert!(home.first_tool_output(&bystander).contains("bystander-ok"));
