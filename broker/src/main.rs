@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use clap::Parser;
 use neuraphage_broker::keys;
+use neuraphage_broker::learnt::LearntStore;
 use neuraphage_broker::locks::LockTable;
 use neuraphage_broker::provider;
 use neuraphage_broker::router::Routes;
@@ -53,11 +54,12 @@ fn configure(
     home: &std::path::Path,
     settings: &BrokerSettings,
     previous: Option<&Routes>,
+    store: &Arc<LearntStore>,
 ) -> Result<(Routes, Vec<String>), String> {
     let env = |key: &str| std::env::var(key).ok();
     let mut pools = keys::load(home, env).map_err(|e| e.to_string())?;
     keys::env_pools(&mut pools, provider::from_env(env));
-    Routes::build(&pools, settings, previous)
+    Routes::build_with(&pools, settings, previous, Some(store.clone()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -70,14 +72,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut link: Link<UnixStream, SupervisorToBroker, BrokerToSupervisor> =
             Link::new(UnixStream::from_std(control)?, MAX_BROKER_FRAME);
         link.connect_handshake(Role::Broker).await.context("broker link")?;
+        // What the keys' limits were learnt to be, by an earlier broker.
+        let store = Arc::new(LearntStore::open(&args.home));
         // Until the supervisor sends the tiers: every task on the first pool's default model.
         let mut warnings = Vec::new();
-        let (routes, providers) = configure(&args.home, &BrokerSettings::default(), None).unwrap_or_else(|e| {
+        let (routes, providers) = configure(&args.home, &BrokerSettings::default(), None, &store).unwrap_or_else(|e| {
             warnings.push(e);
             // The environment's keys still serve while api-keys.yaml is fixed.
             let mut pools = Vec::new();
             keys::env_pools(&mut pools, provider::from_env(|key: &str| std::env::var(key).ok()));
-            Routes::build(&pools, &BrokerSettings::default(), None).unwrap_or_else(|e| {
+            Routes::build_with(&pools, &BrokerSettings::default(), None, Some(store.clone())).unwrap_or_else(|e| {
                 warnings.push(e);
                 (Routes::default(), Vec::new())
             })
@@ -99,7 +103,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     }
                     Ok(Some(SupervisorToBroker::Configure(settings))) => {
                         let previous = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                        let answer = match configure(&args.home, &settings, Some(&previous)) {
+                        let answer = match configure(&args.home, &settings, Some(&previous), &store) {
                             Ok((routes, providers)) => {
                                 *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
                                 tracing::info!(?providers, tiers = settings.tiers.len(), "configured");

@@ -3,8 +3,11 @@
 //! Requests wait in one queue per pool, ordered by task priority (0 first); among equal priorities the task that
 //! has been served least goes first (fair queuing by task, not by request: a task sending many requests does not
 //! crowd out one sending few). A request goes to the key with the most headroom that can take its reservation
-//! ([`KeyLimiter`]); when none can, the queue waits until the earliest moment one can. A key that answers 401/403 is
-//! taken out of the pool.
+//! ([`KeyLimiter`]); when none can, the queue waits until the earliest moment one can, and then releases the request
+//! first in order: as a key's bucket refills one request at a time, a priority-0 request that joins the queue is sent
+//! at the next refill, whatever the backlog. An answer's rate-limit headers are learnt as soon as its head arrives
+//! ([`Grant::observe`]), and what a key learnt is written to the broker's state file ([`LearntStore`]). A key that
+//! answers 401/403 is taken out of the pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -14,6 +17,7 @@ use neuraphage_ipc::TaskId;
 use neuraphage_ipc::llm::{LlmErrorKind, LlmFailure};
 use tokio::sync::{Notify, oneshot};
 
+use crate::learnt::{Learnt, LearntStore};
 use crate::limiter::{Cost, KeyLimiter, RateHeaders, Reservation};
 use crate::provider::Provider;
 
@@ -29,12 +33,26 @@ pub struct Key {
     pub provider: Provider,
     limiter: KeyLimiter,
     revoked: Option<String>,
+    /// Where what its limiter learns is kept, and under which name.
+    memory: Option<(Arc<LearntStore>, String)>,
 }
 
 impl Key {
     /// A key with its client and limiter.
     pub fn new(label: String, provider: Provider, limiter: KeyLimiter) -> Key {
-        Key { label, provider, limiter, revoked: None }
+        Key { label, provider, limiter, revoked: None, memory: None }
+    }
+
+    /// Start from what `store` holds under `hash` (unless the limits were configured), and keep what is learnt
+    /// there.
+    pub fn remembered(mut self, store: Arc<LearntStore>, hash: String) -> Key {
+        if let Some(learnt) = store.get(&hash)
+            && !self.limiter.limits().iter().any(Option::is_some)
+        {
+            self.limiter.restore(&learnt);
+        }
+        self.memory = Some((store, hash));
+        self
     }
 }
 
@@ -87,18 +105,19 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// The answer's head arrived, with these rate-limit headers (`None`: it had none): learn from them now, before
+    /// the body, and let the queue go on.
+    pub fn observe(&self, headers: Option<&RateHeaders>) {
+        if let Some(reservation) = self.reservation {
+            self.pool.observe(self.key, reservation, headers);
+        }
+    }
+
     /// Settle the reservation: with the usage reported (`Some`), or refunded (`None`: the provider refused the
-    /// request without counting it); learn the answer's rate-limit headers; pause the key for `retry_after`.
-    /// `answered_at`: when the answer's headers arrived (the request counts until a window after it).
-    pub fn settle(
-        mut self,
-        actual: Option<Cost>,
-        answered_at: Option<Instant>,
-        headers: Option<&RateHeaders>,
-        retry_after: Option<Duration>,
-    ) {
+    /// request without counting it); pause the key for `retry_after`.
+    pub fn settle(mut self, actual: Option<Cost>, retry_after: Option<Duration>) {
         if let Some(reservation) = self.reservation.take() {
-            self.pool.settle(self.key, reservation, actual, answered_at, headers, retry_after);
+            self.pool.settle(self.key, reservation, actual, retry_after);
         }
     }
 }
@@ -107,7 +126,7 @@ impl Drop for Grant {
     fn drop(&mut self) {
         // Dropped unsettled (the caller went away mid-call): keep the estimate counted.
         if let Some(reservation) = self.reservation.take() {
-            self.pool.settle(self.key, reservation, Some(self.cost), Some(Instant::now()), None, None);
+            self.pool.settle(self.key, reservation, Some(self.cost), None);
         }
     }
 }
@@ -196,20 +215,38 @@ impl Pool {
         }
     }
 
-    fn settle(
-        &self,
-        key: usize,
-        reservation: Reservation,
-        actual: Option<Cost>,
-        answered_at: Option<Instant>,
-        headers: Option<&RateHeaders>,
-        retry_after: Option<Duration>,
-    ) {
+    fn observe(&self, key: usize, reservation: Reservation, headers: Option<&RateHeaders>) {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let mut learnt: Option<(Arc<LearntStore>, String, Learnt)> = None;
+        if let Some(k) = state.keys.get_mut(key) {
+            k.limiter.observe(now, reservation, headers);
+            if let Some(l) = k.limiter.take_learnt()
+                && let Some((store, hash)) = &k.memory
+            {
+                learnt = Some((store.clone(), hash.clone(), l));
+            }
+        }
+        self.pump(&mut state, now);
+        let waiting = state.next_wake.is_some();
+        drop(state);
+        if waiting {
+            self.wake.notify_one();
+        }
+        if let Some((store, hash, l)) = learnt {
+            // A synced write: off the async threads (the store's lock keeps the writes in order).
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || store.put(&hash, l))),
+                Err(_) => store.put(&hash, l),
+            }
+        }
+    }
+
+    fn settle(&self, key: usize, reservation: Reservation, actual: Option<Cost>, retry_after: Option<Duration>) {
         let now = Instant::now();
         let mut state = lock(&self.state);
         if let Some(k) = state.keys.get_mut(key) {
-            k.limiter.settle(reservation, actual, answered_at);
-            k.limiter.learn(now, headers);
+            k.limiter.settle(now, reservation, actual);
             if let Some(wait) = retry_after {
                 k.limiter.pause_until(now + wait);
             }
@@ -281,7 +318,7 @@ impl Pool {
                     if let Err(Ok(mut unsent)) = waiter.tx.send(Ok(grant(pool))) {
                         // The caller went away: refund without re-entering the lock.
                         if let Some(r) = unsent.reservation.take() {
-                            state.keys[key].limiter.settle(r, None, None);
+                            state.keys[key].limiter.settle(now, r, None);
                         }
                     }
                 }
@@ -352,12 +389,12 @@ mod tests {
             // Let each waiter enqueue in turn.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        held.settle(None, None, None, None);
+        held.settle(None, None);
         let mut served = Vec::new();
         for _ in requests {
             let (t, grant) = rx.recv().await.unwrap();
             served.push(t);
-            grant.settle(None, None, None, None);
+            grant.settle(None, None);
         }
         served
     }

@@ -13,6 +13,7 @@ use neuraphage_ipc::broker::{BrokerSettings, DEFAULT_TIER, TIER_NAMES};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, LlmErrorKind, LlmFailure, StreamDelta};
 
 use crate::keys::PoolConfig;
+use crate::learnt::{LearntStore, key_hash};
 use crate::limiter::{Cost, KeyLimiter, RateHeaders};
 use crate::pool::{Key, Pool};
 use crate::provider::Provider;
@@ -48,6 +49,8 @@ pub struct Routes {
     pub auto_escalate: bool,
     /// Failed attempts on a tier before escalating.
     pub escalate_after_retries: u32,
+    /// Where the keys' learnt limits are kept across restarts (`None`: nowhere).
+    pub store: Option<Arc<LearntStore>>,
 }
 
 /// Who is calling: the task as the supervisor described it, and the tier it is on now (escalation moves it).
@@ -59,6 +62,16 @@ pub struct Caller {
     pub priority: u8,
     /// The tier it runs on; `None`: the default.
     pub tier: Option<String>,
+    /// Input tokens its last answer read from or wrote to the prompt cache: the prefix the next call will read
+    /// from it, which does not count toward the input-tokens limit.
+    pub cached: u64,
+}
+
+impl Caller {
+    /// A task's caller, on `tier`.
+    pub fn new(task: TaskId, priority: u8, tier: Option<String>) -> Caller {
+        Caller { task, priority, tier, cached: 0 }
+    }
 }
 
 /// What the request path tells the supervisor on the way.
@@ -89,11 +102,22 @@ pub enum Notice {
 impl Routes {
     /// Build the pools (their clients and limiters) and resolve the tiers. Errors name the tier or key at fault.
     /// Must run inside a tokio runtime (each pool's queue has a timer task).
-    /// A pool of `previous` whose configuration did not change is kept, with what its limiters learnt.
+    /// A pool of `previous` whose configuration did not change is kept, with what its limiters learnt; the state
+    /// file of `previous` is kept too.
     pub fn build(
         pools: &[PoolConfig],
         settings: &BrokerSettings,
         previous: Option<&Routes>,
+    ) -> Result<(Routes, Vec<String>), String> {
+        Routes::build_with(pools, settings, previous, previous.and_then(|p| p.store.clone()))
+    }
+
+    /// [`Routes::build`], the keys starting from (and keeping what they learn in) `store`.
+    pub fn build_with(
+        pools: &[PoolConfig],
+        settings: &BrokerSettings,
+        previous: Option<&Routes>,
+        store: Option<Arc<LearntStore>>,
     ) -> Result<(Routes, Vec<String>), String> {
         let mut built = HashMap::new();
         let mut described = Vec::new();
@@ -110,7 +134,11 @@ impl Routes {
             for key in &config.keys {
                 let provider = Provider::new(key.provider.clone())
                     .map_err(|e| format!("api-keys.yaml: pool {}, key {}: {e}", config.name, key.label))?;
-                keys.push(Key::new(key.label.clone(), provider, KeyLimiter::new(config.window, key.limits)));
+                let mut k = Key::new(key.label.clone(), provider, KeyLimiter::new(config.window, key.limits));
+                if let Some(store) = &store {
+                    k = k.remembered(store.clone(), key_hash(&key.provider.base_url, &key.provider.api_key));
+                }
+                keys.push(k);
             }
             described.push(describe(config, keys.first().map(|k| k.provider.describe()).unwrap_or_default()));
             built.insert(config.name.clone(), Pool::new(config.name.clone(), keys));
@@ -137,6 +165,7 @@ impl Routes {
             tiers,
             auto_escalate: settings.auto_escalate,
             escalate_after_retries: settings.escalate_after_retries,
+            store,
         };
         Ok((routes, described))
     }
@@ -172,7 +201,9 @@ impl Routes {
         let mut failed_on_tier = 0u32;
         let mut attempt = 0u32;
         let mut avoid = None;
-        let input_estimate = estimate_input_tokens(request);
+        // What the prompt cache serves does not count toward the input-tokens limit: the prefix the last answer
+        // read or wrote is left out (the settlement corrects a miss).
+        let input_estimate = estimate_input_tokens(request).saturating_sub(caller.cached).max(1);
         loop {
             attempt += 1;
             let Some((pool, model, tier_name)) = self.target(tier) else {
@@ -208,18 +239,17 @@ impl Routes {
             if queued {
                 on_notice(Notice::Queued(None));
             }
-            let mut headers = None;
-            let mut answered_at = None;
+            // The head's rate-limit headers are learnt as soon as it arrives, before the body: the queue goes on.
             let mut on_headers = |h: &reqwest::header::HeaderMap| {
-                answered_at = Some(std::time::Instant::now());
-                headers = RateHeaders::parse(h, chrono::Utc::now());
+                grant.observe(RateHeaders::parse(h, chrono::Utc::now()).as_ref());
             };
             let result = grant.provider.complete_observed(&request, on_delta, &mut on_headers).await;
             let failure = match result {
                 Ok(response) => {
                     let u = response.usage;
                     let input = u.input_tokens.saturating_add(u.cache_creation_input_tokens);
-                    grant.settle(Some(Cost::request(input, u.output_tokens)), answered_at, headers.as_ref(), None);
+                    grant.settle(Some(Cost::request(input, u.output_tokens)), None);
+                    caller.cached = u.cache_read_input_tokens.saturating_add(u.cache_creation_input_tokens);
                     return Ok(response);
                 }
                 Err(failure) => failure,
@@ -228,12 +258,12 @@ impl Routes {
             let key = grant.key;
             match failure.kind {
                 LlmErrorKind::SpendLimit => {
-                    grant.settle(None, answered_at, headers.as_ref(), None);
+                    grant.settle(None, None);
                     return Err(failure);
                 }
                 LlmErrorKind::Auth if failure.status.is_some() => {
                     let label = grant.label.clone();
-                    grant.settle(None, answered_at, headers.as_ref(), None);
+                    grant.settle(None, None);
                     pool.revoke(key, failure.message.clone());
                     tracing::error!(pool = %pool.name, key = %label, error = %failure, "key refused; taken out of the pool");
                     on_notice(Notice::KeyRevoked { pool: pool.name.clone(), key: label, reason: failure.to_string() });
@@ -243,7 +273,7 @@ impl Routes {
                 LlmErrorKind::RateLimited => {
                     // Refused before it was counted: refund, learn, and pause the key for the provider's wait.
                     let pause = retry_after.unwrap_or(BACKOFF);
-                    grant.settle(None, answered_at, headers.as_ref(), Some(pause));
+                    grant.settle(None, Some(pause));
                     avoid = Some(key);
                     tracing::warn!(pool = %pool.name, attempt, ?pause, error = %failure, "rate limited; requeued");
                     if attempt >= ATTEMPTS * 2 {
@@ -251,7 +281,7 @@ impl Routes {
                     }
                     continue;
                 }
-                _ => grant.settle(Some(Cost::request(input_estimate, 0)), answered_at, headers.as_ref(), None),
+                _ => grant.settle(Some(Cost::request(input_estimate, 0)), None),
             }
             failed_on_tier += 1;
             let next = tier.map(|t| t + 1).filter(|&t| t < self.tiers.len());

@@ -34,7 +34,7 @@ pub async fn worker(
     // Dropped when this function returns (the link closed): the task's locks are freed at once.
     let lease = locks.lease(grant.task.clone());
     // The task as the supervisor described it; escalation moves its tier for the rest of this link's life.
-    let mut caller = Caller { task: grant.task.clone(), priority: grant.priority, tier: grant.tier.clone() };
+    let mut caller = Caller::new(grant.task.clone(), grant.priority, grant.tier.clone());
     loop {
         let (id, request) = match link.recv().await {
             Ok(Some(WorkerToBroker::Complete { id, request })) => (id, request),
