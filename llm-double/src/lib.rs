@@ -32,6 +32,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod anthropic;
+mod bucket;
 pub mod demo;
 mod limits;
 mod openai;

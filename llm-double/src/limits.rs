@@ -1,11 +1,13 @@
-//! The TEST DOUBLE's own rate limits: per API key, requests and input/output tokens per window (sliding), with what
-//! each key was served and refused, and the rate-limit headers each provider sends with every answer.
+//! The TEST DOUBLE's own rate limits: per API key, requests and input/output tokens per window, metered by a sliding
+//! window or (with bucket sizes, see [`crate::bucket`]) by token buckets refilled continuously, with what each key
+//! was served and refused, and the rate-limit headers each provider sends with every answer.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
+use crate::bucket::Buckets;
 use crate::record::Endpoint;
 use crate::server::set_header;
 
@@ -27,6 +29,9 @@ pub struct KeyLimits {
     pub input_tokens: Option<u64>,
     /// Output tokens (the reply's `output_tokens`) per window; `None`: not enforced.
     pub output_tokens: Option<u64>,
+    /// Meter by token bucket rather than by window: the sizes of the requests, input-token and output-token buckets,
+    /// each refilled continuously at its limit per window. `None`: a sliding window.
+    pub buckets: Option<[u64; 3]>,
 }
 
 /// One API key the double knows, and what it does with its requests.
@@ -49,13 +54,19 @@ pub(crate) struct KeyRate {
     pub(crate) accepted: VecDeque<(Instant, u64, u64)>,
     pub(crate) rejected: u64,
     pub(crate) served: u64,
+    pub(crate) buckets: Buckets,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RateInfo {
     pub(crate) limits: [u64; 3],
     pub(crate) remaining: [u64; 3],
-    pub(crate) reset: Duration,
+    /// Per dimension: when it is whole again (the oldest request leaves the window; the bucket is full).
+    pub(crate) reset: [Duration; 3],
+    /// How long a refused request should wait.
+    pub(crate) retry: Duration,
+    /// Metered by bucket.
+    pub(crate) bucket: bool,
 }
 
 #[derive(Debug, Default)]
@@ -97,16 +108,28 @@ impl KeyRate {
         ];
         let shown: [u64; 3] = std::array::from_fn(|i| limits[i].unwrap_or(advertised[i]));
         let cost = [1, input, output];
+        if let Some(sizes) = l.buckets {
+            let a = self.buckets.admit(now, window, limits, shown, sizes, cost);
+            let info = RateInfo { limits: shown, remaining: a.remaining, reset: a.reset, retry: a.retry, bucket: true };
+            if !a.admitted {
+                self.rejected += 1;
+                return Err(info);
+            }
+            self.served += 1;
+            return Ok(info);
+        }
         let over = (0..3).any(|i| limits[i].is_some_and(|l| used[i].saturating_add(cost[i]) > l));
         if over {
             self.rejected += 1;
             let remaining = std::array::from_fn(|i| shown[i].saturating_sub(used[i]));
-            return Err(RateInfo { limits: shown, remaining, reset: until_oldest_expires(&self.accepted) });
+            let reset = until_oldest_expires(&self.accepted);
+            return Err(RateInfo { limits: shown, remaining, reset: [reset; 3], retry: reset, bucket: false });
         }
         self.accepted.push_back((now, input, output));
         self.served += 1;
         let remaining = std::array::from_fn(|i| shown[i].saturating_sub(used[i].saturating_add(cost[i])));
-        Ok(RateInfo { limits: shown, remaining, reset: until_oldest_expires(&self.accepted) })
+        let reset = until_oldest_expires(&self.accepted);
+        Ok(RateInfo { limits: shown, remaining, reset: [reset; 3], retry: reset, bucket: false })
     }
 }
 
@@ -136,10 +159,10 @@ pub(crate) fn rate_headers(endpoint: Endpoint, rate: &RateInfo, headers: &mut He
             for (name, value) in [
                 ("x-ratelimit-limit-requests", requests_limit.to_string()),
                 ("x-ratelimit-remaining-requests", requests_remaining.to_string()),
-                ("x-ratelimit-reset-requests", openai_duration(rate.reset)),
+                ("x-ratelimit-reset-requests", openai_duration(rate.reset[0])),
                 ("x-ratelimit-limit-tokens", tokens_limit.to_string()),
                 ("x-ratelimit-remaining-tokens", tokens_remaining.to_string()),
-                ("x-ratelimit-reset-tokens", openai_duration(rate.reset)),
+                ("x-ratelimit-reset-tokens", openai_duration(rate.reset[1].max(rate.reset[2]))),
             ] {
                 set_header(headers, name, &value);
             }
@@ -150,19 +173,36 @@ pub(crate) fn rate_headers(endpoint: Endpoint, rate: &RateInfo, headers: &mut He
                 let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
                 (now + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             };
+            // `tokens`: in a bucket, as Anthropic documents it, the most restrictive of input and output now.
+            let tight = if input_remaining as f64 / input_limit.max(1) as f64
+                <= output_remaining as f64 / output_limit.max(1) as f64
+            {
+                1
+            } else {
+                2
+            };
+            let tokens = if rate.bucket {
+                (rate.limits[tight], rate.remaining[tight], rate.reset[tight])
+            } else {
+                (
+                    input_limit.saturating_add(output_limit),
+                    input_remaining.saturating_add(output_remaining),
+                    rate.reset[1],
+                )
+            };
             for (name, value) in [
                 ("anthropic-ratelimit-requests-limit", requests_limit.to_string()),
                 ("anthropic-ratelimit-requests-remaining", requests_remaining.to_string()),
-                ("anthropic-ratelimit-requests-reset", at(rate.reset)),
+                ("anthropic-ratelimit-requests-reset", at(rate.reset[0])),
                 ("anthropic-ratelimit-input-tokens-limit", input_limit.to_string()),
                 ("anthropic-ratelimit-input-tokens-remaining", input_remaining.to_string()),
-                ("anthropic-ratelimit-input-tokens-reset", at(rate.reset)),
+                ("anthropic-ratelimit-input-tokens-reset", at(rate.reset[1])),
                 ("anthropic-ratelimit-output-tokens-limit", output_limit.to_string()),
                 ("anthropic-ratelimit-output-tokens-remaining", output_remaining.to_string()),
-                ("anthropic-ratelimit-output-tokens-reset", at(rate.reset)),
-                ("anthropic-ratelimit-tokens-limit", input_limit.saturating_add(output_limit).to_string()),
-                ("anthropic-ratelimit-tokens-remaining", input_remaining.saturating_add(output_remaining).to_string()),
-                ("anthropic-ratelimit-tokens-reset", at(rate.reset)),
+                ("anthropic-ratelimit-output-tokens-reset", at(rate.reset[2])),
+                ("anthropic-ratelimit-tokens-limit", tokens.0.to_string()),
+                ("anthropic-ratelimit-tokens-remaining", tokens.1.to_string()),
+                ("anthropic-ratelimit-tokens-reset", at(tokens.2)),
             ] {
                 set_header(headers, name, &value);
             }
@@ -193,13 +233,13 @@ mod tests {
 
     #[test]
     fn rate_window_admits_up_to_the_limit_then_refuses() {
-        let limits = KeyLimits { requests: Some(2), input_tokens: Some(100), output_tokens: None };
+        let limits = KeyLimits { requests: Some(2), input_tokens: Some(100), output_tokens: None, buckets: None };
         let mut rate = KeyRate { key: DoubleKey { limits, ..DoubleKey::default() }, ..KeyRate::default() };
         let t0 = Instant::now();
         assert_eq!(rate.admit(t0, WINDOW, 10, 5).map(|i| i.remaining[0]).ok(), Some(1));
         assert!(rate.admit(t0, WINDOW, 95, 5).is_err(), "10 + 95 input tokens > 100");
         assert_eq!(rate.admit(t0, WINDOW, 10, 5).map(|i| i.remaining[1]).ok(), Some(80));
-        let refused = rate.admit(t0 + Duration::from_secs(20), WINDOW, 1, 1).err().map(|i| i.reset);
+        let refused = rate.admit(t0 + Duration::from_secs(20), WINDOW, 1, 1).err().map(|i| i.reset[0]);
         assert_eq!(refused, Some(Duration::from_secs(40)));
         assert_eq!(rate.rejected, 2);
         assert!(rate.admit(t0 + WINDOW, WINDOW, 1, 1).is_ok());

@@ -353,7 +353,7 @@ async fn handle(
                 Err(info) => {
                     rate.rejected += 1;
                     ctx.rate = Some(info);
-                    let secs = info.reset.as_secs_f64().ceil().max(1.0);
+                    let secs = info.retry.as_secs_f64().ceil().max(1.0);
                     Err(HttpError::new(429).retry_after(format!("{secs:.0}")))
                 }
             },
