@@ -91,12 +91,7 @@ async fn own_time(calls: usize) {
                         let input = neuraphage_broker::router::estimate_input_tokens(&request);
                         let cost = neuraphage_broker::limiter::Cost::request(input, 1024);
                         let grant = pool.acquire(&task, 2, cost, None, &mut |_, _| {}).await.unwrap();
-                        grant.settle(
-                            Some(neuraphage_broker::limiter::Cost::request(10, 5)),
-                            Some(Instant::now()),
-                            None,
-                            None,
-                        );
+                        grant.settle(Some(neuraphage_broker::limiter::Cost::request(10, 5)), None);
                         latencies.push(t.elapsed());
                     }
                     latencies
@@ -141,7 +136,7 @@ async fn saturation(length: Duration) {
         .map(|t| {
             let routes = routes.clone();
             tokio::spawn(async move {
-                let mut caller = Caller { task: TaskId::from_bits(t + 1), priority: 2, tier: None };
+                let mut caller = Caller::new(TaskId::from_bits(t + 1), 2, None);
                 let request = request(t);
                 while Instant::now() < end {
                     routes.complete(&mut caller, &request, &mut |_| {}, &mut |_| {}).await.unwrap();
@@ -199,7 +194,7 @@ async fn latency(calls: usize) {
     let direct = Provider::new(config.keys[0].provider.clone()).unwrap();
     let (routes, _) = Routes::build(&[config], &BrokerSettings::default(), None).unwrap();
     let request = request(0);
-    let mut caller = Caller { task: TaskId::from_bits(1), priority: 2, tier: None };
+    let mut caller = Caller::new(TaskId::from_bits(1), 2, None);
     // Warm both paths (connections, the limit learnt from the first answer).
     for _ in 0..50 {
         direct.complete(&request, &mut |_| {}).await.unwrap();

@@ -15,6 +15,7 @@ mod hostile_repo;
 mod limits;
 mod locks;
 mod network;
+mod pacing;
 mod peer_uid;
 mod private_repo;
 mod profiles;
