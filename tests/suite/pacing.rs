@@ -106,7 +106,7 @@ fn ten_tasks_on_a_key_with_no_known_limits_all_send_their_first_request_within_a
 #[test]
 fn a_priority_0_task_on_a_drained_bucket_is_paced_ahead_of_twenty_priority_4_tasks() {
     const LOW: usize = 20;
-    // Each low task takes 15 requests (30 messages); the urgent one 6.
+    // Each low task takes 30 requests (59 messages); the urgent one 6.
     let arrivals: Arrivals = Arc::default();
     let log = arrivals.clone();
     let model = Model::start_with(DoubleConfig {
@@ -114,7 +114,7 @@ fn a_priority_0_task_on_a_drained_bucket_is_paced_ahead_of_twenty_priority_4_tas
         policy: Some(policy(move |r| {
             let t = tag(r);
             log.lock().unwrap().push((Instant::now(), t.clone()));
-            let turns = if t == "pc-urgent" { 11 } else { 29 };
+            let turns = if t == "pc-urgent" { 11 } else { 59 };
             if r.messages().len() >= turns {
                 Step::Reply(Reply::text("done").stop(StopReason::EndTurn))
             } else {
