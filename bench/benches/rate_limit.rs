@@ -1,10 +1,12 @@
 //! The broker's request path against the LLM test double enforcing its own per-key limit (in one process: the
 //! broker library's routes, pools and limiters, the double on a loopback port).
 //!
-//! 1. Saturation: 20 tasks of equal priority call through one key whose limit (50 requests per 2 s window) the
-//!    broker learns from the double's headers. Reported: utilisation (requests the double accepted ÷ its limit over
-//!    the saturated period, after the first window), the double's 429s (all, and after the first window), and Jain's
-//!    fairness index of the tasks' shares over the saturated period.
+//! 1. Saturation, with the double metering by window (50 requests per 2 s) and by bucket (600 a minute in a bucket
+//!    of 60, as Anthropic documents it): 20 priority-4 tasks call through one key whose limits the broker learns
+//!    from the double's headers, and a priority-0 task joins once the key is saturated, running a 300 ms tool
+//!    between calls. Reported: utilisation (requests the double accepted ÷ its rate over the saturated period), the
+//!    double's 429s, Jain's fairness index of the priority-4 tasks' shares, the widest gap between sends, and the
+//!    priority-0 task's call time (its queueing wait plus a loopback answer) p50 and p99.
 //! 2. Added latency: the same call made directly with the provider client, and through the routes (queue, limiter
 //!    reserve and settle) with headroom to spare; p50 and p99 of each, and their difference. The worker ⇄ broker
 //!    socket hop is not in this figure.
@@ -56,7 +58,9 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        saturation(if quick { Duration::from_secs(8) } else { Duration::from_secs(20) }).await;
+        let length = if quick { Duration::from_secs(16) } else { Duration::from_secs(40) };
+        saturation(Mode::Window, length).await;
+        saturation(Mode::Bucket, length).await;
         latency(if quick { 300 } else { 2000 }).await;
         own_time(if quick { 2_000 } else { 20_000 }).await;
     });
@@ -111,15 +115,32 @@ async fn own_time(calls: usize) {
     double.shutdown().await;
 }
 
-async fn saturation(length: Duration) {
+/// How the double meters the key.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// 50 requests per 2 s sliding window.
+    Window,
+    /// 600 requests a minute in a bucket of 60, refilled continuously (Anthropic's documented metering).
+    Bucket,
+}
+
+async fn saturation(mode: Mode, length: Duration) {
     let served: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let log = served.clone();
+    let (limits, window, rate, settle) = match mode {
+        Mode::Window => {
+            (KeyLimits { requests: Some(LIMIT), ..KeyLimits::default() }, WINDOW, LIMIT as f64 / 2.0, WINDOW)
+        }
+        Mode::Bucket => (
+            KeyLimits { requests: Some(600), buckets: Some([60, 0, 0]), ..KeyLimits::default() },
+            Duration::from_secs(60),
+            10.0,
+            Duration::from_secs(8),
+        ),
+    };
     let double = LlmDouble::start_with(DoubleConfig {
-        keys: vec![(
-            KEY.into(),
-            DoubleKey { limits: KeyLimits { requests: Some(LIMIT), ..KeyLimits::default() }, ..DoubleKey::default() },
-        )],
-        window: Some(WINDOW),
+        keys: vec![(KEY.into(), DoubleKey { limits, ..DoubleKey::default() })],
+        window: Some(window),
         policy: Some(policy(move |r| {
             log.lock().unwrap().push((Instant::now(), r.first_user_text().unwrap_or_default()));
             Step::Reply(Reply::text("ok").stop(StopReason::EndTurn))
@@ -128,7 +149,7 @@ async fn saturation(length: Duration) {
     })
     .await
     .unwrap();
-    let (routes, _) = Routes::build(&[pool(&double, WINDOW)], &BrokerSettings::default(), None).unwrap();
+    let (routes, _) = Routes::build(&[pool(&double, window)], &BrokerSettings::default(), None).unwrap();
     let routes = Arc::new(routes);
     let start = Instant::now();
     let end = start + length;
@@ -136,7 +157,7 @@ async fn saturation(length: Duration) {
         .map(|t| {
             let routes = routes.clone();
             tokio::spawn(async move {
-                let mut caller = Caller::new(TaskId::from_bits(t + 1), 2, None);
+                let mut caller = Caller::new(TaskId::from_bits(t + 1), 4, None);
                 let request = request(t);
                 while Instant::now() < end {
                     routes.complete(&mut caller, &request, &mut |_| {}, &mut |_| {}).await.unwrap();
@@ -144,38 +165,71 @@ async fn saturation(length: Duration) {
             })
         })
         .collect();
+    // A priority-0 task joins once the key is saturated; between calls it runs a tool for 300 ms.
+    let urgent = {
+        let routes = routes.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until((start + settle).into()).await;
+            let mut caller = Caller::new(TaskId::from_bits(999), 0, None);
+            let request = request(999);
+            let mut waits = Vec::new();
+            while Instant::now() < end {
+                let t = Instant::now();
+                routes.complete(&mut caller, &request, &mut |_| {}, &mut |_| {}).await.unwrap();
+                waits.push(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            waits
+        })
+    };
     for c in callers {
         c.await.unwrap();
     }
-    // The saturated period: after the first window (the limit is being learnt) until the last task stopped asking.
-    let from = start + WINDOW;
+    let waits = urgent.await.unwrap();
+    // The saturated period: after the limit was learnt (and, in bucket mode, the first bucket spent) until the
+    // last task stopped asking.
+    let from = start + settle;
     let served = served.lock().unwrap().clone();
     let last = served.last().map(|s| s.0).unwrap_or(end);
     let in_period: Vec<&(Instant, String)> = served.iter().filter(|s| s.0 >= from && s.0 <= end).collect();
     let period = end.min(last).saturating_duration_since(from);
-    let capacity = LIMIT as f64 * period.as_secs_f64() / WINDOW.as_secs_f64();
+    let capacity = rate * period.as_secs_f64();
     let utilisation = in_period.len() as f64 / capacity;
     let mut shares: HashMap<&str, f64> = HashMap::new();
     for (_, who) in &in_period {
-        *shares.entry(who.as_str()).or_default() += 1.0;
+        if who != "task bench-999" {
+            *shares.entry(who.as_str()).or_default() += 1.0;
+        }
     }
     let values: Vec<f64> = shares.values().copied().collect();
     let sum: f64 = values.iter().sum();
     let jain = sum * sum / (values.len() as f64 * values.iter().map(|v| v * v).sum::<f64>());
-    let (refused, _) = (double.rate_limited_count(), ());
-    println!("saturation: {TASKS} tasks, one key of {LIMIT} requests per {WINDOW:?} (learnt from headers), {length:?}");
+    let refused = double.rate_limited_count();
+    let times: Vec<Instant> = in_period.iter().map(|s| s.0).collect();
+    let widest = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
     println!(
-        "  served {} requests; in the saturated period ({period:.1?}): {} of a possible {capacity:.1}",
+        "saturation, {mode:?} mode: {TASKS} priority-4 tasks and one priority-0 task (300 ms tool runs) on one key,"
+    );
+    println!("  {limits:?} per {window:?}, learnt from headers; {length:?}");
+    println!(
+        "  served {} requests; in the saturated period ({period:.1?}): {} of a possible {capacity:.1}; widest gap {widest:?}",
         served.len(),
         in_period.len()
     );
     println!("  utilisation {:.1} %", utilisation * 100.0);
     println!("  429s from the double: {refused} (all of the run)");
     println!(
-        "  Jain's fairness index across {} tasks: {jain:.4} (shares {:.0}..{:.0})",
+        "  Jain's fairness index across {} priority-4 tasks: {jain:.4} (shares {:.0}..{:.0})",
         values.len(),
         values.iter().copied().fold(f64::MAX, f64::min),
         values.iter().copied().fold(0.0, f64::max)
+    );
+    let run = Run { label: "priority 0".into(), clients: 1, latencies: waits, wall: Duration::ZERO };
+    println!(
+        "  priority-0 call (queueing wait + a loopback answer): p50 {:.1?}, p99 {:.1?}, {} calls",
+        run.percentile(50.0),
+        run.percentile(99.0),
+        run.latencies.len()
     );
     double.shutdown().await;
 }
