@@ -24,3 +24,4 @@ mod running;
 mod systemd;
 mod task_isolation;
 mod tasks;
+mod waiting;
