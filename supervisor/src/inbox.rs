@@ -107,10 +107,10 @@ pub fn send(daemon: &Daemon, typed: &str, text: String, answer_only: bool) -> Re
     }
     let sent = daemon.with_store(|s| s.send_message(&id, &text, answer_only))?;
     tracing::info!(task = %id, inbox = sent.id, delivery = %sent.delivery, "user message stored");
-    if sent.running {
-        if let Some(tx) = daemon.mailboxes.boxes().get(&id) {
-            let _ = tx.send((sent.id, text));
-        }
+    if sent.running
+        && let Some(tx) = daemon.mailboxes.boxes().get(&id)
+    {
+        let _ = tx.send((sent.id, text));
     }
     if sent.task.status == TaskStatus::Queued {
         daemon.workers.wake.notify_one();
