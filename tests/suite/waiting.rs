@@ -354,3 +354,35 @@ fn bad_input_changes_nothing() {
     assert_eq!(rows(&home), before);
     assert_eq!(home.show(&asker)["status"], "Completed");
 }
+
+#[test]
+fn a_question_asked_beside_another_call_keeps_that_calls_result() {
+    // One turn: a Bash call, then the question. The Bash call runs once; its result survives the parking and the
+    // new worker, which runs only the question again.
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0 => Step::Reply(
+            Reply::tool("Bash", json!({"command": "echo run >> runs.txt; echo ran"}))
+                .with_tool("AskUser", json!({"question": "Which colour?", "options": ["red", "blue"]})),
+        ),
+        _ => Step::Reply(Reply::text("thanks").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let repo = home.git_repo("app");
+    let id = id_of(&home.json(&["task", "new", "run, then ask", "--repo", repo.to_str().unwrap(), "--json"]));
+    wait_status(&home, &id, "WaitingForUser");
+    home.ok(&["task", "answer", &id, "blue"]);
+    assert_eq!(home.wait_ended(&[&id], WITHIN)[0]["status"], "Completed");
+    let runs = file_on_branch(&repo, &format!("neuraphage/{id}"), "runs.txt");
+    assert_eq!(runs.as_deref(), Some("run\n"), "the Bash call ran exactly once");
+    let last = model.double.requests().last().cloned().unwrap();
+    let results: Vec<String> = last
+        .messages()
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_result")
+        .map(|b| b["content"].to_string())
+        .collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results[0].contains("ran") && results[1].contains("The user chose option 2: blue"), "{results:?}");
+}
