@@ -386,3 +386,22 @@ fn a_question_asked_beside_another_call_keeps_that_calls_result() {
     assert_eq!(results.len(), 2, "{results:?}");
     assert!(results[0].contains("ran") && results[1].contains("The user chose option 2: blue"), "{results:?}");
 }
+
+#[test]
+fn a_hostile_question_is_printed_escaped() {
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("AskUser", json!({"question": "Pick\u{1b}]0;pwned\u{7} one\u{1b}[2J"}))),
+        _ => Step::Reply(Reply::text("thanks").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let id = id_of(&home.json(&["task", "new", "ask something nasty", "--json"]));
+    let shown = wait_status(&home, &id, "WaitingForUser");
+    // The control: the prompt as stored holds the terminal controls.
+    assert!(shown["status_detail"]["prompt"].as_str().unwrap().contains('\u{1b}'));
+    for args in [&["waiting"][..], &["waiting", "--json"][..], &["task", "show", &id][..]] {
+        let out = home.ok(args);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{args:?} printed a terminal control: {out:?}");
+        assert!(out.contains("pwned"), "{args:?}: {out}");
+    }
+}

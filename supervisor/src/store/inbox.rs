@@ -263,3 +263,73 @@ fn options_of(cp: &Checkpoint, call: &str) -> Vec<String> {
         .take(16)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use neuraphage_ipc::Priority;
+    use neuraphage_ipc::llm::Message;
+    use neuraphage_ipc::worker::Checkpoint;
+
+    use super::*;
+    use crate::store::tasks::TaskDraft;
+
+    fn store_with_task() -> (tempfile::TempDir, Store, TaskId) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let draft = TaskDraft {
+            description: "d".into(),
+            priority: Priority::DEFAULT,
+            repo: None,
+            profile: None,
+            parent: None,
+            after: vec![],
+            base_commit: None,
+            tier: None,
+        };
+        let id = store.create_task(&draft).unwrap().id;
+        (dir, store, id)
+    }
+
+    fn checkpoint(seq: u64, kind: CheckpointKind, delivered: Vec<u64>) -> Checkpoint {
+        Checkpoint { seq, kind, iteration: 1, messages: vec![Message::user_text("d")], delivered }
+    }
+
+    #[test]
+    fn a_message_that_came_too_late_for_the_last_turn_requeues_the_task() {
+        let (_d, mut s, id) = store_with_task();
+        s.transition(&id, TaskStatus::Running { phase: neuraphage_ipc::RunningPhase::Processing }).unwrap();
+        let sent = s.send_message(&id, "one more thing", false).unwrap();
+        assert_eq!((sent.delivery.as_str(), sent.running), ("next turn", true));
+        let (task, _) = s.end_session(&id, TaskStatus::Completed { summary: None }).unwrap();
+        assert_eq!(task.status, TaskStatus::Queued, "undelivered input: a follow-up");
+        assert_eq!(s.pending_input(&id).unwrap().len(), 1);
+        // Delivered by a checkpoint: the next end is the end.
+        s.transition(&id, TaskStatus::Running { phase: neuraphage_ipc::RunningPhase::Processing }).unwrap();
+        s.checkpoint(&id, &checkpoint(1, CheckpointKind::RequestSent, vec![sent.id]), "c1").unwrap();
+        assert!(s.pending_input(&id).unwrap().is_empty());
+        let (task, _) = s.end_session(&id, TaskStatus::Completed { summary: None }).unwrap();
+        assert_eq!(task.status.state(), TaskState::Completed);
+    }
+
+    #[test]
+    fn a_question_is_pending_only_after_an_ask_user_call_parks_the_task() {
+        let (_d, mut s, id) = store_with_task();
+        let started = CheckpointKind::ToolStarted { tool: "Bash".into(), tool_use_id: "t1".into() };
+        s.checkpoint(&id, &checkpoint(1, started, vec![]), "c1").unwrap();
+        let parked = CheckpointKind::TaskEnded { outcome: TaskOutcome::NeedsUser { reason: "allow?".into() } };
+        s.checkpoint(&id, &checkpoint(2, parked.clone(), vec![]), "c2").unwrap();
+        s.transition(&id, TaskStatus::WaitingForUser { prompt: "allow?".into() }).unwrap();
+        // Not a question (another tool parked it): `task answer` is refused, a message is kept.
+        assert!(s.send_message(&id, "yes", true).is_err());
+        assert!(s.send_message(&id, "yes", false).unwrap().delivery.starts_with("kept"));
+        let started = CheckpointKind::ToolStarted { tool: ASK_USER_TOOL.into(), tool_use_id: "t2".into() };
+        s.checkpoint(&id, &checkpoint(3, started, vec![]), "c3").unwrap();
+        s.checkpoint(&id, &checkpoint(4, parked, vec![]), "c4").unwrap();
+        let sent = s.send_message(&id, "blue", true).unwrap();
+        assert_eq!((sent.delivery.as_str(), sent.task.status.clone()), ("answer to the question", TaskStatus::Queued));
+        let answer = s.pending_input(&id).unwrap().pop().unwrap();
+        assert_eq!(answer.answers.as_deref(), Some("t2"));
+        assert!(s.send_message(&id, "again", true).is_err(), "answered: no question pending");
+        assert_eq!(s.waiting().unwrap(), vec![]);
+    }
+}
