@@ -35,6 +35,8 @@ pub enum Command {
     /// Inspect the sandbox tasks run in.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// List the tasks waiting on you (a question, a permission, a limit), oldest wait first, with what they ask.
+    Waiting(JsonFlag),
 }
 
 /// `neuraphage sandbox …`
@@ -115,6 +117,27 @@ pub enum TaskCommand {
     Depend(DependArgs),
     /// Cancel a task.
     Kill(KillArgs),
+    /// Give a task a message: a running task reads it at its next turn, a task waiting on a question takes it as
+    /// the answer, a finished one goes on from its conversation and branch. `/pause`, `/cancel`, `/retry` act.
+    Send(SendArgs),
+    /// Answer a task's pending question (refused when it has none).
+    Answer(SendArgs),
+    /// Pause a task: a running one at its next checkpoint, a queued or waiting one at once.
+    Pause(IdArgs),
+    /// Queue a Paused task again.
+    Resume(IdArgs),
+}
+
+/// Arguments of `task send` and `task answer`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The task's id, or any unique prefix of it.
+    pub id: String,
+    /// The message (at most 64 KiB); `-` reads it from stdin.
+    pub message: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
 }
 
 /// A `--json` switch.

@@ -13,6 +13,7 @@ mod output;
 mod report;
 mod sandbox;
 mod task;
+mod waiting;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -134,5 +135,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Demo(_) => Ok(()),
+        Command::Waiting(out) => waiting::waiting(&paths, out.json).await,
     }
 }

@@ -177,6 +177,17 @@ fn event_text(e: &TaskEvent) -> String {
             format!("{} events reached the task's cap of {cap}; later ones are only logged", visible(capped))
         }
         EventKind::PausedBySupervisor { reason } => format!("paused: {}", visible(reason)),
+        EventKind::UserMessage { id, text, delivery } => {
+            format!("user message #{id} ({}): {}", visible(delivery), visible(text))
+        }
+        EventKind::QuestionAsked { question, options } => {
+            let mut s = format!("asks the user: {}", visible(question));
+            if !options.is_empty() {
+                s.push_str(&format!(" (options: {})", visible(&options.join(" | "))));
+            }
+            s
+        }
+        EventKind::QuestionAnswered { id, text } => format!("answered (message #{id}): {}", visible(text)),
     }
 }
 

@@ -95,6 +95,10 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             let request = ControlRequest::KillTask { task: args.id, reason: args.reason };
             status_change(paths, request, args.out.json).await
         }
+        TaskCommand::Send(a) => crate::waiting::send(paths, a.id, a.message, false, a.out.json).await,
+        TaskCommand::Answer(a) => crate::waiting::send(paths, a.id, a.message, true, a.out.json).await,
+        TaskCommand::Pause(a) => crate::waiting::pause_or_resume(paths, a.id, true, a.out.json).await,
+        TaskCommand::Resume(a) => crate::waiting::pause_or_resume(paths, a.id, false, a.out.json).await,
     }
 }
 

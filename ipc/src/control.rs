@@ -100,6 +100,35 @@ pub enum ControlRequest {
         /// One line per task, model or day.
         by: CostGrouping,
     },
+    /// Give the task a user message (persisted before the reply): a running task gets it at its next model turn, a
+    /// task waiting on a question takes it as the answer, a finished one is resumed as a follow-up. `/pause`,
+    /// `/cancel` and `/retry` act instead. Answered by [`ControlReply::Sent`].
+    SendMessage {
+        /// The task id or a unique prefix.
+        task: String,
+        /// The message (at most [`crate::waiting::MAX_MESSAGE_BYTES`]).
+        text: String,
+    },
+    /// Answer the task's pending `AskUser` question (refused when none is pending). Answered by
+    /// [`ControlReply::Sent`].
+    AnswerQuestion {
+        /// The task id or a unique prefix.
+        task: String,
+        /// The answer (at most [`crate::waiting::MAX_MESSAGE_BYTES`]).
+        text: String,
+    },
+    /// Pause a task: a running one at its next checkpoint, a queued or waiting one at once.
+    PauseTask {
+        /// The task id or a unique prefix.
+        task: String,
+    },
+    /// Queue a Paused task again.
+    ResumeTask {
+        /// The task id or a unique prefix.
+        task: String,
+    },
+    /// The tasks waiting on the user, oldest wait first.
+    ListWaiting,
 }
 
 /// A task to create.
@@ -187,6 +216,18 @@ pub enum ControlReply {
     },
     /// The request was refused or failed; nothing was changed.
     Error(ControlError),
+    /// Answer to [`ControlRequest::SendMessage`] and [`ControlRequest::AnswerQuestion`]: the message is stored.
+    Sent {
+        /// The task.
+        task: TaskId,
+        /// What became of it, in words ("next turn", "answer to the question", "follow-up: queued again", …).
+        delivery: String,
+    },
+    /// Answer to [`ControlRequest::ListWaiting`].
+    Waiting {
+        /// Oldest wait first.
+        tasks: Vec<crate::waiting::WaitingTask>,
+    },
 }
 
 /// Why a request was refused.

@@ -32,6 +32,7 @@ pub mod lock;
 pub mod paths;
 pub mod snapshot;
 pub mod task;
+pub mod waiting;
 pub mod worker;
 
 pub use control::{

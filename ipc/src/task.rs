@@ -436,6 +436,29 @@ pub enum EventKind {
         /// The new status.
         to: TaskStatus,
     },
+    /// The user sent the task a message (stored in its inbox before the reply).
+    UserMessage {
+        /// Its inbox id.
+        id: u64,
+        /// What the user wrote (cut to a few KiB, with a note).
+        text: String,
+        /// What became of it, in words ("next turn", "answer to the question", "follow-up: queued again", …).
+        delivery: String,
+    },
+    /// The task asked the user a question (the `AskUser` tool) and waits for the answer, its worker gone.
+    QuestionAsked {
+        /// The question (cut to a few KiB).
+        question: String,
+        /// The choices offered, if any.
+        options: Vec<String>,
+    },
+    /// The user answered the task's question; the answer becomes the `AskUser` call's result.
+    QuestionAnswered {
+        /// The answer's inbox id.
+        id: u64,
+        /// The answer (cut to a few KiB).
+        text: String,
+    },
 }
 
 impl EventKind {
@@ -458,6 +481,9 @@ impl EventKind {
             EventKind::SnapshotNote { .. } => "snapshot_note",
             EventKind::EventsCapped { .. } => "events_capped",
             EventKind::PausedBySupervisor { .. } => "paused_by_supervisor",
+            EventKind::UserMessage { .. } => "user_message",
+            EventKind::QuestionAsked { .. } => "question_asked",
+            EventKind::QuestionAnswered { .. } => "question_answered",
         }
     }
 }

@@ -50,6 +50,27 @@ pub enum SupervisorToWorker {
         /// What happened.
         result: CommitResult,
     },
+    /// A message the user sent while the task runs (stored in the supervisor's inbox first). The worker adds it to
+    /// the conversation at its next model turn; the checkpoint that carries it names its id in `delivered`. May come
+    /// at any time.
+    UserMessage {
+        /// Its inbox id.
+        id: u64,
+        /// What the user wrote.
+        text: String,
+    },
+}
+
+/// User input not yet in the conversation, given to a starting worker (see [`WorkerStart::inbox`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInput {
+    /// Its inbox id (named in the `delivered` of the checkpoint that carries it).
+    pub id: u64,
+    /// What the user wrote.
+    pub text: String,
+    /// For an answer to an `AskUser` call: that call's id (its tool result is the text).
+    #[serde(default)]
+    pub answers: Option<String>,
 }
 
 /// Everything a worker needs to run its task.
@@ -80,6 +101,9 @@ pub struct WorkerStart {
     /// supervisor counts a worker that sends nothing for much longer as stuck. 0: [`DEFAULT_HEARTBEAT_MS`].
     #[serde(default)]
     pub heartbeat_ms: u64,
+    /// User messages and answers stored for the task and not yet in its conversation, oldest first.
+    #[serde(default)]
+    pub inbox: Vec<UserInput>,
 }
 
 /// How often a worker sends a heartbeat when its `Start` does not say.
@@ -161,6 +185,9 @@ pub struct Checkpoint {
     pub iteration: u32,
     /// The whole conversation at this point.
     pub messages: Vec<Message>,
+    /// Inbox ids of user input this checkpoint's conversation holds for the first time (marked delivered with it).
+    #[serde(default)]
+    pub delivered: Vec<u64>,
 }
 
 /// The points of the checkpoint table (`reference/neuraphage-agentic-loop.md`).

@@ -371,6 +371,11 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
                 last_seq,
                 resume_point: None,
                 heartbeat_ms: last_seq / 2,
+                inbox: vec![neuraphage_ipc::worker::UserInput {
+                    id: last_seq,
+                    text: format!("{max_iterations}"),
+                    answers: None,
+                }],
             }))
         });
     let to_worker = prop_oneof![
@@ -384,11 +389,18 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         any::<u64>().prop_map(|id| SupervisorToWorker::Committed { id, result: CommitResult::NothingToCommit }),
         (any::<u64>(), text())
             .prop_map(|(id, error)| SupervisorToWorker::Committed { id, result: CommitResult::Failed { error } }),
+        (any::<u64>(), text()).prop_map(|(id, text)| SupervisorToWorker::UserMessage { id, text }),
     ];
     let to_supervisor = prop_oneof![
         (any::<u64>(), checkpoint_kind(), any::<u32>(), vec(message(), 0..3)).prop_map(
             |(seq, kind, iteration, messages)| {
-                WorkerToSupervisor::Checkpoint(Box::new(Checkpoint { seq, kind, iteration, messages }))
+                WorkerToSupervisor::Checkpoint(Box::new(Checkpoint {
+                    seq,
+                    kind,
+                    iteration,
+                    messages,
+                    delivered: vec![seq],
+                }))
             }
         ),
         delta().prop_map(|delta| WorkerToSupervisor::Stream { delta }),

@@ -31,6 +31,7 @@ pub mod disk;
 pub mod error;
 pub mod event_caps;
 pub mod home;
+pub mod inbox;
 pub mod notify;
 pub mod private_repo;
 pub mod proxy;

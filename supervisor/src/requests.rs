@@ -53,6 +53,8 @@ pub struct Daemon {
     config: Config,
     /// Running tasks, and the scheduler's wake-up.
     pub workers: WorkerRegistry,
+    /// Running sessions' ends for user messages, and pauses asked of running tasks ([`crate::inbox`]).
+    pub mailboxes: crate::inbox::Mailboxes,
     started_at: DateTime<Utc>,
     started: Instant,
     prices: PriceTable,
@@ -77,6 +79,7 @@ impl Daemon {
             prices: config.price_table(),
             config,
             workers: WorkerRegistry::default(),
+            mailboxes: crate::inbox::Mailboxes::default(),
             started_at: Utc::now(),
             started: Instant::now(),
             lock_queries,
@@ -294,6 +297,11 @@ impl Daemon {
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
             }
+            ControlRequest::SendMessage { task, text } => crate::inbox::send(self, &task, text, false)?,
+            ControlRequest::AnswerQuestion { task, text } => crate::inbox::send(self, &task, text, true)?,
+            ControlRequest::PauseTask { task } => crate::inbox::pause(self, &task)?,
+            ControlRequest::ResumeTask { task } => crate::inbox::resume(self, &task)?,
+            ControlRequest::ListWaiting => crate::inbox::waiting(self)?,
         })
     }
 

@@ -108,6 +108,8 @@ enum Ending {
     Refused(String),
     /// The task is over its disk bound or the home's reserve ([`crate::disk`]): it is paused, with the reason.
     Paused(String),
+    /// `task pause` stopped it after a checkpoint ([`crate::inbox`]).
+    PausedByUser,
 }
 
 /// Run `task` to its end. Never panics; every failure ends as the task's status.
@@ -433,6 +435,8 @@ async fn converse(
         Ok(Err(e)) => return Ending::Lost(format!("worker handshake: {e}")),
         Err(_) => return Ending::Lost("the worker did not say hello within 10 s (see its worker.log)".into()),
     }
+    // User input: what is stored now goes in `Start`, what comes later over the link.
+    let mut mailbox = crate::inbox::Mailbox::open(daemon, &task.id);
     let start = WorkerStart {
         task: task.id.clone(),
         description: task.description.clone(),
@@ -445,6 +449,7 @@ async fn converse(
         last_seq: resume.1,
         resume_point: resume.2,
         heartbeat_ms: crate::stuck::heartbeat_every().as_millis() as u64,
+        inbox: mailbox.pending(),
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
@@ -455,6 +460,12 @@ async fn converse(
         let received = tokio::select! {
             _ = cancel.cancelled() => return Ending::Cancelled,
             _ = shutdown.cancelled() => return Ending::Interrupted,
+            Some((id, text)) = mailbox.recv() => {
+                if let Err(e) = link.send(&SupervisorToWorker::UserMessage { id, text }).await {
+                    return Ending::Lost(format!("worker link: {e}"));
+                }
+                continue;
+            }
             received = tokio::time::timeout(stuck_after, link.recv()) => match received {
                 Ok(received) => received,
                 Err(_) => return Ending::Lost(crate::stuck::reason(stuck_after)),
@@ -475,6 +486,9 @@ async fn converse(
                 }
                 if let Some(outcome) = ended {
                     return Ending::Ended(outcome);
+                }
+                if daemon.mailboxes.pause_requested(&task.id) {
+                    return Ending::PausedByUser;
                 }
             }
             Ok(Some(WorkerToSupervisor::Sandbox(report))) => {
@@ -547,10 +561,11 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
             daemon.record(&task.id, EventKind::PausedBySupervisor { reason });
             TaskStatus::Paused
         }
+        Ending::PausedByUser => TaskStatus::Paused,
     };
     daemon.forget_event_counts(&task.id);
     tracing::info!(status = %status.state(), "task ended");
-    daemon.transition(&task.id, status);
+    crate::inbox::end_session(daemon, &task.id, status);
 }
 
 /// The `Commit` tool, on the supervisor's side: a sandboxed snapshot, committed with git2 (no hooks or filters run).

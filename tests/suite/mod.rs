@@ -25,3 +25,4 @@ mod running;
 mod systemd;
 mod task_isolation;
 mod tasks;
+mod waiting;

@@ -40,6 +40,9 @@ fn refused_call(id: String, name: &str) -> ContentBlock {
 #[path = "agent_locks.rs"]
 mod locks;
 
+#[path = "agent_input.rs"]
+mod input;
+
 #[path = "heartbeat.rs"]
 mod heartbeat;
 use heartbeat::SupervisorLink;
@@ -49,6 +52,8 @@ type BrokerLink = Link<UnixStream, BrokerToWorker, WorkerToBroker>;
 enum Stop {
     /// The supervisor cancelled the task.
     Cancelled,
+    /// The task waits on the user (its `TaskEnded NeedsUser` checkpoint is acknowledged); the worker exits.
+    Parked,
 }
 
 struct Agent {
@@ -63,6 +68,12 @@ struct Agent {
     next_request: u64,
     /// Resources the task holds in the broker's lock table (re-claimed on a new broker link).
     held: std::collections::BTreeSet<String>,
+    /// User input not yet in the conversation (from `Start`, then from the supervisor link).
+    inbox: Vec<neuraphage_ipc::worker::UserInput>,
+    /// Inbox ids seen, so a message both in `Start` and on the link is taken once.
+    seen_input: HashSet<u64>,
+    /// Inbox ids to name in the next checkpoint's `delivered`.
+    delivered: Vec<u64>,
 }
 
 /// Run the task given by the supervisor's `Start`.
@@ -109,18 +120,24 @@ pub async fn run(
         iteration,
         next_request: 1,
         held: std::collections::BTreeSet::new(),
+        inbox: start.inbox.clone(),
+        seen_input: start.inbox.iter().map(|i| i.id).collect(),
+        delivered: Vec::new(),
         start,
     };
     match agent.run().await {
-        Ok(Ok(())) | Ok(Err(Stop::Cancelled)) => Ok(()),
+        Ok(Ok(())) | Ok(Err(Stop::Cancelled | Stop::Parked)) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 impl Agent {
     async fn run(&mut self) -> anyhow::Result<Result<(), Stop>> {
-        if let Some(CheckpointKind::TaskEnded { outcome }) = self.start.resume_point.clone() {
+        if let Some(CheckpointKind::TaskEnded { outcome }) = self.start.resume_point.clone()
+            && !self.has_user_input()
+        {
             // The task had ended; only the supervisor's bookkeeping after it was cut short. End it again, the same way.
+            // (With user input waiting, it is a follow-up: it goes on from its conversation.)
             return self.end(outcome).await;
         }
         if self.messages.is_empty() {
@@ -129,6 +146,7 @@ impl Agent {
             return Ok(Err(stop));
         }
         loop {
+            self.deliver_user_input();
             if self.iteration >= self.start.max_iterations {
                 let error = format!(
                     "drift guard: the model took {} turns without finishing (max-iterations is {})",
@@ -172,6 +190,8 @@ impl Agent {
                         let error = format!("the model refused the task: {}", text_of(&response.content));
                         return self.end(TaskOutcome::Failed { error, recoverable: false }).await;
                     }
+                    // The user said something meanwhile: the model hears it before the task ends.
+                    _ if self.has_user_input() => continue,
                     _ => {
                         let summary = text_of(&response.content);
                         return self.end(TaskOutcome::Completed { summary }).await;
@@ -204,6 +224,11 @@ impl Agent {
         }
         let outcome = if name == tools::commit::NAME {
             match self.commit(input).await? {
+                Ok(outcome) => outcome,
+                Err(stop) => return Ok(Err(stop)),
+            }
+        } else if name == tools::ask::NAME {
+            match self.ask_user(id, input, results).await? {
                 Ok(outcome) => outcome,
                 Err(stop) => return Ok(Err(stop)),
             }
@@ -299,7 +324,8 @@ impl Agent {
         for (i, (id, name, input)) in calls.into_iter().enumerate().filter(|(_, (id, _, _))| !answered.contains(id)) {
             if i >= MAX_TOOL_CALLS_PER_TURN {
                 results.push(refused_call(id, &name));
-            } else if interrupted.as_ref() != Some(&id) || tools::is_idempotent(&name) {
+            } else if interrupted.as_ref() != Some(&id) || tools::is_idempotent(&name) || name == tools::ask::NAME {
+                // (Asking again is harmless: an interrupted AskUser asks, or takes its stored answer.)
                 if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
                     return Ok(Err(stop));
                 }
@@ -410,7 +436,8 @@ impl Agent {
             messages.push(Message { role: Speaker::User, content: results.to_vec() });
         }
         let kind_name = kind.name();
-        let cp = Checkpoint { seq: self.seq, kind, iteration: self.iteration, messages };
+        let delivered = std::mem::take(&mut self.delivered);
+        let cp = Checkpoint { seq: self.seq, kind, iteration: self.iteration, messages, delivered };
         self.supervisor.send(&WorkerToSupervisor::Checkpoint(Box::new(cp))).await.context("supervisor link")?;
         let received = tokio::time::timeout(Duration::from_secs(120), self.supervisor.recv())
             .await
@@ -424,6 +451,7 @@ impl Agent {
             Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
             Some(SupervisorToWorker::Committed { .. }) => bail!("a commit answer while waiting for an acknowledgement"),
+            Some(SupervisorToWorker::UserMessage { .. }) => bail!("a user message the link should have kept"),
         }
     }
 
@@ -459,7 +487,8 @@ impl Agent {
         };
         format!(
             "You are a coding agent run by Neuraphage. You work on one task, alone, in {branch} at {workdir}.\n\
-             Tools: Read, Write, Edit, Bash, Glob, Grep, Commit, and Lock / Unlock for resources shared with other \
+             Tools: Read, Write, Edit, Bash, Glob, Grep, Commit, AskUser (when only the user can decide), and Lock / \
+             Unlock for resources shared with other \
              tasks running at the same time. Relative paths are relative to that folder; you cannot reach files \
              outside it.\n\
              Do not run `git commit` or change git configuration (the repository's git metadata is read-only to you): \

@@ -23,13 +23,15 @@ pub struct SupervisorLink {
     link: Inner,
     every: Duration,
     next: Instant,
+    /// User messages the supervisor sent while the agent waited for something else, oldest first.
+    user_messages: Vec<(u64, String)>,
 }
 
 impl SupervisorLink {
     /// Wrap an open link (after its handshake), with a heartbeat every `every` at most.
     pub fn new(link: Inner, every: Duration) -> SupervisorLink {
         let every = every.max(Duration::from_millis(50));
-        SupervisorLink { link, every, next: Instant::now() + every }
+        SupervisorLink { link, every, next: Instant::now() + every, user_messages: Vec::new() }
     }
 
     /// Send one message.
@@ -39,14 +41,24 @@ impl SupervisorLink {
         Ok(())
     }
 
-    /// Receive the next message (`None`: the supervisor closed the link), sending heartbeats meanwhile.
+    /// Receive the next message (`None`: the supervisor closed the link), sending heartbeats meanwhile. A
+    /// [`SupervisorToWorker::UserMessage`], which may come at any time, is kept (see [`Self::take_user_messages`])
+    /// and not returned, so every place the agent waits on this link accepts it.
     pub async fn recv(&mut self) -> Result<Option<SupervisorToWorker>, IpcError> {
         loop {
             tokio::select! {
-                received = self.link.recv() => return received,
+                received = self.link.recv() => match received? {
+                    Some(SupervisorToWorker::UserMessage { id, text }) => self.user_messages.push((id, text)),
+                    other => return Ok(other),
+                },
                 _ = tokio::time::sleep_until(self.next) => self.send(&WorkerToSupervisor::Heartbeat).await?,
             }
         }
+    }
+
+    /// The user messages received so far, oldest first (each once).
+    pub fn take_user_messages(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.user_messages)
     }
 
     /// Wait for `duration` without reading the link, still sending heartbeats (the test pause, a debug build's only).

@@ -178,6 +178,7 @@ impl Store {
             other => other.name().to_owned(),
         };
         append_event(&tx, id, &EventKind::Checkpoint { seq: cp.seq, point, commit: commit.to_owned() })?;
+        super::inbox::on_checkpoint(&tx, id, cp)?;
         let phase = match &cp.kind {
             CheckpointKind::RequestSent => Some(RunningPhase::LlmRequest),
             CheckpointKind::ResponseReceived { .. } | CheckpointKind::ToolCompleted { .. } => {

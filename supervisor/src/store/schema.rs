@@ -86,9 +86,31 @@ const V4_TIER: &str = r#"
 ALTER TABLE tasks ADD COLUMN tier TEXT;
 "#;
 
+/// Version 5: user input. `inbox`: every message the user sent a task, kept until a checkpoint's conversation holds
+/// it (`delivered_at`, set in that checkpoint's transaction); an answer names the `AskUser` call it answers.
+/// `questions`: a task's latest `AskUser` question, pending until `answer` is set.
+const V5_INBOX: &str = r#"
+CREATE TABLE inbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    task         TEXT NOT NULL REFERENCES tasks(id),
+    at           INTEGER NOT NULL,
+    text         TEXT NOT NULL,
+    answers      TEXT,     -- the AskUser call (tool_use id) it answers, if any
+    delivered_at INTEGER   -- NULL until a checkpoint's conversation holds it
+) STRICT;
+CREATE INDEX inbox_pending ON inbox(task, id) WHERE delivered_at IS NULL;
+CREATE TABLE questions (
+    task        TEXT PRIMARY KEY REFERENCES tasks(id),
+    tool_use_id TEXT NOT NULL,
+    question    TEXT NOT NULL,  -- the prompt shown (question and numbered options)
+    asked_at    INTEGER NOT NULL,
+    answer      INTEGER REFERENCES inbox(id)  -- NULL while pending
+) STRICT;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS), M::up(V4_TIER)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS), M::up(V4_TIER), M::up(V5_INBOX)])
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! `.gitignore`-respecting walker `grep.rs` shares), `grep.rs`, `path.rs` (path resolution), `saved.rs` (the file
 //! that keeps a cut output in full).
 
+pub mod ask;
 mod bash;
 pub mod commit;
 mod edit;
@@ -100,7 +101,8 @@ impl From<Result<String, String>> for ToolOutcome {
 }
 
 /// The names of every tool, in the order [`definitions`] lists them.
-pub const TOOL_NAMES: [&str; 9] = ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit", "Lock", "Unlock"];
+pub const TOOL_NAMES: [&str; 10] =
+    ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit", "Lock", "Unlock", "AskUser"];
 
 /// Every tool, for the model: name, description and the JSON Schema of its input.
 pub fn definitions() -> Vec<ToolDefinition> {
@@ -114,6 +116,7 @@ pub fn definitions() -> Vec<ToolDefinition> {
         commit::definition(),
         lock::lock_definition(),
         lock::unlock_definition(),
+        ask::definition(),
     ]
 }
 
@@ -162,6 +165,10 @@ pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
         "Lock" | "Unlock" => match lock::parse_call(name, input) {
             Err(outcome) => outcome,
             Ok(_) => ToolOutcome::error(format!("{name} is answered by the broker through the agent loop, not here")),
+        },
+        ask::NAME => match ask::parse(input) {
+            Ok(_) => ToolOutcome::error("AskUser is answered by the user through the agent loop, not here"),
+            Err(outcome) => outcome,
         },
         _ => ToolOutcome::error(format!("There is no tool named `{name}`; the tools are {}.", TOOL_NAMES.join(", "))),
     }
