@@ -10,6 +10,7 @@ mod demo;
 mod error;
 mod escape;
 mod output;
+mod permissions;
 mod report;
 mod sandbox;
 mod task;
@@ -134,5 +135,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Demo(_) => Ok(()),
+        Command::Permissions(command) => permissions::run(&paths, command).await,
     }
 }

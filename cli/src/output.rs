@@ -177,6 +177,13 @@ fn event_text(e: &TaskEvent) -> String {
             format!("{} events reached the task's cap of {cap}; later ones are only logged", visible(capped))
         }
         EventKind::PausedBySupervisor { reason } => format!("paused: {}", visible(reason)),
+        EventKind::PermissionRequested { tool, subject, by, .. } => {
+            format!("permission asked: {} `{}` ({})", visible(tool), visible(subject), visible(by))
+        }
+        EventKind::PermissionDecided { tool, subject, allowed, by, .. } => {
+            let verdict = if *allowed { "allowed" } else { "denied" };
+            format!("permission {verdict}: {} `{}` by {}", visible(tool), visible(subject), visible(by))
+        }
     }
 }
 

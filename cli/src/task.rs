@@ -95,6 +95,8 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             let request = ControlRequest::KillTask { task: args.id, reason: args.reason };
             status_change(paths, request, args.out.json).await
         }
+        TaskCommand::Approve(args) => crate::permissions::approve(paths, args).await,
+        TaskCommand::Deny(args) => crate::permissions::deny(paths, args).await,
     }
 }
 

@@ -32,6 +32,7 @@ pub mod error;
 pub mod event_caps;
 pub mod home;
 pub mod notify;
+pub mod permissions;
 pub mod private_repo;
 pub mod proxy;
 pub mod proxy_bridge;

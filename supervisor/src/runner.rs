@@ -496,6 +496,13 @@ async fn converse(
                     return Ending::Lost(format!("worker link: {e}"));
                 }
             }
+            Ok(Some(WorkerToSupervisor::Permission { id, tool_use_id, tool, input })) => {
+                let answer =
+                    crate::permissions::gate::answer(daemon, &task.id, workdir, tool_use_id, tool, input).await;
+                if let Err(e) = link.send(&SupervisorToWorker::Permission { id, answer }).await {
+                    return Ending::Lost(format!("worker link: {e}"));
+                }
+            }
             Ok(Some(WorkerToSupervisor::Stream { delta })) => tracing::trace!(?delta, "stream"),
             Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
             Ok(Some(WorkerToSupervisor::Heartbeat)) => {}
@@ -550,7 +557,11 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
     };
     daemon.forget_event_counts(&task.id);
     tracing::info!(status = %status.state(), "task ended");
+    let parked = matches!(status, TaskStatus::WaitingForUser { .. });
     daemon.transition(&task.id, status);
+    if parked {
+        crate::permissions::answer::after_park(daemon, &task.id);
+    }
 }
 
 /// The `Commit` tool, on the supervisor's side: a sandboxed snapshot, committed with git2 (no hooks or filters run).

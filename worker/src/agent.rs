@@ -40,6 +40,9 @@ fn refused_call(id: String, name: &str) -> ContentBlock {
 #[path = "agent_locks.rs"]
 mod locks;
 
+#[path = "agent_permission.rs"]
+mod permission;
+
 #[path = "heartbeat.rs"]
 mod heartbeat;
 use heartbeat::SupervisorLink;
@@ -49,6 +52,8 @@ type BrokerLink = Link<UnixStream, BrokerToWorker, WorkerToBroker>;
 enum Stop {
     /// The supervisor cancelled the task.
     Cancelled,
+    /// The task parked on the user (its `TaskEnded { NeedsUser }` checkpoint is on disk).
+    Parked,
 }
 
 struct Agent {
@@ -112,7 +117,7 @@ pub async fn run(
         start,
     };
     match agent.run().await {
-        Ok(Ok(())) | Ok(Err(Stop::Cancelled)) => Ok(()),
+        Ok(Ok(())) | Ok(Err(Stop::Cancelled | Stop::Parked)) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -198,6 +203,11 @@ impl Agent {
         input: &serde_json::Value,
         results: &mut Vec<ContentBlock>,
     ) -> anyhow::Result<Result<(), Stop>> {
+        match self.permission(id, name, input, results).await? {
+            Ok(permission::Gate::Run) => {}
+            Ok(permission::Gate::Refused) => return Ok(Ok(())),
+            Err(stop) => return Ok(Err(stop)),
+        }
         let started = CheckpointKind::ToolStarted { tool: name.to_owned(), tool_use_id: id.to_owned() };
         if let Err(stop) = self.checkpoint(started, Some(results)).await? {
             return Ok(Err(stop));
@@ -424,6 +434,9 @@ impl Agent {
             Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
             Some(SupervisorToWorker::Committed { .. }) => bail!("a commit answer while waiting for an acknowledgement"),
+            Some(SupervisorToWorker::Permission { .. }) => {
+                bail!("a permission answer while waiting for an acknowledgement")
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! usage and cost of model responses.
 
 pub mod costs;
+pub mod permissions;
 pub mod running;
 pub mod schema;
 pub mod tasks;

@@ -1,0 +1,305 @@
+//! Permission requests, their decisions, and the rules saved from answers (issue 12, layered permissions).
+//!
+//! A request that asks the user is stored (keyed by task and tool call) before the worker is told to park; the
+//! answer (user or timeout) is stored with who made it, the `PermissionDecided` event and, when the task waits,
+//! its move back to Queued, in one transaction. The resumed worker asks again for the same call and gets the
+//! stored decision. Saved rules (`--always` / `--never`) live here; the user's YAML is never rewritten.
+
+use chrono::Utc;
+use neuraphage_ipc::permission::PermissionRule;
+use neuraphage_ipc::{ErrorCode, EventKind, TaskId, TaskState, TaskStatus};
+use rusqlite::{OptionalExtension, params};
+
+use super::tasks::{append_event, load, set_status};
+use super::{Store, from_millis, to_millis};
+use crate::error::{Result, SupervisorError};
+use crate::permissions::policy::SavedRule;
+
+/// A stored request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRequest {
+    /// The task.
+    pub task: TaskId,
+    /// The model's id of the call.
+    pub tool_use_id: String,
+    /// The tool.
+    pub tool: String,
+    /// The command line or path.
+    pub subject: String,
+    /// Whether `subject` is a command line.
+    pub command: bool,
+    /// The question.
+    pub prompt: String,
+    /// When it was asked (unix ms).
+    pub requested_at: i64,
+    /// `Some(allowed)` once decided.
+    pub decision: Option<bool>,
+    /// Who or what decided.
+    pub decided_by: Option<String>,
+    /// What the model is told on a denial.
+    pub reason: Option<String>,
+}
+
+/// A new request to store.
+#[derive(Debug, Clone)]
+pub struct NewRequest<'a> {
+    /// The model's id of the call.
+    pub tool_use_id: &'a str,
+    /// The tool.
+    pub tool: &'a str,
+    /// The command line or path.
+    pub subject: &'a str,
+    /// Whether `subject` is a command line.
+    pub command: bool,
+    /// The question.
+    pub prompt: &'a str,
+    /// The rule or setting that asks.
+    pub by: &'a str,
+}
+
+/// A decision to store.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    /// Allowed or denied.
+    pub allowed: bool,
+    /// Who or what decided (`user`, `timeout`).
+    pub by: &'a str,
+    /// What the model is told on a denial.
+    pub reason: Option<&'a str>,
+    /// Save a rule from it.
+    pub save: bool,
+}
+
+const REQUEST_COLUMNS: &str =
+    "task, tool_use_id, tool, subject, command, prompt, requested_at, decision, decided_by, reason";
+
+fn request_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRequest> {
+    let decision: Option<String> = row.get(7)?;
+    Ok(StoredRequest {
+        task: parse_id(0, row.get::<_, String>(0)?)?,
+        tool_use_id: row.get(1)?,
+        tool: row.get(2)?,
+        subject: row.get(3)?,
+        command: row.get::<_, i64>(4)? == 1,
+        prompt: row.get(5)?,
+        requested_at: row.get(6)?,
+        decision: decision.map(|d| d == "allow"),
+        decided_by: row.get(8)?,
+        reason: row.get(9)?,
+    })
+}
+
+impl Store {
+    /// The stored request for this call, if any.
+    pub fn permission_request(&self, task: &TaskId, tool_use_id: &str) -> Result<Option<StoredRequest>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM permission_requests WHERE task = ?1 AND tool_use_id = ?2");
+        Ok(self.conn.query_row(&sql, params![task.as_str(), tool_use_id], request_from_row).optional()?)
+    }
+
+    /// Store a request that asks the user, with its `PermissionRequested` event (one transaction). A request already
+    /// stored for this call is kept as it is.
+    pub fn ask_permission(&mut self, task: &TaskId, new: &NewRequest<'_>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO permission_requests (task, tool_use_id, tool, subject, command, prompt, asked_by, requested_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                task.as_str(),
+                new.tool_use_id,
+                new.tool,
+                new.subject,
+                new.command as i64,
+                new.prompt,
+                new.by,
+                to_millis(Utc::now())
+            ],
+        )?;
+        if n == 1 {
+            let kind = EventKind::PermissionRequested {
+                tool_use_id: new.tool_use_id.to_owned(),
+                tool: new.tool.to_owned(),
+                subject: crate::permissions::bounded(new.subject),
+                by: new.by.to_owned(),
+                prompt: new.prompt.to_owned(),
+            };
+            append_event(&tx, task, &kind)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The task's oldest undecided request.
+    pub fn pending_permission(&self, task: &TaskId) -> Result<Option<StoredRequest>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM permission_requests WHERE task = ?1 AND decision IS NULL
+             ORDER BY requested_at LIMIT 1"
+        );
+        Ok(self.conn.query_row(&sql, params![task.as_str()], request_from_row).optional()?)
+    }
+
+    /// Undecided requests asked before `before_ms` (for the timeout), oldest first, at most `limit`.
+    pub fn expired_permissions(&self, before_ms: i64, limit: usize) -> Result<Vec<StoredRequest>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM permission_requests WHERE decision IS NULL AND requested_at < ?1
+             ORDER BY requested_at LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![before_ms, limit as i64], request_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The oldest undecided request's time (unix ms), for the timeout timer.
+    pub fn oldest_pending_permission(&self) -> Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT min(requested_at) FROM permission_requests WHERE decision IS NULL",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )?)
+    }
+
+    /// Decide `request` (still undecided), record `PermissionDecided`, save a rule if asked, and queue the task again
+    /// if it waits on the user, all in one transaction. Returns the saved rule's id and whether the task was queued.
+    pub fn decide_permission(
+        &mut self,
+        request: &StoredRequest,
+        decision: &Decision<'_>,
+    ) -> Result<(Option<i64>, bool)> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE permission_requests SET decision = ?3, decided_by = ?4, reason = ?5, decided_at = ?6
+             WHERE task = ?1 AND tool_use_id = ?2 AND decision IS NULL",
+            params![
+                request.task.as_str(),
+                request.tool_use_id,
+                if decision.allowed { "allow" } else { "deny" },
+                decision.by,
+                decision.reason,
+                to_millis(Utc::now())
+            ],
+        )?;
+        if n == 0 {
+            return Err(SupervisorError::refused(
+                ErrorCode::Conflict,
+                format!("{}: that permission request was already answered", request.task),
+            ));
+        }
+        let rule = if decision.save {
+            tx.execute(
+                "INSERT INTO permission_rules (allow, command, pattern, tool, from_task, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    decision.allowed as i64,
+                    request.command as i64,
+                    request.subject,
+                    request.tool,
+                    request.task.as_str(),
+                    to_millis(Utc::now())
+                ],
+            )?;
+            Some(tx.last_insert_rowid())
+        } else {
+            None
+        };
+        let by = match rule {
+            Some(id) => format!("{} (saved as rule #{id})", decision.by),
+            None => decision.by.to_owned(),
+        };
+        let kind = EventKind::PermissionDecided {
+            tool_use_id: request.tool_use_id.clone(),
+            tool: request.tool.clone(),
+            subject: crate::permissions::bounded(&request.subject),
+            allowed: decision.allowed,
+            by,
+        };
+        append_event(&tx, &request.task, &kind)?;
+        let requeued = requeue_if_waiting(&tx, &request.task)?;
+        tx.commit()?;
+        Ok((rule, requeued))
+    }
+
+    /// A task that just parked on the user whose request was answered meanwhile (before it parked) goes back to
+    /// the queue. True if it did.
+    pub fn requeue_if_answered(&mut self, task: &TaskId) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let answered: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM permission_requests WHERE task = ?1 AND decision IS NOT NULL AND delivered = 0 LIMIT 1",
+                [task.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let pending: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM permission_requests WHERE task = ?1 AND decision IS NULL LIMIT 1",
+                [task.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let requeued = answered.is_some() && pending.is_none() && requeue_if_waiting(&tx, task)?;
+        tx.commit()?;
+        Ok(requeued)
+    }
+
+    /// The worker was given the stored decision of this call.
+    pub fn mark_permission_delivered(&mut self, task: &TaskId, tool_use_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE permission_requests SET delivered = 1 WHERE task = ?1 AND tool_use_id = ?2",
+            params![task.as_str(), tool_use_id],
+        )?;
+        Ok(())
+    }
+
+    /// The saved rules, oldest first.
+    pub fn permission_rules(&self) -> Result<Vec<PermissionRule>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, allow, command, pattern, tool, from_task, created_at FROM permission_rules ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PermissionRule {
+                id: r.get(0)?,
+                allow: r.get::<_, i64>(1)? == 1,
+                kind: if r.get::<_, i64>(2)? == 1 { "command" } else { "path" }.to_owned(),
+                pattern: r.get(3)?,
+                tool: r.get(4)?,
+                from_task: r.get::<_, Option<String>>(5)?.map(|t| parse_id(5, t)).transpose()?,
+                created_at: from_millis(r.get(6)?)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The saved rules, as the policy reads them.
+    pub fn saved_rules(&self) -> Result<Vec<SavedRule>> {
+        Ok(self
+            .permission_rules()?
+            .into_iter()
+            .map(|r| SavedRule { id: r.id, allow: r.allow, command: r.kind == "command", pattern: r.pattern })
+            .collect())
+    }
+
+    /// Remove a saved rule.
+    pub fn remove_permission_rule(&mut self, id: i64) -> Result<()> {
+        let n = self.conn.execute("DELETE FROM permission_rules WHERE id = ?1", [id])?;
+        if n == 0 {
+            return Err(SupervisorError::refused(
+                ErrorCode::NotFound,
+                format!("no saved rule has the number {id}; `neuraphage permissions list` shows them"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_id(col: usize, text: String) -> rusqlite::Result<TaskId> {
+    text.parse().map_err(|e: String| super::tasks::conversion(col, e))
+}
+
+/// Queue the task again if it waits on the user. True if it did.
+fn requeue_if_waiting(tx: &rusqlite::Transaction<'_>, task: &TaskId) -> Result<bool> {
+    let current = load(tx, task)?;
+    if current.status.state() != TaskState::WaitingForUser {
+        return Ok(false);
+    }
+    set_status(tx, &current, TaskStatus::Queued)?;
+    Ok(true)
+}
