@@ -16,6 +16,7 @@ mod limits;
 mod locks;
 mod network;
 mod peer_uid;
+mod permissions;
 mod private_repo;
 mod profiles;
 mod rate_limit;
