@@ -262,3 +262,24 @@ fn kill_9_of_the_supervisor_while_a_permission_waits_loses_neither_request_nor_a
     let seen = results(&last_request_of(&model, "crash run"));
     assert!(seen == ["DEPLOY prod\n"] || seen[0].contains("outcome of this Bash call is unknown"), "{seen:?}");
 }
+
+#[test]
+fn a_task_over_a_runtime_limit_waits_for_the_user_with_the_reason() {
+    let model = scripted();
+    let mut home = TestHome::new();
+    home.write_config("security:\n  runtime:\n    max-bash-commands-per-minute: 2\n");
+    home.start_with_model(&model);
+    let id = new_task(&home, "busy run: touch r1 ;; touch r2 ;; touch r3 && echo third");
+    let prompt = wait_waiting(&home, &id);
+    assert!(
+        prompt.contains("max-bash-commands-per-minute: 2") && prompt.contains("touch r3 && echo third"),
+        "{prompt}"
+    );
+    let dir = scratch(&home, &id);
+    assert!(dir.join("r1").exists() && dir.join("r2").exists(), "the control: calls within the limit ran");
+    assert!(!dir.join("r3").exists(), "the call over the limit did not run");
+    home.ok(&["task", "approve", &id]);
+    assert_eq!(home.wait_ended(&[&id], WITHIN)[0]["status"], "Completed");
+    assert!(dir.join("r3").exists(), "approved, it ran");
+    assert_eq!(results(&last_request_of(&model, "busy run")).last().map(String::as_str), Some("third\n"));
+}

@@ -38,12 +38,10 @@ impl Agent {
             input: input.clone(),
         };
         self.supervisor.send(&ask).await.context("supervisor link")?;
-        let answer = loop {
-            match self.supervisor.recv().await.context("supervisor link")? {
-                Some(SupervisorToWorker::Permission { id: got, answer }) if got == rid => break answer,
-                Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
-                Some(other) => bail!("unexpected message while waiting for a permission answer: {other:?}"),
-            }
+        let answer = match self.supervisor.recv().await.context("supervisor link")? {
+            Some(SupervisorToWorker::Permission { id: got, answer }) if got == rid => answer,
+            Some(SupervisorToWorker::Cancel { .. }) | None => return Ok(Err(Stop::Cancelled)),
+            Some(other) => bail!("unexpected message while waiting for a permission answer: {other:?}"),
         };
         match answer {
             PermissionAnswer::Allow => Ok(Ok(Gate::Run)),

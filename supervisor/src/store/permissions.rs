@@ -303,3 +303,76 @@ fn requeue_if_waiting(tx: &rusqlite::Transaction<'_>, task: &TaskId) -> Result<b
     set_status(tx, &current, TaskStatus::Queued)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tasks::TaskDraft;
+
+    fn store_with_task() -> (tempfile::TempDir, Store, TaskId) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let draft = TaskDraft {
+            description: "t".into(),
+            priority: neuraphage_ipc::Priority::DEFAULT,
+            repo: None,
+            profile: None,
+            parent: None,
+            after: Vec::new(),
+            base_commit: None,
+            tier: None,
+        };
+        let id = store.create_task(&draft).unwrap().id;
+        (dir, store, id)
+    }
+
+    fn ask(store: &mut Store, id: &TaskId, call: &str) -> StoredRequest {
+        let new = NewRequest {
+            tool_use_id: call,
+            tool: "Bash",
+            subject: "git push",
+            command: true,
+            prompt: "Allow?",
+            by: "r",
+        };
+        store.ask_permission(id, &new).unwrap();
+        store.permission_request(id, call).unwrap().unwrap()
+    }
+
+    #[test]
+    fn an_answer_is_stored_with_its_rule_and_requeues_a_waiting_task_once() {
+        let (_dir, mut store, id) = store_with_task();
+        let request = ask(&mut store, &id, "call-1");
+        ask(&mut store, &id, "call-1");
+        assert_eq!(store.count_events(&id, "permission_requested").unwrap(), 1, "asked twice, stored once");
+        assert_eq!(store.pending_permission(&id).unwrap().unwrap().tool_use_id, "call-1");
+        store.transition(&id, TaskStatus::WaitingForUser { prompt: "Allow?".into() }).unwrap();
+        let decision = Decision { allowed: true, by: "user", reason: None, save: true };
+        let (rule, requeued) = store.decide_permission(&request, &decision).unwrap();
+        assert!(requeued && rule.is_some());
+        assert_eq!(store.task(&id).unwrap().status, TaskStatus::Queued);
+        assert_eq!(store.permission_request(&id, "call-1").unwrap().unwrap().decision, Some(true));
+        assert!(store.decide_permission(&request, &decision).is_err(), "answered once");
+        let saved = store.saved_rules().unwrap();
+        assert_eq!(saved, [SavedRule { id: rule.unwrap(), allow: true, command: true, pattern: "git push".into() }]);
+        store.remove_permission_rule(rule.unwrap()).unwrap();
+        assert!(store.remove_permission_rule(rule.unwrap()).is_err());
+        assert!(store.pending_permission(&id).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_answer_given_before_the_task_parked_requeues_it_when_it_parks() {
+        let (_dir, mut store, id) = store_with_task();
+        let request = ask(&mut store, &id, "call-2");
+        store.transition(&id, TaskStatus::Running { phase: neuraphage_ipc::RunningPhase::AssemblingContext }).unwrap();
+        let decision = Decision { allowed: false, by: "timeout", reason: Some("late"), save: false };
+        assert_eq!(store.decide_permission(&request, &decision).unwrap(), (None, false));
+        store.transition(&id, TaskStatus::WaitingForUser { prompt: "Allow?".into() }).unwrap();
+        assert!(store.requeue_if_answered(&id).unwrap());
+        assert_eq!(store.task(&id).unwrap().status, TaskStatus::Queued);
+        store.mark_permission_delivered(&id, "call-2").unwrap();
+        store.transition(&id, TaskStatus::WaitingForUser { prompt: "other".into() }).unwrap();
+        assert!(!store.requeue_if_answered(&id).unwrap(), "a delivered answer does not requeue again");
+        assert!(store.expired_permissions(i64::MAX, 10).unwrap().is_empty());
+    }
+}
