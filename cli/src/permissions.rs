@@ -35,7 +35,11 @@ async fn decide(paths: &Paths, request: ControlRequest, json: bool) -> Result<()
     if let Some(rule) = d.saved_rule {
         text.push_str(&format!("; saved as rule #{rule} ({})", if d.allowed { "always" } else { "never" }));
     }
-    text.push_str(if d.requeued { "; the task is queued again\n" } else { "; the task resumes once it has parked\n" });
+    text.push_str(match (d.requeued, d.tool.as_str()) {
+        (_, "Network") => "; the held connection goes on (or is refused)\n",
+        (true, _) => "; the task is queued again\n",
+        (false, _) => "; the task resumes once it has parked\n",
+    });
     output::out(&text)
 }
 

@@ -350,7 +350,8 @@ async fn start_proxy(daemon: &Arc<Daemon>, task: &Task, net: &profile::Network) 
     // The profile checker refused entries that do not parse; none is dropped here.
     let rules = net.hosts.iter().filter_map(|h| HostRule::parse(h)).collect();
     let (daemon, id) = (daemon.clone(), task.id.clone());
-    let proxy = TaskProxy::start(rules, Arc::new(move |kind| daemon.record(&id, kind))).await?;
+    let asker = crate::permissions::network::asker(&daemon, &id);
+    let proxy = TaskProxy::start_asking(rules, Arc::new(move |kind| daemon.record(&id, kind)), asker).await?;
     tracing::info!(port = proxy.port(), "network proxy started");
     Ok(Some(proxy))
 }

@@ -283,3 +283,89 @@ fn a_task_over_a_runtime_limit_waits_for_the_user_with_the_reason() {
     assert!(dir.join("r3").exists(), "approved, it ran");
     assert_eq!(results(&last_request_of(&model, "busy run")).last().map(String::as_str), Some("third\n"));
 }
+
+/// An HTTP server on loopback standing in for a host (there is no internet here); counts its requests.
+fn http_host(greeting: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+                head.push(byte[0]);
+            }
+            let reply =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{greeting}", greeting.len());
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    (port, hits)
+}
+
+/// Wait for the task's `n`th network permission request; its event.
+fn wait_network_request(home: &TestHome, id: &str, n: usize) -> Value {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let asked: Vec<Value> =
+            events(home, id, "permission_requested").into_iter().filter(|e| e["data"]["tool"] == "Network").collect();
+        if asked.len() >= n {
+            return asked[n - 1].clone();
+        }
+        assert!(Instant::now() < deadline, "{id} never asked about a host: {:#}", home.show(id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn in_ask_mode_an_unlisted_host_waits_for_the_user_while_the_task_runs() {
+    let (listed, _) = http_host("listed-host");
+    let (unlisted, hits) = http_host("unlisted-host");
+    let model = scripted();
+    let mut home = TestHome::new();
+    home.write_config("security:\n  permission-mode: ask\n  permissions:\n    allowed-commands: [\"curl *\"]\n");
+    home.start_with_model(&model);
+    let networked =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sandbox-profiles/profiles/networked.toml"))
+            .unwrap();
+    let filesystem = networked.split("[network]").next().unwrap();
+    let profiles = home.paths.home.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("asking.toml"), format!("{filesystem}[network]\nhosts = [\"localhost:{listed}\"]\n"))
+        .unwrap();
+    let curl = |port: u16| format!("curl -s -w ' %{{http_code}}' --max-time 100 http://localhost:{port}/");
+    let description = format!("net run: {} ;; {} ;; {}", curl(listed), curl(unlisted), curl(unlisted));
+    let id = id_of(&home.json(&["task", "new", &description, "--profile", "asking", "--json"]));
+    let asked = wait_network_request(&home, &id, 1);
+    assert_eq!(asked["data"]["subject"], format!("localhost:{unlisted}"));
+    assert!(asked["data"]["prompt"].as_str().unwrap().contains("keeps running"));
+    assert_eq!(home.show(&id)["status"], "Running", "only the connection waits, not the task");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "held: nothing reached the host yet");
+    home.ok(&["task", "approve", &id, "--always"]);
+    let done = &home.wait_ended(&[&id], WITHIN)[0];
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    let seen = home.tool_outputs(&id);
+    assert_eq!(seen, ["listed-host 200", "unlisted-host 200", "unlisted-host 200"], "the listed host never asked");
+    assert_eq!(events(&home, &id, "permission_requested").len(), 1, "--always: the second connection did not ask");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // Denied: the connection is refused and never reaches the host.
+    let denied = id_of(&home.json(&[
+        "task",
+        "new",
+        &format!("net deny run: {}", curl(unlisted)),
+        "--profile",
+        "asking",
+        "--json",
+    ]));
+    wait_network_request(&home, &denied, 1);
+    home.ok(&["task", "deny", &denied]);
+    assert_eq!(home.wait_ended(&[&denied], WITHIN)[0]["status"], "Completed");
+    let out = home.tool_outputs(&denied);
+    assert!(out[0].ends_with(" 403") && out[0].contains("the user did not allow it"), "{out:?}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2, "the denied connection never reached the host");
+}

@@ -212,7 +212,8 @@ impl Store {
             by,
         };
         append_event(&tx, &request.task, &kind)?;
-        let requeued = requeue_if_waiting(&tx, &request.task)?;
+        // A held network connection is answered where it waits; its task runs on and is not queued.
+        let requeued = request.tool != crate::permissions::network::NETWORK && requeue_if_waiting(&tx, &request.task)?;
         tx.commit()?;
         Ok((rule, requeued))
     }
@@ -223,14 +224,15 @@ impl Store {
         let tx = self.conn.transaction()?;
         let answered: Option<i64> = tx
             .query_row(
-                "SELECT 1 FROM permission_requests WHERE task = ?1 AND decision IS NOT NULL AND delivered = 0 LIMIT 1",
+                "SELECT 1 FROM permission_requests WHERE task = ?1 AND decision IS NOT NULL AND delivered = 0
+                 AND tool <> 'Network' LIMIT 1",
                 [task.as_str()],
                 |r| r.get(0),
             )
             .optional()?;
         let pending: Option<i64> = tx
             .query_row(
-                "SELECT 1 FROM permission_requests WHERE task = ?1 AND decision IS NULL LIMIT 1",
+                "SELECT 1 FROM permission_requests WHERE task = ?1 AND decision IS NULL AND tool <> 'Network' LIMIT 1",
                 [task.as_str()],
                 |r| r.get(0),
             )
@@ -273,6 +275,7 @@ impl Store {
         Ok(self
             .permission_rules()?
             .into_iter()
+            .filter(|r| r.tool != crate::permissions::network::NETWORK)
             .map(|r| SavedRule { id: r.id, allow: r.allow, command: r.kind == "command", pattern: r.pattern })
             .collect())
     }
