@@ -19,6 +19,13 @@ pub fn decide(daemon: &Daemon, task: &str, allow: bool, save: bool, reason: Opti
     }
     let reply = daemon.with_store(|store| {
         let id = store.resolve(task)?;
+        let state = store.task(&id)?.status.state();
+        if state.is_terminal() {
+            return Err(SupervisorError::refused(
+                ErrorCode::Conflict,
+                format!("{id} is {state}; its permission request no longer waits"),
+            ));
+        }
         let Some(request) = store.pending_permission(&id)? else {
             return Err(SupervisorError::refused(
                 ErrorCode::Conflict,

@@ -58,7 +58,9 @@ pub struct Rules {
     mode: Mode,
     builtin_shapes: bool,
     blocked_commands: Vec<CommandPattern>,
-    blocked_paths: Vec<PathPattern>,
+    /// With `true`: a built-in path, blocked for writes only (Write, Edit, redirections, the arguments of commands
+    /// that change files); `ls /usr/bin` or `cat /proc/cpuinfo` still run, the sandbox bounding reads.
+    blocked_paths: Vec<(PathPattern, bool)>,
     allowed_commands: Vec<CommandPattern>,
     ask_commands: Vec<CommandPattern>,
     allowed_paths: Vec<PathPattern>,
@@ -113,10 +115,12 @@ impl Rules {
         let paths = |list: &[String]| list.iter().filter_map(|p| PathPattern::new(p, &ctx).ok()).collect::<Vec<_>>();
         let builtin = security.policy.builtin_rules;
         let mut blocked_commands = commands(&security.policy.blocked_commands);
-        let mut blocked_paths = paths(&security.policy.blocked_paths);
+        let mut blocked_paths: Vec<(PathPattern, bool)> =
+            paths(&security.policy.blocked_paths).into_iter().map(|p| (p, false)).collect();
         if builtin {
             blocked_commands.extend(BUILTIN_BLOCKED_COMMANDS.iter().filter_map(|p| CommandPattern::new(p)));
-            blocked_paths.extend(BUILTIN_BLOCKED_PATHS.iter().filter_map(|p| PathPattern::new(p, &ctx).ok()));
+            blocked_paths
+                .extend(BUILTIN_BLOCKED_PATHS.iter().filter_map(|p| PathPattern::new(p, &ctx).ok()).map(|p| (p, true)));
         }
         let saved = saved
             .iter()
@@ -211,7 +215,7 @@ impl Rules {
         if let Some(State::Never(by)) = states.iter().find(|s| matches!(s, State::Never(_))) {
             return Rules::deny(tool, line, by.clone(), "");
         }
-        for path in command_paths(&parsed) {
+        for (path, _) in command_paths(&parsed) {
             let abs = self.ctx.absolute(&path);
             if let Some(p) = self.ask_paths.iter().find(|p| p.matches(&abs)) {
                 return self.ask(tool, line, format!("ask-paths {:?} (the command names {})", p.text, quoted(&path)));
@@ -273,9 +277,11 @@ impl Rules {
                 }
             }
         }
-        for path in command_paths(parsed) {
+        for (path, written) in command_paths(parsed) {
             let abs = self.ctx.absolute(&path);
-            if let Some(p) = self.blocked_paths.iter().find(|p| p.matches(&abs)) {
+            if let Some((p, _)) =
+                self.blocked_paths.iter().find(|(p, writes_only)| (written || !writes_only) && p.matches(&abs))
+            {
                 return Some((
                     format!("the policy rule blocked-paths {:?}", p.text),
                     format!(" (the command names {})", quoted(&path)),
@@ -305,7 +311,9 @@ impl Rules {
 
     fn path(&self, tool: &str, path: &str, write: bool) -> Verdict {
         let abs: PathBuf = self.ctx.absolute(path);
-        if let Some(p) = self.blocked_paths.iter().find(|p| p.matches(&abs)) {
+        if let Some((p, _)) =
+            self.blocked_paths.iter().find(|(p, writes_only)| (write || !writes_only) && p.matches(&abs))
+        {
             return Rules::deny(tool, path, format!("the policy rule blocked-paths {:?}", p.text), "");
         }
         let saved = self.saved.iter().filter(|(r, p)| !r.command && p.as_ref().is_some_and(|p| p.matches(&abs)));
@@ -363,21 +371,34 @@ impl State {
     }
 }
 
-/// The paths a command line names: redirection targets, and arguments that look like paths (`/…`, `~…`, `…/…`,
-/// or the value of `--opt=/…`).
-pub fn command_paths(parsed: &Parsed) -> Vec<String> {
-    let mut paths = parsed.redirects.clone();
+/// Programs whose path arguments are (or may be) written.
+const WRITERS: &[&str] = &[
+    "rm", "mv", "cp", "chmod", "chown", "chgrp", "touch", "tee", "ln", "mkdir", "rmdir", "truncate", "install", "dd",
+    "shred", "unlink", "rsync",
+];
+
+/// The paths a command line names, each with whether it is written: output redirection targets (written),
+/// `<` inputs, and arguments that look like paths (`/…`, `~…`, `…/…`, the value of `--opt=/…` or `of=/…`), written
+/// when the program is one of [`WRITERS`] or `sed -i`.
+pub fn command_paths(parsed: &Parsed) -> Vec<(String, bool)> {
+    let mut paths: Vec<(String, bool)> = parsed.redirects.iter().map(|r| (r.clone(), true)).collect();
+    paths.extend(parsed.inputs.iter().map(|r| (r.clone(), false)));
     for c in &parsed.commands {
+        let programs = c.lines.iter().chain(&c.suspects).filter_map(|l| l.split(' ').next());
+        let mut writes = false;
+        for p in programs {
+            writes |= WRITERS.contains(&p) || (p == "sed" && c.words.iter().any(|w| w.starts_with("-i")));
+        }
         for w in c.words.iter().skip(1) {
             let value = match w.split_once('=') {
-                Some((k, v)) if k.starts_with('-') => v,
+                Some((k, v)) if k.starts_with('-') || k == "of" || k == "if" => v,
                 _ => w.as_str(),
             };
             if value.starts_with('-') || value.contains("$(") || value.contains('`') {
                 continue;
             }
             if value.starts_with('/') || value.starts_with('~') || value.contains('/') {
-                paths.push(value.to_owned());
+                paths.push((value.to_owned(), writes));
             }
         }
     }

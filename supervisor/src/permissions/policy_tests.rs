@@ -89,6 +89,14 @@ fn compound_commands_are_judged_per_simple_command() {
     denied(bash(&r, "cargo build > /etc/profile"), "blocked-paths \"/etc\"");
     denied(bash(&r, "cat x >> /usr/lib/y"), "blocked-paths \"/usr\"");
     denied(bash(&r, "cp a ../../../../../../srv/x"), "blocked-paths \"/srv\"");
+    // A configured blocked path is refused however it is named; the built-in ones only when written.
+    denied(bash(&r, "cat /srv/data"), "blocked-paths \"/srv\"");
+    asks(bash(&r, "cat /usr/share/dict/words"), "permission-mode ask");
+    allowed(bash(&rules(Mode::Auto, &[]), "ls /usr/bin && cat /proc/cpuinfo < /etc/hostname"), "permission-mode auto");
+    denied(bash(&r, "touch /usr/local/x"), "blocked-paths \"/usr\"");
+    denied(bash(&r, "sudo cp x /etc/cron.d/y"), "blocked-paths \"/etc\"");
+    denied(bash(&r, "sed -i s/a/b/ /etc/hosts"), "blocked-paths \"/etc\"");
+    denied(bash(&r, "dd if=x of=/var/lib/y"), "blocked-paths \"/var\"");
     // Every part allowed: allowed.
     allowed(bash(&r, "cargo build && git status | ls -l"), "cargo *");
     // `cat -n` is named by no rule: in ask mode the line asks, naming it.
@@ -168,7 +176,8 @@ fn path_rules_for_file_tools() {
     for mode in [Mode::Auto, Mode::Ask, Mode::Deny] {
         let r = rules(mode, &[]);
         denied(write(&r, "/etc/passwd"), "blocked-paths \"/etc\"");
-        denied(read(&r, "/etc/shadow"), "blocked-paths \"/etc\"");
+        allowed(read(&r, "/etc/hostname"), "permission-mode");
+        denied(read(&r, "/srv/secret"), "blocked-paths \"/srv\"");
         denied(write(&r, "src/../../../../../../usr/bin/x"), "blocked-paths \"/usr\"");
         allowed(write(&r, "src/main.rs"), "allowed-paths \"src\"");
         allowed(read(&r, "README.md"), "permission-mode");

@@ -50,8 +50,10 @@ pub struct Parsed {
     pub commands: Vec<SimpleCommand>,
     /// Every pipeline: for each stage, the index in `commands` of its simple command (`None` for a compound stage).
     pub pipelines: Vec<Vec<Option<usize>>>,
-    /// Targets of file redirections (`> f`, `>> f`, `< f`, `&> f`), literal where readable.
+    /// Targets of output redirections (`> f`, `>> f`, `&> f`, `>| f`), literal where readable.
     pub redirects: Vec<String>,
+    /// Sources of input redirections (`< f`), read only.
+    pub inputs: Vec<String>,
     /// Names of functions whose body calls the function itself (`:(){ :|:& };:`).
     pub recursive_functions: Vec<String>,
     /// Why (part of) the command line cannot be read, if it cannot.
@@ -172,7 +174,12 @@ impl Walker<'_, '_> {
             // `2>&1`, `>&-`: a file descriptor, not a path.
             let is_fd = (operator.ends_with('&') || operator == ">&" || operator == "<&")
                 && (target == "-" || target.chars().all(|c| c.is_ascii_digit()));
-            if !is_fd && !target.is_empty() {
+            if is_fd || target.is_empty() {
+                continue;
+            }
+            if operator == "<" {
+                self.out.inputs.push(target);
+            } else {
                 self.out.redirects.push(target);
             }
         }

@@ -31,7 +31,8 @@ fn quotes_are_removed_where_literal() {
 #[test]
 fn redirections_are_paths() {
     let p = parse("echo hi > /etc/passwd 2>&1; cat < in.txt >> out.txt");
-    assert_eq!(p.redirects, ["/etc/passwd", "in.txt", "out.txt"]);
+    assert_eq!(p.redirects, ["/etc/passwd", "out.txt"]);
+    assert_eq!(p.inputs, ["in.txt"]);
     assert_eq!(parse("ls &> /tmp/log").redirects, ["/tmp/log"]);
 }
 
