@@ -191,7 +191,7 @@ impl Walker<'_, '_> {
             return;
         }
         let Some(name) = node.child_by_field_name("name") else { return };
-        let Some(program) = literal(name, self.src) else {
+        let Some(program) = literal(name, self.src).or_else(|| computed_folder(&self.text(name))) else {
             let shown = self.text(name);
             self.out.mark_unreadable(format!("the name of the command `{shown}` is computed when it runs"));
             return;
@@ -288,6 +288,17 @@ fn suspects(words: &[String], lines: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// A program named by a computed folder and a literal file name (`"$TMPDIR/attack"`, `$HOME/bin/tool`): rules
+/// name programs by their basename, which is known. The name without quotes, or `None` when the file name itself is
+/// computed.
+fn computed_folder(text: &str) -> Option<String> {
+    let unquoted = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    let (_, file) = unquoted.rsplit_once('/')?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+');
+    (!file.is_empty() && file.chars().all(plain) && !unquoted.contains(['`', '\'', '(', ' ']))
+        .then(|| unquoted.to_owned())
 }
 
 /// The last path component of a program name.

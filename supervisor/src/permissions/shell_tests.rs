@@ -57,6 +57,12 @@ fn what_cannot_be_read_is_said() {
     assert!(parse("if then fi (").unreadable.is_some());
     assert!(parse(&"a ".repeat(MAX_COMMAND_BYTES)).unreadable.is_some());
     assert!(parse("ls -la").unreadable.is_none());
+    // A computed folder with a literal program name is readable by its basename.
+    let p = parse("\"$TMPDIR/attack\" --go && $HOME/bin/rm -rf /");
+    assert!(p.unreadable.is_none(), "{p:?}");
+    assert!(p.commands[1].lines.contains(&"rm -rf /".to_owned()));
+    assert!(parse("\"$D/$X\" a").unreadable.is_some());
+    assert!(parse("$(which rm) -rf /").unreadable.is_some());
 }
 
 #[test]
