@@ -37,6 +37,57 @@ pub enum Command {
     Sandbox(SandboxCommand),
     /// List the tasks waiting on you (a question, a permission, a limit), oldest wait first, with what they ask.
     Waiting(JsonFlag),
+    /// The permission rules saved from answers (`task approve --always`, `task deny --never`).
+    #[command(subcommand)]
+    Permissions(PermissionsCommand),
+}
+
+/// `neuraphage permissions …`
+#[derive(Debug, Subcommand)]
+pub enum PermissionsCommand {
+    /// List the saved rules (neuraphage.yaml's `security:` rules are not listed: the file is never rewritten).
+    List(JsonFlag),
+    /// Remove a saved rule by its number.
+    Rm(RmRuleArgs),
+}
+
+/// Arguments of `permissions rm`.
+#[derive(Debug, Args)]
+pub struct RmRuleArgs {
+    /// The rule's number, as `permissions list` shows it.
+    pub number: i64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `task approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The task's id, or any unique prefix of it.
+    pub id: String,
+    /// Also save a rule: this exact command (or this path) runs without asking from now on, in every task.
+    #[arg(long)]
+    pub always: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `task deny`.
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    /// The task's id, or any unique prefix of it.
+    pub id: String,
+    /// Also save a rule: this exact command (or this path) is refused from now on, in every task.
+    #[arg(long)]
+    pub never: bool,
+    /// Why (the model is told).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
 }
 
 /// `neuraphage sandbox …`
@@ -117,6 +168,10 @@ pub enum TaskCommand {
     Depend(DependArgs),
     /// Cancel a task.
     Kill(KillArgs),
+    /// Allow the tool call the task waits on (its prompt names it); `--always` saves a rule for it.
+    Approve(ApproveArgs),
+    /// Refuse the tool call the task waits on; the model is told. `--never` saves a rule for it.
+    Deny(DenyArgs),
     /// Give a task a message: a running task reads it at its next turn, a task waiting on a question takes it as
     /// the answer, a finished one goes on from its conversation and branch. `/pause`, `/cancel`, `/retry` act.
     Send(SendArgs),

@@ -10,6 +10,7 @@ mod demo;
 mod error;
 mod escape;
 mod output;
+mod permissions;
 mod report;
 mod sandbox;
 mod task;
@@ -136,5 +137,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Demo(_) => Ok(()),
         Command::Waiting(out) => waiting::waiting(&paths, out.json).await,
+        Command::Permissions(command) => permissions::run(&paths, command).await,
     }
 }

@@ -188,6 +188,13 @@ fn event_text(e: &TaskEvent) -> String {
             s
         }
         EventKind::QuestionAnswered { id, text } => format!("answered (message #{id}): {}", visible(text)),
+        EventKind::PermissionRequested { tool, subject, by, .. } => {
+            format!("permission asked: {} `{}` ({})", visible(tool), visible(subject), visible(by))
+        }
+        EventKind::PermissionDecided { tool, subject, allowed, by, .. } => {
+            let verdict = if *allowed { "allowed" } else { "denied" };
+            format!("permission {verdict}: {} `{}` by {}", visible(tool), visible(subject), visible(by))
+        }
     }
 }
 

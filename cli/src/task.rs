@@ -99,6 +99,8 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
         TaskCommand::Answer(a) => crate::waiting::send(paths, a.id, a.message, true, a.out.json).await,
         TaskCommand::Pause(a) => crate::waiting::pause_or_resume(paths, a.id, true, a.out.json).await,
         TaskCommand::Resume(a) => crate::waiting::pause_or_resume(paths, a.id, false, a.out.json).await,
+        TaskCommand::Approve(args) => crate::permissions::approve(paths, args).await,
+        TaskCommand::Deny(args) => crate::permissions::deny(paths, args).await,
     }
 }
 

@@ -129,6 +129,25 @@ pub enum ControlRequest {
     },
     /// The tasks waiting on the user, oldest wait first.
     ListWaiting,
+    /// Answer the task's pending permission request: allow it (`--always` also saves a rule), or deny it (`--never`
+    /// saves a rule). Answered with [`ControlReply::PermissionDecided`].
+    DecidePermission {
+        /// The task id or a unique prefix.
+        task: String,
+        /// Allow (approve) or deny.
+        allow: bool,
+        /// Save a rule from this answer (`--always` / `--never`).
+        save: bool,
+        /// Why (deny), if the user said; the model is told.
+        reason: Option<String>,
+    },
+    /// The rules saved from answers.
+    ListPermissionRules,
+    /// Remove a saved rule.
+    RemovePermissionRule {
+        /// Its number.
+        id: i64,
+    },
 }
 
 /// A task to create.
@@ -227,6 +246,15 @@ pub enum ControlReply {
     Waiting {
         /// Oldest wait first.
         tasks: Vec<crate::waiting::WaitingTask>,
+    },
+    /// Answer to [`ControlRequest::DecidePermission`].
+    PermissionDecided(crate::permission::PermissionDecision),
+    /// Answer to [`ControlRequest::ListPermissionRules`].
+    PermissionRules(Vec<crate::permission::PermissionRule>),
+    /// Answer to [`ControlRequest::RemovePermissionRule`].
+    PermissionRuleRemoved {
+        /// The rule removed.
+        id: i64,
     },
 }
 

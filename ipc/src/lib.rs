@@ -30,6 +30,7 @@ pub mod inherit;
 pub mod llm;
 pub mod lock;
 pub mod paths;
+pub mod permission;
 pub mod snapshot;
 pub mod task;
 pub mod waiting;

@@ -459,6 +459,32 @@ pub enum EventKind {
         /// The answer (cut to a few KiB).
         text: String,
     },
+    /// A tool call waits for the user's answer (the task parks in WaitingForUser).
+    PermissionRequested {
+        /// The model's id of the call.
+        tool_use_id: String,
+        /// The tool.
+        tool: String,
+        /// The command line or path (bounded).
+        subject: String,
+        /// The rule or setting that asks.
+        by: String,
+        /// The question shown to the user.
+        prompt: String,
+    },
+    /// A permission decision, with who or what made it.
+    PermissionDecided {
+        /// The model's id of the call.
+        tool_use_id: String,
+        /// The tool.
+        tool: String,
+        /// The command line or path (bounded).
+        subject: String,
+        /// Allowed or denied.
+        allowed: bool,
+        /// Who or what decided: a policy rule, a user rule, a saved rule, the mode, a runtime limit, `user`, `timeout`.
+        by: String,
+    },
 }
 
 impl EventKind {
@@ -484,6 +510,8 @@ impl EventKind {
             EventKind::UserMessage { .. } => "user_message",
             EventKind::QuestionAsked { .. } => "question_asked",
             EventKind::QuestionAnswered { .. } => "question_answered",
+            EventKind::PermissionRequested { .. } => "permission_requested",
+            EventKind::PermissionDecided { .. } => "permission_decided",
         }
     }
 }

@@ -50,6 +50,13 @@ pub enum SupervisorToWorker {
         /// What happened.
         result: CommitResult,
     },
+    /// The answer to `WorkerToSupervisor::Permission` with the same id.
+    Permission {
+        /// The request's id.
+        id: u64,
+        /// Run, refuse, or park the task to ask the user.
+        answer: crate::permission::PermissionAnswer,
+    },
     /// A message the user sent while the task runs (stored in the supervisor's inbox first). The worker adds it to
     /// the conversation at its next model turn; the checkpoint that carries it names its id in `delivered`. May come
     /// at any time.
@@ -136,6 +143,18 @@ pub enum WorkerToSupervisor {
         id: u64,
         /// The commit message.
         message: String,
+    },
+    /// May this tool call run? Sent before its `ToolStarted` checkpoint; answered by `Permission` with the same id.
+    /// A resumed worker asks again for the same `tool_use_id` and gets the stored answer.
+    Permission {
+        /// Request id.
+        id: u64,
+        /// The model's id of the call.
+        tool_use_id: String,
+        /// The tool.
+        tool: String,
+        /// Its input, as the model gave it.
+        input: serde_json::Value,
     },
 }
 

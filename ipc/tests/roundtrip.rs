@@ -10,6 +10,7 @@ use neuraphage_ipc::llm::{
     ToolDefinition, Usage,
 };
 use neuraphage_ipc::lock::{LockInfo, LockOutcome, LockTableView};
+use neuraphage_ipc::permission::PermissionAnswer;
 use neuraphage_ipc::snapshot::SnapshotFrame;
 use neuraphage_ipc::worker::{
     BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, SandboxReport, SupervisorToWorker, TaskOutcome,
@@ -135,6 +136,12 @@ fn event() -> impl Strategy<Value = TaskEvent> {
         (text(), text(), text()).prop_map(|(pool, key, reason)| EventKind::KeyRevoked { pool, key, reason }),
         (text(), text()).prop_map(|(note, path)| EventKind::SnapshotNote { note, path }),
         (state(), status()).prop_map(|(from, to)| EventKind::StatusChanged { from, to }),
+        (text(), text(), text(), text(), text()).prop_map(|(tool_use_id, tool, subject, by, prompt)| {
+            EventKind::PermissionRequested { tool_use_id, tool, subject, by, prompt }
+        }),
+        (text(), text(), text(), any::<bool>(), text()).prop_map(|(tool_use_id, tool, subject, allowed, by)| {
+            EventKind::PermissionDecided { tool_use_id, tool, subject, allowed, by }
+        }),
     ];
     (any::<u64>(), task_id(), time(), kind).prop_map(|(seq, task, at, kind)| TaskEvent { seq, task, at, kind })
 }
@@ -172,6 +179,10 @@ fn request() -> impl Strategy<Value = ControlRequest> {
         text().prop_map(|task| ControlRequest::RetryTask { task }),
         Just(ControlRequest::ListLocks),
         Just(ControlRequest::Cost { by: CostGrouping::Model }),
+        (text(), any::<bool>(), any::<bool>(), option::of(text()))
+            .prop_map(|(task, allow, save, reason)| ControlRequest::DecidePermission { task, allow, save, reason }),
+        Just(ControlRequest::ListPermissionRules),
+        any::<i64>().prop_map(|id| ControlRequest::RemovePermissionRule { id }),
     ]
 }
 
@@ -259,6 +270,19 @@ fn reply() -> impl Strategy<Value = ControlReply> {
         }),
         (code, text(), vec(task_id(), 0..3))
             .prop_map(|(code, message, candidates)| ControlReply::Error(ControlError { code, message, candidates })),
+        any::<i64>().prop_map(|id| ControlReply::PermissionRuleRemoved { id }),
+        (task_id(), text(), text(), any::<bool>(), option::of(any::<i64>()), any::<bool>()).prop_map(
+            |(task, tool, subject, allowed, saved_rule, requeued)| {
+                ControlReply::PermissionDecided(neuraphage_ipc::permission::PermissionDecision {
+                    task,
+                    tool,
+                    subject,
+                    allowed,
+                    saved_rule,
+                    requeued,
+                })
+            }
+        ),
     ]
 }
 
@@ -390,6 +414,11 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         (any::<u64>(), text())
             .prop_map(|(id, error)| SupervisorToWorker::Committed { id, result: CommitResult::Failed { error } }),
         (any::<u64>(), text()).prop_map(|(id, text)| SupervisorToWorker::UserMessage { id, text }),
+        any::<u64>().prop_map(|id| SupervisorToWorker::Permission { id, answer: PermissionAnswer::Allow }),
+        (any::<u64>(), text())
+            .prop_map(|(id, reason)| SupervisorToWorker::Permission { id, answer: PermissionAnswer::Deny { reason } }),
+        (any::<u64>(), text())
+            .prop_map(|(id, prompt)| SupervisorToWorker::Permission { id, answer: PermissionAnswer::Ask { prompt } }),
     ];
     let to_supervisor = prop_oneof![
         (any::<u64>(), checkpoint_kind(), any::<u32>(), vec(message(), 0..3)).prop_map(
@@ -416,6 +445,9 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         ),
         (any::<u64>(), text()).prop_map(|(id, message)| WorkerToSupervisor::Commit { id, message }),
         Just(WorkerToSupervisor::Heartbeat),
+        (any::<u64>(), text(), text(), text()).prop_map(|(id, tool_use_id, tool, command)| {
+            WorkerToSupervisor::Permission { id, tool_use_id, tool, input: serde_json::json!({ "command": command }) }
+        }),
     ];
     let tools = vec![ToolDefinition {
         name: "Read".into(),

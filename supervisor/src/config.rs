@@ -48,6 +48,8 @@ pub struct Config {
     /// The reserve kept free on the home's filesystem ([`crate::disk`]): `5%` or a number of MiB; default 5 %, at
     /// most 1 GiB. Running tasks are paused when free space falls under it.
     pub disk_reserve: Option<crate::disk::Reserve>,
+    /// Layered permissions ([`crate::permissions::settings`]).
+    pub security: crate::permissions::settings::Security,
 }
 
 /// A tier's name: one of `router`, `worker`, `expert`.
@@ -96,6 +98,7 @@ impl Default for Config {
             auto_escalate: false,
             escalate_after_retries: 2,
             disk_reserve: None,
+            security: crate::permissions::settings::Security::default(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl Config {
             }
         }
         crate::cost::validate(&config.prices)?;
+        config.security.validate()?;
         Ok(config)
     }
 

@@ -33,6 +33,7 @@ pub mod event_caps;
 pub mod home;
 pub mod inbox;
 pub mod notify;
+pub mod permissions;
 pub mod private_repo;
 pub mod proxy;
 pub mod proxy_bridge;

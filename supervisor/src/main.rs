@@ -93,6 +93,7 @@ fn run(paths: Paths) -> anyhow::Result<()> {
         let broker_watch =
             tokio::spawn(keep_alive(broker.clone(), daemon.clone(), broker_link, broker_child, shutdown.clone()));
         let scheduler = tokio::spawn(workers::schedule(daemon.clone(), broker.clone(), shutdown.clone()));
+        tokio::spawn(neuraphage_supervisor::permissions::timeout::run(daemon.clone(), shutdown.clone()));
         server::serve(listener, &socket, daemon, Limits::default(), shutdown).await;
         // Running tasks are stopped and re-queued; they resume at the next start.
         if let Err(e) = scheduler.await {

@@ -49,6 +49,11 @@ const MAX_RECORDED_HOST: usize = 255;
 /// Where a proxy's decisions go (the supervisor records them as the task's events).
 pub type Recorder = Arc<dyn Fn(EventKind) + Send + Sync>;
 
+/// Asked about a host the profile does not list (`permission-mode: ask`): the rule to let it through with, once
+/// the user allowed it, or `None` (denied, or no answer in time). The connection is held meanwhile.
+pub type Asker =
+    Arc<dyn Fn(String, u16) -> std::pin::Pin<Box<dyn Future<Output = Option<HostRule>> + Send>> + Send + Sync>;
+
 /// A running proxy for one task. Dropping it stops it (and closes the connections it carries).
 pub struct TaskProxy {
     port: u16,
@@ -59,11 +64,20 @@ pub struct TaskProxy {
 impl TaskProxy {
     /// Listen on 127.0.0.1 (a port the kernel picks) and serve `rules` until stopped.
     pub async fn start(rules: Vec<HostRule>, record: Recorder) -> std::io::Result<TaskProxy> {
+        TaskProxy::start_asking(rules, record, None).await
+    }
+
+    /// [`TaskProxy::start`], asking `asker` about hosts the rules do not list instead of refusing them at once.
+    pub async fn start_asking(
+        rules: Vec<HostRule>,
+        record: Recorder,
+        asker: Option<Asker>,
+    ) -> std::io::Result<TaskProxy> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let serving = Serving { rules: Arc::new(rules), record, decisions: Arc::default() };
+        let serving = Serving { rules: Arc::new(rules), record, decisions: Arc::default(), asker };
         tracker.spawn(accept_loop(listener, serving, stop.clone(), tracker.clone()));
         Ok(TaskProxy { port, stop, tracker })
     }
@@ -97,6 +111,7 @@ struct Serving {
     rules: Arc<Vec<HostRule>>,
     record: Recorder,
     decisions: Arc<std::sync::atomic::AtomicU64>,
+    asker: Option<Asker>,
 }
 
 impl Serving {
@@ -166,7 +181,18 @@ async fn serve<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, serving: &Servi
         Err(_) => return answer(&mut client, 408, "the request head did not arrive in time").await,
     };
     let Request { host, port, forward, rest_at } = request;
-    let Some(rule) = serving.rules.iter().find(|r| r.allows(&host, port)).cloned() else {
+    let listed = serving.rules.iter().find(|r| r.allows(&host, port)).cloned();
+    let (listed, asked) = match (listed, &serving.asker) {
+        (Some(rule), _) => (Some(rule), false),
+        (None, Some(asker)) => (asker(host.clone(), port).await, true),
+        (None, None) => (None, false),
+    };
+    let Some(rule) = listed else {
+        if asked {
+            let reason = "not in the task's profile, and the user did not allow it";
+            serving.decide(&host, port, false, reason);
+            return answer(&mut client, 403, &format!("{host}:{port}: {reason}")).await;
+        }
         let reason = if serving.rules.iter().any(|r| r.names(&host)) {
             "port not allowed for this host by the task's profile"
         } else {
@@ -181,7 +207,7 @@ async fn serve<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, serving: &Servi
         serving.decide(&host, port, false, &refusal);
         return answer(&mut client, 403, &format!("{host}:{port}: {refusal}")).await;
     }
-    serving.decide(&host, port, true, "listed in the task's profile");
+    serving.decide(&host, port, true, if asked { "allowed by the user" } else { "listed in the task's profile" });
     // The name as the profile lists it (lowercase, no trailing dot), resolved here, outside the sandbox.
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((rule.host.as_str(), port))).await;
     let mut upstream = match connected {

@@ -73,7 +73,7 @@ fn recorder() -> (Recorder, Decisions) {
 fn serving(rules: &[&str]) -> (Serving, Decisions) {
     let (record, seen) = recorder();
     let rules = rules.iter().map(|r| HostRule::parse(r).unwrap()).collect();
-    (Serving { rules: Arc::new(rules), record, decisions: Arc::default() }, seen)
+    (Serving { rules: Arc::new(rules), record, decisions: Arc::default(), asker: None }, seen)
 }
 
 /// Send `head` to a proxy serving `rules` over an in-memory pipe; the answer.

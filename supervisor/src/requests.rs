@@ -285,6 +285,11 @@ impl Daemon {
                 let (lines, total) = self.store()?.cost_report(by)?;
                 ControlReply::Cost { by, lines, total }
             }
+            ControlRequest::DecidePermission { task, allow, save, reason } => {
+                crate::permissions::answer::decide(self, &task, allow, save, reason)?
+            }
+            ControlRequest::ListPermissionRules => crate::permissions::answer::list(self)?,
+            ControlRequest::RemovePermissionRule { id } => crate::permissions::answer::remove(self, id)?,
             ControlRequest::KillTask { task, reason } => {
                 if let Some(r) = reason.as_ref().filter(|r| r.len() > MAX_REASON_BYTES) {
                     return Err(invalid(format!("the reason is {} bytes; the limit is {MAX_REASON_BYTES}", r.len())));

@@ -352,7 +352,8 @@ async fn start_proxy(daemon: &Arc<Daemon>, task: &Task, net: &profile::Network) 
     // The profile checker refused entries that do not parse; none is dropped here.
     let rules = net.hosts.iter().filter_map(|h| HostRule::parse(h)).collect();
     let (daemon, id) = (daemon.clone(), task.id.clone());
-    let proxy = TaskProxy::start(rules, Arc::new(move |kind| daemon.record(&id, kind))).await?;
+    let asker = crate::permissions::network::asker(&daemon, &id);
+    let proxy = TaskProxy::start_asking(rules, Arc::new(move |kind| daemon.record(&id, kind)), asker).await?;
     tracing::info!(port = proxy.port(), "network proxy started");
     Ok(Some(proxy))
 }
@@ -510,6 +511,13 @@ async fn converse(
                     return Ending::Lost(format!("worker link: {e}"));
                 }
             }
+            Ok(Some(WorkerToSupervisor::Permission { id, tool_use_id, tool, input })) => {
+                let answer =
+                    crate::permissions::gate::answer(daemon, &task.id, workdir, tool_use_id, tool, input).await;
+                if let Err(e) = link.send(&SupervisorToWorker::Permission { id, answer }).await {
+                    return Ending::Lost(format!("worker link: {e}"));
+                }
+            }
             Ok(Some(WorkerToSupervisor::Stream { delta })) => tracing::trace!(?delta, "stream"),
             Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
             Ok(Some(WorkerToSupervisor::Heartbeat)) => {}
@@ -565,7 +573,11 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
     };
     daemon.forget_event_counts(&task.id);
     tracing::info!(status = %status.state(), "task ended");
+    let parked = matches!(status, TaskStatus::WaitingForUser { .. });
     crate::inbox::end_session(daemon, &task.id, status);
+    if parked {
+        crate::permissions::answer::after_park(daemon, &task.id);
+    }
 }
 
 /// The `Commit` tool, on the supervisor's side: a sandboxed snapshot, committed with git2 (no hooks or filters run).

@@ -17,6 +17,7 @@ mod locks;
 mod network;
 mod pacing;
 mod peer_uid;
+mod permissions;
 mod private_repo;
 mod profiles;
 mod rate_limit;

@@ -42,6 +42,8 @@ mod locks;
 
 #[path = "agent_input.rs"]
 mod input;
+#[path = "agent_permission.rs"]
+mod permission;
 
 #[path = "heartbeat.rs"]
 mod heartbeat;
@@ -218,6 +220,11 @@ impl Agent {
         input: &serde_json::Value,
         results: &mut Vec<ContentBlock>,
     ) -> anyhow::Result<Result<(), Stop>> {
+        match self.permission(id, name, input, results).await? {
+            Ok(permission::Gate::Run) => {}
+            Ok(permission::Gate::Refused) => return Ok(Ok(())),
+            Err(stop) => return Ok(Err(stop)),
+        }
         let started = CheckpointKind::ToolStarted { tool: name.to_owned(), tool_use_id: id.to_owned() };
         if let Err(stop) = self.checkpoint(started, Some(results)).await? {
             return Ok(Err(stop));
@@ -452,6 +459,9 @@ impl Agent {
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
             Some(SupervisorToWorker::Committed { .. }) => bail!("a commit answer while waiting for an acknowledgement"),
             Some(SupervisorToWorker::UserMessage { .. }) => bail!("a user message the link should have kept"),
+            Some(SupervisorToWorker::Permission { .. }) => {
+                bail!("a permission answer while waiting for an acknowledgement")
+            }
         }
     }
 

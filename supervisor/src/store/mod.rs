@@ -6,6 +6,7 @@
 
 pub mod costs;
 pub mod inbox;
+pub mod permissions;
 pub mod running;
 pub mod schema;
 pub mod tasks;

@@ -108,9 +108,48 @@ CREATE TABLE questions (
 ) STRICT;
 "#;
 
+/// Version 6 (issue 12, layered permissions): requests that asked the user, their decisions, and rules saved from
+/// answers.
+const V6_PERMISSIONS: &str = r#"
+CREATE TABLE permission_requests (
+    task         TEXT NOT NULL REFERENCES tasks(id),
+    tool_use_id  TEXT NOT NULL,
+    tool         TEXT NOT NULL,
+    subject      TEXT NOT NULL,   -- the command line or path
+    command      INTEGER NOT NULL CHECK (command IN (0, 1)),
+    prompt       TEXT NOT NULL,
+    asked_by     TEXT NOT NULL,   -- the rule or setting that asked
+    requested_at INTEGER NOT NULL,
+    decision     TEXT CHECK (decision IN ('allow', 'deny')),  -- NULL: waiting
+    decided_by   TEXT,            -- user, timeout
+    reason       TEXT,
+    decided_at   INTEGER,
+    delivered    INTEGER NOT NULL DEFAULT 0,  -- 1: a worker was given the decision
+    PRIMARY KEY (task, tool_use_id)
+) STRICT;
+CREATE INDEX permission_requests_waiting ON permission_requests(decision, requested_at);
+
+CREATE TABLE permission_rules (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    allow      INTEGER NOT NULL CHECK (allow IN (0, 1)),
+    command    INTEGER NOT NULL CHECK (command IN (0, 1)),  -- 1: an exact command line, 0: a path
+    pattern    TEXT NOT NULL,
+    tool       TEXT NOT NULL,
+    from_task  TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS), M::up(V4_TIER), M::up(V5_INBOX)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(V3_COSTS),
+        M::up(V4_TIER),
+        M::up(V5_INBOX),
+        M::up(V6_PERMISSIONS),
+    ])
 }
 
 #[cfg(test)]
