@@ -100,6 +100,16 @@ pub enum ControlRequest {
         /// One line per task, model or day.
         by: CostGrouping,
     },
+    /// Turn this connection into an event stream: every reply after this is a [`ControlReply::Stream`] with this
+    /// request's id, until the stream ends or the client closes.
+    Subscribe(crate::events::Subscribe),
+    /// Give a task a user message.
+    SendMessage {
+        /// The task id or a unique prefix.
+        task: String,
+        /// The message.
+        text: String,
+    },
 }
 
 /// A task to create.
@@ -187,6 +197,15 @@ pub enum ControlReply {
     },
     /// The request was refused or failed; nothing was changed.
     Error(ControlError),
+    /// One item of the stream [`ControlRequest::Subscribe`] asked for.
+    Stream(crate::events::StreamItem),
+    /// Answer to [`ControlRequest::SendMessage`]: the message is stored.
+    Sent {
+        /// The task.
+        task: TaskId,
+        /// How it will reach the task, in words ("next turn", "answer to the question", …).
+        delivery: String,
+    },
 }
 
 /// Why a request was refused.
