@@ -35,6 +35,38 @@ pub enum Command {
     /// Inspect the sandbox tasks run in.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Print the event stream: stored events after --since, then (with --follow) the live tail.
+    Events(EventsArgs),
+}
+
+/// Arguments of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only this task (id or unique prefix).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Start after this event sequence number (default: from the first event).
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+    /// Go on printing events as they happen (Ctrl-C stops).
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow, also print the models' streamed text.
+    #[arg(long)]
+    pub deltas: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `task attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The task's id, or any unique prefix of it.
+    pub id: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
 }
 
 /// `neuraphage sandbox …`
@@ -115,6 +147,10 @@ pub enum TaskCommand {
     Depend(DependArgs),
     /// Cancel a task.
     Kill(KillArgs),
+    /// Show a task's conversation, then follow it live: streamed text, tool calls and outcomes, status changes and
+    /// questions. In a terminal a typed line is sent to the task and Ctrl-] detaches (the task goes on); with
+    /// --json (or without a terminal) JSON lines, ending when the task ends.
+    Attach(AttachArgs),
 }
 
 /// A `--json` switch.

@@ -1,14 +1,16 @@
 //! `neuraphage`: the command-line client of the supervisor.
 //!
 //! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`], [`daemon`] and [`report`] (locks, cost) the
-//! commands, [`demo`] the main job, [`output`] the printing, [`error`] the errors and their exit codes.
+//! commands, [`events`] and [`attach`] the event stream, [`demo`] the main job, [`output`] the printing, [`error`] the errors and their exit codes.
 
+mod attach;
 mod cli;
 mod client;
 mod daemon;
 mod demo;
 mod error;
 mod escape;
+mod events;
 mod output;
 mod report;
 mod sandbox;
@@ -134,5 +136,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Demo(_) => Ok(()),
+        Command::Events(args) => events::run(&paths, args).await,
     }
 }

@@ -132,7 +132,8 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     s
 }
 
-fn event_text(e: &TaskEvent) -> String {
+/// One event in words, escaped.
+pub fn event_text(e: &TaskEvent) -> String {
     match &e.kind {
         EventKind::Created { priority } => format!("created (priority {priority})"),
         EventKind::DependencyAdded { on } => format!("waits for {on}"),
@@ -177,6 +178,9 @@ fn event_text(e: &TaskEvent) -> String {
             format!("{} events reached the task's cap of {cap}; later ones are only logged", visible(capped))
         }
         EventKind::PausedBySupervisor { reason } => format!("paused: {}", visible(reason)),
+        EventKind::ToolCall { .. } | EventKind::ToolResult { .. } | EventKind::Cost { .. } => {
+            format!("{} {}", e.kind.name(), crate::events::detail(&e.kind))
+        }
     }
 }
 

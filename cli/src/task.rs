@@ -95,6 +95,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             let request = ControlRequest::KillTask { task: args.id, reason: args.reason };
             status_change(paths, request, args.out.json).await
         }
+        TaskCommand::Attach(args) => crate::attach::run(paths, args).await,
     }
 }
 

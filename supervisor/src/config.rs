@@ -48,6 +48,9 @@ pub struct Config {
     /// The reserve kept free on the home's filesystem ([`crate::disk`]): `5%` or a number of MiB; default 5 %, at
     /// most 1 GiB. Running tasks are paused when free space falls under it.
     pub disk_reserve: Option<crate::disk::Reserve>,
+    /// Seconds an event-stream subscriber (`events --follow`, `task attach`) may take to read one item before it is
+    /// dropped; while it is slow, items it cannot take are dropped and it is told what it missed.
+    pub event_stream_write_secs: u64,
 }
 
 /// A tier's name: one of `router`, `worker`, `expert`.
@@ -96,6 +99,7 @@ impl Default for Config {
             auto_escalate: false,
             escalate_after_retries: 2,
             disk_reserve: None,
+            event_stream_write_secs: 10,
         }
     }
 }

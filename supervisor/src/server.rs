@@ -239,11 +239,7 @@ impl Connection {
     }
 
     /// Answer requests until the client leaves, misbehaves, or the supervisor stops.
-    async fn requests(
-        &self,
-        link: &mut ControlLink,
-        slot: &mut Option<OwnedSemaphorePermit>,
-    ) -> Result<(), IpcError> {
+    async fn requests(&self, link: &mut ControlLink, slot: &mut Option<OwnedSemaphorePermit>) -> Result<(), IpcError> {
         // Check twice per frame deadline whether an unfinished frame has been stalled for longer than allowed.
         let tick = self.limits.frame / 2;
         let mut partial_since: Option<Instant> = None;
@@ -303,9 +299,9 @@ impl Connection {
                                 neuraphage_ipc::ErrorCode::Unavailable,
                                 format!("the supervisor is already serving {max} event streams; try again later"),
                             ));
-                            timeout(self.limits.write, link.send(&ReplyFrame { id, reply: refusal }))
-                                .await
-                                .map_err(|_| IpcError::TimedOut { what: "the client to read its reply", secs: 0.0 })??;
+                            timeout(self.limits.write, link.send(&ReplyFrame { id, reply: refusal })).await.map_err(
+                                |_| IpcError::TimedOut { what: "the client to read its reply", secs: 0.0 },
+                            )??;
                             idle_since = Instant::now();
                             continue;
                         }

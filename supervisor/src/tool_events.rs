@@ -85,7 +85,11 @@ mod tests {
             cp(CheckpointKind::ToolStarted { tool: "Bash".into(), tool_use_id: "t1".into() }, vec![assistant.clone()]);
         assert_eq!(
             from_checkpoint(&started),
-            Some(EventKind::ToolCall { tool: "Bash".into(), tool_use_id: "t1".into(), input: r#"{"command":"ls"}"#.into() })
+            Some(EventKind::ToolCall {
+                tool: "Bash".into(),
+                tool_use_id: "t1".into(),
+                input: r#"{"command":"ls"}"#.into()
+            })
         );
         let long = "é".repeat(MAX_EVENT_TEXT);
         let result = ContentBlock::ToolResult { tool_use_id: "t1".into(), content: long.clone(), is_error: true };
