@@ -185,3 +185,34 @@ impl Drop for LineMode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use neuraphage_ipc::{TaskEvent, TaskId, TaskState};
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    fn delta(text: &str) -> StreamItem {
+        StreamItem::Delta { task: TaskId::from_bits(1), delta: StreamDelta::Text { index: 0, text: text.into() } }
+    }
+
+    #[test]
+    fn streamed_text_is_inline_escaped_and_other_items_start_a_line() {
+        let mut r = Renderer::default();
+        assert_eq!(r.render(&delta("hi \u{1b}]0;pwned\u{7} \u{202e}x")), "hi \\u{1b}]0;pwned\\u{7} \\u{202e}x");
+        let question = StreamItem::Event(TaskEvent {
+            seq: 9,
+            task: TaskId::from_bits(1),
+            at: Utc::now(),
+            kind: EventKind::StatusChanged {
+                from: TaskState::Running,
+                to: TaskStatus::WaitingForUser { prompt: "which\u{1b}[2J one?".into() },
+            },
+        });
+        assert_eq!(r.render(&question), "\n[question] which\\u{1b}[2J one?\n");
+        assert_eq!(r.render(&delta("two\nlines\n")), "two\nlines\n");
+        assert_eq!(r.render(&StreamItem::CaughtUp { seq: 3 }), "");
+    }
+}

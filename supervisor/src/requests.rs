@@ -126,9 +126,8 @@ impl Daemon {
         if !priced.priced {
             tracing::warn!(%task, %model, "the price table does not know this model: its usage is recorded unpriced");
         }
-        match self.store().and_then(|mut s| s.record_cost(task, model, usage, priced)) {
-            Ok(()) => self.record(task, crate::tool_events::cost(model, usage, priced)),
-            Err(e) => tracing::error!(%task, error = %e, "cannot record a model response's usage"),
+        if let Err(e) = self.store().and_then(|mut s| s.record_cost(task, model, usage, priced)) {
+            tracing::error!(%task, error = %e, "cannot record a model response's usage");
         }
     }
 
@@ -201,11 +200,7 @@ impl Daemon {
 
     /// Persist a checkpoint whose conversation is committed at `commit`.
     pub fn checkpoint(&self, id: &TaskId, cp: &Checkpoint, commit: &str) -> std::result::Result<(), String> {
-        self.store().and_then(|mut s| s.checkpoint(id, cp, commit)).map_err(|e| e.to_string())?;
-        if let Some(kind) = crate::tool_events::from_checkpoint(cp) {
-            self.record(id, kind);
-        }
-        Ok(())
+        self.store().and_then(|mut s| s.checkpoint(id, cp, commit)).map_err(|e| e.to_string())
     }
 
     /// The live event bus.

@@ -178,6 +178,10 @@ impl Store {
             other => other.name().to_owned(),
         };
         append_event(&tx, id, &EventKind::Checkpoint { seq: cp.seq, point, commit: commit.to_owned() })?;
+        // A tool's start or end is also a tool-call event, in the same transaction (no second sync before the ack).
+        if let Some(kind) = crate::tool_events::from_checkpoint(cp) {
+            append_event(&tx, id, &kind)?;
+        }
         let phase = match &cp.kind {
             CheckpointKind::RequestSent => Some(RunningPhase::LlmRequest),
             CheckpointKind::ResponseReceived { .. } | CheckpointKind::ToolCompleted { .. } => {
