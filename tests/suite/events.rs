@@ -23,11 +23,13 @@ struct Lines {
     child: Child,
     rx: Receiver<String>,
     seen: Vec<String>,
+    stderr: tempfile::NamedTempFile,
 }
 
 impl Lines {
     fn spawn(mut cmd: Command) -> Lines {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr.reopen().unwrap()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -38,7 +40,12 @@ impl Lines {
                 }
             }
         });
-        Lines { child, rx, seen: Vec::new() }
+        Lines { child, rx, seen: Vec::new(), stderr }
+    }
+
+    /// What it wrote on stderr so far.
+    fn errors(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
     }
 
     /// Read until a line satisfies `done` (true) or the output ends (false).
@@ -54,7 +61,9 @@ impl Lines {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return false,
-                Err(RecvTimeoutError::Timeout) => panic!("no expected line in {WITHIN:?}; so far: {:#?}", self.seen),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no expected line in {WITHIN:?}; so far: {:#?}\nstderr: {}", self.seen, self.errors())
+                }
             }
         }
     }
@@ -112,8 +121,8 @@ fn attach_json_streams_text_in_order_tool_calls_with_outcomes_and_ends_with_the_
     let mut human = home.cli();
     human.args(["events", "--task", &id, "--follow", "--deltas"]);
     let mut human = Lines::spawn(human);
-    assert!(attach.until(|l| l.contains("\"caught_up\"")), "attach: {:#?}", attach.seen);
-    assert!(human.until(|l| l.contains("caught up")), "events: {:#?}", human.seen);
+    assert!(attach.until(|l| l.contains("\"caught_up\"")), "attach: {:#?} {}", attach.seen, attach.errors());
+    assert!(human.until(|l| l.contains("caught up")), "events: {:#?} {}", human.seen, human.errors());
     gate.store(true, Ordering::SeqCst);
 
     let (lines, status) = attach.finish();
