@@ -40,6 +40,8 @@ pub enum Command {
     /// The permission rules saved from answers (`task approve --always`, `task deny --never`).
     #[command(subcommand)]
     Permissions(PermissionsCommand),
+    /// Print the event stream: stored events after --since, then (with --follow) the live tail.
+    Events(EventsArgs),
 }
 
 /// `neuraphage permissions …`
@@ -85,6 +87,36 @@ pub struct DenyArgs {
     /// Why (the model is told).
     #[arg(long)]
     pub reason: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+}
+
+/// Arguments of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only this task (id or unique prefix).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Start after this event sequence number (default: from the first event).
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+    /// Go on printing events as they happen (Ctrl-C stops).
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow, also print the models' streamed text.
+    #[arg(long)]
+    pub deltas: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `task attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The task's id, or any unique prefix of it.
+    pub id: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,
@@ -168,6 +200,10 @@ pub enum TaskCommand {
     Depend(DependArgs),
     /// Cancel a task.
     Kill(KillArgs),
+    /// Show a task's conversation, then follow it live: streamed text, tool calls and outcomes, status changes and
+    /// questions. In a terminal a typed line is sent to the task and Ctrl-] detaches (the task goes on); with
+    /// --json (or without a terminal) JSON lines, ending when the task ends.
+    Attach(AttachArgs),
     /// Allow the tool call the task waits on (its prompt names it); `--always` saves a rule for it.
     Approve(ApproveArgs),
     /// Refuse the tool call the task waits on; the model is told. `--never` saves a rule for it.

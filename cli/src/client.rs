@@ -79,6 +79,36 @@ fn link_error(peer: &str, e: IpcError) -> CliError {
     }
 }
 
+/// An event stream: the connection after a `Subscribe`.
+pub struct EventStream {
+    link: Link<UnixStream, ReplyFrame, RequestFrame>,
+}
+
+impl Client {
+    /// Turn this connection into an event stream.
+    pub async fn subscribe(mut self, subscribe: neuraphage_ipc::events::Subscribe) -> Result<EventStream, CliError> {
+        let request = RequestFrame { id: self.next_id, request: ControlRequest::Subscribe(subscribe) };
+        match tokio::time::timeout(REPLY_TIMEOUT, self.link.send(&request)).await {
+            Ok(Ok(())) => Ok(EventStream { link: self.link }),
+            Ok(Err(e)) => Err(link_error("the supervisor", e)),
+            Err(_) => Err(CliError::Failed("the supervisor did not take the subscription".into())),
+        }
+    }
+}
+
+impl EventStream {
+    /// The next item; `None` when the supervisor ended the stream.
+    pub async fn next(&mut self) -> Result<Option<neuraphage_ipc::events::StreamItem>, CliError> {
+        match self.link.recv().await {
+            Ok(Some(ReplyFrame { reply: ControlReply::Stream(item), .. })) => Ok(Some(item)),
+            Ok(Some(ReplyFrame { reply: ControlReply::Error(e), .. })) => Err(CliError::Refused(e)),
+            Ok(Some(ReplyFrame { reply, .. })) => Err(unexpected(reply)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(link_error("the supervisor", e)),
+        }
+    }
+}
+
 /// The reply was not the kind the request calls for (a supervisor bug or a version skew).
 pub fn unexpected(reply: ControlReply) -> CliError {
     CliError::Failed(format!("unexpected reply from the supervisor: {reply:?}"))

@@ -1,14 +1,16 @@
 //! `neuraphage`: the command-line client of the supervisor.
 //!
 //! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`], [`daemon`] and [`report`] (locks, cost) the
-//! commands, [`demo`] the main job, [`output`] the printing, [`error`] the errors and their exit codes.
+//! commands, [`events`] and [`attach`] the event stream, [`demo`] the main job, [`output`] the printing, [`error`] the errors and their exit codes.
 
+mod attach;
 mod cli;
 mod client;
 mod daemon;
 mod demo;
 mod error;
 mod escape;
+mod events;
 mod output;
 mod permissions;
 mod report;
@@ -138,5 +140,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(_) => Ok(()),
         Command::Waiting(out) => waiting::waiting(&paths, out.json).await,
         Command::Permissions(command) => permissions::run(&paths, command).await,
+        Command::Events(args) => events::run(&paths, args).await,
     }
 }

@@ -132,7 +132,8 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     s
 }
 
-fn event_text(e: &TaskEvent) -> String {
+/// One event in words, escaped.
+pub fn event_text(e: &TaskEvent) -> String {
     match &e.kind {
         EventKind::Created { priority } => format!("created (priority {priority})"),
         EventKind::DependencyAdded { on } => format!("waits for {on}"),
@@ -194,6 +195,9 @@ fn event_text(e: &TaskEvent) -> String {
         EventKind::PermissionDecided { tool, subject, allowed, by, .. } => {
             let verdict = if *allowed { "allowed" } else { "denied" };
             format!("permission {verdict}: {} `{}` by {}", visible(tool), visible(subject), visible(by))
+        }
+        EventKind::ToolCall { .. } | EventKind::ToolResult { .. } | EventKind::Cost { .. } => {
+            format!("{} {}", e.kind.name(), crate::events::detail(&e.kind))
         }
     }
 }

@@ -101,6 +101,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
         TaskCommand::Resume(a) => crate::waiting::pause_or_resume(paths, a.id, false, a.out.json).await,
         TaskCommand::Approve(args) => crate::permissions::approve(paths, args).await,
         TaskCommand::Deny(args) => crate::permissions::deny(paths, args).await,
+        TaskCommand::Attach(args) => crate::attach::run(paths, args).await,
     }
 }
 

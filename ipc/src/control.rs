@@ -148,6 +148,9 @@ pub enum ControlRequest {
         /// Its number.
         id: i64,
     },
+    /// Turn this connection into an event stream: every reply after this is a [`ControlReply::Stream`] with this
+    /// request's id, until the stream ends or the client closes.
+    Subscribe(crate::events::Subscribe),
 }
 
 /// A task to create.
@@ -256,6 +259,8 @@ pub enum ControlReply {
         /// The rule removed.
         id: i64,
     },
+    /// One item of the stream [`ControlRequest::Subscribe`] asked for.
+    Stream(crate::events::StreamItem),
 }
 
 /// Why a request was refused.

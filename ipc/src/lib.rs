@@ -10,6 +10,7 @@
 //! - [`lock`]: the lock table's resource names, answers and listing; [`cost`]: token and cost totals.
 //! - [`llm`]: the provider-neutral conversation: messages, tools, requests, responses, stream deltas, failures.
 //! - [`task`]: the task model shared by every process: [`TaskId`], [`TaskStatus`], [`Task`], [`TaskEvent`].
+//! - [`events`]: the event stream a subscriber receives (stored events, live deltas, what it missed).
 //! - [`snapshot`]: the stream of a worktree's files that the sandboxed snapshot helper writes for a commit.
 //! - [`inherit`]: adopting the link sockets a worker or the broker inherits.
 //! - [`paths`]: the environment variables that place the data and runtime folders, and the control socket.
@@ -24,6 +25,7 @@ pub mod broker;
 pub mod control;
 pub mod cost;
 pub mod error;
+pub mod events;
 pub mod frame;
 pub mod hello;
 pub mod inherit;

@@ -12,6 +12,21 @@ use serde::{Deserialize, Serialize};
 /// The longest task description accepted, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
 
+/// Longest text (tool input, tool result) an event carries, in bytes; longer text is cut with a note.
+pub const MAX_EVENT_TEXT: usize = 2048;
+
+/// `text` cut to at most `max` bytes on a character boundary, with a note saying how much was left out.
+pub fn cut_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} more bytes]", &text[..end], text.len() - end)
+}
+
 /// Prefix of every task id.
 pub const TASK_ID_PREFIX: &str = "np-";
 
@@ -485,6 +500,41 @@ pub enum EventKind {
         /// Who or what decided: a policy rule, a user rule, a saved rule, the mode, a runtime limit, `user`, `timeout`.
         by: String,
     },
+    /// The model called a tool (from the `tool_started` checkpoint).
+    ToolCall {
+        /// The tool's name.
+        tool: String,
+        /// The call's id.
+        tool_use_id: String,
+        /// Its input as JSON text, cut to [`MAX_EVENT_TEXT`] bytes (with a note saying so).
+        input: String,
+    },
+    /// A tool call's outcome (from the `tool_completed` checkpoint).
+    ToolResult {
+        /// The tool's name.
+        tool: String,
+        /// The call's id.
+        tool_use_id: String,
+        /// Whether it failed.
+        is_error: bool,
+        /// The start of its result, cut to [`MAX_EVENT_TEXT`] bytes (with a note saying so).
+        result: String,
+    },
+    /// What one model response used and cost.
+    Cost {
+        /// The model that answered.
+        model: String,
+        /// Input tokens (normal rate).
+        input_tokens: u64,
+        /// Output tokens.
+        output_tokens: u64,
+        /// Tokens written to and read from the provider's cache.
+        cache_tokens: u64,
+        /// Its price, in 10^-9 USD, by the price table in force.
+        cost_nano_usd: u64,
+        /// False when the price table did not know the model (the cost is then 0).
+        priced: bool,
+    },
 }
 
 impl EventKind {
@@ -512,6 +562,9 @@ impl EventKind {
             EventKind::QuestionAnswered { .. } => "question_answered",
             EventKind::PermissionRequested { .. } => "permission_requested",
             EventKind::PermissionDecided { .. } => "permission_decided",
+            EventKind::ToolCall { .. } => "tool_call",
+            EventKind::ToolResult { .. } => "tool_result",
+            EventKind::Cost { .. } => "cost",
         }
     }
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use neuraphage_ipc::broker::{BrokerSettings, BrokerToSupervisor, LinkGrant, ModelTier, SupervisorToBroker};
 use neuraphage_ipc::cost::{CostGrouping, CostLine, CostTotals};
+use neuraphage_ipc::events::{StreamItem, Subscribe};
 use neuraphage_ipc::frame::{decode, encode};
 use neuraphage_ipc::llm::{
     ChatRequest, ChatResponse, ContentBlock, LlmErrorKind, LlmFailure, Message, Speaker, StopReason, StreamDelta,
@@ -142,6 +143,22 @@ fn event() -> impl Strategy<Value = TaskEvent> {
         (text(), text(), text(), any::<bool>(), text()).prop_map(|(tool_use_id, tool, subject, allowed, by)| {
             EventKind::PermissionDecided { tool_use_id, tool, subject, allowed, by }
         }),
+        (text(), text(), text()).prop_map(|(tool, tool_use_id, input)| EventKind::ToolCall {
+            tool,
+            tool_use_id,
+            input
+        }),
+        (text(), text(), any::<bool>(), text()).prop_map(|(tool, tool_use_id, is_error, result)| {
+            EventKind::ToolResult { tool, tool_use_id, is_error, result }
+        }),
+        (text(), any::<[u64; 4]>(), any::<bool>()).prop_map(|(model, n, priced)| EventKind::Cost {
+            model,
+            input_tokens: n[0],
+            output_tokens: n[1],
+            cache_tokens: n[2],
+            cost_nano_usd: n[3],
+            priced
+        }),
     ];
     (any::<u64>(), task_id(), time(), kind).prop_map(|(seq, task, at, kind)| TaskEvent { seq, task, at, kind })
 }
@@ -183,6 +200,25 @@ fn request() -> impl Strategy<Value = ControlRequest> {
             .prop_map(|(task, allow, save, reason)| ControlRequest::DecidePermission { task, allow, save, reason }),
         Just(ControlRequest::ListPermissionRules),
         any::<i64>().prop_map(|id| ControlRequest::RemovePermissionRule { id }),
+        (option::of(text()), option::of(any::<u64>()), any::<[bool; 3]>()).prop_map(|(task, since, b)| {
+            ControlRequest::Subscribe(Subscribe { task, since, follow: b[0], deltas: b[1], until_end: b[2] })
+        }),
+        (text(), text()).prop_map(|(task, text)| ControlRequest::SendMessage { task, text }),
+    ]
+}
+
+fn stream_item() -> impl Strategy<Value = StreamItem> {
+    prop_oneof![
+        event().prop_map(StreamItem::Event),
+        (task_id(), delta()).prop_map(|(task, delta)| StreamItem::Delta { task, delta }),
+        any::<u64>().prop_map(|seq| StreamItem::CaughtUp { seq }),
+        any::<[u64; 4]>().prop_map(|n| StreamItem::Missed {
+            count: n[0],
+            resume_from: n[1],
+            through: n[2],
+            deltas: n[3]
+        }),
+        status().prop_map(|status| StreamItem::End { status }),
     ]
 }
 
@@ -283,6 +319,8 @@ fn reply() -> impl Strategy<Value = ControlReply> {
                 })
             }
         ),
+        stream_item().prop_map(ControlReply::Stream),
+        (task_id(), text()).prop_map(|(task, delivery)| ControlReply::Sent { task, delivery }),
     ]
 }
 

@@ -47,3 +47,8 @@ pub use script::{
     HttpError, Policy, Reply, ReplyBlock, Script, Step, StopReason, StreamFault, TokenUsage, default_policy, policy,
 };
 pub use server::{DoubleConfig, DoubleError, LlmDouble};
+
+/// A streamed frame that contains this text has it replaced by the time the double sends the frame (microseconds
+/// since the Unix epoch, in decimal), for latency measurements: put it in a reply's text with `chunk_chars` equal
+/// to its length so each text delta carries one stamp.
+pub const SEND_TIME_MARKER: &str = "@@SENT_US@@";

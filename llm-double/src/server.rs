@@ -525,6 +525,17 @@ enum Frame {
     Abort,
 }
 
+/// `bytes` with [`crate::SEND_TIME_MARKER`] replaced by the time it is sent (microseconds since the Unix epoch).
+fn stamp_send_time(bytes: Bytes) -> Bytes {
+    let marker = crate::SEND_TIME_MARKER.as_bytes();
+    let Some(at) = bytes.windows(marker.len()).position(|w| w == marker) else { return bytes };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+    let mut out = bytes[..at].to_vec();
+    out.extend_from_slice(now.to_string().as_bytes());
+    out.extend_from_slice(&bytes[at + marker.len()..]);
+    Bytes::from(out)
+}
+
 fn frames_body(frames: Vec<Frame>, delay: Duration) -> Body {
     let stream = futures::stream::unfold((frames.into_iter(), true), move |(mut frames, first)| async move {
         let frame = frames.next()?;
@@ -532,7 +543,7 @@ fn frames_body(frames: Vec<Frame>, delay: Duration) -> Body {
             tokio::time::sleep(delay).await;
         }
         match frame {
-            Frame::Data(bytes) => Some((Ok(bytes), (frames, false))),
+            Frame::Data(bytes) => Some((Ok(stamp_send_time(bytes)), (frames, false))),
             Frame::Abort => {
                 // Give the connection a moment to flush what was sent, then fail the body: hyper closes the
                 // connection without ending the chunked body, as a provider whose connection drops would.

@@ -50,6 +50,9 @@ pub struct Config {
     pub disk_reserve: Option<crate::disk::Reserve>,
     /// Layered permissions ([`crate::permissions::settings`]).
     pub security: crate::permissions::settings::Security,
+    /// Seconds an event-stream subscriber (`events --follow`, `task attach`) may take to read one item before it is
+    /// dropped; while it is slow, items it cannot take are dropped and it is told what it missed.
+    pub event_stream_write_secs: u64,
 }
 
 /// A tier's name: one of `router`, `worker`, `expert`.
@@ -99,6 +102,7 @@ impl Default for Config {
             escalate_after_retries: 2,
             disk_reserve: None,
             security: crate::permissions::settings::Security::default(),
+            event_stream_write_secs: 10,
         }
     }
 }

@@ -15,6 +15,9 @@
 //! - [`proxy`]: a task's HTTP CONNECT proxy, which lets it reach the hosts its profile lists and nothing else;
 //!   [`proxy_names`]: its checks that a TLS server name or `Host` header names the host a connection was let
 //!   through for; [`proxy_bridge`]: the unix sockets that lead from a task's network namespace to its proxy's port.
+//! - [`event_bus`]: the live event bus (bounded per subscriber, told what it missed); [`event_stream`]: a
+//!   subscription served on a control connection (backlog from the store, then the live tail); [`tool_events`]:
+//!   tool-call, tool-result and cost events derived from checkpoints and usage reports.
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -29,7 +32,9 @@ pub mod conversation;
 pub mod cost;
 pub mod disk;
 pub mod error;
+pub mod event_bus;
 pub mod event_caps;
+pub mod event_stream;
 pub mod home;
 pub mod inbox;
 pub mod notify;
@@ -46,6 +51,7 @@ pub mod spawn;
 pub mod store;
 pub mod stuck;
 pub mod task_commit;
+pub mod tool_events;
 pub mod workers;
 pub mod worktree;
 pub mod worktree_seal;

@@ -94,7 +94,9 @@ fn run(paths: Paths) -> anyhow::Result<()> {
             tokio::spawn(keep_alive(broker.clone(), daemon.clone(), broker_link, broker_child, shutdown.clone()));
         let scheduler = tokio::spawn(workers::schedule(daemon.clone(), broker.clone(), shutdown.clone()));
         tokio::spawn(neuraphage_supervisor::permissions::timeout::run(daemon.clone(), shutdown.clone()));
-        server::serve(listener, &socket, daemon, Limits::default(), shutdown).await;
+        let stream_write = std::time::Duration::from_secs(daemon.config().event_stream_write_secs.clamp(1, 3600));
+        let limits = Limits { stream_write, ..Limits::default() };
+        server::serve(listener, &socket, daemon, limits, shutdown).await;
         // Running tasks are stopped and re-queued; they resume at the next start.
         if let Err(e) = scheduler.await {
             tracing::error!(error = %e, "the scheduler failed");

@@ -63,6 +63,35 @@ pub struct Daemon {
     lock_queries_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<LockQuery>>>,
     /// The broker, for reloads (set once it runs).
     broker: std::sync::OnceLock<std::sync::Arc<crate::broker_link::Broker>>,
+    /// The live event bus: every committed event is published when the store is released ([`StoreGuard`]).
+    bus: std::sync::Arc<crate::event_bus::EventBus>,
+}
+
+/// The store, locked; on release, the events committed meanwhile are published on the bus (in commit order, still
+/// under the lock).
+pub struct StoreGuard<'a> {
+    store: std::sync::MutexGuard<'a, Store>,
+    bus: &'a crate::event_bus::EventBus,
+}
+
+impl std::ops::Deref for StoreGuard<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl std::ops::DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        let store = &*self.store;
+        self.bus.publish_committed(|after, limit| store.events_after(after, u64::MAX, None, limit));
+    }
 }
 
 /// How long `neuraphage locks` waits for the broker.
@@ -85,6 +114,7 @@ impl Daemon {
             lock_queries,
             lock_queries_rx: Mutex::new(Some(rx)),
             broker: std::sync::OnceLock::new(),
+            bus: Default::default(),
         }
     }
 
@@ -176,6 +206,11 @@ impl Daemon {
         self.store().and_then(|mut s| s.checkpoint(id, cp, commit)).map_err(|e| e.to_string())
     }
 
+    /// The live event bus.
+    pub fn events(&self) -> &std::sync::Arc<crate::event_bus::EventBus> {
+        &self.bus
+    }
+
     /// The last checkpoint's sequence number and commit.
     pub fn last_checkpoint(&self, id: &TaskId) -> std::result::Result<Option<(u64, String)>, String> {
         self.store().and_then(|s| s.last_checkpoint(id)).map_err(|e| e.to_string())
@@ -204,10 +239,11 @@ impl Daemon {
         }
     }
 
-    fn store(&self) -> Result<std::sync::MutexGuard<'_, Store>> {
+    fn store(&self) -> Result<StoreGuard<'_>> {
         // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls back), so a
         // poisoned lock is safe to keep using.
-        Ok(self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        let store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(StoreGuard { store, bus: &self.bus })
     }
 
     fn dispatch(&self, request: ControlRequest) -> Result<ControlReply> {
@@ -307,6 +343,9 @@ impl Daemon {
             ControlRequest::PauseTask { task } => crate::inbox::pause(self, &task)?,
             ControlRequest::ResumeTask { task } => crate::inbox::resume(self, &task)?,
             ControlRequest::ListWaiting => crate::inbox::waiting(self)?,
+            ControlRequest::Subscribe(_) => {
+                return Err(invalid("a subscription is a stream: the server serves it, not a request handler".into()));
+            }
         })
     }
 

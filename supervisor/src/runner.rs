@@ -518,7 +518,7 @@ async fn converse(
                     return Ending::Lost(format!("worker link: {e}"));
                 }
             }
-            Ok(Some(WorkerToSupervisor::Stream { delta })) => tracing::trace!(?delta, "stream"),
+            Ok(Some(WorkerToSupervisor::Stream { delta })) => daemon.events().publish_delta(&task.id, &delta),
             Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
             Ok(Some(WorkerToSupervisor::Heartbeat)) => {}
             Ok(None) => return Ending::Lost("the worker closed its link before the task ended".into()),

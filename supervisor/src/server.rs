@@ -5,6 +5,8 @@
 //! deadline to finish any frame it starts, and an idle limit, so a client that sends garbage, stalls half a frame or
 //! vanishes mid-request costs one slot for a bounded time and never stops the others from being served. When every
 //! slot is taken, the connection idle the longest is closed to make room, so idle clients cannot lock others out.
+//! A `Subscribe` request turns its connection into an event stream ([`crate::event_stream`]): it gives its slot back
+//! and takes one of the stream slots, which have their own cap.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +39,11 @@ pub struct Limits {
     pub write: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Event streams served at once (`Subscribe`); a stream gives back its connection slot and is never evicted as
+    /// idle, so it has a cap of its own.
+    pub max_streams: usize,
+    /// Time allowed for a stream's subscriber to take one item; one that does not read is dropped.
+    pub stream_write: Duration,
     /// Time graceful shutdown waits for in-flight requests.
     pub drain: Duration,
 }
@@ -49,6 +56,8 @@ impl Default for Limits {
             idle: Duration::from_secs(600),
             write: Duration::from_secs(10),
             max_connections: 64,
+            max_streams: 64,
+            stream_write: Duration::from_secs(10),
             drain: Duration::from_secs(10),
         }
     }
@@ -103,6 +112,7 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let streams = Arc::new(Semaphore::new(limits.max_streams));
     let idle = Arc::new(IdleLinks::default());
     let mut next_id = 0u64;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
@@ -128,6 +138,7 @@ pub async fn serve(
                     shutdown: shutdown.clone(),
                     idle: idle.clone(),
                     evicted: CancellationToken::new(),
+                    streams: streams.clone(),
                 };
                 let slots = slots.clone();
                 tracker.spawn(async move {
@@ -172,11 +183,12 @@ struct Connection {
     shutdown: CancellationToken,
     idle: Arc<IdleLinks>,
     evicted: CancellationToken,
+    streams: Arc<Semaphore>,
 }
 
 impl Connection {
     #[tracing::instrument(name = "client", skip_all, fields(pid))]
-    async fn run(self, stream: UnixStream, slot: Option<OwnedSemaphorePermit>) {
+    async fn run(self, stream: UnixStream, mut slot: Option<OwnedSemaphorePermit>) {
         let cred = match stream.peer_cred() {
             Ok(cred) => cred,
             Err(e) => {
@@ -219,7 +231,7 @@ impl Connection {
             }
             Err(_) => return tracing::warn!("no hello in time; closing"),
         }
-        let served = self.requests(&mut link).await;
+        let served = self.requests(&mut link, &mut slot).await;
         self.idle.map().remove(&self.id);
         if let Err(e) = served {
             tracing::warn!(error = %e, "closing the link");
@@ -227,7 +239,7 @@ impl Connection {
     }
 
     /// Answer requests until the client leaves, misbehaves, or the supervisor stops.
-    async fn requests(&self, link: &mut ControlLink) -> Result<(), IpcError> {
+    async fn requests(&self, link: &mut ControlLink, slot: &mut Option<OwnedSemaphorePermit>) -> Result<(), IpcError> {
         // Check twice per frame deadline whether an unfinished frame has been stalled for longer than allowed.
         let tick = self.limits.frame / 2;
         let mut partial_since: Option<Instant> = None;
@@ -271,6 +283,32 @@ impl Connection {
             partial_since = None;
             self.idle.map().remove(&self.id);
             let RequestFrame { id, request } = frame;
+            let request = match request {
+                neuraphage_ipc::ControlRequest::Subscribe(subscribe) => {
+                    match self.streams.clone().try_acquire_owned() {
+                        Ok(_stream_slot) => {
+                            // A stream from here on: its request slot goes back to the others.
+                            slot.take();
+                            let (daemon, write, stop) =
+                                (self.daemon.clone(), self.limits.stream_write, self.shutdown.clone());
+                            return crate::event_stream::serve(daemon, link, id, subscribe, write, stop).await;
+                        }
+                        Err(_) => {
+                            let max = self.limits.max_streams;
+                            let refusal = ControlReply::Error(neuraphage_ipc::ControlError::new(
+                                neuraphage_ipc::ErrorCode::Unavailable,
+                                format!("the supervisor is already serving {max} event streams; try again later"),
+                            ));
+                            timeout(self.limits.write, link.send(&ReplyFrame { id, reply: refusal })).await.map_err(
+                                |_| IpcError::TimedOut { what: "the client to read its reply", secs: 0.0 },
+                            )??;
+                            idle_since = Instant::now();
+                            continue;
+                        }
+                    }
+                }
+                request => request,
+            };
             let shutdown = matches!(request, neuraphage_ipc::ControlRequest::Shutdown);
             let daemon = self.daemon.clone();
             let reply = tokio::task::spawn_blocking(move || daemon.handle(request)).await.unwrap_or_else(|e| {

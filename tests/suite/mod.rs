@@ -9,6 +9,7 @@ mod cost;
 mod crash;
 mod daemon;
 mod durability;
+mod events;
 mod exhaustion;
 mod hostile_clients;
 mod hostile_repo;

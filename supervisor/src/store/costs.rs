@@ -37,6 +37,7 @@ impl Store {
                 priced.priced as i64,
             ],
         )?;
+        super::tasks::append_event(&tx, task, &crate::tool_events::cost(model, usage, priced))?;
         tx.commit()?;
         Ok(())
     }

@@ -2,11 +2,12 @@
 //!
 //! Every mutating method runs in one transaction and returns only after it is committed and synced, so the caller
 //! may acknowledge as soon as it returns. [`schema`] has the migrations; [`tasks`] the task operations; [`costs`] the
-//! usage and cost of model responses.
+//! usage and cost of model responses; [`events`] reads the event log forward for the event stream.
 
 pub mod costs;
 pub mod inbox;
 pub mod permissions;
+pub mod events;
 pub mod running;
 pub mod schema;
 pub mod tasks;

@@ -179,6 +179,10 @@ impl Store {
         };
         append_event(&tx, id, &EventKind::Checkpoint { seq: cp.seq, point, commit: commit.to_owned() })?;
         super::inbox::on_checkpoint(&tx, id, cp)?;
+        // A tool's start or end is also a tool-call event, in the same transaction (no second sync before the ack).
+        if let Some(kind) = crate::tool_events::from_checkpoint(cp) {
+            append_event(&tx, id, &kind)?;
+        }
         let phase = match &cp.kind {
             CheckpointKind::RequestSent => Some(RunningPhase::LlmRequest),
             CheckpointKind::ResponseReceived { .. } | CheckpointKind::ToolCompleted { .. } => {
