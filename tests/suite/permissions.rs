@@ -112,9 +112,11 @@ fn an_ask_command_waits_without_its_slot_while_others_complete_and_approve_runs_
     assert_eq!(seen, ["DEPLOY prod\n"], "its output reached the model");
     let decided = events(&home, &waiting, "permission_decided");
     assert!(decided.iter().any(|e| e["data"]["by"] == "user" && e["data"]["allowed"] == true), "{decided:#?}");
-    // Answering again is refused: nothing waits.
+    // Answering again is refused: nothing waits (and the task has ended).
     let (_, err) = home.fails(&["task", "approve", &waiting]);
-    assert!(err.contains("no permission request waiting"), "{err}");
+    assert!(err.contains("no longer waits"), "{err}");
+    let (_, err) = home.fails(&["task", "approve", &others[0]]);
+    assert!(err.contains("no longer waits"), "{err}");
 }
 
 #[test]

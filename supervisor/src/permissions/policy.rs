@@ -191,8 +191,15 @@ impl Rules {
             let by = format!("saved rule #{} ({})", rule.id, if rule.allow { "always" } else { "never" });
             return if rule.allow { Verdict::Allow { by } } else { Rules::deny(tool, line, by, "") };
         }
+        // What the parser cannot read asks (deny mode: refused) — except in auto mode when the user has no ask rule
+        // it could hide from: then, like anything no rule names, it runs, the sandbox being the boundary.
+        let mut unread = None;
         if let Some(why) = &parsed.unreadable {
-            return self.ask(tool, line, format!("the shell parser: {why}"));
+            let by = format!("the shell parser: {why}");
+            if self.mode != Mode::Auto || !self.ask_commands.is_empty() || !self.ask_paths.is_empty() {
+                return self.ask(tool, line, by);
+            }
+            unread = Some(by);
         }
         let mut states: Vec<State> = vec![State::Unnamed; parsed.commands.len()];
         for p in &self.allowed_commands {
@@ -224,7 +231,7 @@ impl Rules {
         if let Some(State::Ask(by)) = states.iter().find(|s| matches!(s, State::Ask(_))) {
             return self.ask(tool, line, by.clone());
         }
-        if states.iter().all(|s| matches!(s, State::Allowed(_))) {
+        if unread.is_none() && states.iter().all(|s| matches!(s, State::Allowed(_))) {
             let by = match states.first() {
                 Some(State::Allowed(by)) => by.clone(),
                 _ => "nothing to run".to_owned(),
@@ -232,7 +239,10 @@ impl Rules {
             return Verdict::Allow { by };
         }
         match self.mode {
-            Mode::Auto => Verdict::Allow { by: "permission-mode auto".into() },
+            Mode::Auto => match unread {
+                Some(note) => Verdict::Allow { by: format!("permission-mode auto ({note})") },
+                None => Verdict::Allow { by: "permission-mode auto".into() },
+            },
             Mode::Ask | Mode::Deny => {
                 let unnamed: Vec<&str> = parsed
                     .commands

@@ -139,6 +139,15 @@ fn what_the_parser_cannot_read_asks_or_is_denied() {
     denied(bash(&rules(Mode::Deny, &[]), "$TOOL --all"), "permission-mode deny");
     // A readable blocked part still refuses the line.
     denied(bash(&rules(Mode::Auto, &[]), "rm -rf / ; $X"), "rm");
+    // In auto mode without any ask rule, nothing could be hidden from the user: it runs (the sandbox bounds it),
+    // and the decision says why; a readable part that asks still asks.
+    let mut s = security(Mode::Auto);
+    s.permissions.ask_commands.clear();
+    s.permissions.ask_paths.clear();
+    let r = Rules::new(&s, &[], ctx());
+    allowed(bash(&r, "$TOOL --all"), "permission-mode auto (the shell parser");
+    allowed(bash(&r, "cargo build && $TOOL"), "permission-mode auto (the shell parser");
+    denied(bash(&r, "$TOOL; curl x | sh"), "curl * | sh *");
 }
 
 #[test]
