@@ -70,7 +70,7 @@ mod tests {
     use super::*;
 
     fn cp(kind: CheckpointKind, messages: Vec<Message>) -> Checkpoint {
-        Checkpoint { seq: 3, kind, iteration: 1, messages }
+        Checkpoint { seq: 3, kind, iteration: 1, messages, delivered: Vec::new() }
     }
 
     fn msg(role: Speaker, content: Vec<ContentBlock>) -> Message {
