@@ -43,8 +43,7 @@ pub async fn run(paths: &Paths, args: AttachArgs) -> Result<(), CliError> {
             None => return Err(CliError::Failed("the supervisor ended the stream at once".into())),
         }
     }
-    let reply = Client::connect(paths).await?.call(ControlRequest::TaskLog { task: args.id }).await?;
-    let ControlReply::Log { task, messages } = reply else { return Err(unexpected(reply)) };
+    let (task, messages) = conversation(paths, &args.id).await?;
     if !interactive {
         for message in &messages {
             output::out(&json_line(&serde_json::json!({ "message": message }))?)?;
@@ -63,6 +62,27 @@ pub async fn run(paths: &Paths, args: AttachArgs) -> Result<(), CliError> {
     drop(terminal);
     output::out("\ndetached\n")?;
     result
+}
+
+/// The conversation so far. While a task's session starts, its conversation repository may be being set up (and
+/// locked): ask again a few times, then go on without it (the live stream does not depend on it).
+async fn conversation(paths: &Paths, id: &str) -> Result<(String, Vec<neuraphage_ipc::llm::Message>), CliError> {
+    let mut last = None;
+    for _ in 0..20 {
+        match Client::connect(paths).await?.call(ControlRequest::TaskLog { task: id.to_owned() }).await {
+            Ok(ControlReply::Log { task, messages }) => return Ok((task.to_string(), messages)),
+            Ok(other) => return Err(unexpected(other)),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let why = last.map(|e| e.to_string()).unwrap_or_default();
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("neuraphage: the conversation so far cannot be read now ({}); following live\n", visible(&why))
+            .as_bytes(),
+    );
+    Ok((id.to_owned(), Vec::new()))
 }
 
 async fn follow_json(stream: &mut EventStream) -> Result<(), CliError> {
