@@ -74,6 +74,12 @@ impl Conversation {
         Ok(Conversation { repo })
     }
 
+    /// Open an existing conversation repository to read it, never making one (a reader racing the session that
+    /// makes it must not write the repository's config too).
+    pub fn open_existing(dir: &Path) -> Result<Conversation, git2::Error> {
+        Ok(Conversation { repo: Repository::open(dir)? })
+    }
+
     /// Remove lock files a killed supervisor left in the repository (`HEAD.lock`, `index.lock`, `refs/**.lock`).
     /// Only the supervisor writes a conversation, and only one session of a task runs at a time, so at the start of
     /// a session any lock is stale. Returns the locks removed.

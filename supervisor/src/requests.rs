@@ -275,7 +275,7 @@ impl Daemon {
                 let id = self.store()?.resolve(&task)?;
                 let dirs = crate::runner::TaskDirs::new(&self.paths.home, &id);
                 let messages = if dirs.conversation.join(".git").exists() {
-                    crate::conversation::Conversation::open(&dirs.conversation)
+                    crate::conversation::Conversation::open_existing(&dirs.conversation)
                         .and_then(|c| c.messages())
                         .map_err(|e| SupervisorError::Corrupt(format!("{}: {e}", dirs.conversation.display())))?
                 } else {
