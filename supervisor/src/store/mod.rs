@@ -5,9 +5,9 @@
 //! usage and cost of model responses; [`events`] reads the event log forward for the event stream.
 
 pub mod costs;
+pub mod events;
 pub mod inbox;
 pub mod permissions;
-pub mod events;
 pub mod running;
 pub mod schema;
 pub mod tasks;

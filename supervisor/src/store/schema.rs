@@ -142,14 +142,7 @@ CREATE TABLE permission_rules (
 
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![
-        M::up(V1),
-        M::up(V2),
-        M::up(V3_COSTS),
-        M::up(V4_TIER),
-        M::up(V5_INBOX),
-        M::up(V6_PERMISSIONS),
-    ])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS), M::up(V4_TIER), M::up(V5_INBOX), M::up(V6_PERMISSIONS)])
 }
 
 #[cfg(test)]
