@@ -176,16 +176,6 @@ fn a_priority_0_task_on_a_drained_bucket_is_paced_ahead_of_twenty_priority_4_tas
     for g in &gaps {
         assert!(*g <= own + REFILL + Duration::from_millis(400), "a gap of {g:?} (own turn {own:?}): {gaps:?}");
     }
-    // A low task's gap under fair sharing of 10 requests a second among 20 is about two seconds.
-    let low_gaps: Vec<Duration> = {
-        let l0: Vec<Instant> = seen
-            .iter()
-            .filter(|(at, t)| t == "pc-low0" && *at >= created && *at <= urgent_done)
-            .map(|(at, _)| *at)
-            .collect();
-        l0.windows(2).map(|w| w[1] - w[0]).collect()
-    };
-    eprintln!("a low task's gaps meanwhile: {low_gaps:?}");
     assert!(
         behind * 10 >= unfinished.len() * 8,
         "finished before only {behind} of the {} low tasks unfinished at its creation",
