@@ -193,7 +193,12 @@ fn a_priority_0_task_on_a_drained_bucket_is_paced_ahead_of_twenty_priority_4_tas
     let rate = times.len() as f64 / end.saturating_duration_since(start).as_secs_f64();
     eprintln!("saturated: {} requests at {rate:.2}/s, widest gap {widest:?}", times.len());
     assert!(times.len() > 100, "too short a saturated period: {}", times.len());
-    assert!(widest <= 3 * REFILL + Duration::from_millis(300), "a gap of {widest:?} while requests were queued");
+    // One stall of the whole machine (an fsync storm holds every worker's checkpoint, so nothing is queued in the
+    // broker meanwhile) may show as one wide gap; bursts-then-pauses, the defect this guards against, show as one
+    // every few seconds.
+    let bound = 3 * REFILL + Duration::from_millis(300);
+    let wide: Vec<&Duration> = gaps.iter().filter(|g| **g > bound).collect();
+    assert!(wide.len() <= 1, "{} gaps over {bound:?} while requests were queued: {wide:?}", wide.len());
 
     // Shares of the equal-priority tasks while all were running, within 10 % (plus two requests: with about 25
     // each, a worker the loaded machine schedules late misses a turn or two that the broker did offer it).

@@ -371,3 +371,26 @@ fn in_ask_mode_an_unlisted_host_waits_for_the_user_while_the_task_runs() {
     assert!(out[0].ends_with(" 403") && out[0].contains("the user did not allow it"), "{out:?}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2, "the denied connection never reached the host");
 }
+
+/// A model (or provider) that gives a second call the id of a call the user approved: the approval was for that
+/// command only. Control: the approved command itself ran.
+#[test]
+fn an_approved_call_id_given_again_for_another_command_does_not_inherit_the_approval() {
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::new().with_tool_id("toolu_same", "Bash", json!({ "command": DEPLOY }))),
+        1 => Step::Reply(Reply::new().with_tool_id("toolu_same", "Bash", json!({ "command": "touch reused.txt" }))),
+        _ => Step::Reply(Reply::text("finished").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    home.write_config(ASK_DEPLOY);
+    home.start_with_model(&model);
+    let id = new_task(&home, "reuse-an-id");
+    wait_waiting(&home, &id);
+    home.json(&["task", "approve", &id, "--json"]);
+    let done = &home.wait_ended(&[&id], WITHIN)[0];
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    assert!(scratch(&home, &id).join("deployed.txt").exists(), "control: the approved command ran");
+    assert!(!scratch(&home, &id).join("reused.txt").exists(), "the other command under the same id did not run");
+    let seen = results(&last_request_of(&model, "reuse-an-id"));
+    assert!(seen.last().is_some_and(|r| r.contains("already used for another call")), "{seen:?}");
+}

@@ -45,7 +45,19 @@ fn decide(
     tool: &str,
     input: &serde_json::Value,
 ) -> crate::error::Result<PermissionAnswer> {
+    let subject = subject(tool, input);
     if let Some(stored) = daemon.with_store(|s| s.permission_request(task, tool_use_id))? {
+        // A stored answer is for that call only: an id given again for another command or path (a provider or a
+        // model that repeats ids) does not inherit it.
+        if stored.tool != tool || stored.subject != full_text(&subject) {
+            let reason = format!(
+                "This {tool} call was not run: its id {tool_use_id:?} was already used for another call ({} `{}`). \
+                 Make the call again.",
+                stored.tool,
+                super::bounded(&stored.subject)
+            );
+            return Ok(PermissionAnswer::Deny { reason });
+        }
         return Ok(match stored.decision {
             None => PermissionAnswer::Ask { prompt: stored.prompt },
             Some(allowed) => {
@@ -60,7 +72,6 @@ fn decide(
             }
         });
     }
-    let subject = subject(tool, input);
     let security = &daemon.config().security;
     let saved = daemon.with_store(|s| s.saved_rules())?;
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/root".into());
@@ -90,11 +101,7 @@ fn decide(
                 "{prompt} — answer with `neuraphage task approve {task} [--always]` or `neuraphage task deny {task} \
                  [--never] [--reason TEXT]`"
             );
-            let full = match &subject {
-                Subject::Command(c) => c.clone(),
-                Subject::Path { path, .. } => path.clone(),
-                Subject::Unguarded => String::new(),
-            };
+            let full = full_text(&subject);
             let new = NewRequest {
                 tool_use_id,
                 tool,
@@ -116,6 +123,15 @@ fn decided(tool_use_id: &str, tool: &str, subject: &str, allowed: bool, by: Stri
         subject: subject.to_owned(),
         allowed,
         by,
+    }
+}
+
+/// The command line or path of a call, in full (as stored with a request).
+fn full_text(subject: &Subject) -> String {
+    match subject {
+        Subject::Command(c) => c.clone(),
+        Subject::Path { path, .. } => path.clone(),
+        Subject::Unguarded => String::new(),
     }
 }
 
