@@ -71,6 +71,10 @@ pub struct ApproveArgs {
     /// Also save a rule: this exact command (or this path) runs without asking from now on, in every task.
     #[arg(long)]
     pub always: bool,
+    /// The number of the request to approve (`request #N` in its prompt); needed when the task asked more than one
+    /// since your last answer.
+    #[arg(long, value_name = "N")]
+    pub request: Option<i64>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,
@@ -87,6 +91,9 @@ pub struct DenyArgs {
     /// Why (the model is told).
     #[arg(long)]
     pub reason: Option<String>,
+    /// The number of the request to deny (`request #N` in its prompt); without it, the one waiting.
+    #[arg(long, value_name = "N")]
+    pub request: Option<i64>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,

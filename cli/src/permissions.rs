@@ -13,14 +13,25 @@ use crate::output;
 
 /// `task approve ID [--always]`.
 pub async fn approve(paths: &Paths, args: ApproveArgs) -> Result<(), CliError> {
-    let request = ControlRequest::DecidePermission { task: args.id, allow: true, save: args.always, reason: None };
+    let request = ControlRequest::DecidePermission {
+        task: args.id,
+        allow: true,
+        save: args.always,
+        reason: None,
+        request: args.request,
+    };
     decide(paths, request, args.out.json).await
 }
 
 /// `task deny ID [--never] [--reason TEXT]`.
 pub async fn deny(paths: &Paths, args: DenyArgs) -> Result<(), CliError> {
-    let request =
-        ControlRequest::DecidePermission { task: args.id, allow: false, save: args.never, reason: args.reason };
+    let request = ControlRequest::DecidePermission {
+        task: args.id,
+        allow: false,
+        save: args.never,
+        reason: args.reason,
+        request: args.request,
+    };
     decide(paths, request, args.out.json).await
 }
 
@@ -31,7 +42,7 @@ async fn decide(paths: &Paths, request: ControlRequest, json: bool) -> Result<()
         return output::json(&d);
     }
     let verb = if d.allowed { "approved" } else { "denied" };
-    let mut text = format!("{}: {verb} {} `{}`", d.task, visible(&d.tool), visible(&d.subject));
+    let mut text = format!("{}: {verb} request #{}: {} `{}`", d.task, d.request, visible(&d.tool), visible(&d.subject));
     if let Some(rule) = d.saved_rule {
         text.push_str(&format!("; saved as rule #{rule} ({})", if d.allowed { "always" } else { "never" }));
     }

@@ -140,6 +140,9 @@ pub enum ControlRequest {
         save: bool,
         /// Why (deny), if the user said; the model is told.
         reason: Option<String>,
+        /// The number of the request answered (`request #N` in its prompt); without it, the one waiting.
+        #[serde(default)]
+        request: Option<i64>,
     },
     /// The rules saved from answers.
     ListPermissionRules,

@@ -40,6 +40,9 @@ pub struct PermissionDecision {
     pub saved_rule: Option<i64>,
     /// Whether the task was queued again (false: it had not parked yet, and will be queued when it does).
     pub requeued: bool,
+    /// The request's number (`request #N` in its prompt).
+    #[serde(default)]
+    pub request: i64,
 }
 
 /// A rule saved from an answer.

@@ -196,8 +196,15 @@ fn request() -> impl Strategy<Value = ControlRequest> {
         text().prop_map(|task| ControlRequest::RetryTask { task }),
         Just(ControlRequest::ListLocks),
         Just(ControlRequest::Cost { by: CostGrouping::Model }),
-        (text(), any::<bool>(), any::<bool>(), option::of(text()))
-            .prop_map(|(task, allow, save, reason)| ControlRequest::DecidePermission { task, allow, save, reason }),
+        (text(), any::<bool>(), any::<bool>(), option::of(text()), option::of(any::<i64>())).prop_map(
+            |(task, allow, save, reason, request)| ControlRequest::DecidePermission {
+                task,
+                allow,
+                save,
+                reason,
+                request
+            }
+        ),
         Just(ControlRequest::ListPermissionRules),
         any::<i64>().prop_map(|id| ControlRequest::RemovePermissionRule { id }),
         (option::of(text()), option::of(any::<u64>()), any::<[bool; 3]>()).prop_map(|(task, since, b)| {
@@ -307,8 +314,8 @@ fn reply() -> impl Strategy<Value = ControlReply> {
         (code, text(), vec(task_id(), 0..3))
             .prop_map(|(code, message, candidates)| ControlReply::Error(ControlError { code, message, candidates })),
         any::<i64>().prop_map(|id| ControlReply::PermissionRuleRemoved { id }),
-        (task_id(), text(), text(), any::<bool>(), option::of(any::<i64>()), any::<bool>()).prop_map(
-            |(task, tool, subject, allowed, saved_rule, requeued)| {
+        (task_id(), text(), text(), any::<bool>(), option::of(any::<i64>()), any::<bool>(), any::<i64>()).prop_map(
+            |(task, tool, subject, allowed, saved_rule, requeued, request)| {
                 ControlReply::PermissionDecided(neuraphage_ipc::permission::PermissionDecision {
                     task,
                     tool,
@@ -316,6 +323,7 @@ fn reply() -> impl Strategy<Value = ControlReply> {
                     allowed,
                     saved_rule,
                     requeued,
+                    request,
                 })
             }
         ),

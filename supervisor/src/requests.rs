@@ -321,8 +321,8 @@ impl Daemon {
                 let (lines, total) = self.store()?.cost_report(by)?;
                 ControlReply::Cost { by, lines, total }
             }
-            ControlRequest::DecidePermission { task, allow, save, reason } => {
-                crate::permissions::answer::decide(self, &task, allow, save, reason)?
+            ControlRequest::DecidePermission { task, allow, save, reason, request } => {
+                crate::permissions::answer::decide(self, &task, allow, save, reason, request)?
             }
             ControlRequest::ListPermissionRules => crate::permissions::answer::list(self)?,
             ControlRequest::RemovePermissionRule { id } => crate::permissions::answer::remove(self, id)?,

@@ -394,3 +394,29 @@ fn an_approved_call_id_given_again_for_another_command_does_not_inherit_the_appr
     let seen = results(&last_request_of(&model, "reuse-an-id"));
     assert!(seen.last().is_some_and(|r| r.contains("already used for another call")), "{seen:?}");
 }
+
+/// A model that gives the id of an approved call again, with the same command, in later turns: one approval runs
+/// one call (red-team H4). Control: the approved call itself ran once.
+#[test]
+fn an_approved_call_id_given_again_for_the_same_command_runs_once() {
+    const COUNT: &str = "echo DEPLOY prod >> count.txt";
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0..=2 => Step::Reply(Reply::new().with_tool_id("toolu_same", "Bash", json!({ "command": COUNT }))),
+        _ => Step::Reply(Reply::text("finished").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    home.write_config(ASK_DEPLOY);
+    home.start_with_model(&model);
+    let id = new_task(&home, "replay-an-id");
+    let prompt = wait_waiting(&home, &id);
+    assert!(prompt.contains("Request #"), "the prompt numbers the request: {prompt}");
+    let out = home.json(&["task", "approve", &id, "--json"]);
+    assert_eq!(out["subject"], COUNT, "the reply names the command approved");
+    let done = &home.wait_ended(&[&id], WITHIN)[0];
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    let count = std::fs::read_to_string(scratch(&home, &id).join("count.txt")).unwrap();
+    assert_eq!(count, "DEPLOY prod\n", "control: the approved call ran, and only once");
+    let seen = results(&last_request_of(&model, "replay-an-id"));
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[1..].iter().all(|r| r.contains("already answered and run")), "{seen:?}");
+}

@@ -9,8 +9,18 @@ use crate::error::{Result, SupervisorError};
 use crate::requests::{Daemon, MAX_REASON_BYTES};
 use crate::store::permissions::Decision;
 
-/// Answer the task's oldest pending permission request.
-pub fn decide(daemon: &Daemon, task: &str, allow: bool, save: bool, reason: Option<String>) -> Result<ControlReply> {
+/// Answer the task's pending permission request: number `request` if given (`request #N` in its prompt), else the
+/// oldest. An approval without `--request` is refused when the task asked more than one request since the user's
+/// last answer (the one waiting may not be the one the user read: an earlier one timed out and the model asked
+/// again). `--always` is refused for a command too long for its prompt to show in full.
+pub fn decide(
+    daemon: &Daemon,
+    task: &str,
+    allow: bool,
+    save: bool,
+    reason: Option<String>,
+    number: Option<i64>,
+) -> Result<ControlReply> {
     if let Some(r) = reason.as_ref().filter(|r| r.len() > MAX_REASON_BYTES || r.contains('\0')) {
         return Err(SupervisorError::refused(
             ErrorCode::InvalidArgument,
@@ -26,12 +36,48 @@ pub fn decide(daemon: &Daemon, task: &str, allow: bool, save: bool, reason: Opti
                 format!("{id} is {state}; its permission request no longer waits"),
             ));
         }
-        let Some(request) = store.pending_permission(&id)? else {
+        let request = match number {
+            Some(n) => store.pending_permission_numbered(&id, n)?.ok_or_else(|| {
+                SupervisorError::refused(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{id} has no request #{n} waiting for an answer (answered, timed out, or not this task's); \
+                         `neuraphage task show {id}` shows the one waiting"
+                    ),
+                )
+            })?,
+            None => store.pending_permission(&id)?.ok_or_else(|| {
+                SupervisorError::refused(
+                    ErrorCode::Conflict,
+                    format!("{id} has no permission request waiting for an answer"),
+                )
+            })?,
+        };
+        if allow && number.is_none() && store.permissions_asked_since_user_answer(&id)? > 1 {
             return Err(SupervisorError::refused(
                 ErrorCode::Conflict,
-                format!("{id} has no permission request waiting for an answer"),
+                format!(
+                    "{id} asked more than one permission request since your last answer, so the one waiting may not \
+                     be the one you read; approve it by its number: `neuraphage task approve {id} --request {}` \
+                     (request #{}: {} `{}`)",
+                    request.number,
+                    request.number,
+                    request.tool,
+                    super::display::shown(&request.subject)
+                ),
             ));
-        };
+        }
+        if save && allow && !super::display::shown_in_full(&request.subject) {
+            return Err(SupervisorError::refused(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "request #{} is {} bytes, too long for its prompt to show in full: approve it without --always \
+                     (nothing was decided)",
+                    request.number,
+                    request.subject.len()
+                ),
+            ));
+        }
         let what = format!("{} `{}`", request.tool, super::bounded(&request.subject));
         let model_reason = match (&reason, allow) {
             (_, true) => None,
@@ -42,11 +88,12 @@ pub fn decide(daemon: &Daemon, task: &str, allow: bool, save: bool, reason: Opti
         let (saved_rule, requeued) = store.decide_permission(&request, &decision)?;
         Ok(ControlReply::PermissionDecided(PermissionDecision {
             task: id,
-            tool: request.tool,
-            subject: request.subject,
+            tool: request.tool.clone(),
+            subject: request.subject.clone(),
             allowed: allow,
             saved_rule,
             requeued,
+            request: request.number,
         }))
     })?;
     daemon.workers.wake.notify_one();

@@ -61,9 +61,29 @@ fn decide(
         return Ok(match stored.decision {
             None => PermissionAnswer::Ask { prompt: stored.prompt },
             Some(allowed) => {
+                // An answer is for one run of the call: once the call has begun (its `ToolStarted` checkpoint, stored
+                // after the worker was given the answer), the same id asking again is a model repeating an id, not a
+                // resumed worker, and does not inherit the approval. A worker that died before that checkpoint gets
+                // the answer again.
+                if allowed && daemon.with_store(|s| s.tool_call_checkpointed(task, tool_use_id))? {
+                    let reason = format!(
+                        "This {tool} call was not run: its id {tool_use_id:?} was already answered and run. One \
+                         approval runs one call; make a new call (it is judged afresh)."
+                    );
+                    daemon.record(
+                        task,
+                        decided(tool_use_id, tool, &quoted(&subject), false, "one approval, one run".into()),
+                    );
+                    return Ok(PermissionAnswer::Deny { reason });
+                }
+                let first = !stored.delivered;
                 daemon.with_store(|s| s.mark_permission_delivered(task, tool_use_id))?;
                 if allowed {
-                    super::rate::reset(task);
+                    // The user's approval starts the runtime counts afresh, once, and this call is counted.
+                    if first {
+                        super::rate::reset(task);
+                    }
+                    let _ = super::rate::admit(task, tool, &daemon.config().security.runtime);
                     PermissionAnswer::Allow
                 } else {
                     let reason = stored.reason.unwrap_or_else(|| "the call was denied".into());
@@ -97,10 +117,6 @@ fn decide(
             Ok(PermissionAnswer::Deny { reason })
         }
         Verdict::Ask { by, prompt } => {
-            let prompt = format!(
-                "{prompt} — answer with `neuraphage task approve {task} [--always]` or `neuraphage task deny {task} \
-                 [--never] [--reason TEXT]`"
-            );
             let full = full_text(&subject);
             let new = NewRequest {
                 tool_use_id,
@@ -110,7 +126,7 @@ fn decide(
                 prompt: &prompt,
                 by: &by,
             };
-            daemon.with_store(|s| s.ask_permission(task, &new))?;
+            let prompt = daemon.with_store(|s| s.ask_permission(task, &new))?;
             Ok(PermissionAnswer::Ask { prompt })
         }
     }
@@ -137,8 +153,8 @@ fn full_text(subject: &Subject) -> String {
 
 fn quoted(subject: &Subject) -> String {
     match subject {
-        Subject::Command(c) => super::bounded(c),
-        Subject::Path { path, .. } => super::bounded(path),
+        Subject::Command(c) => super::display::shown(c),
+        Subject::Path { path, .. } => super::display::shown(path),
         Subject::Unguarded => String::new(),
     }
 }

@@ -9,6 +9,7 @@
 //! `task approve` / `task deny` / `permissions list|rm`; [`timeout`] denies requests left unanswered; [`network`] asks about hosts a profile does not list.
 
 pub mod answer;
+pub mod display;
 pub mod gate;
 pub mod network;
 pub mod pattern;

@@ -80,8 +80,7 @@ fn start(daemon: &Daemon, task: &TaskId, subject: &str, call: &str) -> crate::er
     }
     let prompt = format!(
         "Allow a connection to {subject}? (not in the task's profile; permission-mode ask) The task keeps running; its \
-         connection waits. Answer with `neuraphage task approve {task} [--always]` or `neuraphage task deny {task} \
-         [--never]`"
+         connection waits."
     );
     let by = "permission-mode ask: the host is not in the task's profile";
     let new = NewRequest { tool_use_id: call, tool: NETWORK, subject, command: false, prompt: &prompt, by };

@@ -100,11 +100,7 @@ pub fn subject(tool: &str, input: &serde_json::Value) -> Subject {
 }
 
 fn quoted(text: &str) -> String {
-    let mut end = text.len().min(MAX_QUOTED);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end < text.len() { format!("{}… ({} bytes)", &text[..end], text.len()) } else { text.to_owned() }
+    super::display::shown(text)
 }
 
 impl Rules {

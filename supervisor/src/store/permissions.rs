@@ -38,6 +38,10 @@ pub struct StoredRequest {
     pub decided_by: Option<String>,
     /// What the model is told on a denial.
     pub reason: Option<String>,
+    /// Whether a worker was given the decision.
+    pub delivered: bool,
+    /// Its number (shown in the prompt as `request #N`; `task approve --request N`).
+    pub number: i64,
 }
 
 /// A new request to store.
@@ -71,7 +75,7 @@ pub struct Decision<'a> {
 }
 
 const REQUEST_COLUMNS: &str =
-    "task, tool_use_id, tool, subject, command, prompt, requested_at, decision, decided_by, reason";
+    "task, tool_use_id, tool, subject, command, prompt, requested_at, decision, decided_by, reason, delivered, rowid";
 
 fn request_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRequest> {
     let decision: Option<String> = row.get(7)?;
@@ -86,6 +90,8 @@ fn request_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRequest> 
         decision: decision.map(|d| d == "allow"),
         decided_by: row.get(8)?,
         reason: row.get(9)?,
+        delivered: row.get::<_, i64>(10)? == 1,
+        number: row.get(11)?,
     })
 }
 
@@ -97,8 +103,9 @@ impl Store {
     }
 
     /// Store a request that asks the user, with its `PermissionRequested` event (one transaction). A request already
-    /// stored for this call is kept as it is.
-    pub fn ask_permission(&mut self, task: &TaskId, new: &NewRequest<'_>) -> Result<()> {
+    /// stored for this call is kept as it is. The prompt stored (and returned) starts with the request's number and
+    /// ends with how to answer it.
+    pub fn ask_permission(&mut self, task: &TaskId, new: &NewRequest<'_>) -> Result<String> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO permission_requests (task, tool_use_id, tool, subject, command, prompt, asked_by, requested_at)
@@ -115,17 +122,61 @@ impl Store {
             ],
         )?;
         if n == 1 {
+            let number = tx.last_insert_rowid();
+            let prompt = numbered(task, number, new.prompt);
+            tx.execute(
+                "UPDATE permission_requests SET prompt = ?3 WHERE task = ?1 AND tool_use_id = ?2",
+                params![task.as_str(), new.tool_use_id, prompt],
+            )?;
             let kind = EventKind::PermissionRequested {
                 tool_use_id: new.tool_use_id.to_owned(),
                 tool: new.tool.to_owned(),
                 subject: crate::permissions::bounded(new.subject),
                 by: new.by.to_owned(),
-                prompt: new.prompt.to_owned(),
+                prompt,
             };
             append_event(&tx, task, &kind)?;
         }
+        let prompt: String = tx.query_row(
+            "SELECT prompt FROM permission_requests WHERE task = ?1 AND tool_use_id = ?2",
+            params![task.as_str(), new.tool_use_id],
+            |r| r.get(0),
+        )?;
         tx.commit()?;
-        Ok(())
+        Ok(prompt)
+    }
+
+    /// The task's undecided request number `number`, if it is one.
+    pub fn pending_permission_numbered(&self, task: &TaskId, number: i64) -> Result<Option<StoredRequest>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM permission_requests WHERE task = ?1 AND rowid = ?2 AND decision IS NULL"
+        );
+        Ok(self.conn.query_row(&sql, params![task.as_str(), number], request_from_row).optional()?)
+    }
+
+    /// How many requests the task asked since the user last answered one (timeouts do not count as answers).
+    pub fn permissions_asked_since_user_answer(&self, task: &TaskId) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM permission_requests WHERE task = ?1 AND requested_at >= coalesce(
+                 (SELECT max(decided_at) FROM permission_requests WHERE task = ?1 AND decided_by = 'user'), 0)",
+            params![task.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Whether the task has a `ToolStarted` or `ToolCompleted` checkpoint for this call (it was run, or began to).
+    pub fn tool_call_checkpointed(&self, task: &TaskId, tool_use_id: &str) -> Result<bool> {
+        let hit: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM checkpoints WHERE task = ?1 AND kind IN ('tool_started', 'tool_completed')
+                 AND json_extract(data, '$.tool_use_id') = ?2 LIMIT 1",
+                params![task.as_str(), tool_use_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(hit.is_some())
     }
 
     /// The task's oldest undecided request.
@@ -293,6 +344,14 @@ impl Store {
     }
 }
 
+/// A prompt with its request number in front and how to answer it behind.
+fn numbered(task: &TaskId, number: i64, prompt: &str) -> String {
+    format!(
+        "Request #{number}: {prompt} — answer with `neuraphage task approve {task} --request {number} [--always]` or \
+         `neuraphage task deny {task} --request {number} [--never] [--reason TEXT]`"
+    )
+}
+
 fn parse_id(col: usize, text: String) -> rusqlite::Result<TaskId> {
     text.parse().map_err(|e: String| super::tasks::conversion(col, e))
 }
@@ -377,5 +436,39 @@ mod tests {
         store.transition(&id, TaskStatus::WaitingForUser { prompt: "other".into() }).unwrap();
         assert!(!store.requeue_if_answered(&id).unwrap(), "a delivered answer does not requeue again");
         assert!(store.expired_permissions(i64::MAX, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_call_is_known_as_run_once_its_tool_started_checkpoint_is_stored() {
+        use neuraphage_ipc::worker::{Checkpoint, CheckpointKind};
+        let (_dir, mut store, id) = store_with_task();
+        assert!(!store.tool_call_checkpointed(&id, "call-3").unwrap());
+        let kind = CheckpointKind::ToolStarted { tool: "Bash".into(), tool_use_id: "call-3".into() };
+        let cp = Checkpoint { seq: 1, kind, iteration: 1, messages: Vec::new(), delivered: Vec::new() };
+        store.checkpoint(&id, &cp, "c0ffee").unwrap();
+        assert!(store.tool_call_checkpointed(&id, "call-3").unwrap());
+        assert!(!store.tool_call_checkpointed(&id, "call-4").unwrap(), "another call is not");
+    }
+
+    #[test]
+    fn requests_are_numbered_in_their_prompt_and_counted_since_the_users_last_answer() {
+        let (_dir, mut store, id) = store_with_task();
+        let first = ask(&mut store, &id, "call-5");
+        assert!(first.prompt.starts_with(&format!("Request #{}: Allow?", first.number)), "{}", first.prompt);
+        assert!(first.prompt.contains(&format!("--request {}", first.number)), "{}", first.prompt);
+        assert_eq!(store.permissions_asked_since_user_answer(&id).unwrap(), 1);
+        let timeout = Decision { allowed: false, by: "timeout", reason: Some("late"), save: false };
+        store.decide_permission(&first, &timeout).unwrap();
+        let second = ask(&mut store, &id, "call-6");
+        assert_ne!(first.number, second.number);
+        assert_eq!(store.permissions_asked_since_user_answer(&id).unwrap(), 2, "a timeout is not the user's answer");
+        assert!(store.pending_permission_numbered(&id, first.number).unwrap().is_none(), "no longer pending");
+        assert_eq!(store.pending_permission_numbered(&id, second.number).unwrap().unwrap().tool_use_id, "call-6");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let user = Decision { allowed: true, by: "user", reason: None, save: false };
+        store.decide_permission(&second, &user).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        ask(&mut store, &id, "call-7");
+        assert_eq!(store.permissions_asked_since_user_answer(&id).unwrap(), 1);
     }
 }
