@@ -234,6 +234,14 @@ impl PathPattern {
         Ok(PathPattern { text: text.to_owned(), kind })
     }
 
+    /// A path taken literally (saved from an answer: glob characters are not wildcards): it and what is under it.
+    pub fn literal(text: &str, ctx: &PathContext) -> Option<PathPattern> {
+        if text.trim().is_empty() {
+            return None;
+        }
+        Some(PathPattern { text: text.to_owned(), kind: PathKind::Under(ctx.absolute(text.trim_end_matches('/'))) })
+    }
+
     /// Whether the (absolute, normalised) path is named by this pattern.
     pub fn matches(&self, path: &Path) -> bool {
         match &self.kind {

@@ -50,6 +50,9 @@ pub struct SavedRule {
     pub command: bool,
     /// The command line or path.
     pub pattern: String,
+    /// For a path: saved from a write (Write, Edit), or from a read (Read, Glob, Grep). An `always` matches calls of
+    /// its own kind only; a `never` saved from a read also refuses writes.
+    pub write: bool,
 }
 
 /// The rules compiled for one task (paths resolve against its worktree).
@@ -120,7 +123,7 @@ impl Rules {
         }
         let saved = saved
             .iter()
-            .map(|r| (r.clone(), if r.command { None } else { PathPattern::new(&r.pattern, &ctx).ok() }))
+            .map(|r| (r.clone(), if r.command { None } else { PathPattern::literal(&r.pattern, &ctx) }))
             .collect();
         Rules {
             mode: security.permission_mode,
@@ -165,8 +168,7 @@ impl Rules {
 
     fn saved_command(&self, line: &str) -> Option<&SavedRule> {
         // A --never beats an --always for the same line.
-        let hits =
-            self.saved.iter().filter(|(r, _)| r.command && CommandPattern::exact(&r.pattern).matches_whole(line));
+        let hits = self.saved.iter().filter(|(r, _)| r.command && same_line(&r.pattern, line));
         let mut best: Option<&SavedRule> = None;
         for (r, _) in hits {
             if best.is_none_or(|b| b.allow && !r.allow) {
@@ -322,7 +324,10 @@ impl Rules {
         {
             return Rules::deny(tool, path, format!("the policy rule blocked-paths {:?}", p.text), "");
         }
-        let saved = self.saved.iter().filter(|(r, p)| !r.command && p.as_ref().is_some_and(|p| p.matches(&abs)));
+        // A saved path names the path and what is under it, for calls of the kind it was saved from.
+        let saved = self.saved.iter().filter(|(r, p)| {
+            !r.command && (r.write == write || (!r.allow && write)) && p.as_ref().is_some_and(|p| p.matches(&abs))
+        });
         let mut best: Option<&SavedRule> = None;
         for (r, _) in saved {
             if best.is_none_or(|b| b.allow && !r.allow) {
@@ -346,6 +351,17 @@ impl Rules {
             }
         }
     }
+}
+
+/// Whether a saved command line names `line`: equal once each line's runs of spaces and tabs are one space and its
+/// ends are trimmed. A newline (which separates commands) never matches a space.
+fn same_line(saved: &str, line: &str) -> bool {
+    let norm = |t: &str| {
+        t.split('\n')
+            .map(|l| l.split([' ', '\t']).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    norm(saved) == norm(line)
 }
 
 /// A simple command's standing under the user rules, weakest first.

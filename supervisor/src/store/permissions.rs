@@ -327,7 +327,13 @@ impl Store {
             .permission_rules()?
             .into_iter()
             .filter(|r| r.tool != crate::permissions::network::NETWORK)
-            .map(|r| SavedRule { id: r.id, allow: r.allow, command: r.kind == "command", pattern: r.pattern })
+            .map(|r| SavedRule {
+                id: r.id,
+                allow: r.allow,
+                command: r.kind == "command",
+                write: matches!(r.tool.as_str(), "Write" | "Edit"),
+                pattern: r.pattern,
+            })
             .collect())
     }
 
@@ -416,7 +422,10 @@ mod tests {
         assert_eq!(store.permission_request(&id, "call-1").unwrap().unwrap().decision, Some(true));
         assert!(store.decide_permission(&request, &decision).is_err(), "answered once");
         let saved = store.saved_rules().unwrap();
-        assert_eq!(saved, [SavedRule { id: rule.unwrap(), allow: true, command: true, pattern: "git push".into() }]);
+        assert_eq!(
+            saved,
+            [SavedRule { id: rule.unwrap(), allow: true, command: true, pattern: "git push".into(), write: false }]
+        );
         store.remove_permission_rule(rule.unwrap()).unwrap();
         assert!(store.remove_permission_rule(rule.unwrap()).is_err());
         assert!(store.pending_permission(&id).unwrap().is_none());
