@@ -420,3 +420,37 @@ fn an_approved_call_id_given_again_for_the_same_command_runs_once() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(seen[1..].iter().all(|r| r.contains("already answered and run")), "{seen:?}");
 }
+
+/// Red-team M1: the user's approval names the request they read. A request times out, the model asks again with
+/// another command: `task approve` without `--request` is refused (it may not be the request the user read) and
+/// nothing runs; `--request N` of the waiting request approves that one, and the reply names its command.
+#[test]
+fn an_approval_without_its_request_number_is_refused_after_the_model_asked_again() {
+    let model = scripted();
+    let mut home = TestHome::new();
+    home.write_config(&format!("{ASK_DEPLOY}  permission-timeout: 2s\n"));
+    home.start_with_model(&model);
+    let id = new_task(&home, "asks-again run: echo DEPLOY one > one.txt ;; echo DEPLOY two > two.txt");
+    let first = wait_waiting(&home, &id);
+    assert!(first.contains("one.txt"), "{first}");
+    // The first request times out; the model goes on to the second command, which asks in turn.
+    let deadline = Instant::now() + WITHIN;
+    let second = loop {
+        let prompt = wait_waiting(&home, &id);
+        if prompt.contains("two.txt") {
+            break prompt;
+        }
+        assert!(Instant::now() < deadline, "never asked about the second command");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, err) = home.fails(&["task", "approve", &id, "--always"]);
+    assert!(err.contains("--request"), "{err}");
+    assert!(!scratch(&home, &id).join("two.txt").exists(), "refused: nothing ran");
+    let number = second.split("Request #").nth(1).and_then(|r| r.split(':').next()).unwrap().to_owned();
+    let out = home.json(&["task", "approve", &id, "--request", &number, "--json"]);
+    assert_eq!(out["subject"], "echo DEPLOY two > two.txt", "{out:#}");
+    let done = &home.wait_ended(&[&id], WITHIN)[0];
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    assert!(scratch(&home, &id).join("two.txt").exists(), "control: the approved request ran");
+    assert!(!scratch(&home, &id).join("one.txt").exists(), "the timed-out one did not");
+}
