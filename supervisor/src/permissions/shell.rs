@@ -8,6 +8,11 @@
 
 use tree_sitter::{Node, Parser};
 
+#[path = "shell_text.rs"]
+mod text;
+pub use text::raw_commands;
+use text::{ansi_c, expand_braces, join_continuations};
+
 /// Longest command line parsed (a longer one is unreadable).
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
@@ -18,7 +23,11 @@ const MAX_NESTING: usize = 4;
 const MAX_COMMANDS: usize = 1024;
 
 /// Programs that run their arguments as a command line (`env FOO=1 rm …` runs `rm …`).
-const WRAPPERS: &[&str] = &["env", "sudo", "nohup", "nice", "time", "command", "exec", "timeout", "stdbuf", "xargs"];
+const WRAPPERS: &[&str] = &[
+    "env", "sudo", "doas", "nohup", "nice", "ionice", "time", "command", "builtin", "exec", "timeout", "stdbuf",
+    "xargs", "setsid", "flock", "strace", "watch", "unshare", "coproc", "busybox", "chroot", "chrt", "taskset",
+    "nsenter",
+];
 
 /// Shells whose `-c` argument is a command line.
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh"];
@@ -58,12 +67,86 @@ pub struct Parsed {
     pub recursive_functions: Vec<String>,
     /// Why (part of) the command line cannot be read, if it cannot.
     pub unreadable: Option<String>,
+    /// Functions defined on the line, each with the names of the commands its body runs.
+    pub functions: Vec<(String, Vec<String>)>,
+    /// Aliases defined on the line (`alias x=…`, `hash -p path x`): the name and what it stands for.
+    pub aliases: Vec<(String, String)>,
+}
+
+/// Where a shell takes its script from.
+enum Script {
+    /// `-c STRING` (`None`: computed).
+    Command(Option<String>),
+    /// Its standard input.
+    Stdin,
+    /// A file named literally.
+    File,
+    /// A computed file name or a process substitution.
+    Computed,
+}
+
+/// Where `sh ARGS…` takes its script from (`-c` may be in a group of short options: `-ec`, `-lc`, `-c --`).
+fn shell_script(args: &[Option<String>]) -> Script {
+    let (mut c, mut stdin, mut i) = (false, false, 0);
+    while let Some(a) = args.get(i) {
+        match a.as_deref() {
+            None => return if c { Script::Command(None) } else { Script::Computed },
+            Some("--") => {
+                i += 1;
+                break;
+            }
+            Some("-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file") => i += 2,
+            Some(a) if a.starts_with("--") => i += 1,
+            Some(a) if (a.starts_with('-') || a.starts_with('+')) && a.len() > 1 => {
+                c |= a.starts_with('-') && a.contains('c');
+                stdin |= a.starts_with('-') && a.contains('s');
+                i += 1;
+            }
+            Some(_) => break,
+        }
+    }
+    if c {
+        return Script::Command(args.get(i).cloned().unwrap_or(Some(String::new())));
+    }
+    match args.get(i) {
+        _ if stdin => Script::Stdin,
+        None => Script::Stdin,
+        Some(Some(f)) if f == "-" => Script::Stdin,
+        Some(None) => Script::Computed,
+        Some(Some(_)) => Script::File,
+    }
+}
+
+/// The names of the functions that call themselves, directly or through others (`f(){ g|g& }; g(){ f|f& }`).
+fn recursive(functions: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (name, _) in functions {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut todo: Vec<&str> = vec![name];
+        let mut hit = false;
+        while let Some(f) = todo.pop() {
+            for (_, calls) in functions.iter().filter(|(n, _)| n == f) {
+                for c in calls {
+                    hit |= c == name;
+                    if !seen.contains(&c.as_str()) && seen.len() < 256 {
+                        seen.push(c);
+                        todo.push(c);
+                    }
+                }
+            }
+        }
+        if hit && !name.is_empty() && !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    out
 }
 
 /// Take `text` apart. Never fails: what cannot be read is said in [`Parsed::unreadable`].
 pub fn parse(text: &str) -> Parsed {
     let mut parsed = Parsed::default();
     parse_into(text, 0, &mut parsed);
+    parsed.recursive_functions = recursive(&parsed.functions);
     parsed
 }
 
@@ -76,6 +159,8 @@ fn parse_into(text: &str, depth: usize, out: &mut Parsed) {
         out.mark_unreadable("the command line contains a NUL byte".into());
         return;
     }
+    let joined = join_continuations(text);
+    let text = joined.as_str();
     let mut parser = Parser::new();
     if parser.set_language(&tree_sitter_bash::LANGUAGE.into()).is_err() {
         out.mark_unreadable("the shell parser could not be loaded".into());
@@ -89,7 +174,7 @@ fn parse_into(text: &str, depth: usize, out: &mut Parsed) {
     if root.has_error() {
         out.mark_unreadable("the shell parser cannot read the command line (a syntax error)".into());
     }
-    Walker { src: text.as_bytes(), depth, out }.walk(root);
+    Walker { src: text.as_bytes(), depth, out, feed: None }.walk(root);
 }
 
 impl Parsed {
@@ -104,6 +189,8 @@ struct Walker<'a, 'o> {
     src: &'a [u8],
     depth: usize,
     out: &'o mut Parsed,
+    /// What is piped into the commands being walked: `Some(None)` when it is not literal.
+    feed: Option<Option<String>>,
 }
 
 impl Walker<'_, '_> {
@@ -117,8 +204,15 @@ impl Walker<'_, '_> {
         }
         match node.kind() {
             "command" => {
-                self.command(node);
+                let script_from = self.command(node);
+                let before = self.out.commands.len();
                 self.children(node);
+                // `sh <(curl x)`: the process substitution feeds the shell, as a pipe would.
+                if let Some(shell) = script_from
+                    && self.out.commands.len() > before
+                {
+                    self.out.pipelines.push(vec![Some(before), Some(shell)]);
+                }
             }
             "file_redirect" => {
                 self.redirect(node);
@@ -128,30 +222,28 @@ impl Walker<'_, '_> {
                 let mut stages = Vec::new();
                 let mut cursor = node.walk();
                 let children: Vec<Node<'_>> = node.named_children(&mut cursor).collect();
+                let outer = self.feed.clone();
+                let mut previous: Option<Option<String>> = None;
                 for child in children {
                     if child.kind() == "comment" {
                         continue;
                     }
-                    let simple = match child.kind() {
-                        "command" => Some(child),
-                        "redirected_statement" => child.child_by_field_name("body").filter(|b| b.kind() == "command"),
-                        _ => None,
-                    };
                     let index = self.out.commands.len();
+                    self.feed = if previous.is_some() { previous.clone() } else { outer.clone() };
                     self.walk(child);
-                    stages.push(simple.filter(|_| self.out.commands.len() > index).map(|_| index));
+                    previous = Some(self.echo_output(child));
+                    // A compound stage (`| (sh)`, `| { sh; }`) stands for its first command.
+                    stages.push((self.out.commands.len() > index).then_some(index));
                 }
+                self.feed = outer;
                 self.out.pipelines.push(stages);
             }
             "function_definition" => {
                 let name = node.child_by_field_name("name").map(|n| self.text(n)).unwrap_or_default();
                 let before = self.out.commands.len();
                 self.children(node);
-                let calls_itself =
-                    self.out.commands[before..].iter().any(|c| c.words.first().is_some_and(|w| *w == name));
-                if calls_itself && !name.is_empty() {
-                    self.out.recursive_functions.push(name);
-                }
+                let calls = self.out.commands[before..].iter().filter_map(|c| c.words.first().cloned()).collect();
+                self.out.functions.push((name, calls));
             }
             _ => self.children(node),
         }
@@ -185,51 +277,233 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn command(&mut self, node: Node<'_>) {
-        if self.out.commands.len() >= MAX_COMMANDS {
-            self.out.mark_unreadable(format!("the command line has more than {MAX_COMMANDS} simple commands"));
-            return;
+    /// What `echo`/`printf` with literal arguments writes (`None`: anything else, whose output is not known).
+    fn echo_output(&self, node: Node<'_>) -> Option<String> {
+        let node = if node.kind() == "redirected_statement" { node.child_by_field_name("body")? } else { node };
+        if node.kind() != "command" {
+            return None;
         }
-        let Some(name) = node.child_by_field_name("name") else { return };
+        let name = literal(node.child_by_field_name("name")?, self.src)?;
+        if !matches!(basename(&name), "echo" | "printf") {
+            return None;
+        }
+        let mut cursor = node.walk();
+        let args: Option<Vec<String>> =
+            node.children_by_field_name("argument", &mut cursor).map(|a| literal(a, self.src)).collect();
+        let args = args?;
+        Some(args.into_iter().filter(|a| !matches!(a.as_str(), "-n" | "-e" | "-E")).collect::<Vec<_>>().join(" "))
+    }
+
+    /// One simple command of the tree; `Some(index)` when it is a shell whose script is a process substitution.
+    fn command(&mut self, node: Node<'_>) -> Option<usize> {
+        let name = node.child_by_field_name("name")?;
         let Some(program) = literal(name, self.src).or_else(|| computed_folder(&self.text(name))) else {
             let shown = self.text(name);
             self.out.mark_unreadable(format!("the name of the command `{shown}` is computed when it runs"));
-            return;
+            return None;
         };
-        let mut words = vec![program];
+        let mut words = vec![program.clone()];
+        let mut lits = vec![Some(program)];
         let mut cursor = node.walk();
         for arg in node.children_by_field_name("argument", &mut cursor) {
-            words.push(literal(arg, self.src).unwrap_or_else(|| self.text(arg)));
+            match literal(arg, self.src) {
+                Some(value) => {
+                    for e in expand_braces(&value) {
+                        words.push(e.clone());
+                        lits.push(Some(e));
+                    }
+                }
+                None => {
+                    words.push(self.text(arg));
+                    lits.push(None);
+                }
+            }
         }
+        // What the command reads: a pipe, a here-string, a here-document.
+        let mut stdin = self.feed.clone();
+        let mut redirects: Vec<Node<'_>> = Vec::new();
         let mut cursor = node.walk();
-        let literal_args: Vec<Option<String>> =
-            node.children_by_field_name("argument", &mut cursor).map(|a| literal(a, self.src)).collect();
-        self.nested(&words, &literal_args);
+        redirects.extend(node.children_by_field_name("redirect", &mut cursor));
+        if let Some(parent) = node.parent().filter(|p| p.kind() == "redirected_statement") {
+            let mut cursor = parent.walk();
+            redirects.extend(parent.named_children(&mut cursor));
+        }
+        for r in redirects {
+            match r.kind() {
+                "herestring_redirect" => stdin = Some(r.named_child(0).and_then(|c| literal(c, self.src))),
+                "heredoc_redirect" => {
+                    let mut cursor = r.walk();
+                    let parts: Vec<Node<'_>> = r.named_children(&mut cursor).collect();
+                    let start = parts.iter().find(|p| p.kind() == "heredoc_start").map(|p| self.text(*p));
+                    let body = parts.iter().find(|p| p.kind() == "heredoc_body").map(|p| self.text(*p));
+                    let quoted = start.is_some_and(|s| s.contains(['\'', '"', '\\']));
+                    let body = body.unwrap_or_default();
+                    stdin = Some((quoted || !body.contains(['$', '`'])).then_some(body));
+                }
+                _ => {}
+            }
+        }
+        let procsub = words.iter().skip(1).any(|w| w.starts_with("<("));
+        let reads_script = self.simple(words, lits, stdin);
+        (reads_script && procsub).then(|| self.out.commands.len().saturating_sub(1))
+    }
+
+    /// Record one simple command (and what it runs); whether it is a shell whose script is computed.
+    fn simple(&mut self, words: Vec<String>, lits: Vec<Option<String>>, stdin: Option<Option<String>>) -> bool {
+        if self.out.commands.len() >= MAX_COMMANDS {
+            self.out.mark_unreadable(format!("the command line has more than {MAX_COMMANDS} simple commands"));
+            return false;
+        }
+        let computed_script = self.nested(&words, &lits, stdin);
         let lines = forms(&words);
         let suspects = suspects(&words, &lines);
         self.out.commands.push(SimpleCommand { words, lines, suspects });
+        computed_script
     }
 
-    /// `bash -c STRING` and `eval …`: the string is a command line of its own.
-    fn nested(&mut self, words: &[String], literal_args: &[Option<String>]) {
-        let program = basename(&words[0]);
-        let inner: Option<Option<String>> = if SHELLS.contains(&program) {
-            literal_args
-                .iter()
-                .position(|a| a.as_deref() == Some("-c"))
-                .map(|i| literal_args.get(i + 1).cloned().flatten())
-        } else if program == "eval" {
-            Some(literal_args.iter().cloned().collect::<Option<Vec<String>>>().map(|a| a.join(" ")))
-        } else {
-            None
-        };
-        match inner {
-            None => {}
-            Some(None) => self.out.mark_unreadable(format!("`{program}` runs a command line computed when it runs")),
-            Some(Some(_)) if self.depth >= MAX_NESTING => {
+    /// A command line inside a command: `bash -c STRING` (also behind wrappers), `eval`, `trap`, `su -c`, `watch`,
+    /// `find -exec`, `git -c alias.x=!…`, aliases, and what a shell reads on its input. Whether a shell's script is
+    /// computed.
+    fn nested(&mut self, words: &[String], lits: &[Option<String>], stdin: Option<Option<String>>) -> bool {
+        let mut computed = false;
+        if let Some((_, value)) = self.out.aliases.iter().find(|(n, _)| *n == words[0]).cloned() {
+            let text = std::iter::once(value).chain(words[1..].iter().cloned()).collect::<Vec<_>>().join(" ");
+            self.inner(Some(text), "an alias");
+        }
+        let starts = if WRAPPERS.contains(&basename(&words[0])) { words.len().min(32) } else { 1 };
+        for s in 0..starts {
+            let program = basename(&words[s]).to_owned();
+            let args = &lits[s + 1..];
+            let first_plain = || args.iter().find(|a| !a.as_deref().is_some_and(|a| a.starts_with('-'))).cloned();
+            match program.as_str() {
+                p if SHELLS.contains(&p) => match shell_script(args) {
+                    Script::Command(c) => self.inner(c, p),
+                    Script::Stdin => {
+                        if let Some(input) = stdin.clone() {
+                            self.inner(input, p)
+                        }
+                    }
+                    Script::File => {}
+                    Script::Computed => {
+                        computed = true;
+                        self.out.mark_unreadable(format!("`{p}` runs a script computed when it runs"));
+                    }
+                },
+                "eval" => {
+                    self.inner(args.iter().cloned().collect::<Option<Vec<String>>>().map(|a| a.join(" ")), "eval")
+                }
+                "source" | "." => match args.first() {
+                    Some(Some(f)) if matches!(f.as_str(), "/dev/stdin" | "-" | "/proc/self/fd/0" | "/dev/fd/0") => {
+                        self.inner(stdin.clone().unwrap_or(None), &program)
+                    }
+                    Some(None) => {
+                        computed = true;
+                        self.out.mark_unreadable(format!("`{program}` reads a script computed when it runs"));
+                    }
+                    _ => {}
+                },
+                "trap" if args.len() >= 2 => self.inner(first_plain().unwrap_or(None), "trap"),
+                "watch" => {
+                    let plain: Option<Vec<String>> = args
+                        .iter()
+                        .skip_while(|a| {
+                            a.as_deref().is_some_and(|a| {
+                                a.starts_with('-') || a.chars().all(|c| c.is_ascii_digit() || c == '.')
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    self.inner(plain.map(|p| p.join(" ")), "watch");
+                }
+                "su" | "runuser" | "script" | "flock" => {
+                    for (k, a) in args.iter().enumerate() {
+                        match a.as_deref() {
+                            Some(a)
+                                if a == "--command"
+                                    || (a.starts_with('-') && !a.starts_with("--") && a.ends_with('c')) =>
+                            {
+                                self.inner(args.get(k + 1).cloned().unwrap_or(None), &program)
+                            }
+                            Some(a) if a.starts_with("--command=") => {
+                                self.inner(Some(a["--command=".len()..].to_owned()), &program)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                "git" => {
+                    for pair in args.windows(2) {
+                        if pair[0].as_deref() != Some("-c") {
+                            continue;
+                        }
+                        match &pair[1] {
+                            Some(kv) => {
+                                if let Some((key, value)) = kv.split_once('=')
+                                    && key.to_ascii_lowercase().starts_with("alias.")
+                                    && let Some(body) = value.trim_start().strip_prefix('!')
+                                {
+                                    self.inner(Some(body.to_owned()), "a git alias");
+                                }
+                            }
+                            None => self.out.mark_unreadable("`git -c` sets a value computed when it runs".into()),
+                        }
+                    }
+                }
+                "find" => {
+                    let mut i = s + 1;
+                    while i < words.len() {
+                        if matches!(words[i].as_str(), "-exec" | "-execdir" | "-ok" | "-okdir") {
+                            let start = i + 1;
+                            let mut end = start;
+                            while end < words.len() && words[end] != ";" && words[end] != "+" {
+                                end += 1;
+                            }
+                            if end > start {
+                                self.simple(words[start..end].to_vec(), lits[start..end].to_vec(), None);
+                            }
+                            i = end;
+                        }
+                        i += 1;
+                    }
+                }
+                "alias" => {
+                    for a in args {
+                        match a {
+                            Some(def) => {
+                                if let Some((name, value)) = def.split_once('=')
+                                    && self.out.aliases.len() < 64
+                                {
+                                    self.out.aliases.push((name.to_owned(), value.to_owned()));
+                                }
+                            }
+                            None => {
+                                self.out.mark_unreadable("an alias is defined as text computed when it runs".into())
+                            }
+                        }
+                    }
+                }
+                "hash" => {
+                    if let [Some(flag), Some(path), Some(name), ..] = args
+                        && flag == "-p"
+                        && self.out.aliases.len() < 64
+                    {
+                        self.out.aliases.push((name.clone(), path.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        computed
+    }
+
+    /// Parse a nested command line (`None`: computed, so unreadable).
+    fn inner(&mut self, text: Option<String>, what: &str) {
+        match text {
+            None => self.out.mark_unreadable(format!("`{what}` runs a command line computed when it runs")),
+            Some(_) if self.depth >= MAX_NESTING => {
                 self.out.mark_unreadable(format!("command lines nested more than {MAX_NESTING} deep"))
             }
-            Some(Some(text)) => parse_into(&text, self.depth + 1, self.out),
+            Some(text) => parse_into(&text, self.depth + 1, self.out),
         }
     }
 }
@@ -270,7 +544,28 @@ fn forms(words: &[String]) -> Vec<String> {
         }
         push(rest);
     }
+    for ws in [words, rest] {
+        if let Some(plain) = git_plain(ws) {
+            push(&plain);
+        }
+    }
     lines
+}
+
+/// `git` without its global options (`git -C dir --no-pager -c k=v push` → `git push`), when it has any.
+fn git_plain(words: &[String]) -> Option<Vec<String>> {
+    if words.first().map(|w| basename(w)) != Some("git") {
+        return None;
+    }
+    let mut i = 1;
+    while let Some(w) = words.get(i) {
+        match w.as_str() {
+            "-C" | "-c" | "--git-dir" | "--work-tree" | "--namespace" | "--exec-path" | "--config-env" => i += 2,
+            w if w.starts_with('-') => i += 1,
+            _ => break,
+        }
+    }
+    (i > 1 && i < words.len()).then(|| std::iter::once("git".to_owned()).chain(words[i..].iter().cloned()).collect())
 }
 
 /// Every later start of the words of a wrapped command (bounded), with the program's basename.
@@ -320,6 +615,7 @@ fn literal(node: Node<'_>, src: &[u8]) -> Option<String> {
             }
         }
         "raw_string" => Some(text.trim_start_matches('\'').trim_end_matches('\'').to_owned()),
+        "ansi_c_string" => Some(ansi_c(text)),
         "string" => {
             let mut cursor = node.walk();
             let mut value = String::new();
