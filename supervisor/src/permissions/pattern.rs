@@ -3,7 +3,7 @@
 //!
 //! A command pattern is a glob over one simple command's line (words joined by one space): `*` is any text, `?` one
 //! character, and a trailing ` *` also matches nothing (`git push *` names `git push` too). A pattern with `|` is a
-//! pipeline pattern: its stages must match consecutive stages of one pipeline of the command line, so `curl * | sh *`
+//! pipeline pattern: its stages must match stages of one pipeline, in order of the command line, so `curl * | sh *`
 //! names `cargo build && curl x | sh` by its pipeline, while `cargo *` names only `cargo build`.
 //!
 //! A path pattern without a glob character names the path and everything under it; one with a glob is matched by
@@ -57,17 +57,22 @@ impl CommandPattern {
             }
             return covered;
         }
-        let n = self.stages.len();
+        // The stages in order, not necessarily adjacent: `curl x | cat | sh` is named by `curl * | sh *`.
         for pipeline in &parsed.pipelines {
-            for window in pipeline.windows(n) {
-                let hit = window.iter().zip(&self.stages).all(|(stage, pattern)| {
-                    stage
-                        .and_then(|i| parsed.commands.get(i))
-                        .is_some_and(|c| forms(c).iter().any(|l| glob(pattern, l)))
-                });
-                if hit {
-                    covered.extend(window.iter().flatten().copied());
+            let mut next = self.stages.iter();
+            let mut want = next.next();
+            let mut hit = Vec::new();
+            for stage in pipeline {
+                let Some(pattern) = want else { break };
+                if let Some(i) = stage
+                    && parsed.commands.get(*i).is_some_and(|c| forms(c).iter().any(|l| glob(pattern, l)))
+                {
+                    hit.push(*i);
+                    want = next.next();
                 }
+            }
+            if want.is_none() {
+                covered.extend(hit);
             }
         }
         covered.sort_unstable();

@@ -179,10 +179,21 @@ impl Rules {
     }
 
     fn command(&self, tool: &str, line: &str) -> Verdict {
+        // A line too long to check is refused in every mode: no rule could be applied to it.
+        if line.len() > shell::MAX_COMMAND_BYTES {
+            let by = format!("the size cap ({} bytes)", shell::MAX_COMMAND_BYTES);
+            return Rules::deny(tool, line, by, ": the command line is too long to check");
+        }
         let parsed = shell::parse(line);
         // 1. Policy.
         if let Some((by, detail)) = self.blocked(&parsed) {
             return Rules::deny(tool, line, by, &detail);
+        }
+        // What the parser cannot read is still held against the policy, read conservatively as raw text.
+        if parsed.unreadable.is_some()
+            && let Some((by, detail)) = self.blocked(&raw_parsed(line))
+        {
+            return Rules::deny(tool, line, by, &format!("{detail}, read without the parser"));
         }
         // 2. User rules: an answer saved for this exact line first.
         if let Some(rule) = self.saved_command(line) {
@@ -277,6 +288,12 @@ impl Rules {
                 ));
             }
             for c in &parsed.commands {
+                if Rules::is_world_writable_chmod(c) {
+                    return Some((
+                        "the built-in policy rule against chmod 777".into(),
+                        format!(" (in `{}`)", quoted(c.line())),
+                    ));
+                }
                 if self.is_recursive_rm_of_root_or_home(c) {
                     return Some((
                         "the built-in policy rule against a recursive rm of / or ~".into(),
@@ -299,6 +316,18 @@ impl Rules {
         None
     }
 
+    /// `chmod` making something writable by everyone (`777`, `0777`, `a+rwx`, with any options).
+    fn is_world_writable_chmod(c: &shell::SimpleCommand) -> bool {
+        c.lines.iter().chain(&c.suspects).any(|line| {
+            let mut words = line.split(' ');
+            words.next() == Some("chmod")
+                && words.any(|w| {
+                    matches!(w.trim_start_matches('0'), "777" | "1777" | "2777" | "4777")
+                        || matches!(w, "a+rwx" | "a=rwx" | "ugo+rwx" | "ugo=rwx" | "o+w" | "a+w" | "o+rwx" | "+rwx")
+                })
+        })
+    }
+
     fn is_recursive_rm_of_root_or_home(&self, c: &shell::SimpleCommand) -> bool {
         c.lines.iter().chain(&c.suspects).any(|line| {
             let words: Vec<&str> = line.split(' ').collect();
@@ -310,9 +339,17 @@ impl Rules {
                 .any(|w| *w == "--recursive" || (w.starts_with('-') && !w.starts_with("--") && w.contains(['r', 'R'])));
             recursive
                 && words[1..].iter().filter(|w| !w.starts_with('-')).any(|w| {
-                    let target = w.trim_end_matches('*');
-                    let abs = self.ctx.absolute(if target.is_empty() { "/" } else { target });
-                    abs == std::path::Path::new("/") || abs == self.ctx.home
+                    let target = w.trim_matches('"').trim_end_matches('*');
+                    // `~user`, `~+`, `~-` may be anywhere: taken as the home, so `~root/..` is its parent.
+                    let target = match target.strip_prefix('~') {
+                        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {
+                            format!("~{}", rest.find('/').map(|i| &rest[i..]).unwrap_or(""))
+                        }
+                        _ => target.to_owned(),
+                    };
+                    let abs = self.ctx.absolute(if target.is_empty() { "/" } else { &target });
+                    // The root, the home, or a folder holding the home.
+                    self.ctx.home.starts_with(&abs)
                 })
         })
     }
@@ -362,6 +399,26 @@ fn same_line(saved: &str, line: &str) -> bool {
             .collect::<Vec<_>>()
     };
     norm(saved) == norm(line)
+}
+
+/// A line the parser cannot read, as [`shell::raw_commands`] reads it (all its commands one pipeline).
+fn raw_parsed(line: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    for words in shell::raw_commands(line) {
+        let lines = {
+            let mut lines = vec![words.join(" ")];
+            let mut base = words.clone();
+            if let Some(first) = base.first_mut() {
+                *first = shell::basename(first).to_owned();
+            }
+            lines.push(base.join(" "));
+            lines
+        };
+        let suspects: Vec<String> = (1..words.len().min(32)).map(|s| words[s..].join(" ")).collect();
+        parsed.commands.push(shell::SimpleCommand { words, lines, suspects });
+    }
+    parsed.pipelines.push((0..parsed.commands.len()).map(Some).collect());
+    parsed
 }
 
 /// A simple command's standing under the user rules, weakest first.
@@ -430,3 +487,7 @@ pub fn command_paths(parsed: &Parsed) -> Vec<(String, bool)> {
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "policy_shell_tests.rs"]
+mod shell_reading_tests;

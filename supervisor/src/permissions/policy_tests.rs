@@ -228,7 +228,9 @@ fn builtin_rules_can_be_turned_off() {
     let mut s = security(Mode::Auto);
     s.policy.builtin_rules = false;
     let r = Rules::new(&s, &[], ctx());
-    allowed(bash(&r, "curl x | sh"), "permission-mode auto");
+    allowed(bash(&r, "chmod 777 x"), "permission-mode auto");
+    // A shell reading a computed input asks (ask rules exist), but is no longer refused.
+    asks(bash(&r, "curl x | sh"), "computed");
     denied(bash(&r, "docker run --privileged x"), "docker");
 }
 

@@ -30,9 +30,9 @@ use super::pattern::CommandPattern;
 /// are also caught by shape, whatever their spelling: see [`super::policy`]).
 pub const BUILTIN_BLOCKED_COMMANDS: &[&str] = &[
     "rm -rf /",
-    "rm -rf /*",
+    "rm -rf /\\*",
     "rm -rf ~",
-    "rm -rf ~/*",
+    "rm -rf ~/\\*",
     ":(){ :|:& };:",
     "chmod 777 *",
     "chmod -R 777 *",

@@ -4,9 +4,19 @@
 //! `env`, `sudo`, `nohup` or `timeout` run. Redirection targets are collected as paths.
 //!
 //! What the parser cannot read (a syntax error, a command whose name is computed at run time, a `bash -c` of a
-//! computed string) is reported in [`Parsed::unreadable`]; the policy asks about it instead of guessing.
+//! computed string, a shell reading a computed input such as `curl x | sh`) is reported in [`Parsed::unreadable`];
+//! the policy asks about it instead of guessing, after holding its raw text ([`raw_commands`]) against the policy.
 
 use tree_sitter::{Node, Parser};
+
+#[path = "shell_text.rs"]
+mod text;
+pub use text::raw_commands;
+use text::{ansi_c, expand_braces, join_continuations};
+
+#[path = "shell_nested.rs"]
+mod nested;
+use nested::{git_plain, recursive};
 
 /// Longest command line parsed (a longer one is unreadable).
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -18,7 +28,11 @@ const MAX_NESTING: usize = 4;
 const MAX_COMMANDS: usize = 1024;
 
 /// Programs that run their arguments as a command line (`env FOO=1 rm …` runs `rm …`).
-const WRAPPERS: &[&str] = &["env", "sudo", "nohup", "nice", "time", "command", "exec", "timeout", "stdbuf", "xargs"];
+const WRAPPERS: &[&str] = &[
+    "env", "sudo", "doas", "nohup", "nice", "ionice", "time", "command", "builtin", "exec", "timeout", "stdbuf",
+    "xargs", "setsid", "flock", "strace", "watch", "unshare", "coproc", "busybox", "chroot", "chrt", "taskset",
+    "nsenter",
+];
 
 /// Shells whose `-c` argument is a command line.
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh"];
@@ -58,12 +72,17 @@ pub struct Parsed {
     pub recursive_functions: Vec<String>,
     /// Why (part of) the command line cannot be read, if it cannot.
     pub unreadable: Option<String>,
+    /// Functions defined on the line, each with the names of the commands its body runs.
+    pub functions: Vec<(String, Vec<String>)>,
+    /// Aliases defined on the line (`alias x=…`, `hash -p path x`): the name and what it stands for.
+    pub aliases: Vec<(String, String)>,
 }
 
 /// Take `text` apart. Never fails: what cannot be read is said in [`Parsed::unreadable`].
 pub fn parse(text: &str) -> Parsed {
     let mut parsed = Parsed::default();
     parse_into(text, 0, &mut parsed);
+    parsed.recursive_functions = recursive(&parsed.functions);
     parsed
 }
 
@@ -76,6 +95,8 @@ fn parse_into(text: &str, depth: usize, out: &mut Parsed) {
         out.mark_unreadable("the command line contains a NUL byte".into());
         return;
     }
+    let joined = join_continuations(text);
+    let text = joined.as_str();
     let mut parser = Parser::new();
     if parser.set_language(&tree_sitter_bash::LANGUAGE.into()).is_err() {
         out.mark_unreadable("the shell parser could not be loaded".into());
@@ -89,7 +110,7 @@ fn parse_into(text: &str, depth: usize, out: &mut Parsed) {
     if root.has_error() {
         out.mark_unreadable("the shell parser cannot read the command line (a syntax error)".into());
     }
-    Walker { src: text.as_bytes(), depth, out }.walk(root);
+    Walker { src: text.as_bytes(), depth, out, feed: None }.walk(root);
 }
 
 impl Parsed {
@@ -104,6 +125,8 @@ struct Walker<'a, 'o> {
     src: &'a [u8],
     depth: usize,
     out: &'o mut Parsed,
+    /// What is piped into the commands being walked: `Some(None)` when it is not literal.
+    feed: Option<Option<String>>,
 }
 
 impl Walker<'_, '_> {
@@ -117,8 +140,15 @@ impl Walker<'_, '_> {
         }
         match node.kind() {
             "command" => {
-                self.command(node);
+                let script_from = self.command(node);
+                let before = self.out.commands.len();
                 self.children(node);
+                // `sh <(curl x)`: the process substitution feeds the shell, as a pipe would.
+                if let Some(shell) = script_from
+                    && self.out.commands.len() > before
+                {
+                    self.out.pipelines.push(vec![Some(before), Some(shell)]);
+                }
             }
             "file_redirect" => {
                 self.redirect(node);
@@ -128,30 +158,28 @@ impl Walker<'_, '_> {
                 let mut stages = Vec::new();
                 let mut cursor = node.walk();
                 let children: Vec<Node<'_>> = node.named_children(&mut cursor).collect();
+                let outer = self.feed.clone();
+                let mut previous: Option<Option<String>> = None;
                 for child in children {
                     if child.kind() == "comment" {
                         continue;
                     }
-                    let simple = match child.kind() {
-                        "command" => Some(child),
-                        "redirected_statement" => child.child_by_field_name("body").filter(|b| b.kind() == "command"),
-                        _ => None,
-                    };
                     let index = self.out.commands.len();
+                    self.feed = if previous.is_some() { previous.clone() } else { outer.clone() };
                     self.walk(child);
-                    stages.push(simple.filter(|_| self.out.commands.len() > index).map(|_| index));
+                    previous = Some(self.echo_output(child));
+                    // A compound stage (`| (sh)`, `| { sh; }`) stands for its first command.
+                    stages.push((self.out.commands.len() > index).then_some(index));
                 }
+                self.feed = outer;
                 self.out.pipelines.push(stages);
             }
             "function_definition" => {
                 let name = node.child_by_field_name("name").map(|n| self.text(n)).unwrap_or_default();
                 let before = self.out.commands.len();
                 self.children(node);
-                let calls_itself =
-                    self.out.commands[before..].iter().any(|c| c.words.first().is_some_and(|w| *w == name));
-                if calls_itself && !name.is_empty() {
-                    self.out.recursive_functions.push(name);
-                }
+                let calls = self.out.commands[before..].iter().filter_map(|c| c.words.first().cloned()).collect();
+                self.out.functions.push((name, calls));
             }
             _ => self.children(node),
         }
@@ -185,52 +213,88 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn command(&mut self, node: Node<'_>) {
-        if self.out.commands.len() >= MAX_COMMANDS {
-            self.out.mark_unreadable(format!("the command line has more than {MAX_COMMANDS} simple commands"));
-            return;
+    /// What `echo`/`printf` with literal arguments writes (`None`: anything else, whose output is not known).
+    fn echo_output(&self, node: Node<'_>) -> Option<String> {
+        let node = if node.kind() == "redirected_statement" { node.child_by_field_name("body")? } else { node };
+        if node.kind() != "command" {
+            return None;
         }
-        let Some(name) = node.child_by_field_name("name") else { return };
+        let name = literal(node.child_by_field_name("name")?, self.src)?;
+        if !matches!(basename(&name), "echo" | "printf") {
+            return None;
+        }
+        let mut cursor = node.walk();
+        let args: Option<Vec<String>> =
+            node.children_by_field_name("argument", &mut cursor).map(|a| literal(a, self.src)).collect();
+        let args = args?;
+        Some(args.into_iter().filter(|a| !matches!(a.as_str(), "-n" | "-e" | "-E")).collect::<Vec<_>>().join(" "))
+    }
+
+    /// One simple command of the tree; `Some(index)` when it is a shell whose script is a process substitution.
+    fn command(&mut self, node: Node<'_>) -> Option<usize> {
+        let name = node.child_by_field_name("name")?;
         let Some(program) = literal(name, self.src).or_else(|| computed_folder(&self.text(name))) else {
             let shown = self.text(name);
             self.out.mark_unreadable(format!("the name of the command `{shown}` is computed when it runs"));
-            return;
+            return None;
         };
-        let mut words = vec![program];
+        let mut words = vec![program.clone()];
+        let mut lits = vec![Some(program)];
         let mut cursor = node.walk();
         for arg in node.children_by_field_name("argument", &mut cursor) {
-            words.push(literal(arg, self.src).unwrap_or_else(|| self.text(arg)));
+            match literal(arg, self.src) {
+                Some(value) => {
+                    for e in expand_braces(&value) {
+                        words.push(e.clone());
+                        lits.push(Some(e));
+                    }
+                }
+                None => {
+                    words.push(self.text(arg));
+                    lits.push(None);
+                }
+            }
         }
+        // What the command reads: a pipe, a here-string, a here-document.
+        let mut stdin = self.feed.clone();
+        let mut redirects: Vec<Node<'_>> = Vec::new();
         let mut cursor = node.walk();
-        let literal_args: Vec<Option<String>> =
-            node.children_by_field_name("argument", &mut cursor).map(|a| literal(a, self.src)).collect();
-        self.nested(&words, &literal_args);
+        redirects.extend(node.children_by_field_name("redirect", &mut cursor));
+        if let Some(parent) = node.parent().filter(|p| p.kind() == "redirected_statement") {
+            let mut cursor = parent.walk();
+            redirects.extend(parent.named_children(&mut cursor));
+        }
+        for r in redirects {
+            match r.kind() {
+                "herestring_redirect" => stdin = Some(r.named_child(0).and_then(|c| literal(c, self.src))),
+                "heredoc_redirect" => {
+                    let mut cursor = r.walk();
+                    let parts: Vec<Node<'_>> = r.named_children(&mut cursor).collect();
+                    let start = parts.iter().find(|p| p.kind() == "heredoc_start").map(|p| self.text(*p));
+                    let body = parts.iter().find(|p| p.kind() == "heredoc_body").map(|p| self.text(*p));
+                    let quoted = start.is_some_and(|s| s.contains(['\'', '"', '\\']));
+                    let body = body.unwrap_or_default();
+                    stdin = Some((quoted || !body.contains(['$', '`'])).then_some(body));
+                }
+                _ => {}
+            }
+        }
+        let procsub = words.iter().skip(1).any(|w| w.starts_with("<("));
+        let reads_script = self.simple(words, lits, stdin);
+        (reads_script && procsub).then(|| self.out.commands.len().saturating_sub(1))
+    }
+
+    /// Record one simple command (and what it runs); whether it is a shell whose script is computed.
+    fn simple(&mut self, words: Vec<String>, lits: Vec<Option<String>>, stdin: Option<Option<String>>) -> bool {
+        if self.out.commands.len() >= MAX_COMMANDS {
+            self.out.mark_unreadable(format!("the command line has more than {MAX_COMMANDS} simple commands"));
+            return false;
+        }
+        let computed_script = self.nested(&words, &lits, stdin);
         let lines = forms(&words);
         let suspects = suspects(&words, &lines);
         self.out.commands.push(SimpleCommand { words, lines, suspects });
-    }
-
-    /// `bash -c STRING` and `eval …`: the string is a command line of its own.
-    fn nested(&mut self, words: &[String], literal_args: &[Option<String>]) {
-        let program = basename(&words[0]);
-        let inner: Option<Option<String>> = if SHELLS.contains(&program) {
-            literal_args
-                .iter()
-                .position(|a| a.as_deref() == Some("-c"))
-                .map(|i| literal_args.get(i + 1).cloned().flatten())
-        } else if program == "eval" {
-            Some(literal_args.iter().cloned().collect::<Option<Vec<String>>>().map(|a| a.join(" ")))
-        } else {
-            None
-        };
-        match inner {
-            None => {}
-            Some(None) => self.out.mark_unreadable(format!("`{program}` runs a command line computed when it runs")),
-            Some(Some(_)) if self.depth >= MAX_NESTING => {
-                self.out.mark_unreadable(format!("command lines nested more than {MAX_NESTING} deep"))
-            }
-            Some(Some(text)) => parse_into(&text, self.depth + 1, self.out),
-        }
+        computed_script
     }
 }
 
@@ -269,6 +333,11 @@ fn forms(words: &[String]) -> Vec<String> {
             break;
         }
         push(rest);
+    }
+    for ws in [words, rest] {
+        if let Some(plain) = git_plain(ws) {
+            push(&plain);
+        }
     }
     lines
 }
@@ -320,6 +389,7 @@ fn literal(node: Node<'_>, src: &[u8]) -> Option<String> {
             }
         }
         "raw_string" => Some(text.trim_start_matches('\'').trim_end_matches('\'').to_owned()),
+        "ansi_c_string" => Some(ansi_c(text)),
         "string" => {
             let mut cursor = node.walk();
             let mut value = String::new();

@@ -10,7 +10,7 @@ fn lists_and_pipes_are_split_into_simple_commands() {
     assert_eq!(lines("a; b || c"), ["a", "b", "c"]);
     let p = parse("cargo build && curl x | sh");
     assert_eq!(p.pipelines, vec![vec![Some(1), Some(2)]]);
-    assert!(p.unreadable.is_none());
+    assert!(parse("cargo build && curl x | sh x.sh").unreadable.is_none());
 }
 
 #[test]
@@ -70,4 +70,28 @@ fn fork_bombs_are_recursive_functions() {
     assert_eq!(parse(":(){ :|:& };:").recursive_functions, [":"]);
     assert_eq!(parse("f() { f | f & }; f").recursive_functions, ["f"]);
     assert!(parse("f() { echo hi; }; f").recursive_functions.is_empty());
+}
+
+#[test]
+fn text_readings_before_the_parser() {
+    assert_eq!(lines("tou\\\nch x"), ["touch x"]);
+    assert_eq!(lines("echo 'a\\\nb'"), ["echo a\\\nb"]);
+    assert_eq!(lines("touch $'a\\x41\\n'"), ["touch aA\n"]);
+    assert_eq!(lines("touch x{1,2}y"), ["touch x1y x2y"]);
+    assert_eq!(raw_commands("{rm,-rf,/} && a|b"), [vec!["rm", "-rf", "/"], vec!["a"], vec!["b"]]);
+}
+
+#[test]
+fn shells_behind_options_wrappers_and_inputs_are_read() {
+    assert!(lines("bash -ec 'rm x'").contains(&"rm x".to_owned()));
+    assert!(lines("bash -o pipefail -c 'rm x'").contains(&"rm x".to_owned()));
+    assert!(lines("env -i sh -c 'rm x'").contains(&"rm x".to_owned()));
+    assert!(lines("echo 'rm x' | sh").contains(&"rm x".to_owned()));
+    assert!(lines("sh <<< 'rm x'").contains(&"rm x".to_owned()));
+    assert!(parse("cat f | sh").unreadable.is_some());
+    assert!(parse("cat f | sh script.sh").unreadable.is_none());
+    let p = parse("sh <(curl x)");
+    assert!(p.pipelines.contains(&vec![Some(1), Some(0)]), "{p:?}");
+    assert_eq!(parse("a | (sh)").pipelines, vec![vec![Some(0), Some(1)]]);
+    assert_eq!(parse("f(){ g|g& }; g(){ f|f& }; f").recursive_functions, ["f", "g"]);
 }
