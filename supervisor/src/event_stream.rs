@@ -7,21 +7,73 @@
 //! bus or another client. The stream ends when the client closes or sends anything, when the supervisor stops, or
 //! (with `until_end`) when its task ends.
 //!
+//! A follower that never reads but gets little data would never meet a deadline while the socket buffer absorbs
+//! its items, so a stream's send buffer is made small ([`STREAM_SEND_BUFFER`]): a few items left unread fill it
+//! and the next write's deadline drops the follower. When every stream slot is taken, the stream that has gone
+//! longest without taking an item ([`LiveStreams::evict_oldest`]) is ended to make room for the new one.
+//!
 //! [`ControlRequest::Subscribe`]: neuraphage_ipc::ControlRequest::Subscribe
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use neuraphage_ipc::events::{StreamItem, Subscribe, ends_task};
 use neuraphage_ipc::{ControlReply, IpcError, Link, ReplyFrame, RequestFrame, RequestId, TaskId, TaskStatus};
 use tokio::net::UnixStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::event_bus::{PAGE_EVENTS, Subscription};
 use crate::requests::Daemon;
 
 type ControlLink = Link<UnixStream, RequestFrame, ReplyFrame>;
+
+/// Bytes the kernel may hold for a stream's client (it doubles this); a follower that leaves this much unread is
+/// blocked and then dropped by the write deadline.
+pub const STREAM_SEND_BUFFER: usize = 8 * 1024;
+
+/// The streams being served, by connection number: when each last delivered an item, and how to end it.
+#[derive(Default)]
+pub struct LiveStreams(Mutex<HashMap<u64, (Instant, CancellationToken)>>);
+
+impl LiveStreams {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, CancellationToken)>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Register connection `id`'s stream; the returned token ends it when it is evicted or `parent` is cancelled.
+    pub fn register(&self, id: u64, parent: &CancellationToken) -> CancellationToken {
+        let token = parent.child_token();
+        self.map().insert(id, (Instant::now(), token.clone()));
+        token
+    }
+
+    /// Connection `id`'s stream delivered an item now.
+    pub fn touch(&self, id: u64) {
+        if let Some(entry) = self.map().get_mut(&id) {
+            entry.0 = Instant::now();
+        }
+    }
+
+    /// The stream ended.
+    pub fn remove(&self, id: u64) {
+        self.map().remove(&id);
+    }
+
+    /// End the stream that has gone longest without delivering an item; false if there is none.
+    pub fn evict_oldest(&self) -> bool {
+        let mut map = self.map();
+        let oldest = map.iter().min_by_key(|(_, (since, _))| *since).map(|(id, _)| *id);
+        match oldest.and_then(|id| map.remove(&id)) {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// A subscription, registered.
 struct Registered {
@@ -31,7 +83,8 @@ struct Registered {
     status: Option<TaskStatus>,
 }
 
-/// Serve one subscription until it ends. `write` bounds each write to the client.
+/// Serve one subscription until it ends. `write` bounds each write to the client; `delivered` is called after each
+/// live item is written.
 pub async fn serve(
     daemon: Arc<Daemon>,
     link: &mut ControlLink,
@@ -39,7 +92,12 @@ pub async fn serve(
     request: Subscribe,
     write: Duration,
     shutdown: CancellationToken,
+    delivered: &(dyn Fn() + Send + Sync),
 ) -> Result<(), IpcError> {
+    if let Err(e) = nix::sys::socket::setsockopt(link.get_ref(), nix::sys::socket::sockopt::SndBuf, &STREAM_SEND_BUFFER)
+    {
+        tracing::warn!(error = %e, "cannot shrink a stream's send buffer");
+    }
     let d = daemon.clone();
     let (task_typed, deltas) = (request.task.clone(), request.deltas);
     let registered = tokio::task::spawn_blocking(move || {
@@ -93,6 +151,7 @@ pub async fn serve(
         };
         let end = if until_end { ends_task(&item).cloned() } else { None };
         send(link, id, write, ControlReply::Stream(item)).await?;
+        delivered();
         if let Some(status) = end {
             return send(link, id, write, ControlReply::Stream(StreamItem::End { status })).await;
         }

@@ -39,8 +39,8 @@ pub struct Limits {
     pub write: Duration,
     /// Connections served at once.
     pub max_connections: usize,
-    /// Event streams served at once (`Subscribe`); a stream gives back its connection slot and is never evicted as
-    /// idle, so it has a cap of its own.
+    /// Event streams served at once (`Subscribe`); a stream gives back its connection slot and has a cap of its
+    /// own; when it is reached, the stream longest without delivering an item is ended to make room.
     pub max_streams: usize,
     /// Time allowed for a stream's subscriber to take one item; one that does not read is dropped.
     pub stream_write: Duration,
@@ -114,6 +114,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let streams = Arc::new(Semaphore::new(limits.max_streams));
     let idle = Arc::new(IdleLinks::default());
+    let live = Arc::new(crate::event_stream::LiveStreams::default());
     let mut next_id = 0u64;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
     // Under systemd (Type=notify): ready only now, with the socket bound and about to be accepted on, so a client
@@ -139,6 +140,7 @@ pub async fn serve(
                     idle: idle.clone(),
                     evicted: CancellationToken::new(),
                     streams: streams.clone(),
+                    live: live.clone(),
                 };
                 let slots = slots.clone();
                 tracker.spawn(async move {
@@ -184,6 +186,7 @@ struct Connection {
     idle: Arc<IdleLinks>,
     evicted: CancellationToken,
     streams: Arc<Semaphore>,
+    live: Arc<crate::event_stream::LiveStreams>,
 }
 
 impl Connection {
@@ -285,15 +288,29 @@ impl Connection {
             let RequestFrame { id, request } = frame;
             let request = match request {
                 neuraphage_ipc::ControlRequest::Subscribe(subscribe) => {
-                    match self.streams.clone().try_acquire_owned() {
-                        Ok(_stream_slot) => {
+                    let stream_slot = match self.streams.clone().try_acquire_owned() {
+                        Ok(s) => Some(s),
+                        // Full: end the stream longest without delivering an item to make room.
+                        Err(_) if self.live.evict_oldest() => {
+                            let acquire = self.streams.clone().acquire_owned();
+                            timeout(Duration::from_secs(2), acquire).await.ok().and_then(Result::ok)
+                        }
+                        Err(_) => None,
+                    };
+                    match stream_slot {
+                        Some(_stream_slot) => {
                             // A stream from here on: its request slot goes back to the others.
                             slot.take();
-                            let (daemon, write, stop) =
-                                (self.daemon.clone(), self.limits.stream_write, self.shutdown.clone());
-                            return crate::event_stream::serve(daemon, link, id, subscribe, write, stop).await;
+                            let stop = self.live.register(self.id, &self.shutdown);
+                            let (daemon, write) = (self.daemon.clone(), self.limits.stream_write);
+                            let (live, conn) = (self.live.clone(), self.id);
+                            let touch = move || live.touch(conn);
+                            let served =
+                                crate::event_stream::serve(daemon, link, id, subscribe, write, stop, &touch).await;
+                            self.live.remove(self.id);
+                            return served;
                         }
-                        Err(_) => {
+                        None => {
                             let max = self.limits.max_streams;
                             let refusal = ControlReply::Error(neuraphage_ipc::ControlError::new(
                                 neuraphage_ipc::ErrorCode::Unavailable,

@@ -271,3 +271,27 @@ fn a_subscriber_that_never_reads_is_dropped_after_the_write_deadline() {
     assert!(stuck.is_closed_by_peer(), "a subscriber that never reads must be dropped");
     home.ok(&["daemon", "status"]);
 }
+
+#[test]
+fn when_every_stream_slot_is_held_by_followers_that_never_read_a_new_stream_is_still_served() {
+    let mut home = TestHome::new();
+    home.start_supervisor();
+    // 64 followers (the cap) that subscribe and then never read nor close.
+    let mut stuck = Vec::new();
+    for i in 0..64u64 {
+        let mut client = RawClient::connect(&home.paths).unwrap();
+        client.handshake().unwrap();
+        let subscribe = Subscribe { task: None, since: None, follow: true, deltas: false, until_end: false };
+        client.send(&RequestFrame { id: i + 1, request: ControlRequest::Subscribe(subscribe) }).unwrap();
+        stuck.push(client);
+    }
+    // Let the supervisor take every subscription (each answers CaughtUp first) before the 65th.
+    for client in &mut stuck {
+        let frame: ReplyFrame = client.recv().unwrap();
+        assert!(matches!(frame.reply, ControlReply::Stream(StreamItem::CaughtUp { .. })), "{:?}", frame.reply);
+    }
+    // The 65th is served: the stream idle the longest was ended to make room (before, it was refused with
+    // "already serving 64 event streams").
+    home.ok(&["events", "--json"]);
+    assert!(stuck.iter_mut().any(RawClient::is_closed_by_peer), "one idle follower was ended to make room");
+}

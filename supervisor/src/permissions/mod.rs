@@ -4,7 +4,7 @@
 //! (`security.permission-mode`: auto, ask or deny).
 //!
 //! [`settings`] reads `security:`; [`shell`] takes a Bash command line apart with tree-sitter-bash; [`pattern`]
-//! matches command and path patterns; [`policy`] is the pure decision; [`rate`] counts calls per task; [`gate`]
+//! matches command and path patterns; [`paths`] lists the paths a command line names; [`policy`] is the pure decision; [`rate`] counts calls per task; [`gate`]
 //! answers a worker's `Permission` request (storing what asks, in `store/permissions.rs`); [`answer`] carries out
 //! `task approve` / `task deny` / `permissions list|rm`; [`timeout`] denies requests left unanswered; [`network`] asks about hosts a profile does not list.
 
@@ -12,6 +12,7 @@ pub mod answer;
 pub mod display;
 pub mod gate;
 pub mod network;
+pub mod paths;
 pub mod pattern;
 pub mod policy;
 pub mod rate;

@@ -9,6 +9,13 @@
 //! A path pattern without a glob character names the path and everything under it; one with a glob is matched by
 //! globset (`*` stays within a component, `**` crosses them). Relative patterns and paths are taken from the task's
 //! worktree, `~` is the user's home; `.` and `..` are resolved lexically (the supervisor never opens a task's files).
+//!
+//! Matching is textual: a symlink inside the worktree that points at a blocked path (`ln -s secretdir lnk`, then
+//! `Read lnk/s.txt`) is not seen through; the sandbox, not these rules, bounds what a task can reach.
+//!
+//! A shell glob naming files ([`PathPattern::may_name_glob`]) is compared with a path pattern component by
+//! component, conservatively: it is taken to name the pattern's path when it could expand to it or to a path under
+//! it (a `**`, a `[…]` or `{…}` component, or a glob in the pattern itself, match any component).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -210,6 +217,8 @@ pub fn normalise(path: &Path) -> PathBuf {
 pub struct PathPattern {
     /// As written.
     pub text: String,
+    /// The pattern made absolute (glob characters kept).
+    base: PathBuf,
     kind: PathKind,
 }
 
@@ -234,9 +243,9 @@ impl PathPattern {
                 .map_err(|e| format!("{text:?} is not a valid glob: {e}"))?;
             PathKind::Glob(glob.compile_matcher())
         } else {
-            PathKind::Under(absolute)
+            PathKind::Under(absolute.clone())
         };
-        Ok(PathPattern { text: text.to_owned(), kind })
+        Ok(PathPattern { text: text.to_owned(), base: absolute, kind })
     }
 
     /// A path taken literally (saved from an answer: glob characters are not wildcards): it and what is under it.
@@ -254,4 +263,50 @@ impl PathPattern {
             PathKind::Glob(m) => path.ancestors().any(|p| m.is_match(p)),
         }
     }
+
+    /// Whether a shell glob (made absolute, like `/w/secret*/s.txt` or `/et?/x`) could name this pattern's path or
+    /// a path under it; a glob that only names folders above it does not (like a plain path naming a parent).
+    pub fn may_name_glob(&self, glob: &Path) -> bool {
+        let target = names(&self.base);
+        let words = names(glob);
+        for (i, t) in target.iter().enumerate() {
+            let Some(w) = words.get(i) else { return false };
+            if w.contains("**") {
+                return true;
+            }
+            if !component_may_match(w, t) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether this pattern's path is `dir` or lies under it (a search of `dir` would reach it).
+    pub fn is_under(&self, dir: &Path) -> bool {
+        let target = names(&self.base);
+        let prefix = names(dir);
+        prefix.len() <= target.len() && prefix.iter().zip(&target).all(|(d, t)| component_may_match(d, t))
+    }
+}
+
+/// Whether a word has shell glob characters.
+pub fn has_glob(word: &str) -> bool {
+    word.contains(['*', '?', '['])
+}
+
+fn names(path: &Path) -> Vec<String> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether one component of a shell glob could expand to the component `target` (conservative).
+fn component_may_match(word: &str, target: &str) -> bool {
+    if word.contains(['[', '{']) || target.contains(['*', '?', '[', '{']) {
+        return true;
+    }
+    glob_chars(&tokens(word), &target.chars().collect::<Vec<_>>())
 }

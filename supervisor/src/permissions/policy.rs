@@ -8,7 +8,8 @@
 
 use std::path::PathBuf;
 
-use super::pattern::{CommandPattern, PathContext, PathPattern};
+use super::paths::command_paths;
+use super::pattern::{CommandPattern, PathContext, PathPattern, has_glob};
 use super::settings::{BUILTIN_BLOCKED_COMMANDS, BUILTIN_BLOCKED_PATHS, Mode, Security};
 use super::shell::{self, Parsed};
 
@@ -97,7 +98,18 @@ pub fn subject(tool: &str, input: &serde_json::Value) -> Subject {
             field("file_path").map(|path| Subject::Path { path, write: true }).unwrap_or(Subject::Unguarded)
         }
         "Read" => field("file_path").map(|path| Subject::Path { path, write: false }).unwrap_or(Subject::Unguarded),
-        "Glob" | "Grep" => field("path").map(|path| Subject::Path { path, write: false }).unwrap_or(Subject::Unguarded),
+        // Without a path they search the worktree. Glob is judged by its pattern taken from that folder.
+        "Grep" => Subject::Path { path: field("path").unwrap_or_else(|| ".".into()), write: false },
+        "Glob" => {
+            let folder = field("path").filter(|p| !p.trim().is_empty()).unwrap_or_else(|| ".".into());
+            match field("pattern") {
+                Some(pattern) if pattern.starts_with('/') => Subject::Path { path: pattern, write: false },
+                Some(pattern) => {
+                    Subject::Path { path: format!("{}/{pattern}", folder.trim_end_matches('/')), write: false }
+                }
+                None => Subject::Path { path: folder, write: false },
+            }
+        }
         _ => Subject::Unguarded,
     }
 }
@@ -231,10 +243,10 @@ impl Rules {
         if let Some(State::Never(by)) = states.iter().find(|s| matches!(s, State::Never(_))) {
             return Rules::deny(tool, line, by.clone(), "");
         }
-        for (path, _) in command_paths(&parsed) {
-            let abs = self.ctx.absolute(&path);
-            if let Some(p) = self.ask_paths.iter().find(|p| p.matches(&abs)) {
-                return self.ask(tool, line, format!("ask-paths {:?} (the command names {})", p.text, quoted(&path)));
+        for named in command_paths(&parsed) {
+            if let Some(p) = self.ask_paths.iter().find(|p| self.names(p, &named.word)) {
+                let path = quoted(&named.word);
+                return self.ask(tool, line, format!("ask-paths {:?} (the command names {path})", p.text));
             }
         }
         if let Some(State::Ask(by)) = states.iter().find(|s| matches!(s, State::Ask(_))) {
@@ -302,14 +314,15 @@ impl Rules {
                 }
             }
         }
-        for (path, written) in command_paths(parsed) {
-            let abs = self.ctx.absolute(&path);
-            if let Some((p, _)) =
-                self.blocked_paths.iter().find(|(p, writes_only)| (written || !writes_only) && p.matches(&abs))
+        for named in command_paths(parsed) {
+            if let Some((p, _)) = self
+                .blocked_paths
+                .iter()
+                .find(|(p, writes_only)| (named.written || !writes_only) && self.names(p, &named.word))
             {
                 return Some((
                     format!("the policy rule blocked-paths {:?}", p.text),
-                    format!(" (the command names {})", quoted(&path)),
+                    format!(" (the command names {})", quoted(&named.word)),
                 ));
             }
         }
@@ -326,6 +339,23 @@ impl Rules {
                         || matches!(w, "a+rwx" | "a=rwx" | "ugo+rwx" | "ugo=rwx" | "o+w" | "a+w" | "o+rwx" | "+rwx")
                 })
         })
+    }
+
+    /// Whether a word of a command line names `p`'s path or a path under it (a glob: could name).
+    fn names(&self, p: &PathPattern, word: &str) -> bool {
+        let abs = self.ctx.absolute(word);
+        p.matches(&abs) || (has_glob(word) && p.may_name_glob(&abs))
+    }
+
+    /// For Glob and Grep: a blocked path the search would reach (Glob: its pattern, a glob; Grep: its folder and
+    /// everything under it).
+    fn search_reaches(&self, tool: &str, path: &str, abs: &std::path::Path) -> Option<&PathPattern> {
+        let readable = self.blocked_paths.iter().filter(|(_, writes_only)| !writes_only).map(|(p, _)| p);
+        match tool {
+            "Glob" => readable.into_iter().find(|p| self.names(p, path)),
+            "Grep" => readable.into_iter().find(|p| p.is_under(abs) || (has_glob(path) && p.may_name_glob(abs))),
+            _ => None,
+        }
     }
 
     fn is_recursive_rm_of_root_or_home(&self, c: &shell::SimpleCommand) -> bool {
@@ -360,6 +390,10 @@ impl Rules {
             self.blocked_paths.iter().find(|(p, writes_only)| (write || !writes_only) && p.matches(&abs))
         {
             return Rules::deny(tool, path, format!("the policy rule blocked-paths {:?}", p.text), "");
+        }
+        if let Some(p) = self.search_reaches(tool, path, &abs) {
+            let why = " (the search would reach it; search a folder that does not hold it)";
+            return Rules::deny(tool, path, format!("the policy rule blocked-paths {:?}", p.text), why);
         }
         // A saved path names the path and what is under it, for calls of the kind it was saved from.
         let saved = self.saved.iter().filter(|(r, p)| {
@@ -448,40 +482,6 @@ impl State {
             State::Never(_) => 3,
         }
     }
-}
-
-/// Programs whose path arguments are (or may be) written.
-const WRITERS: &[&str] = &[
-    "rm", "mv", "cp", "chmod", "chown", "chgrp", "touch", "tee", "ln", "mkdir", "rmdir", "truncate", "install", "dd",
-    "shred", "unlink", "rsync",
-];
-
-/// The paths a command line names, each with whether it is written: output redirection targets (written),
-/// `<` inputs, and arguments that look like paths (`/…`, `~…`, `…/…`, the value of `--opt=/…` or `of=/…`), written
-/// when the program is one of [`WRITERS`] or `sed -i`.
-pub fn command_paths(parsed: &Parsed) -> Vec<(String, bool)> {
-    let mut paths: Vec<(String, bool)> = parsed.redirects.iter().map(|r| (r.clone(), true)).collect();
-    paths.extend(parsed.inputs.iter().map(|r| (r.clone(), false)));
-    for c in &parsed.commands {
-        let programs = c.lines.iter().chain(&c.suspects).filter_map(|l| l.split(' ').next());
-        let mut writes = false;
-        for p in programs {
-            writes |= WRITERS.contains(&p) || (p == "sed" && c.words.iter().any(|w| w.starts_with("-i")));
-        }
-        for w in c.words.iter().skip(1) {
-            let value = match w.split_once('=') {
-                Some((k, v)) if k.starts_with('-') || k == "of" || k == "if" => v,
-                _ => w.as_str(),
-            };
-            if value.starts_with('-') || value.contains("$(") || value.contains('`') {
-                continue;
-            }
-            if value.starts_with('/') || value.starts_with('~') || value.contains('/') {
-                paths.push((value.to_owned(), writes));
-            }
-        }
-    }
-    paths
 }
 
 #[cfg(test)]
