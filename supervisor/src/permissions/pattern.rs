@@ -253,7 +253,8 @@ impl PathPattern {
         if text.trim().is_empty() {
             return None;
         }
-        Some(PathPattern { text: text.to_owned(), kind: PathKind::Under(ctx.absolute(text.trim_end_matches('/'))) })
+        let absolute = ctx.absolute(text.trim_end_matches('/'));
+        Some(PathPattern { text: text.to_owned(), base: absolute.clone(), kind: PathKind::Under(absolute) })
     }
 
     /// Whether the (absolute, normalised) path is named by this pattern.
