@@ -71,6 +71,21 @@ impl RecordedRequest {
             .sum()
     }
 
+    /// The content of every Anthropic `tool_result` block in the conversation, oldest first (a content that is not a
+    /// string is given as its JSON text).
+    pub fn tool_results(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter_map(|m| m["content"].as_array())
+            .flatten()
+            .filter(|b| b["type"] == "tool_result")
+            .map(|b| match &b["content"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+
     /// The text of the first user message (text blocks or parts joined by newlines), if there is one.
     pub fn first_user_text(&self) -> Option<String> {
         let message = self.messages().iter().find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;

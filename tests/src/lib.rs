@@ -245,6 +245,19 @@ impl TestHome {
             .collect()
     }
 
+    /// Wait until task `id`'s status is `status`; its `task show`.
+    pub fn wait_status(&self, id: &str, status: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let shown = self.show(id);
+            if shown["status"] == status {
+                return shown;
+            }
+            assert!(Instant::now() < deadline, "{id} never became {status}: {shown:#}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// Wait until every task in `ids` has ended (Completed, Failed, Cancelled or Blocked); their `task show`s.
     pub fn wait_ended(&self, ids: &[&str], within: Duration) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + within;

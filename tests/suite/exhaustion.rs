@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use neuraphage_llm_double::{Reply, Step, StopReason, policy};
 use neuraphage_tests::{Model, TestHome, file_on_branch};
@@ -25,18 +25,6 @@ fn one_bash(command: &str) -> Model {
 fn events_of(home: &TestHome, id: &str, kind: &str) -> Vec<Value> {
     let shown = home.show(id);
     shown["events"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).cloned().collect()
-}
-
-fn wait_status(home: &TestHome, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let shown = home.show(id);
-        if shown["status"] == status {
-            return shown;
-        }
-        assert!(Instant::now() < deadline, "{id} never became {status}: {shown:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -117,7 +105,7 @@ fn a_task_over_its_disk_bound_is_paused_with_the_reason_and_resumes_on_retry() {
         .as_str()
         .unwrap()
         .to_owned();
-    wait_status(&home, &id, "Paused");
+    home.wait_status(&id, "Paused", WITHIN);
     let paused = events_of(&home, &id, "paused_by_supervisor");
     assert!(paused[0]["data"]["reason"].as_str().unwrap().contains("over its profile's disk-mb = 50"), "{paused:#?}");
     // The control: the task did write past its bound.
@@ -157,7 +145,7 @@ fn a_task_filling_the_homes_filesystem_is_paused_and_task_new_still_works() {
     let model = one_bash("head -c 100000000 /dev/zero > \"$TMPDIR/fill\"; echo status $?; sleep 120");
     home.start_with_model(&model);
     let id = home.json(&["task", "new", "fill the home", "--json"])["id"].as_str().unwrap().to_owned();
-    wait_status(&home, &id, "Paused");
+    home.wait_status(&id, "Paused", WITHIN);
     let paused = events_of(&home, &id, "paused_by_supervisor");
     assert!(paused[0]["data"]["reason"].as_str().unwrap().contains("under its reserve"), "{paused:#?}");
     // The control: the task did fill the filesystem (its write stopped at the end of the space).

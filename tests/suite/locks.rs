@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use neuraphage_llm_double::{RecordedRequest, Reply, Step, StopReason, policy};
+use neuraphage_llm_double::{Reply, Step, StopReason, policy};
 use neuraphage_tests::{Model, TestHome, alive, children_named};
 use serde_json::{Value, json};
 
@@ -13,20 +13,6 @@ const WITHIN: Duration = Duration::from_secs(120);
 
 fn id_of(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
-}
-
-/// The contents of every tool result in the request's conversation, oldest first.
-fn results(r: &RecordedRequest) -> Vec<String> {
-    r.messages()
-        .iter()
-        .filter_map(|m| m["content"].as_array())
-        .flatten()
-        .filter(|b| b["type"] == "tool_result")
-        .map(|b| match &b["content"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect()
 }
 
 fn end(text: &str) -> Step {
@@ -71,7 +57,7 @@ fn a_request_that_would_close_a_cycle_is_refused_with_the_cycle_and_the_other_ta
     let model = Model::start(policy(move |r| {
         let me = r.first_user_text().unwrap_or_default().split_whitespace().last().unwrap_or("?").to_owned();
         let (first, second, other) = if me == "a" { ("name:x", "name:y", "b") } else { ("name:y", "name:x", "a") };
-        let results = results(r);
+        let results = r.tool_results();
         let granted = results.iter().filter(|c| c.starts_with("Granted:")).count();
         if results.iter().any(|c| c.starts_with("Refused:")) || granted >= 2 {
             return end("done");
@@ -112,7 +98,7 @@ fn a_kill_9_workers_locks_are_freed_at_once_and_the_waiter_gets_them() {
     // Task "holder" takes name:db and then sits in a long Bash; task "waiter" asks for name:db and waits.
     let model = Model::start(policy(|r| {
         let me = r.first_user_text().unwrap_or_default();
-        let results = results(r);
+        let results = r.tool_results();
         match (me.ends_with("holder"), results.len()) {
             (_, 0) => Step::Reply(Reply::tool("Lock", json!({"resources": ["name:db"], "timeout_secs": 300}))),
             (true, 1) => Step::Reply(Reply::tool("Bash", json!({"command": "sleep 600"}))),
@@ -154,7 +140,7 @@ fn a_kill_9_workers_locks_are_freed_at_once_and_the_waiter_gets_them() {
 
 #[test]
 fn bad_resource_names_are_refused_to_the_model_with_the_reason() {
-    let model = Model::start(policy(|r| match results(r).len() {
+    let model = Model::start(policy(|r| match r.tool_results().len() {
         0 => Step::Reply(Reply::tool("Lock", json!({"resources": ["/etc/passwd"]}))),
         _ => end("done"),
     }));
@@ -171,7 +157,7 @@ fn bad_resource_names_are_refused_to_the_model_with_the_reason() {
 #[test]
 fn after_a_broker_kill_9_the_holder_reclaims_its_lock_from_the_new_broker_in_the_grace_period() {
     // The holder takes name:db and sits in a long Bash: it re-claims from the new broker while its tool still runs.
-    let model = Model::start(policy(|r| match results(r).len() {
+    let model = Model::start(policy(|r| match r.tool_results().len() {
         0 => Step::Reply(Reply::tool("Lock", json!({"resources": ["name:db"]}))),
         1 => Step::Reply(Reply::tool("Bash", json!({"command": "sleep 600"}))),
         _ => end("done"),

@@ -23,20 +23,6 @@ fn scratch(home: &TestHome, id: &str) -> PathBuf {
     home.paths.home.join("tasks").join(id).join("tmp")
 }
 
-/// Every tool result in the request's conversation, oldest first.
-fn results(r: &RecordedRequest) -> Vec<String> {
-    r.messages()
-        .iter()
-        .filter_map(|m| m["content"].as_array())
-        .flatten()
-        .filter(|b| b["type"] == "tool_result")
-        .map(|b| match &b["content"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect()
-}
-
 /// A model that runs, one per turn, the Bash commands listed after `run:` in the task's description (separated
 /// by ` ;; `), then ends.
 fn scripted() -> Model {
@@ -108,7 +94,7 @@ fn an_ask_command_waits_without_its_slot_while_others_complete_and_approve_runs_
     let done = &home.wait_ended(&[&waiting], WITHIN)[0];
     assert_eq!(done["status"], "Completed", "{done:#}");
     assert!(scratch(&home, &waiting).join("deployed.txt").exists(), "approved: the command ran");
-    let seen = results(&last_request_of(&model, "approve-me"));
+    let seen = last_request_of(&model, "approve-me").tool_results();
     assert_eq!(seen, ["DEPLOY prod\n"], "its output reached the model");
     let decided = events(&home, &waiting, "permission_decided");
     assert!(decided.iter().any(|e| e["data"]["by"] == "user" && e["data"]["allowed"] == true), "{decided:#?}");
@@ -131,7 +117,7 @@ fn deny_gives_the_model_an_error_and_nothing_runs() {
     let done = &home.wait_ended(&[&id], WITHIN)[0];
     assert_eq!(done["status"], "Completed", "{done:#}");
     assert!(!scratch(&home, &id).join("deployed.txt").exists(), "denied: the command never ran");
-    let seen = results(&last_request_of(&model, "deny-me"));
+    let seen = last_request_of(&model, "deny-me").tool_results();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].contains("The user denied") && seen[0].contains("not on a Friday"), "{seen:?}");
     let r = last_request_of(&model, "deny-me");
@@ -174,7 +160,7 @@ fn always_saves_a_rule_the_next_task_runs_by_and_rm_removes_it() {
     let fourth = new_task(&home, &format!("fourth run: {DEPLOY}"));
     assert_eq!(home.wait_ended(&[&fourth], WITHIN)[0]["status"], "Completed");
     assert!(!scratch(&home, &fourth).join("deployed.txt").exists(), "--never: refused without asking");
-    assert!(results(&last_request_of(&model, "fourth"))[0].contains("saved rule"));
+    assert!(last_request_of(&model, "fourth").tool_results()[0].contains("saved rule"));
 }
 
 #[test]
@@ -202,7 +188,7 @@ fn blocked_commands_never_run_and_compound_commands_are_judged_per_simple_comman
         assert!(!dir.join(m).exists(), "{m}: a line with a blocked part ran");
     }
     assert!(dir.join("m6").exists(), "the control line ran");
-    let seen = results(&last_request_of(&model, "blocked run"));
+    let seen = last_request_of(&model, "blocked run").tool_results();
     assert_eq!(seen.len(), 6, "{seen:#?}");
     assert!(seen[0].contains("curl * | sh *"), "{}", seen[0]);
     assert!(seen[1].contains("rm -rf"), "{}", seen[1]);
@@ -232,7 +218,7 @@ fn an_unanswered_request_is_denied_after_the_timeout_and_the_model_is_told() {
     let done = &home.wait_ended(&[&id], WITHIN)[0];
     assert_eq!(done["status"], "Completed", "{done:#}");
     assert!(!scratch(&home, &id).join("deployed.txt").exists());
-    let seen = results(&last_request_of(&model, "timeout run"));
+    let seen = last_request_of(&model, "timeout run").tool_results();
     assert!(seen[0].contains("did not answer within 2s"), "{seen:?}");
     let decided = events(&home, &id, "permission_decided");
     assert!(decided.iter().any(|e| e["data"]["by"] == "timeout" && e["data"]["allowed"] == false), "{decided:#?}");
@@ -261,7 +247,7 @@ fn kill_9_of_the_supervisor_while_a_permission_waits_loses_neither_request_nor_a
     assert!(scratch(&home, &id).join("deployed.txt").exists(), "the approved command ran after the restart");
     // Killed before the new worker ran it, it runs now; killed while it ran, the recovery matrix reports an
     // unknown outcome (Bash is not idempotent). Either way it ran once, approved.
-    let seen = results(&last_request_of(&model, "crash run"));
+    let seen = last_request_of(&model, "crash run").tool_results();
     assert!(seen == ["DEPLOY prod\n"] || seen[0].contains("outcome of this Bash call is unknown"), "{seen:?}");
 }
 
@@ -283,7 +269,7 @@ fn a_task_over_a_runtime_limit_waits_for_the_user_with_the_reason() {
     home.ok(&["task", "approve", &id]);
     assert_eq!(home.wait_ended(&[&id], WITHIN)[0]["status"], "Completed");
     assert!(dir.join("r3").exists(), "approved, it ran");
-    assert_eq!(results(&last_request_of(&model, "busy run")).last().map(String::as_str), Some("third\n"));
+    assert_eq!(last_request_of(&model, "busy run").tool_results().last().map(String::as_str), Some("third\n"));
 }
 
 /// An HTTP server on loopback standing in for a host (there is no internet here); counts its requests.
@@ -391,7 +377,7 @@ fn an_approved_call_id_given_again_for_another_command_does_not_inherit_the_appr
     assert_eq!(done["status"], "Completed", "{done:#}");
     assert!(scratch(&home, &id).join("deployed.txt").exists(), "control: the approved command ran");
     assert!(!scratch(&home, &id).join("reused.txt").exists(), "the other command under the same id did not run");
-    let seen = results(&last_request_of(&model, "reuse-an-id"));
+    let seen = last_request_of(&model, "reuse-an-id").tool_results();
     assert!(seen.last().is_some_and(|r| r.contains("already used for another call")), "{seen:?}");
 }
 
@@ -416,7 +402,7 @@ fn an_approved_call_id_given_again_for_the_same_command_runs_once() {
     assert_eq!(done["status"], "Completed", "{done:#}");
     let count = std::fs::read_to_string(scratch(&home, &id).join("count.txt")).unwrap();
     assert_eq!(count, "DEPLOY prod\n", "control: the approved call ran, and only once");
-    let seen = results(&last_request_of(&model, "replay-an-id"));
+    let seen = last_request_of(&model, "replay-an-id").tool_results();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(seen[1..].iter().all(|r| r.contains("already answered and run")), "{seen:?}");
 }

@@ -17,19 +17,6 @@ fn id_of(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
-/// Wait until the task's status is `status`; its `task show`.
-fn wait_status(home: &TestHome, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let shown = home.show(id);
-        if shown["status"] == status {
-            return shown;
-        }
-        assert!(Instant::now() < deadline, "{id} never became {status}: {shown:#}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// The pid of the task's latest worker.
 fn last_worker(shown: &Value) -> u32 {
     let events = shown["events"].as_array().unwrap();
@@ -71,7 +58,7 @@ fn sent_to_model(model: &Model, text: &str) -> bool {
 /// A task that asks: WaitingForUser with the question as its prompt; its id and its (gone) worker's pid.
 fn asked(home: &TestHome, description: &str) -> (String, u32) {
     let id = id_of(&home.json(&["task", "new", description, "--json"]));
-    let shown = wait_status(home, &id, "WaitingForUser");
+    let shown = home.wait_status(&id, "WaitingForUser", WITHIN);
     let prompt = shown["status_detail"]["prompt"].as_str().unwrap();
     assert_eq!(prompt, "Which colour?\nOptions:\n  1. red\n  2. blue");
     let worker = last_worker(&shown);
@@ -252,7 +239,7 @@ fn kill_9_of_the_worker_as_it_asks_loses_neither_question_nor_answer() {
     let worker = home.worker_in_tool(&id, WITHIN);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     // A new worker asks again: the question is not lost.
-    let shown = wait_status(&home, &id, "WaitingForUser");
+    let shown = home.wait_status(&id, "WaitingForUser", WITHIN);
     assert!(shown["status_detail"]["prompt"].as_str().unwrap().starts_with("Which colour?"));
     assert!(event_kinds(&shown).contains(&"worker_lost".to_owned()), "the control: the worker did die");
     home.ok(&["task", "send", &id, "blue"]);
@@ -277,7 +264,7 @@ fn pause_and_resume() {
     let worker = home.worker_in_tool(&id, WITHIN);
     let out = home.ok(&["task", "pause", &id]);
     assert!(out.contains("pausing at its next checkpoint"), "{out}");
-    wait_status(&home, &id, "Paused");
+    home.wait_status(&id, "Paused", WITHIN);
     wait_gone(worker);
     let requests = model.double.requests().len();
     std::thread::sleep(Duration::from_millis(300));
@@ -370,7 +357,7 @@ fn a_question_asked_beside_another_call_keeps_that_calls_result() {
     home.start_with_model(&model);
     let repo = home.git_repo("app");
     let id = id_of(&home.json(&["task", "new", "run, then ask", "--repo", repo.to_str().unwrap(), "--json"]));
-    wait_status(&home, &id, "WaitingForUser");
+    home.wait_status(&id, "WaitingForUser", WITHIN);
     home.ok(&["task", "answer", &id, "blue"]);
     assert_eq!(home.wait_ended(&[&id], WITHIN)[0]["status"], "Completed");
     let runs = file_on_branch(&repo, &format!("neuraphage/{id}"), "runs.txt");
@@ -396,7 +383,7 @@ fn a_hostile_question_is_printed_escaped() {
     let mut home = TestHome::new();
     home.start_with_model(&model);
     let id = id_of(&home.json(&["task", "new", "ask something nasty", "--json"]));
-    let shown = wait_status(&home, &id, "WaitingForUser");
+    let shown = home.wait_status(&id, "WaitingForUser", WITHIN);
     // The control: the prompt as stored holds the terminal controls.
     assert!(shown["status_detail"]["prompt"].as_str().unwrap().contains('\u{1b}'));
     for args in [&["waiting"][..], &["waiting", "--json"][..], &["task", "show", &id][..]] {

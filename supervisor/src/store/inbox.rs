@@ -9,8 +9,8 @@ use neuraphage_ipc::worker::{Checkpoint, CheckpointKind, TaskOutcome, UserInput}
 use neuraphage_ipc::{ErrorCode, EventKind, Task, TaskId, TaskState, TaskStatus};
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::tasks::{append_event, load, set_status};
-use super::{Store, from_json, from_millis, to_json, to_millis};
+use super::tasks::{append_event, change_status, load, set_status};
+use super::{Store, from_json, from_millis, to_millis};
 use crate::error::{Result, SupervisorError};
 
 /// Text kept in an event (a message, a question), in bytes; longer text is cut with a note.
@@ -197,14 +197,7 @@ impl Store {
             TaskStatus::Completed { .. } | TaskStatus::Failed { .. } if pending => TaskStatus::Queued,
             other => other,
         };
-        if task.status.state() == status.state() {
-            tx.execute(
-                "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.as_str(), to_json(&status)?, to_millis(Utc::now())],
-            )?;
-        } else {
-            set_status(&tx, &task, status)?;
-        }
+        change_status(&tx, &task, status)?;
         let task = load(&tx, id)?;
         tx.commit()?;
         Ok((task, true))

@@ -5,7 +5,7 @@ use neuraphage_ipc::worker::{Checkpoint, CheckpointKind};
 use neuraphage_ipc::{EventKind, RunningPhase, Task, TaskId, TaskState, TaskStatus};
 use rusqlite::{OptionalExtension, params};
 
-use super::tasks::{append_event, load, set_status};
+use super::tasks::{append_event, change_status, load, set_status};
 use super::{Store, to_json, to_millis};
 use crate::error::Result;
 
@@ -93,15 +93,7 @@ impl Store {
         if task.status.state().is_terminal() || task.status == status {
             return Ok((task, false));
         }
-        if task.status.state() == status.state() {
-            // Same state, new detail (e.g. a new running phase): no event, the checkpoints tell the story.
-            tx.execute(
-                "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.as_str(), to_json(&status)?, to_millis(Utc::now())],
-            )?;
-        } else {
-            set_status(&tx, &task, status)?;
-        }
+        change_status(&tx, &task, status)?;
         let task = load(&tx, id)?;
         tx.commit()?;
         Ok((task, true))
@@ -195,10 +187,7 @@ impl Store {
         if let Some(phase) = phase
             && task.status.state() == TaskState::Running
         {
-            tx.execute(
-                "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.as_str(), to_json(&TaskStatus::Running { phase })?, to_millis(Utc::now())],
-            )?;
+            change_status(&tx, &task, TaskStatus::Running { phase })?;
         }
         tx.commit()?;
         Ok(())

@@ -371,6 +371,19 @@ pub(super) fn set_status(tx: &Transaction<'_>, task: &Task, status: TaskStatus) 
     append_event(tx, &task.id, &EventKind::StatusChanged { from, to: status })
 }
 
+/// Change a task's status: a new state is recorded as an event ([`set_status`]); the same state with new detail
+/// (e.g. a new running phase) is not, the checkpoints telling that story.
+pub(super) fn change_status(tx: &Transaction<'_>, task: &Task, status: TaskStatus) -> Result<()> {
+    if task.status.state() != status.state() {
+        return set_status(tx, task, status);
+    }
+    tx.execute(
+        "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
+        params![task.id.as_str(), to_json(&status)?, to_millis(Utc::now())],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 #[path = "tasks_tests.rs"]
 mod tests;
