@@ -40,6 +40,7 @@ fn request(task: u64) -> ChatRequest {
         messages: vec![Message::user_text(format!("task bench-{task}"))],
         tools: Vec::new(),
         max_tokens: 1024,
+        tier: None,
     }
 }
 

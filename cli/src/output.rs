@@ -181,6 +181,7 @@ pub fn event_text(e: &TaskEvent) -> String {
         EventKind::UserMessage { id, text, delivery } => {
             format!("user message #{id} ({}): {}", visible(delivery), visible(text))
         }
+        EventKind::Notice { notice, message } => format!("{}: {}", visible(notice), visible(message)),
         EventKind::QuestionAsked { question, options } => {
             let mut s = format!("asks the user: {}", visible(question));
             if !options.is_empty() {
@@ -229,6 +230,8 @@ pub fn conversation(messages: &[neuraphage_ipc::llm::Message]) -> String {
                     let mark = if *is_error { "tool error" } else { "tool" };
                     writeln!(s, "[{mark}] {}", short(content, 200))
                 }
+                ContentBlock::Thinking { thinking, .. } => writeln!(s, "[{who} thinking] {}", short(thinking, 200)),
+                ContentBlock::RedactedThinking { .. } => writeln!(s, "[{who} thinking] (redacted)"),
             };
         }
     }

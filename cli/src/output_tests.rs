@@ -72,6 +72,7 @@ fn task_show_prints_model_and_task_values_escaped() {
             event(4, EventKind::Escalated { from: HOSTILE.into(), to: "big".into(), reason: HOSTILE.into() }),
         ],
         cost: CostTotals { unpriced_responses: 1, unpriced_models: vec![HOSTILE.into()], ..CostTotals::default() },
+        plan: Vec::new(),
     };
     let text = task_detail(&detail, at());
     assert_clean(&text);

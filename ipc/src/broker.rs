@@ -52,6 +52,20 @@ pub struct ModelTier {
     pub model: String,
     /// The key pool of `api-keys.yaml`.
     pub pool: String,
+    /// The model's context window in tokens (`context-tokens`); `None`: the built-in table
+    /// ([`crate::models::context_window`]).
+    #[serde(default)]
+    pub context_tokens: Option<u64>,
+    /// Extended thinking's budget in tokens (`thinking: {budget-tokens: N}`); `None`: no thinking.
+    #[serde(default)]
+    pub thinking_budget: Option<u32>,
+    /// Anthropic `cache_control` breakpoints on (`prompt-caching`, default true). OpenAI caches by itself.
+    #[serde(default = "caching_on")]
+    pub prompt_caching: bool,
+}
+
+fn caching_on() -> bool {
+    true
 }
 
 /// The broker's share of `neuraphage.yaml`, sent at its start and at every reload.

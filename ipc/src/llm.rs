@@ -57,6 +57,19 @@ pub enum ContentBlock {
         /// True when the tool failed; the model is told so.
         is_error: bool,
     },
+    /// The model's extended thinking (Anthropic). Kept and sent back unchanged, signature included, as the API
+    /// requires when tools are used.
+    Thinking {
+        /// The thinking text (possibly summarised by the provider).
+        thinking: String,
+        /// The provider's signature over it; sent back byte for byte.
+        signature: String,
+    },
+    /// Thinking the provider encrypted (Anthropic `redacted_thinking`): opaque, sent back unchanged.
+    RedactedThinking {
+        /// The encrypted thinking.
+        data: String,
+    },
 }
 
 /// The one key of a [`ContentBlock::ToolUse`] input that stands for input the model wrote but that was not a JSON
@@ -87,6 +100,10 @@ pub struct ChatRequest {
     pub tools: Vec<ToolDefinition>,
     /// Most tokens the model may produce.
     pub max_tokens: u32,
+    /// Run this request on the named tier instead of the task's (e.g. `router` for a compaction summary); `None`:
+    /// the task's tier. An unconfigured tier falls back to the task's.
+    #[serde(default)]
+    pub tier: Option<String>,
 }
 
 /// Why the model stopped.
@@ -103,6 +120,9 @@ pub enum StopReason {
     StopSequence,
     /// It refused.
     Refusal,
+    /// A long-running turn was paused by the provider (Anthropic `pause_turn`): send the conversation back as it is
+    /// and the model goes on.
+    PauseTurn,
     /// Something this build does not know.
     #[serde(other)]
     Other,
@@ -163,6 +183,13 @@ pub enum StreamDelta {
         /// The new JSON fragment.
         partial_json: String,
     },
+    /// More of the model's thinking at `index`.
+    Thinking {
+        /// Content block index.
+        index: u32,
+        /// The new thinking text.
+        text: String,
+    },
 }
 
 /// Classes of model-call failure.
@@ -183,6 +210,9 @@ pub enum LlmErrorKind {
     Server,
     /// 400-class: the request itself was refused.
     InvalidRequest,
+    /// The prompt is longer than the model's context window (Anthropic's "prompt is too long", OpenAI's
+    /// `context_length_exceeded`): the conversation must be compacted before it is sent again.
+    PromptTooLong,
     /// The stream was malformed, truncated, oversized, or had an unknown shape.
     MalformedResponse,
     /// The connection failed or timed out.

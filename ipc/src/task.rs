@@ -460,6 +460,14 @@ pub enum EventKind {
         /// What became of it, in words ("next turn", "answer to the question", "follow-up: queued again", …).
         delivery: String,
     },
+    /// The worker reported something for the user to see (a skipped skill, a drift warning, the context it
+    /// assembled).
+    Notice {
+        /// A short machine-readable kind, e.g. `skill_skipped`, `drift_warning`.
+        notice: String,
+        /// The message.
+        message: String,
+    },
     /// The task asked the user a question (the `AskUser` tool) and waits for the answer, its worker gone.
     QuestionAsked {
         /// The question (cut to a few KiB).
@@ -559,6 +567,7 @@ impl EventKind {
             EventKind::PausedBySupervisor { .. } => "paused_by_supervisor",
             EventKind::UserMessage { .. } => "user_message",
             EventKind::QuestionAsked { .. } => "question_asked",
+            EventKind::Notice { .. } => "notice",
             EventKind::QuestionAnswered { .. } => "question_answered",
             EventKind::PermissionRequested { .. } => "permission_requested",
             EventKind::PermissionDecided { .. } => "permission_decided",
@@ -600,4 +609,28 @@ pub struct TaskDetail {
     /// Tokens its model calls used and what they cost.
     #[serde(default)]
     pub cost: crate::cost::CostTotals,
+    /// Its plan, as its latest `TodoWrite` set it (empty: none).
+    #[serde(default)]
+    pub plan: Vec<PlanItem>,
+}
+
+/// One item of a task's plan (the `TodoWrite` tool's list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanItem {
+    /// What is to be done.
+    pub content: String,
+    /// How far it is.
+    pub status: PlanStatus,
+}
+
+/// The state of a [`PlanItem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Not started.
+    Pending,
+    /// Being worked on.
+    InProgress,
+    /// Done.
+    Done,
 }

@@ -111,6 +111,92 @@ pub struct WorkerStart {
     /// User messages and answers stored for the task and not yet in its conversation, oldest first.
     #[serde(default)]
     pub inbox: Vec<UserInput>,
+    /// The commit the task's branch was made from.
+    #[serde(default)]
+    pub base_commit: Option<String>,
+    /// The task that created this one, if any.
+    #[serde(default)]
+    pub parent: Option<TaskId>,
+    /// The model its tier names (for the prompt and the context window); `None`: no tier configured.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Its tier (`router`, `worker`, `expert`); `None`: the default.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// The user's own instructions (`$NEURAPHAGE_HOME/AGENTS.md`), already capped; `None`: no such file.
+    #[serde(default)]
+    pub user_instructions: Option<String>,
+    /// The user's skills (`$NEURAPHAGE_HOME/skills/*/SKILL.md`) as raw files; the worker parses them as it parses the
+    /// repository's own, and reports the malformed ones.
+    #[serde(default)]
+    pub home_skills: Vec<SkillFile>,
+    /// The model's context window in tokens (the tier's `context-tokens`, else the built-in table); 0: unknown,
+    /// use [`crate::models::context_window`] of `model`.
+    #[serde(default)]
+    pub context_tokens: u64,
+    /// Compact when the next request would pass this percentage of the window (0: the default, 80).
+    #[serde(default)]
+    pub compact_at_percent: u8,
+    /// The drift guard's limits besides `max_iterations`.
+    #[serde(default)]
+    pub drift: DriftLimits,
+}
+
+/// One `SKILL.md`, as read from disk: YAML front matter (`name`, `description`) then the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkillFile {
+    /// Where it was read (for messages), e.g. `~/.neuraphage/skills/deploy/SKILL.md`.
+    pub path: String,
+    /// Its text (capped by the reader).
+    pub text: String,
+}
+
+/// The drift guard's limits (`reference/neuraphage-agentic-loop.md`, "Drift Detection"). A task that trips one
+/// waits for the user with the reason; it is not failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftLimits {
+    /// Tool failures in a row (a command exiting non-zero counts) before the task waits.
+    pub max_consecutive_failures: u32,
+    /// Seconds with no file changed and no new tool result before the task waits.
+    pub no_progress_secs: u64,
+    /// Tokens in one iteration above which a warning event is recorded.
+    pub iteration_tokens_warning: u64,
+}
+
+impl WorkerStart {
+    /// The fields added after the first release, at their defaults (for `..WorkerStart::defaults()` in a literal
+    /// that sets the rest).
+    pub fn defaults() -> WorkerStart {
+        WorkerStart {
+            task: TaskId::from_bits(0),
+            description: String::new(),
+            workdir: String::new(),
+            outputs_dir: String::new(),
+            tmp_dir: String::new(),
+            branch: None,
+            max_iterations: 200,
+            messages: Vec::new(),
+            last_seq: 0,
+            resume_point: None,
+            heartbeat_ms: 0,
+            inbox: Vec::new(),
+            base_commit: None,
+            parent: None,
+            model: None,
+            tier: None,
+            user_instructions: None,
+            home_skills: Vec::new(),
+            context_tokens: 0,
+            compact_at_percent: 0,
+            drift: DriftLimits::default(),
+        }
+    }
+}
+
+impl Default for DriftLimits {
+    fn default() -> DriftLimits {
+        DriftLimits { max_consecutive_failures: 10, no_progress_secs: 600, iteration_tokens_warning: 100_000 }
+    }
 }
 
 /// How often a worker sends a heartbeat when its `Start` does not say.
@@ -155,6 +241,14 @@ pub enum WorkerToSupervisor {
         tool: String,
         /// Its input, as the model gave it.
         input: serde_json::Value,
+    },
+    /// Something the user should be able to see, recorded as a task event (`notice`): a skipped malformed skill, a
+    /// drift warning, what context was assembled. Not acknowledged; capped per task by the supervisor.
+    Notice {
+        /// A short machine-readable kind, e.g. `skill_skipped`, `drift_warning`, `context`.
+        kind: String,
+        /// The message (the supervisor cuts it to 2 KiB).
+        message: String,
     },
 }
 
@@ -207,6 +301,10 @@ pub struct Checkpoint {
     /// Inbox ids of user input this checkpoint's conversation holds for the first time (marked delivered with it).
     #[serde(default)]
     pub delivered: Vec<u64>,
+    /// The task's plan as its latest `TodoWrite` set it, carried by that call's `tool_completed` checkpoint and
+    /// stored with the task in the same transaction; `None`: unchanged.
+    #[serde(default)]
+    pub plan: Option<Vec<crate::task::PlanItem>>,
 }
 
 /// The points of the checkpoint table (`reference/neuraphage-agentic-loop.md`).
@@ -243,6 +341,16 @@ pub enum CheckpointKind {
         /// How.
         outcome: TaskOutcome,
     },
+    /// The conversation was compacted: older turns replaced by a summary (the full history stays in the conversation
+    /// repository's git log).
+    Compacted {
+        /// Messages replaced by the summary.
+        removed: u32,
+        /// Estimated tokens of the conversation before.
+        before_tokens: u64,
+        /// Estimated tokens after.
+        after_tokens: u64,
+    },
 }
 
 impl CheckpointKind {
@@ -254,6 +362,7 @@ impl CheckpointKind {
             CheckpointKind::ToolStarted { .. } => "tool_started",
             CheckpointKind::ToolCompleted { .. } => "tool_completed",
             CheckpointKind::TaskEnded { .. } => "task_ended",
+            CheckpointKind::Compacted { .. } => "compacted",
         }
     }
 }

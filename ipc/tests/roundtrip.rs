@@ -13,6 +13,7 @@ use neuraphage_ipc::llm::{
 use neuraphage_ipc::lock::{LockInfo, LockOutcome, LockTableView};
 use neuraphage_ipc::permission::PermissionAnswer;
 use neuraphage_ipc::snapshot::SnapshotFrame;
+use neuraphage_ipc::task::{PlanItem, PlanStatus};
 use neuraphage_ipc::worker::{
     BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, SandboxReport, SupervisorToWorker, TaskOutcome,
     WorkerStart, WorkerToBroker, WorkerToSupervisor,
@@ -249,6 +250,7 @@ fn reply() -> impl Strategy<Value = ControlReply> {
             blocks,
             children,
             events,
+            plan: vec![PlanItem { content: "step".into(), status: PlanStatus::InProgress }],
             cost: CostTotals {
                 responses: 2,
                 cost_nano_usd: 7,
@@ -356,6 +358,8 @@ fn block() -> impl Strategy<Value = ContentBlock> {
             content,
             is_error
         }),
+        (text(), text()).prop_map(|(thinking, signature)| ContentBlock::Thinking { thinking, signature }),
+        text().prop_map(|data| ContentBlock::RedactedThinking { data }),
     ]
 }
 
@@ -446,6 +450,10 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
                     text: format!("{max_iterations}"),
                     answers: None,
                 }],
+                parent: Some(TaskId::from_bits(last_seq)),
+                home_skills: vec![neuraphage_ipc::worker::SkillFile { path: "p".into(), text: "t".into() }],
+                context_tokens: last_seq,
+                ..WorkerStart::defaults()
             }))
         });
     let to_worker = prop_oneof![
@@ -475,6 +483,7 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
                     iteration,
                     messages,
                     delivered: vec![seq],
+                    plan: Some(vec![PlanItem { content: "x".into(), status: PlanStatus::Done }]),
                 }))
             }
         ),
@@ -507,6 +516,7 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
             messages,
             tools: tools.clone(),
             max_tokens,
+            tier: Some("router".into()),
         },
     );
     let to_broker = prop_oneof![
@@ -530,6 +540,7 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         StopReason::MaxTokens,
         StopReason::StopSequence,
         StopReason::Refusal,
+        StopReason::PauseTurn,
         StopReason::Other,
     ]);
     let response = (text(), text(), vec(block(), 0..3), stop, usage())
@@ -570,6 +581,9 @@ fn broker_messages() -> impl Strategy<Value = (SupervisorToBroker, BrokerToSuper
         provider,
         model,
         pool,
+        context_tokens: Some(1000),
+        thinking_budget: None,
+        prompt_caching: true,
     });
     let down = prop_oneof![
         Just(SupervisorToBroker::Shutdown),

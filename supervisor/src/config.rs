@@ -77,6 +77,27 @@ pub struct TierEntry {
     pub model: String,
     /// The key pool of `api-keys.yaml`.
     pub pool: String,
+    /// The model's context window in tokens; absent: the built-in table.
+    #[serde(default)]
+    pub context_tokens: Option<u64>,
+    /// Extended thinking (`thinking: {budget-tokens: N}`); absent: none.
+    #[serde(default)]
+    pub thinking: Option<ThinkingEntry>,
+    /// Anthropic prompt-caching breakpoints (default on).
+    #[serde(default = "default_true")]
+    pub prompt_caching: bool,
+}
+
+/// A tier's extended thinking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ThinkingEntry {
+    /// Tokens the model may think before it answers (Anthropic: at least 1024, less than `max_tokens`).
+    pub budget_tokens: u32,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A provider's name.
@@ -94,7 +115,7 @@ impl Default for Config {
         Config {
             max_concurrent: 4,
             keep_worktrees: true,
-            max_iterations: 50,
+            max_iterations: 200,
             task_history_depth: 100,
             prices: BTreeMap::new(),
             model_tiers: BTreeMap::new(),
@@ -164,6 +185,9 @@ impl Config {
                     .to_owned(),
                     model: t.model.clone(),
                     pool: t.pool.clone(),
+                    context_tokens: t.context_tokens,
+                    thinking_budget: t.thinking.map(|t| t.budget_tokens),
+                    prompt_caching: t.prompt_caching,
                 })
                 .collect(),
             auto_escalate: self.auto_escalate,

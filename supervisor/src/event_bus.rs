@@ -82,6 +82,7 @@ fn weight(item: &StreamItem) -> usize {
                 StreamDelta::Text { text, .. } => text.len(),
                 StreamDelta::ToolUseStart { id, name, .. } => id.len() + name.len(),
                 StreamDelta::ToolInput { partial_json, .. } => partial_json.len(),
+                StreamDelta::Thinking { text, .. } => text.len(),
             }
         }
         // Stored events are bounded at the source (texts cut to a few KiB); count them by their JSON size.

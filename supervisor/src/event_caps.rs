@@ -29,7 +29,8 @@ pub fn cap_of(kind: &EventKind) -> Option<u64> {
         | EventKind::WorkerExited { .. }
         | EventKind::WorkerLost { .. }
         | EventKind::Committed { .. }
-        | EventKind::ConversationRepaired { .. } => Some(MAX_WORKER_EVENTS),
+        | EventKind::ConversationRepaired { .. }
+        | EventKind::Notice { .. } => Some(MAX_WORKER_EVENTS),
         _ => None,
     }
 }

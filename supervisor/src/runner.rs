@@ -451,6 +451,7 @@ async fn converse(
         resume_point: resume.2,
         heartbeat_ms: crate::stuck::heartbeat_every().as_millis() as u64,
         inbox: mailbox.pending(),
+        ..WorkerStart::defaults()
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
@@ -504,6 +505,11 @@ async fn converse(
                     tracing::warn!(?missing, "this kernel cannot enforce part of the sandbox");
                 }
                 daemon.record(&task.id, EventKind::Sandboxed { profile, kernel_abi, enforced, missing });
+            }
+            Ok(Some(WorkerToSupervisor::Notice { kind, message })) => {
+                let notice = neuraphage_ipc::task::cut_text(&kind, 64);
+                let message = neuraphage_ipc::task::cut_text(&message, 2048);
+                daemon.record(&task.id, EventKind::Notice { notice, message });
             }
             Ok(Some(WorkerToSupervisor::Commit { id, message })) => {
                 let result = commit_now(daemon, task, dirs, &message).await;

@@ -70,7 +70,7 @@ mod tests {
     use super::*;
 
     fn cp(kind: CheckpointKind, messages: Vec<Message>) -> Checkpoint {
-        Checkpoint { seq: 3, kind, iteration: 1, messages, delivered: Vec::new() }
+        Checkpoint { seq: 3, kind, iteration: 1, messages, delivered: Vec::new(), plan: None }
     }
 
     fn msg(role: Speaker, content: Vec<ContentBlock>) -> Message {

@@ -361,6 +361,7 @@ impl Agent {
             messages: self.messages.clone(),
             tools: tools::definitions(),
             max_tokens: MAX_TOKENS,
+            tier: None,
         };
         loop {
             let id = self.next_request;
@@ -444,7 +445,7 @@ impl Agent {
         }
         let kind_name = kind.name();
         let delivered = std::mem::take(&mut self.delivered);
-        let cp = Checkpoint { seq: self.seq, kind, iteration: self.iteration, messages, delivered };
+        let cp = Checkpoint { seq: self.seq, kind, iteration: self.iteration, messages, delivered, plan: None };
         self.supervisor.send(&WorkerToSupervisor::Checkpoint(Box::new(cp))).await.context("supervisor link")?;
         let received = tokio::time::timeout(Duration::from_secs(120), self.supervisor.recv())
             .await

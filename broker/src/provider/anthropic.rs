@@ -53,6 +53,10 @@ fn message_json(message: &Message) -> Value {
             ContentBlock::ToolResult { tool_use_id, content, is_error } => {
                 json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error})
             }
+            ContentBlock::Thinking { thinking, signature } => {
+                json!({"type": "thinking", "thinking": thinking, "signature": signature})
+            }
+            ContentBlock::RedactedThinking { data } => json!({"type": "redacted_thinking", "data": data}),
         })
         .collect();
     json!({"role": role, "content": content})

@@ -413,6 +413,7 @@ mod tests {
                 input_schema: json!({"type": "object"}),
             }],
             max_tokens: 100,
+            tier: None,
         };
         let body = request_body(&request, "m", "max_tokens");
         assert_eq!(

@@ -71,6 +71,7 @@ fn request() -> ChatRequest {
         ],
         tools: vec![read_tool()],
         max_tokens: 2048,
+        tier: None,
     }
 }
 

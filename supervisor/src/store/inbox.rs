@@ -284,7 +284,7 @@ mod tests {
     }
 
     fn checkpoint(seq: u64, kind: CheckpointKind, delivered: Vec<u64>) -> Checkpoint {
-        Checkpoint { seq, kind, iteration: 1, messages: vec![Message::user_text("d")], delivered }
+        Checkpoint { seq, kind, iteration: 1, messages: vec![Message::user_text("d")], delivered, plan: None }
     }
 
     #[test]

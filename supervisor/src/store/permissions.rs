@@ -453,7 +453,7 @@ mod tests {
         let (_dir, mut store, id) = store_with_task();
         assert!(!store.tool_call_checkpointed(&id, "call-3").unwrap());
         let kind = CheckpointKind::ToolStarted { tool: "Bash".into(), tool_use_id: "call-3".into() };
-        let cp = Checkpoint { seq: 1, kind, iteration: 1, messages: Vec::new(), delivered: Vec::new() };
+        let cp = Checkpoint { seq: 1, kind, iteration: 1, messages: Vec::new(), delivered: Vec::new(), plan: None };
         store.checkpoint(&id, &cp, "c0ffee").unwrap();
         assert!(store.tool_call_checkpointed(&id, "call-3").unwrap());
         assert!(!store.tool_call_checkpointed(&id, "call-4").unwrap(), "another call is not");

@@ -182,6 +182,7 @@ impl Store {
             }
             CheckpointKind::ToolStarted { tool, .. } => Some(RunningPhase::ToolExecution { tool: tool.clone() }),
             CheckpointKind::TaskEnded { .. } => None,
+            CheckpointKind::Compacted { .. } => Some(RunningPhase::AssemblingContext),
         };
         let task = load(&tx, id)?;
         if let Some(phase) = phase
