@@ -181,6 +181,10 @@ pub fn event_text(e: &TaskEvent) -> String {
         EventKind::UserMessage { id, text, delivery } => {
             format!("user message #{id} ({}): {}", visible(delivery), visible(text))
         }
+        EventKind::PlanUpdated { items } => {
+            let done = items.iter().filter(|i| i.status == neuraphage_ipc::task::PlanStatus::Done).count();
+            format!("plan: {done}/{} done", items.len())
+        }
         EventKind::Notice { notice, message } => format!("{}: {}", visible(notice), visible(message)),
         EventKind::QuestionAsked { question, options } => {
             let mut s = format!("asks the user: {}", visible(question));

@@ -460,6 +460,11 @@ pub enum EventKind {
         /// What became of it, in words ("next turn", "answer to the question", "follow-up: queued again", …).
         delivery: String,
     },
+    /// The task's plan changed (its `TodoWrite` call): the whole new list.
+    PlanUpdated {
+        /// The plan's items, in order.
+        items: Vec<PlanItem>,
+    },
     /// The worker reported something for the user to see (a skipped skill, a drift warning, the context it
     /// assembled).
     Notice {
@@ -568,6 +573,7 @@ impl EventKind {
             EventKind::UserMessage { .. } => "user_message",
             EventKind::QuestionAsked { .. } => "question_asked",
             EventKind::Notice { .. } => "notice",
+            EventKind::PlanUpdated { .. } => "plan_updated",
             EventKind::QuestionAnswered { .. } => "question_answered",
             EventKind::PermissionRequested { .. } => "permission_requested",
             EventKind::PermissionDecided { .. } => "permission_decided",

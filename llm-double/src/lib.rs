@@ -39,6 +39,7 @@ mod openai;
 pub mod record;
 pub mod script;
 mod server;
+pub mod tokens;
 
 pub use demo::{DemoPolicy, NOTES_FILE};
 pub use limits::{DoubleKey, KeyLimits};
