@@ -2,7 +2,10 @@
 //! a key with headroom, and is settled with the usage reported. Failures are retried with exponential backoff and
 //! jitter (or the provider's `retry-after`) on another key where one has headroom; a key answering 401/403 leaves
 //! the pool; a spend limit is not retried; after `escalate-after-retries` failed attempts the task moves to the next
-//! tier when `auto-escalate` is on. A response received in full is never asked for again.
+//! tier when `auto-escalate` is on. A response received in full is never asked for again. A request naming its own
+//! tier (`ChatRequest.tier`, e.g. `router` for a compaction summary) runs on that tier when it is configured, with no
+//! escalation, else on the caller's. The tier also says how the call is made ([`CallOptions`]: prompt caching,
+//! thinking budget).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +19,10 @@ use crate::keys::PoolConfig;
 use crate::learnt::{LearntStore, key_hash};
 use crate::limiter::{Cost, KeyLimiter, RateHeaders};
 use crate::pool::{Key, Pool};
-use crate::provider::Provider;
+use crate::provider::{CallOptions, Provider};
+
+/// The smallest thinking budget the Anthropic API accepts.
+pub const MIN_THINKING_BUDGET: u32 = 1024;
 
 /// Attempts of one model call on one tier before its failure goes back to the worker.
 pub const ATTEMPTS: u32 = 6;
@@ -34,6 +40,8 @@ pub struct Tier {
     pub pool: Arc<Pool>,
     /// The model; `None`: the pool's default.
     pub model: Option<String>,
+    /// How its calls are made (prompt caching, thinking).
+    pub options: CallOptions,
 }
 
 /// Everything a call needs: the pools, the tiers (cheapest first) and the escalation policy.
@@ -154,7 +162,13 @@ impl Routes {
             if config != tier.provider {
                 return Err(format!("{at}.provider: {} but pool {} is {config}", tier.provider, tier.pool));
             }
-            tiers.push(Tier { name: name.to_owned(), pool: pool.clone(), model: Some(tier.model.clone()) });
+            if let Some(budget) = tier.thinking_budget.filter(|b| *b < MIN_THINKING_BUDGET) {
+                return Err(format!(
+                    "{at}.thinking.budget-tokens: {budget} is below the provider's minimum of {MIN_THINKING_BUDGET}"
+                ));
+            }
+            let options = CallOptions { prompt_caching: tier.prompt_caching, thinking_budget: tier.thinking_budget };
+            tiers.push(Tier { name: name.to_owned(), pool: pool.clone(), model: Some(tier.model.clone()), options });
         }
         if let Some(unknown) = settings.tiers.iter().find(|t| !TIER_NAMES.contains(&t.name.as_str())) {
             return Err(format!("neuraphage.yaml: model-tiers.{}: not a tier (router, worker, expert)", unknown.name));
@@ -176,15 +190,22 @@ impl Routes {
         tier.and_then(find).or_else(|| find(DEFAULT_TIER)).or(if self.tiers.is_empty() { None } else { Some(0) })
     }
 
-    /// The pool and model for a tier index (`None`: no tier configured: the first pool, in name order).
-    fn target(&self, tier: Option<usize>) -> Option<(Arc<Pool>, Option<String>, String)> {
+    /// The index of the tier a request names for itself, when that tier is configured.
+    pub fn request_tier(&self, request: &ChatRequest) -> Option<usize> {
+        let name = request.tier.as_deref()?;
+        self.tiers.iter().position(|t| t.name == name)
+    }
+
+    /// The pool, model, tier name and call options for a tier index (`None`: no tier configured: the first pool,
+    /// in name order, with the default options).
+    fn target(&self, tier: Option<usize>) -> Option<(Arc<Pool>, Option<String>, String, CallOptions)> {
         match tier.and_then(|i| self.tiers.get(i)) {
-            Some(t) => Some((t.pool.clone(), t.model.clone(), t.name.clone())),
+            Some(t) => Some((t.pool.clone(), t.model.clone(), t.name.clone(), t.options)),
             None => {
                 let mut names: Vec<&String> = self.pools.keys().collect();
                 names.sort();
                 let name = names.first()?;
-                Some((self.pools.get(*name)?.clone(), None, DEFAULT_TIER.to_owned()))
+                Some((self.pools.get(*name)?.clone(), None, DEFAULT_TIER.to_owned(), CallOptions::default()))
             }
         }
     }
@@ -197,16 +218,20 @@ impl Routes {
         on_delta: &mut (dyn FnMut(StreamDelta) + Send),
         on_notice: &mut (dyn FnMut(Notice) + Send),
     ) -> Result<ChatResponse, LlmFailure> {
-        let mut tier = self.tier_index(caller.tier.as_deref());
+        // A request on a tier of its own (a compaction summary on `router`) is not the task's: it does not escalate
+        // the task, nor change what the task's cache holds.
+        let own_tier = self.request_tier(request);
+        let mut tier = own_tier.or_else(|| self.tier_index(caller.tier.as_deref()));
         let mut failed_on_tier = 0u32;
         let mut attempt = 0u32;
         let mut avoid = None;
         // What the prompt cache serves does not count toward the input-tokens limit: the prefix the last answer
         // read or wrote is left out (the settlement corrects a miss).
-        let input_estimate = estimate_input_tokens(request).saturating_sub(caller.cached).max(1);
+        let cached = if own_tier.is_some() { 0 } else { caller.cached };
+        let input_estimate = estimate_input_tokens(request).saturating_sub(cached).max(1);
         loop {
             attempt += 1;
-            let Some((pool, model, tier_name)) = self.target(tier) else {
+            let Some((pool, model, tier_name, options)) = self.target(tier) else {
                 return Err(LlmFailure {
                     kind: LlmErrorKind::NoProvider,
                     message: "no model provider: set ANTHROPIC_API_KEY or OPENAI_API_KEY for the supervisor, or name \
@@ -243,13 +268,15 @@ impl Routes {
             let mut on_headers = |h: &reqwest::header::HeaderMap| {
                 grant.observe(RateHeaders::parse(h, chrono::Utc::now()).as_ref());
             };
-            let result = grant.provider.complete_observed(&request, on_delta, &mut on_headers).await;
+            let result = grant.provider.complete_observed(&request, options, on_delta, &mut on_headers).await;
             let failure = match result {
                 Ok(response) => {
                     let u = response.usage;
                     let input = u.input_tokens.saturating_add(u.cache_creation_input_tokens);
                     grant.settle(Some(Cost::request(input, u.output_tokens)), None);
-                    caller.cached = u.cache_read_input_tokens.saturating_add(u.cache_creation_input_tokens);
+                    if own_tier.is_none() {
+                        caller.cached = u.cache_read_input_tokens.saturating_add(u.cache_creation_input_tokens);
+                    }
                     return Ok(response);
                 }
                 Err(failure) => failure,
@@ -286,6 +313,7 @@ impl Routes {
             failed_on_tier += 1;
             let next = tier.map(|t| t + 1).filter(|&t| t < self.tiers.len());
             if self.auto_escalate
+                && own_tier.is_none()
                 && let Some(next) = next
                 && failed_on_tier >= self.escalate_after_retries.max(1)
                 && failure.kind != LlmErrorKind::NoProvider
@@ -329,4 +357,106 @@ pub fn estimate_input_tokens(request: &ChatRequest) -> u64 {
         + serde_json::to_vec(&request.messages).map_or(0, |v| v.len())
         + serde_json::to_vec(&request.tools).map_or(0, |v| v.len());
     (bytes as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use neuraphage_ipc::broker::ModelTier;
+    use neuraphage_ipc::llm::Message;
+    use neuraphage_llm_double::{HttpError, LlmDouble, Reply, Step, policy};
+
+    use super::*;
+    use crate::keys::KeyConfig;
+    use crate::provider::{ProviderConfig, ProviderKind};
+
+    fn tier(name: &str, model: &str) -> ModelTier {
+        ModelTier {
+            name: name.into(),
+            provider: "anthropic".into(),
+            model: model.into(),
+            pool: "main".into(),
+            context_tokens: None,
+            thinking_budget: None,
+            prompt_caching: true,
+        }
+    }
+
+    fn routes(double: &LlmDouble, tiers: Vec<ModelTier>) -> Result<Routes, String> {
+        let provider = ProviderConfig {
+            base_url: double.anthropic_base_url(),
+            ..ProviderConfig::new(ProviderKind::Anthropic, "sk-router-test")
+        };
+        let pool = PoolConfig {
+            name: "main".into(),
+            kind: ProviderKind::Anthropic,
+            window: Duration::from_secs(60),
+            keys: vec![KeyConfig { label: "main#1".into(), provider, limits: Default::default() }],
+        };
+        let settings = BrokerSettings { tiers, auto_escalate: true, escalate_after_retries: 1 };
+        Routes::build(&[pool], &settings, None).map(|(routes, _)| routes)
+    }
+
+    fn request(tier: Option<&str>) -> ChatRequest {
+        ChatRequest {
+            model: None,
+            system: "sys".into(),
+            messages: vec![Message::user_text("hi")],
+            tools: vec![],
+            max_tokens: 100,
+            tier: tier.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_runs_on_its_own_tier_with_that_tiers_options_and_never_escalates() {
+        let double = LlmDouble::start().await.expect("double");
+        double.set_policy(policy(|r| match r.model() {
+            Some("m-router") => Step::HttpError(HttpError::new(400).message("router refuses")),
+            _ => Step::Reply(Reply::text("ok")),
+        }));
+        let router = ModelTier { prompt_caching: false, ..tier("router", "m-router") };
+        let worker = ModelTier { thinking_budget: Some(2048), ..tier("worker", "m-worker") };
+        let routes = routes(&double, vec![router, worker, tier("expert", "m-expert")]).expect("routes");
+        let mut caller = Caller::new(TaskId::from_bits(7), 2, Some("worker".into()));
+        let mut notices = Vec::new();
+
+        // The task's own tier: its model, thinking and caching.
+        routes.complete(&mut caller, &request(None), &mut |_| {}, &mut |n| notices.push(n)).await.expect("worker");
+        let sent = double.last_request().expect("sent");
+        assert_eq!(sent.model(), Some("m-worker"));
+        assert_eq!(sent.body["thinking"]["budget_tokens"], 2048);
+        assert_eq!(sent.body["max_tokens"], 2148);
+        assert!(sent.raw_body.contains("cache_control"));
+
+        // A request on `router`: that tier's model and options; its failure is the request's, with no escalation
+        // (auto-escalate is on, after one failure) and the task stays on its tier.
+        let failure = routes
+            .complete(&mut caller, &request(Some("router")), &mut |_| {}, &mut |n| notices.push(n))
+            .await
+            .expect_err("router refuses");
+        assert_eq!(failure.kind, LlmErrorKind::InvalidRequest);
+        let sent = double.last_request().expect("sent");
+        assert_eq!(sent.model(), Some("m-router"));
+        assert!(!sent.raw_body.contains("cache_control"), "caching is off on router");
+        assert_eq!(sent.body.get("thinking"), None);
+        assert_eq!(double.requests().len(), 2, "no retry or escalation of a 400 on its own tier");
+        assert_eq!(caller.tier.as_deref(), Some("worker"));
+        assert!(notices.iter().all(|n| !matches!(n, Notice::Escalated { .. })), "{notices:?}");
+
+        // A tier that is not configured falls back to the caller's.
+        let mut routes_two = routes.clone();
+        routes_two.tiers.retain(|t| t.name != "router");
+        routes_two.complete(&mut caller, &request(Some("router")), &mut |_| {}, &mut |_| {}).await.expect("worker");
+        assert_eq!(double.last_request().expect("sent").model(), Some("m-worker"));
+    }
+
+    #[tokio::test]
+    async fn a_thinking_budget_below_the_minimum_is_refused_by_name() {
+        let double = LlmDouble::start().await.expect("double");
+        let err = routes(&double, vec![ModelTier { thinking_budget: Some(100), ..tier("worker", "m") }])
+            .expect_err("refused");
+        assert!(err.contains("model-tiers.worker.thinking.budget-tokens") && err.contains("1024"), "{err}");
+    }
 }

@@ -1,6 +1,8 @@
 //! The Anthropic Messages API wire format, as the TEST DOUBLE sends it: SSE events (`message_start`,
-//! `content_block_start`, `ping`, `content_block_delta` with `text_delta` / `input_json_delta`, `content_block_stop`,
-//! `message_delta`, `message_stop`, `error`), the non-streamed message, and the JSON error body.
+//! `content_block_start`, `ping`, `content_block_delta` with `text_delta` / `input_json_delta` / `thinking_delta` /
+//! `signature_delta`, `content_block_stop`, `message_delta`, `message_stop`, `error`), the non-streamed message, and
+//! the JSON error body. Thinking blocks stream their text, then their signature in one delta; a `redacted_thinking`
+//! block comes whole in its start event.
 //!
 //! Reference: <https://docs.anthropic.com/en/api/messages-streaming> and <https://docs.anthropic.com/en/api/errors>.
 
@@ -20,10 +22,11 @@ fn frame(name: &str, data: &Value) -> String {
 }
 
 fn usage_json(reply: &Reply, output_tokens: u64) -> Value {
+    let usage = reply.reported_usage();
     json!({
-        "input_tokens": reply.usage.input_tokens,
-        "cache_creation_input_tokens": reply.usage.cache_creation_input_tokens,
-        "cache_read_input_tokens": reply.usage.cache_read_input_tokens,
+        "input_tokens": usage.input_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
         "output_tokens": output_tokens,
     })
 }
@@ -43,7 +46,7 @@ pub(crate) fn events(reply: &Reply, message_id: &str, model: &str) -> Vec<String
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": usage_json(reply, reply.usage.output_tokens.min(1)),
+                "usage": usage_json(reply, reply.reported_usage().output_tokens.min(1)),
             }
         }),
     ));
@@ -89,6 +92,34 @@ pub(crate) fn events(reply: &Reply, message_id: &str, model: &str) -> Vec<String
                     ));
                 }
             }
+            ReplyBlock::Thinking { text, signature } => {
+                out.push(frame(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                ));
+                if index == 0 {
+                    out.push(ping.clone());
+                }
+                for piece in split_chunks(text, reply.chunk_chars) {
+                    out.push(frame(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": piece}}),
+                    ));
+                }
+                out.push(frame(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": signature.clone().unwrap_or_default()}}),
+                ));
+            }
+            ReplyBlock::RedactedThinking { data } => {
+                out.push(frame(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": index, "content_block": {"type": "redacted_thinking", "data": data}}),
+                ));
+                if index == 0 {
+                    out.push(ping.clone());
+                }
+            }
         }
         out.push(frame("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
     }
@@ -97,7 +128,7 @@ pub(crate) fn events(reply: &Reply, message_id: &str, model: &str) -> Vec<String
         &json!({
             "type": "message_delta",
             "delta": {"stop_reason": reply.effective_stop_reason().anthropic(), "stop_sequence": null},
-            "usage": {"output_tokens": reply.usage.output_tokens},
+            "usage": {"output_tokens": reply.reported_usage().output_tokens},
         }),
     ));
     out.push(frame("message_stop", &json!({"type": "message_stop"})));
@@ -114,6 +145,10 @@ pub(crate) fn message(reply: &Reply, message_id: &str, model: &str) -> Value {
             ReplyBlock::ToolCall { id, name, input } => {
                 json!({"type": "tool_use", "id": id.clone().unwrap_or_default(), "name": name, "input": input})
             }
+            ReplyBlock::Thinking { text, signature } => {
+                json!({"type": "thinking", "thinking": text, "signature": signature.clone().unwrap_or_default()})
+            }
+            ReplyBlock::RedactedThinking { data } => json!({"type": "redacted_thinking", "data": data}),
         })
         .collect();
     json!({
@@ -124,7 +159,7 @@ pub(crate) fn message(reply: &Reply, message_id: &str, model: &str) -> Value {
         "content": content,
         "stop_reason": reply.effective_stop_reason().anthropic(),
         "stop_sequence": null,
-        "usage": usage_json(reply, reply.usage.output_tokens),
+        "usage": usage_json(reply, reply.reported_usage().output_tokens),
     })
 }
 

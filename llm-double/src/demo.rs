@@ -100,6 +100,8 @@ fn reply_size(reply: &Reply) -> u64 {
         .map(|b| match b {
             crate::script::ReplyBlock::Text(t) => t.len(),
             crate::script::ReplyBlock::ToolCall { input, .. } => input.to_string().len(),
+            crate::script::ReplyBlock::Thinking { text, .. } => text.len(),
+            crate::script::ReplyBlock::RedactedThinking { data } => data.len(),
         })
         .sum();
     u64::try_from(size).unwrap_or(u64::MAX)
@@ -127,7 +129,7 @@ mod tests {
         let Step::Reply(reply) = step else { return None };
         reply.blocks.iter().find_map(|b| match b {
             ReplyBlock::ToolCall { name, input, .. } => Some((name.clone(), input.clone())),
-            ReplyBlock::Text(_) => None,
+            _ => None,
         })
     }
 

@@ -25,20 +25,26 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`script`] (steps, script, policy), [`record`] (recorded requests), [`demo`] (the demo model), and the
-//! server itself; `limits` holds the per-key rate limits and their headers; `anthropic` and `openai` render each
-//! wire format.
+//! Usage a reply does not fix is computed from the request as the provider bills it, prompt caching included
+//! ([`caching`]: Anthropic's `cache_control` breakpoints, OpenAI's automatic prefix caching); scripted thinking
+//! blocks are signed and must come back unchanged ([`thinking`]); `pause_turn` can be scripted.
+//!
+//! Modules: [`script`] (steps, script, policy), [`record`] (recorded requests), [`demo`] (the demo model),
+//! [`tokens`] (the one token estimate), [`caching`], [`thinking`], and the server itself; `limits` holds the per-key
+//! rate limits and their headers; `anthropic` and `openai` render each wire format.
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod anthropic;
 mod bucket;
+pub mod caching;
 pub mod demo;
 mod limits;
 mod openai;
 pub mod record;
 pub mod script;
 mod server;
+pub mod thinking;
 pub mod tokens;
 
 pub use demo::{DemoPolicy, NOTES_FILE};

@@ -1,7 +1,8 @@
 //! The OpenAI chat completions wire format, as the TEST DOUBLE sends it: `data: {chat.completion.chunk}` lines
 //! (`choices[0].delta.content`, `delta.tool_calls[{index, id, type, function: {name, arguments}}]`), a final chunk
 //! with `finish_reason`, an optional usage chunk (`stream_options.include_usage`), then `data: [DONE]`; the
-//! non-streamed `chat.completion` object; and the JSON error body.
+//! non-streamed `chat.completion` object; and the JSON error body. Scripted thinking blocks are not sent (chat
+//! completions have none).
 //!
 //! Reference: <https://platform.openai.com/docs/api-reference/chat/streaming> and
 //! <https://platform.openai.com/docs/guides/error-codes>.
@@ -47,7 +48,7 @@ impl Chunker<'_> {
 }
 
 fn usage_json(reply: &Reply) -> Value {
-    let u = reply.usage;
+    let u = reply.reported_usage();
     let prompt = u.input_tokens.saturating_add(u.cache_creation_input_tokens).saturating_add(u.cache_read_input_tokens);
     json!({
         "prompt_tokens": prompt,
@@ -90,6 +91,8 @@ pub(crate) fn events(reply: &Reply, id: &str, model: &str, created: i64, include
                 }
                 tool_index += 1;
             }
+            // Chat completions have no thinking blocks.
+            ReplyBlock::Thinking { .. } | ReplyBlock::RedactedThinking { .. } => {}
         }
     }
     out.push(chunker.chunk(json!({}), Some(reply.effective_stop_reason().openai())));
@@ -115,7 +118,7 @@ pub(crate) fn completion(reply: &Reply, id: &str, model: &str, created: i64) -> 
         .iter()
         .filter_map(|b| match b {
             ReplyBlock::Text(t) => Some(t.as_str()),
-            ReplyBlock::ToolCall { .. } => None,
+            _ => None,
         })
         .collect();
     let tool_calls: Vec<Value> = reply
@@ -127,7 +130,7 @@ pub(crate) fn completion(reply: &Reply, id: &str, model: &str, created: i64) -> 
                 "type": "function",
                 "function": {"name": name, "arguments": input.to_string()},
             })),
-            ReplyBlock::Text(_) => None,
+            _ => None,
         })
         .collect();
     let mut message = json!({

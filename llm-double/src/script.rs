@@ -22,6 +22,8 @@ pub enum StopReason {
     StopSequence,
     /// Anthropic `refusal`, OpenAI `content_filter`.
     Refusal,
+    /// Anthropic `pause_turn` (a long turn paused; the client sends it back to go on), OpenAI `stop`.
+    PauseTurn,
 }
 
 impl StopReason {
@@ -33,13 +35,14 @@ impl StopReason {
             StopReason::MaxTokens => "max_tokens",
             StopReason::StopSequence => "stop_sequence",
             StopReason::Refusal => "refusal",
+            StopReason::PauseTurn => "pause_turn",
         }
     }
 
     /// The OpenAI chat completions `finish_reason` spelling.
     pub fn openai(self) -> &'static str {
         match self {
-            StopReason::EndTurn | StopReason::StopSequence => "stop",
+            StopReason::EndTurn | StopReason::StopSequence | StopReason::PauseTurn => "stop",
             StopReason::ToolUse => "tool_calls",
             StopReason::MaxTokens => "length",
             StopReason::Refusal => "content_filter",
@@ -60,6 +63,20 @@ pub enum ReplyBlock {
         name: String,
         /// The tool's input.
         input: Value,
+    },
+    /// Anthropic extended thinking, streamed as `thinking_delta`s then one `signature_delta` (OpenAI: not sent).
+    Thinking {
+        /// The thinking text.
+        text: String,
+        /// Its signature; `None` lets the double issue one. Either way the double remembers it, and refuses a later
+        /// request that sends this block back changed.
+        signature: Option<String>,
+    },
+    /// Anthropic `redacted_thinking`: opaque data, whole in its start event (OpenAI: not sent). The double remembers
+    /// it as issued.
+    RedactedThinking {
+        /// The encrypted thinking.
+        data: String,
     },
 }
 
@@ -84,8 +101,9 @@ pub struct Reply {
     pub blocks: Vec<ReplyBlock>,
     /// Why it stops; `None` means `ToolUse` when there is a tool call, else `EndTurn`.
     pub stop_reason: Option<StopReason>,
-    /// Tokens reported.
-    pub usage: TokenUsage,
+    /// Tokens reported; `None`: computed from the request as the provider would bill it — prompt caching included
+    /// (see `caching`) — and the output from the reply's blocks (`tokens`).
+    pub usage: Option<TokenUsage>,
     /// Extra response headers (they replace the double's own headers of the same name).
     pub headers: Vec<(String, String)>,
     /// Pause before each stream event after the first.
@@ -101,7 +119,7 @@ impl Default for Reply {
         Reply {
             blocks: Vec::new(),
             stop_reason: None,
-            usage: TokenUsage { input_tokens: 10, output_tokens: 5, ..TokenUsage::default() },
+            usage: None,
             headers: Vec::new(),
             event_delay: Duration::ZERO,
             model: None,
@@ -150,17 +168,33 @@ impl Reply {
         self
     }
 
-    /// Sets the input and output token counts.
-    pub fn usage(mut self, input_tokens: u64, output_tokens: u64) -> Reply {
-        self.usage.input_tokens = input_tokens;
-        self.usage.output_tokens = output_tokens;
+    /// Appends a thinking block (`signature` `None`: the double issues one).
+    pub fn with_thinking(mut self, text: impl Into<String>, signature: Option<String>) -> Reply {
+        self.blocks.push(ReplyBlock::Thinking { text: text.into(), signature });
         self
     }
 
-    /// Sets every token count.
-    pub fn with_usage(mut self, usage: TokenUsage) -> Reply {
-        self.usage = usage;
+    /// Appends a `redacted_thinking` block.
+    pub fn with_redacted_thinking(mut self, data: impl Into<String>) -> Reply {
+        self.blocks.push(ReplyBlock::RedactedThinking { data: data.into() });
         self
+    }
+
+    /// Fixes the input and output token counts (no cache tokens).
+    pub fn usage(mut self, input_tokens: u64, output_tokens: u64) -> Reply {
+        self.usage = Some(TokenUsage { input_tokens, output_tokens, ..TokenUsage::default() });
+        self
+    }
+
+    /// Fixes every token count.
+    pub fn with_usage(mut self, usage: TokenUsage) -> Reply {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// The usage that will be reported (computed ones are set by the server before rendering).
+    pub fn reported_usage(&self) -> TokenUsage {
+        self.usage.unwrap_or_default()
     }
 
     /// Adds a response header.

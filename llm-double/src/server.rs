@@ -1,6 +1,7 @@
 //! The TEST DOUBLE's loopback HTTP server: [`LlmDouble`] binds `127.0.0.1:0` inside the caller's tokio runtime,
-//! records every request, checks auth headers, enforces per-key rate limits (`limits`), takes the next
-//! [`Step`] from the [`Script`] (or asks the [`Policy`]) and renders it in the addressed provider's wire format.
+//! records every request, checks auth headers and the caching / thinking rules, enforces per-key rate limits
+//! (`limits`), takes the next [`Step`] from the [`Script`] (or asks the [`Policy`]), computes its usage from the
+//! request when the step does not fix it (`caching`), and renders it in the addressed provider's wire format.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +17,11 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::caching::PromptCache;
 use crate::limits::{DoubleKey, KeyRate, RateInfo, RateState, WINDOW, rate_headers};
 use crate::record::{Endpoint, RecordedRequest};
-use crate::script::{HttpError, Policy, Reply, ReplyBlock, Script, Step, StreamFault, default_policy};
+use crate::script::{HttpError, Policy, Reply, ReplyBlock, Script, Step, StreamFault, TokenUsage, default_policy};
+use crate::thinking::Issued;
 use crate::{anthropic, openai};
 
 /// The largest request body the double accepts.
@@ -75,6 +78,8 @@ struct Shared {
     rate: Mutex<RateState>,
     api_key: Option<String>,
     next_id: AtomicU64,
+    cache: Mutex<PromptCache>,
+    thinking: Mutex<Issued>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +133,8 @@ impl LlmDouble {
             }),
             api_key: config.api_key,
             next_id: AtomicU64::new(0),
+            cache: Mutex::new(PromptCache::default()),
+            thinking: Mutex::new(Issued::default()),
         });
         let router = Router::new()
             .fallback(handle)
@@ -321,14 +328,31 @@ async fn handle(
             (policy(&recorded), false)
         }
     };
-    let (input, output) = match &step {
-        Step::Reply(reply) | Step::Fault { reply, .. } => (
-            reply.usage.input_tokens.saturating_add(reply.usage.cache_creation_input_tokens),
-            reply.usage.output_tokens,
-        ),
-        Step::HttpError(_) => (0, 0),
-    };
     let key = api_key(endpoint, &recorded).unwrap_or_default();
+    // Usage the reply does not fix: computed from the request (the cache is written only once it is admitted).
+    let now = Instant::now();
+    let computed = match &step {
+        Step::Reply(reply) | Step::Fault { reply, .. } if reply.usage.is_none() => {
+            let plan = {
+                let cache = lock(&shared.cache);
+                match endpoint {
+                    Endpoint::OpenAiChat => cache.plan_openai(&key, &recorded.body, now),
+                    _ => cache.plan_anthropic(&key, &recorded.body, now),
+                }
+            };
+            let usage = TokenUsage { output_tokens: output_tokens(reply), ..plan.usage };
+            Some((plan, usage))
+        }
+        _ => None,
+    };
+    let (input, output) = match (&step, &computed) {
+        (_, Some((_, u))) => (u.input_tokens.saturating_add(u.cache_creation_input_tokens), u.output_tokens),
+        (Step::Reply(reply) | Step::Fault { reply, .. }, None) => {
+            let u = reply.reported_usage();
+            (u.input_tokens.saturating_add(u.cache_creation_input_tokens), u.output_tokens)
+        }
+        (Step::HttpError(_), None) => (0, 0),
+    };
     let admitted = {
         let mut rate = lock(&shared.rate);
         let window = rate.window;
@@ -366,14 +390,22 @@ async fn handle(
         return error_response(&ctx, &error);
     }
     ctx.message_id = shared.id(if endpoint == Endpoint::OpenAiChat { "chatcmpl-double" } else { "msg_double_" });
+    let computed = computed.map(|(plan, usage)| {
+        lock(&shared.cache).commit(plan, now);
+        usage
+    });
     match step {
         Step::HttpError(error) => error_response(&ctx, &error),
         Step::Reply(mut reply) => {
             assign_tool_ids(&shared, endpoint, &mut reply);
+            sign_thinking(&shared, &mut reply);
+            reply.usage = reply.usage.or(computed);
             reply_response(&ctx, &reply, None)
         }
         Step::Fault { mut reply, fault } => {
             assign_tool_ids(&shared, endpoint, &mut reply);
+            sign_thinking(&shared, &mut reply);
+            reply.usage = reply.usage.or(computed);
             reply_response(&ctx, &reply, Some(&fault))
         }
     }
@@ -418,6 +450,8 @@ fn gate(shared: &Shared, ctx: &Ctx, recorded: &RecordedRequest) -> Result<(), Bo
             if !body.get("messages").is_some_and(Value::is_array) {
                 return refuse(400, "messages: Field required");
             }
+            crate::caching::check_breakpoints(body)?;
+            lock(&shared.thinking).check(body)?;
             Ok(())
         }
         Endpoint::OpenAiChat => {
@@ -446,6 +480,38 @@ fn gate(shared: &Shared, ctx: &Ctx, recorded: &RecordedRequest) -> Result<(), Bo
                 return refuse(400, "Missing required parameter: 'messages'.");
             }
             Ok(())
+        }
+    }
+}
+
+/// Output tokens of a reply whose usage is computed: every block's text by the one estimate, at least 1.
+fn output_tokens(reply: &Reply) -> u64 {
+    let tokens: u64 = reply
+        .blocks
+        .iter()
+        .map(|block| match block {
+            ReplyBlock::Text(text) => crate::tokens::count_text(text),
+            ReplyBlock::ToolCall { name, input, .. } => {
+                crate::tokens::count_text(name).saturating_add(crate::tokens::count_json(input))
+            }
+            ReplyBlock::Thinking { text, .. } => crate::tokens::count_text(text),
+            ReplyBlock::RedactedThinking { data } => crate::tokens::count_text(data),
+        })
+        .sum();
+    tokens.max(1)
+}
+
+/// Signs the reply's thinking blocks (a scripted signature is kept) and remembers its redacted thinking, so a later
+/// request must send them back unchanged.
+fn sign_thinking(shared: &Shared, reply: &mut Reply) {
+    let mut issued = lock(&shared.thinking);
+    for block in &mut reply.blocks {
+        match block {
+            ReplyBlock::Thinking { text, signature } => {
+                *signature = Some(issued.sign(text, signature.as_deref()));
+            }
+            ReplyBlock::RedactedThinking { data } => issued.redact(data),
+            _ => {}
         }
     }
 }

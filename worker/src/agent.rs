@@ -188,6 +188,9 @@ impl Agent {
                         self.messages.push(Message::user_text("Your answer was cut off at the token limit. Continue."));
                         continue;
                     }
+                    // The provider paused a long turn: the assistant message goes back as it is (no user
+                    // message) and the model goes on from it. It counted as an iteration.
+                    StopReason::PauseTurn => continue,
                     StopReason::Refusal => {
                         let error = format!("the model refused the task: {}", text_of(&response.content));
                         return self.end(TaskOutcome::Failed { error, recoverable: false }).await;

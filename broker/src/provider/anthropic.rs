@@ -1,29 +1,40 @@
 //! The Anthropic Messages API: the request body (`model`, `max_tokens`, `system`, `messages`, `tools`,
-//! `stream: true`; our content blocks map 1:1) and the streamed answer (`message_start`, `content_block_start`,
-//! `content_block_delta` with `text_delta` / `input_json_delta`, `content_block_stop`, `message_delta`,
-//! `message_stop`, `ping`, `error`), accumulated per block index. Unknown event types are ignored, as Anthropic's
-//! versioning policy asks; so are block and delta types this client does not use (thinking, citations).
+//! `stream: true`; our content blocks map 1:1; prompt-caching breakpoints placed by [`super::cache`]; `thinking`
+//! when the tier has a budget) and the streamed answer (`message_start`, `content_block_start`,
+//! `content_block_delta` with `text_delta` / `input_json_delta` / `thinking_delta` / `signature_delta`,
+//! `content_block_stop`, `message_delta`, `message_stop`, `ping`, `error`), accumulated per block index. `thinking`
+//! and `redacted_thinking` blocks are kept whole (signature, data) to be sent back unchanged. Unknown event types
+//! are ignored, as Anthropic's versioning policy asks; so are block and delta types this client does not use
+//! (citations, server tools' results).
 //!
-//! Reference: <https://docs.anthropic.com/en/api/messages-streaming>.
+//! Reference: <https://docs.anthropic.com/en/api/messages-streaming>,
+//! <https://platform.claude.com/docs/en/build-with-claude/extended-thinking>.
 
 use std::collections::BTreeMap;
 
 use neuraphage_ipc::llm::{
-    ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason, StreamDelta, Usage,
+    ChatRequest, ChatResponse, ContentBlock, LlmErrorKind, LlmFailure, Message, Speaker, StopReason, StreamDelta, Usage,
 };
 use serde_json::{Value, json};
 
 use super::sse::Events;
-use super::{classify_error_type, cut, failure, malformed, tool_input, truncate};
+use super::{CallOptions, cache, classify_error_type, cut, failure, malformed, tool_input, truncate};
 
-/// The request body for a streamed turn.
-pub fn request_body(request: &ChatRequest, model: &str) -> Value {
+/// The request body for a streamed turn, with the tier's `options`: cache breakpoints when `prompt_caching`, and
+/// `thinking: {type: enabled, budget_tokens}` with `max_tokens` raised by the budget (the API requires
+/// `budget_tokens < max_tokens`; thinking tokens count toward `max_tokens`).
+pub fn request_body(request: &ChatRequest, model: &str, options: CallOptions) -> Value {
+    let mut max_tokens = request.max_tokens;
     let mut body = json!({
         "model": model,
-        "max_tokens": request.max_tokens,
         "messages": request.messages.iter().map(message_json).collect::<Vec<_>>(),
         "stream": true,
     });
+    if let Some(budget) = options.thinking_budget {
+        max_tokens = max_tokens.saturating_add(budget);
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+    }
+    body["max_tokens"] = json!(max_tokens);
     if !request.system.is_empty() {
         body["system"] = Value::String(request.system.clone());
     }
@@ -33,6 +44,9 @@ pub fn request_body(request: &ChatRequest, model: &str) -> Value {
             .iter()
             .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}))
             .collect();
+    }
+    if options.prompt_caching {
+        cache::place_breakpoints(&mut body);
     }
     body
 }
@@ -70,6 +84,7 @@ pub fn stop_reason(value: &str) -> StopReason {
         "max_tokens" => StopReason::MaxTokens,
         "stop_sequence" => StopReason::StopSequence,
         "refusal" => StopReason::Refusal,
+        "pause_turn" => StopReason::PauseTurn,
         _ => StopReason::Other,
     }
 }
@@ -98,7 +113,14 @@ enum Block {
         json: String,
         input: Option<Value>,
     },
-    /// A block type this client does not use (e.g. `thinking`): its deltas are dropped.
+    /// Extended thinking: its text and signature, as streamed.
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    /// Encrypted thinking (`redacted_thinking`), whole in its start event.
+    Redacted(String),
+    /// A block type this client does not use (e.g. `citations`): its deltas are dropped.
     Ignored,
 }
 
@@ -194,6 +216,14 @@ impl Accumulator {
                         on_delta(StreamDelta::ToolUseStart { index, id: id.clone(), name: name.clone() });
                         Block::Tool { id, name, json: String::new(), input: None }
                     }
+                    "thinking" => {
+                        let thinking = str_field(block, "thinking").to_string();
+                        if !thinking.is_empty() {
+                            on_delta(StreamDelta::Thinking { index, text: thinking.clone() });
+                        }
+                        Block::Thinking { thinking, signature: str_field(block, "signature").to_string() }
+                    }
+                    "redacted_thinking" => Block::Redacted(str_field(block, "data").to_string()),
                     _ => Block::Ignored,
                 };
                 self.blocks.insert(index, new);
@@ -217,6 +247,17 @@ impl Accumulator {
                         if !piece.is_empty() {
                             on_delta(StreamDelta::ToolInput { index, partial_json: piece.to_string() });
                         }
+                    }
+                    (Block::Thinking { thinking, .. }, "thinking_delta") => {
+                        let piece = str_field(delta, "thinking");
+                        thinking.push_str(piece);
+                        if !piece.is_empty() {
+                            on_delta(StreamDelta::Thinking { index, text: piece.to_string() });
+                        }
+                    }
+                    // The signature comes whole, just before the block stops; kept byte for byte.
+                    (Block::Thinking { signature, .. }, "signature_delta") => {
+                        signature.push_str(str_field(delta, "signature"));
                     }
                     _ => {}
                 }
@@ -252,6 +293,8 @@ impl Accumulator {
                 Block::Tool { id, name, json, input } => {
                     Some(ContentBlock::ToolUse { id, name, input: input.unwrap_or_else(|| tool_input(&json)) })
                 }
+                Block::Thinking { thinking, signature } => Some(ContentBlock::Thinking { thinking, signature }),
+                Block::Redacted(data) => Some(ContentBlock::RedactedThinking { data }),
                 Block::Text(_) | Block::Ignored => None,
             })
             .collect();
@@ -270,7 +313,11 @@ fn stream_error(value: &Value) -> LlmFailure {
     let error = value.get("error").unwrap_or(&Value::Null);
     let error_type = str_field(error, "type");
     let message = error.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-    let (kind, retryable) = classify_error_type(error_type);
+    let (kind, retryable) = if super::is_prompt_too_long_error(error) {
+        (LlmErrorKind::PromptTooLong, false)
+    } else {
+        classify_error_type(error_type)
+    };
     failure(kind, format!("{error_type}: {} (error event in the stream)", truncate(message, 1000)), None, retryable)
 }
 
@@ -324,6 +371,16 @@ pub fn parse_message(
                 on_delta(StreamDelta::ToolInput { index, partial_json: input.to_string() });
                 content.push(ContentBlock::ToolUse { id, name, input });
             }
+            "thinking" => {
+                let thinking = str_field(block, "thinking").to_string();
+                if !thinking.is_empty() {
+                    on_delta(StreamDelta::Thinking { index, text: thinking.clone() });
+                }
+                content.push(ContentBlock::Thinking { thinking, signature: str_field(block, "signature").to_string() });
+            }
+            "redacted_thinking" => {
+                content.push(ContentBlock::RedactedThinking { data: str_field(block, "data").to_string() });
+            }
             _ => {}
         }
     }
@@ -343,7 +400,6 @@ pub fn parse_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use neuraphage_ipc::llm::LlmErrorKind;
 
     fn run(events: &[(&str, &str)]) -> (Result<Option<ChatResponse>, LlmFailure>, Vec<StreamDelta>) {
         let mut deltas = Vec::new();
@@ -410,11 +466,102 @@ mod tests {
         // Unknown events and blocks are ignored, even with junk data.
         let (result, deltas) = run(&[
             ("future_event", "{{{"),
-            ("content_block_start", r#"{"index":0,"content_block":{"type":"thinking","thinking":""}}"#),
+            ("content_block_start", r#"{"index":0,"content_block":{"type":"future_block","x":""}}"#),
             ("content_block_delta", r#"{"index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#),
             ("message", r#"{"type":"message_stop"}"#),
         ]);
         assert!(result.expect("ok").expect("done").content.is_empty());
         assert!(deltas.is_empty());
+    }
+
+    #[test]
+    fn thinking_and_redacted_thinking_are_kept_whole_and_pause_turn_is_known() {
+        let (result, deltas) = run(&[
+            ("message_start", r#"{"type":"message_start","message":{"id":"m1","usage":{"input_tokens":3}}}"#),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me "}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"think."}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQB+/=="}}"#,
+            ),
+            ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"ENCRYPTED"}}"#,
+            ),
+            ("content_block_stop", r#"{"type":"content_block_stop","index":1}"#),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":2,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"so far"}}"#,
+            ),
+            ("content_block_stop", r#"{"type":"content_block_stop","index":2}"#),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"pause_turn"},"usage":{"output_tokens":9}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ]);
+        let response = result.expect("ok").expect("done");
+        assert_eq!(
+            response.content,
+            vec![
+                ContentBlock::Thinking { thinking: "Let me think.".into(), signature: "EqQB+/==".into() },
+                ContentBlock::RedactedThinking { data: "ENCRYPTED".into() },
+                ContentBlock::Text { text: "so far".into() },
+            ]
+        );
+        assert_eq!(response.stop_reason, StopReason::PauseTurn);
+        assert_eq!(
+            deltas[..2],
+            [
+                StreamDelta::Thinking { index: 0, text: "Let me ".into() },
+                StreamDelta::Thinking { index: 0, text: "think.".into() },
+            ]
+        );
+        // Sent back unchanged, in order.
+        let back = message_json(&Message { role: Speaker::Assistant, content: response.content });
+        assert_eq!(
+            back["content"],
+            json!([
+                {"type": "thinking", "thinking": "Let me think.", "signature": "EqQB+/=="},
+                {"type": "redacted_thinking", "data": "ENCRYPTED"},
+                {"type": "text", "text": "so far"},
+            ])
+        );
+    }
+
+    #[test]
+    fn thinking_raises_max_tokens_by_its_budget_and_caching_can_be_off() {
+        let request = ChatRequest {
+            model: None,
+            system: "sys".into(),
+            messages: vec![Message::user_text("hi")],
+            tools: vec![],
+            max_tokens: 4096,
+            tier: None,
+        };
+        let body = request_body(&request, "m", CallOptions { prompt_caching: false, thinking_budget: Some(10_000) });
+        assert_eq!(body["thinking"], json!({"type": "enabled", "budget_tokens": 10_000}));
+        assert_eq!(body["max_tokens"], 14_096);
+        assert_eq!(body["system"], "sys");
+        assert!(super::super::cache::breakpoints(&body).is_empty());
+        let body = request_body(&request, "m", CallOptions::default());
+        assert_eq!(body.get("thinking"), None);
+        assert_eq!(body["max_tokens"], 4096);
+        assert_eq!(super::super::cache::breakpoints(&body), ["system[0]", "messages[0].content[0]"]);
     }
 }

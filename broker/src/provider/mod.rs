@@ -4,6 +4,7 @@
 //! - [`anthropic`]: the Anthropic Messages API (`POST {base}/v1/messages`, SSE events).
 //! - [`openai`]: OpenAI-compatible chat completions (`POST {base}/chat/completions`, `data:` chunks, `[DONE]`); also
 //!   Ollama, vLLM and llama.cpp server.
+//! - [`cache`]: where Anthropic prompt-caching breakpoints go.
 //! - [`sse`]: reading a response body with a size cap and an idle timeout, as SSE events (eventsource-stream) or as
 //!   one JSON document.
 //!
@@ -12,6 +13,7 @@
 //! Configuration comes from [`ProviderConfig`], usually built by [`from_env`].
 
 pub mod anthropic;
+pub mod cache;
 pub mod openai;
 pub mod sse;
 
@@ -56,6 +58,22 @@ pub use neuraphage_ipc::llm::INVALID_INPUT_KEY;
 
 /// Most bytes of an error response body read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// How one call is made, from the tier it runs on (`model-tiers.X` in `neuraphage.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Anthropic `cache_control` breakpoints (see [`cache`]); OpenAI caches a stable prefix by itself.
+    pub prompt_caching: bool,
+    /// Anthropic extended thinking with this budget; `max_tokens` is raised by it so the answer keeps its own room.
+    pub thinking_budget: Option<u32>,
+}
+
+impl Default for CallOptions {
+    /// Caching on (as a tier's `prompt-caching` defaults), no thinking.
+    fn default() -> CallOptions {
+        CallOptions { prompt_caching: true, thinking_budget: None }
+    }
+}
 
 /// Which wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -282,20 +300,21 @@ impl Provider {
         request: &ChatRequest,
         on_delta: &mut (dyn FnMut(StreamDelta) + Send),
     ) -> Result<ChatResponse, LlmFailure> {
-        self.complete_observed(request, on_delta, &mut |_| {}).await
+        self.complete_observed(request, CallOptions::default(), on_delta, &mut |_| {}).await
     }
 
-    /// [`Provider::complete`], also showing `on_headers` the response's headers (of an error response too), for
-    /// the rate limiter to learn from.
+    /// [`Provider::complete`] with the tier's `options`, also showing `on_headers` the response's headers (of an
+    /// error response too), for the rate limiter to learn from.
     pub async fn complete_observed(
         &self,
         request: &ChatRequest,
+        options: CallOptions,
         on_delta: &mut (dyn FnMut(StreamDelta) + Send),
         on_headers: &mut (dyn FnMut(&HeaderMap) + Send),
     ) -> Result<ChatResponse, LlmFailure> {
         let model = request.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| self.config.model.clone());
         let body = match self.config.kind {
-            ProviderKind::Anthropic => anthropic::request_body(request, &model),
+            ProviderKind::Anthropic => anthropic::request_body(request, &model, options),
             ProviderKind::OpenAi => openai::request_body(request, &model, openai::max_tokens_field(&self.endpoint)),
         };
         let timeout = self.config.request_timeout;
@@ -350,6 +369,8 @@ impl Provider {
         let (mut kind, mut retryable) = classify_status(status);
         if is_spend_limit(&body) {
             (kind, retryable) = (LlmErrorKind::SpendLimit, false);
+        } else if is_prompt_too_long(&body) {
+            (kind, retryable) = (LlmErrorKind::PromptTooLong, false);
         }
         let mut message = error_message(&body);
         if let Some(id) = request_id {
@@ -404,6 +425,21 @@ pub fn is_spend_limit(body: &[u8]) -> bool {
         || openai == "insufficient_quota"
         || message.contains("spend limit")
         || message.contains("specified api usage limits")
+}
+
+/// Whether an error body says the prompt does not fit the model's context window: Anthropic's
+/// `invalid_request_error` whose message starts "prompt is too long", OpenAI's `error.code`
+/// `context_length_exceeded`.
+pub fn is_prompt_too_long(body: &[u8]) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+    json.get("error").is_some_and(is_prompt_too_long_error)
+}
+
+/// [`is_prompt_too_long`] for the `error` object itself (an error body's, or a mid-stream error's).
+pub fn is_prompt_too_long_error(error: &serde_json::Value) -> bool {
+    let text = |name: &str| error.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    (text("type") == "invalid_request_error" && text("message").trim_start().starts_with("prompt is too long"))
+        || text("code") == "context_length_exceeded"
 }
 
 /// `type: message` from a provider's JSON error body (`{"error": {"type", "message"}}`, both providers), or the

@@ -1,7 +1,9 @@
 //! OpenAI-compatible chat completions: the request body (system prompt as a `system` message, assistant tool uses as
 //! `tool_calls`, tool results as `role: "tool"` messages, tools as `{"type": "function", "function": {...}}`,
-//! `stream_options.include_usage`) and the streamed answer (`data:` chunks accumulated per `tool_calls[].index`,
-//! `finish_reason`, the usage chunk, `[DONE]`).
+//! `stream_options.include_usage`; Anthropic thinking blocks are not sent; system and tools first, in the same order
+//! every turn, so the provider's automatic prefix caching applies) and the streamed answer (`data:` chunks
+//! accumulated per `tool_calls[].index`, `finish_reason`, the usage chunk — `prompt_tokens_details.cached_tokens` is the cache read, and `input_tokens` is
+//! `prompt_tokens` less it, so nothing is billed twice —, `[DONE]`).
 //!
 //! Reference: <https://platform.openai.com/docs/api-reference/chat/create>.
 
@@ -103,7 +105,11 @@ fn push_messages(out: &mut Vec<Value>, message: &Message) {
                     _ => None,
                 })
                 .collect();
-            let content = if texts.is_empty() && !calls.is_empty() { Value::Null } else { json!(texts.join("\n\n")) };
+            if texts.is_empty() && calls.is_empty() {
+                // Only thinking (Anthropic's; never sent to an OpenAI-compatible model) or nothing at all.
+                return;
+            }
+            let content = if texts.is_empty() { Value::Null } else { json!(texts.join("\n\n")) };
             let mut assistant = json!({"role": "assistant", "content": content});
             if !calls.is_empty() {
                 assistant["tool_calls"] = Value::Array(calls);
@@ -316,6 +322,7 @@ fn chunk_error(error: &Value) -> LlmFailure {
         .find(|t| !t.is_empty() && classify_error_type(t).0 != neuraphage_ipc::llm::LlmErrorKind::Other)
         .unwrap_or_else(|| str_field(error, "type"));
     let (kind, retryable) = match classify_error_type(error_type) {
+        _ if super::is_prompt_too_long_error(error) => (neuraphage_ipc::llm::LlmErrorKind::PromptTooLong, false),
         (neuraphage_ipc::llm::LlmErrorKind::Other, _) => (neuraphage_ipc::llm::LlmErrorKind::Server, true),
         known => known,
     };

@@ -171,18 +171,22 @@ async fn anthropic_request_has_the_documented_shape() {
         json!({
             "model": "test-model",
             "max_tokens": 2048,
-            "system": "You are a coding agent.",
+            "system": [{"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}}],
             "messages": [
-                {"role": "user", "content": [{"type": "text", "text": "Summarise src/main.rs"}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Summarise src/main.rs", "cache_control": {"type": "ephemeral"}},
+                ]},
                 {"role": "assistant", "content": [
                     {"type": "text", "text": "Reading it."},
                     {"type": "tool_use", "id": "tool_1", "name": "Read", "input": {"file_path": "src/main.rs"}},
                 ]},
                 {"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": "tool_1", "content": "no such file", "is_error": true},
+                    {"type": "tool_result", "tool_use_id": "tool_1", "content": "no such file", "is_error": true,
+                     "cache_control": {"type": "ephemeral"}},
                 ]},
             ],
-            "tools": [{"name": "Read", "description": "Reads a file", "input_schema": read_tool().input_schema}],
+            "tools": [{"name": "Read", "description": "Reads a file", "input_schema": read_tool().input_schema,
+                       "cache_control": {"type": "ephemeral"}}],
             "stream": true,
         })
     );
@@ -412,7 +416,7 @@ async fn whole_json_answers_are_parsed_too() {
     for kind in KINDS {
         double.push(text_and_tool());
         let mut body = match kind {
-            ProviderKind::Anthropic => anthropic::request_body(&request(), "m"),
+            ProviderKind::Anthropic => anthropic::request_body(&request(), "m", CallOptions::default()),
             ProviderKind::OpenAi => openai::request_body(&request(), "m", "max_tokens"),
         };
         body["stream"] = json!(false);
@@ -626,4 +630,118 @@ async fn hostile_streams_never_panic() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn prompt_too_long_is_its_own_class_and_not_retried() {
+    // Anthropic: 400 invalid_request_error "prompt is too long: …"; OpenAI: error.code context_length_exceeded.
+    let double = LlmDouble::start().await.expect("double");
+    let anthropic = provider(&double, ProviderKind::Anthropic);
+    double.push(HttpError::new(400).message("prompt is too long: 208310 tokens > 200000 maximum"));
+    let failure = fail(&anthropic).await;
+    assert_eq!((failure.kind, failure.retryable, failure.status), (LlmErrorKind::PromptTooLong, false, Some(400)));
+    assert!(failure.message.contains("208310 tokens"), "{}", failure.message);
+    // Another 400 stays an invalid request.
+    double.push(HttpError::new(400).message("messages: text content blocks must be non-empty"));
+    assert_eq!(fail(&anthropic).await.kind, LlmErrorKind::InvalidRequest);
+    // Mid-stream, too.
+    double.push(Step::error_event(Reply::text("x"), 1, "invalid_request_error", "prompt is too long: 9 tokens > 8"));
+    assert_eq!(fail(&anthropic).await.kind, LlmErrorKind::PromptTooLong);
+
+    let openai = provider(&double, ProviderKind::OpenAi);
+    double.push(HttpError::new(400).code("context_length_exceeded").message(
+        "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.",
+    ));
+    let failure = fail(&openai).await;
+    assert_eq!((failure.kind, failure.retryable), (LlmErrorKind::PromptTooLong, false));
+    double.push(HttpError::new(400).code("invalid_value").message("bad"));
+    assert_eq!(fail(&openai).await.kind, LlmErrorKind::InvalidRequest);
+    assert!(is_prompt_too_long(br#"{"error":{"code":"context_length_exceeded","message":"m"}}"#));
+    assert!(!is_prompt_too_long(br#"{"error":{"type":"api_error","message":"prompt is too long"}}"#));
+    assert!(!is_prompt_too_long(b"not json"));
+}
+
+#[tokio::test]
+async fn thinking_blocks_go_back_to_anthropic_unchanged_and_never_to_openai() {
+    let double = LlmDouble::start().await.expect("double");
+    let options = CallOptions { prompt_caching: true, thinking_budget: Some(2048) };
+    let anthropic = provider(&double, ProviderKind::Anthropic);
+    double.push(
+        Reply::new()
+            .with_thinking("Thinking it over.", Some("sig/+=1".into()))
+            .with_redacted_thinking("REDACTED-1")
+            .with_tool_id("tool_2", "Read", json!({"file_path": "b"})),
+    );
+    let mut first = request();
+    first.messages.truncate(1);
+    let mut deltas = Vec::new();
+    let response =
+        anthropic.complete_observed(&first, options, &mut |d| deltas.push(d), &mut |_| {}).await.expect("response");
+    assert_eq!(
+        response.content[..2],
+        [
+            ContentBlock::Thinking { thinking: "Thinking it over.".into(), signature: "sig/+=1".into() },
+            ContentBlock::RedactedThinking { data: "REDACTED-1".into() },
+        ]
+    );
+    assert!(deltas.iter().any(|d| matches!(d, StreamDelta::Thinking { index: 0, .. })), "{deltas:?}");
+    let sent = double.last_request().expect("sent").body;
+    assert_eq!(sent["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+    assert_eq!(sent["max_tokens"], 2048 + 2048);
+
+    // The next turn carries the thinking back unchanged, and the double (which checks signatures) takes it.
+    let mut next = first.clone();
+    next.messages.push(Message { role: Speaker::Assistant, content: response.content.clone() });
+    next.messages.push(Message {
+        role: Speaker::User,
+        content: vec![ContentBlock::ToolResult { tool_use_id: "tool_2".into(), content: "b".into(), is_error: false }],
+    });
+    double.push(Reply::text("Done."));
+    anthropic.complete_observed(&next, options, &mut |_| {}, &mut |_| {}).await.expect("accepted");
+    let sent = double.last_request().expect("sent").body;
+    assert_eq!(
+        sent["messages"][1]["content"],
+        json!([
+            {"type": "thinking", "thinking": "Thinking it over.", "signature": "sig/+=1"},
+            {"type": "redacted_thinking", "data": "REDACTED-1"},
+            {"type": "tool_use", "id": "tool_2", "name": "Read", "input": {"file_path": "b"}},
+        ])
+    );
+    // Changed thinking is refused, as the API does.
+    let mut forged = next.clone();
+    forged.messages[1].content[0] = ContentBlock::Thinking { thinking: "Edited.".into(), signature: "sig/+=1".into() };
+    let failure = anthropic.complete_observed(&forged, options, &mut |_| {}, &mut |_| {}).await.expect_err("refused");
+    assert_eq!(failure.kind, LlmErrorKind::InvalidRequest);
+
+    // OpenAI: thinking is never sent; a thinking-only turn is left out.
+    let openai = provider(&double, ProviderKind::OpenAi);
+    next.messages.push(Message {
+        role: Speaker::Assistant,
+        content: vec![ContentBlock::Thinking { thinking: "only thinking".into(), signature: "s".into() }],
+    });
+    call(&openai, &next).await.0.expect("response");
+    let recorded = double.last_request().expect("sent");
+    assert!(
+        !recorded.raw_body.contains("thinking") && !recorded.raw_body.contains("REDACTED"),
+        "{}",
+        recorded.raw_body
+    );
+    assert_eq!(recorded.messages().len(), 4, "system, user, assistant, tool: no thinking-only turn");
+}
+
+#[tokio::test]
+async fn openai_cached_tokens_are_a_cache_read_not_billed_twice_and_pause_turn_is_parsed() {
+    let double = LlmDouble::start().await.expect("double");
+    double.push(Reply::text("ok").with_usage(TokenUsage {
+        input_tokens: 200,
+        output_tokens: 7,
+        cache_read_input_tokens: 1024,
+        ..Default::default()
+    }));
+    let response = call(&provider(&double, ProviderKind::OpenAi), &request()).await.0.expect("response");
+    // The double reports prompt_tokens 1224 with cached_tokens 1024.
+    assert_eq!((response.usage.input_tokens, response.usage.cache_read_input_tokens), (200, 1024));
+    double.push(Reply::text("partial").stop(neuraphage_llm_double::StopReason::PauseTurn));
+    let response = call(&provider(&double, ProviderKind::Anthropic), &request()).await.0.expect("response");
+    assert_eq!(response.stop_reason, StopReason::PauseTurn);
 }
