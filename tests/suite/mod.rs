@@ -3,6 +3,7 @@
 mod attacks;
 mod attacks_net;
 mod attacks_ns;
+mod caching;
 mod checkpoints;
 mod clean_output;
 mod cost;
@@ -27,4 +28,5 @@ mod running;
 mod systemd;
 mod task_isolation;
 mod tasks;
+mod thinking;
 mod waiting;
