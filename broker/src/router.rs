@@ -220,14 +220,15 @@ impl Routes {
     ) -> Result<ChatResponse, LlmFailure> {
         // A request on a tier of its own (a compaction summary on `router`) is not the task's: it does not escalate
         // the task, nor change what the task's cache holds.
-        let own_tier = self.request_tier(request);
-        let mut tier = own_tier.or_else(|| self.tier_index(caller.tier.as_deref()));
+        // (An unconfigured tier falls back to the caller's, but the call stays a side call all the same.)
+        let side_call = request.tier.is_some();
+        let mut tier = self.request_tier(request).or_else(|| self.tier_index(caller.tier.as_deref()));
         let mut failed_on_tier = 0u32;
         let mut attempt = 0u32;
         let mut avoid = None;
         // What the prompt cache serves does not count toward the input-tokens limit: the prefix the last answer
         // read or wrote is left out (the settlement corrects a miss).
-        let cached = if own_tier.is_some() { 0 } else { caller.cached };
+        let cached = if side_call { 0 } else { caller.cached };
         let input_estimate = estimate_input_tokens(request).saturating_sub(cached).max(1);
         loop {
             attempt += 1;
@@ -274,7 +275,7 @@ impl Routes {
                     let u = response.usage;
                     let input = u.input_tokens.saturating_add(u.cache_creation_input_tokens);
                     grant.settle(Some(Cost::request(input, u.output_tokens)), None);
-                    if own_tier.is_none() {
+                    if !side_call {
                         caller.cached = u.cache_read_input_tokens.saturating_add(u.cache_creation_input_tokens);
                     }
                     return Ok(response);
@@ -313,7 +314,7 @@ impl Routes {
             failed_on_tier += 1;
             let next = tier.map(|t| t + 1).filter(|&t| t < self.tiers.len());
             if self.auto_escalate
-                && own_tier.is_none()
+                && !side_call
                 && let Some(next) = next
                 && failed_on_tier >= self.escalate_after_retries.max(1)
                 && failure.kind != LlmErrorKind::NoProvider

@@ -46,6 +46,28 @@ impl RecordedRequest {
         self.body.get("model").and_then(Value::as_str)
     }
 
+    /// The system prompt's text: Anthropic's `system` (a string, or the text of its blocks joined by newlines — the
+    /// form a request with prompt-caching breakpoints has), or OpenAI's `system` / `developer` messages joined.
+    pub fn system_text(&self) -> String {
+        match self.body.get("system") {
+            Some(Value::String(text)) => return text.clone(),
+            Some(Value::Array(blocks)) => {
+                return blocks
+                    .iter()
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+            _ => {}
+        }
+        self.messages()
+            .iter()
+            .filter(|m| matches!(m.get("role").and_then(Value::as_str), Some("system" | "developer")))
+            .filter_map(|m| m.get("content").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The `messages` array of the body (empty when absent).
     pub fn messages(&self) -> &[Value] {
         self.body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])

@@ -140,6 +140,7 @@ fn forty_turns_cost_five_times_fewer_uncached_tokens_with_caching_and_breakpoint
     for r in &uncached_requests {
         assert!(marks(r).is_empty(), "caching off, yet {:?}", marks(r));
         assert!(r.body["system"].is_string(), "system as a plain string when caching is off");
+        assert_eq!(r.system_text(), cached_requests[0].system_text(), "the same system prompt either way");
     }
 
     let on = cost_after(&home, &cached, turns);
