@@ -197,7 +197,9 @@ impl Routes {
         on_delta: &mut (dyn FnMut(StreamDelta) + Send),
         on_notice: &mut (dyn FnMut(Notice) + Send),
     ) -> Result<ChatResponse, LlmFailure> {
-        let mut tier = self.tier_index(caller.tier.as_deref());
+        // A request may name its own tier (a compaction summary on `router`); an unconfigured one is the task's.
+        let own_tier = request.tier.as_deref().and_then(|name| self.tiers.iter().position(|t| t.name == name));
+        let mut tier = own_tier.or_else(|| self.tier_index(caller.tier.as_deref()));
         let mut failed_on_tier = 0u32;
         let mut attempt = 0u32;
         let mut avoid = None;
@@ -249,7 +251,9 @@ impl Routes {
                     let u = response.usage;
                     let input = u.input_tokens.saturating_add(u.cache_creation_input_tokens);
                     grant.settle(Some(Cost::request(input, u.output_tokens)), None);
-                    caller.cached = u.cache_read_input_tokens.saturating_add(u.cache_creation_input_tokens);
+                    if own_tier.is_none() {
+                        caller.cached = u.cache_read_input_tokens.saturating_add(u.cache_creation_input_tokens);
+                    }
                     return Ok(response);
                 }
                 Err(failure) => failure,
@@ -286,6 +290,7 @@ impl Routes {
             failed_on_tier += 1;
             let next = tier.map(|t| t + 1).filter(|&t| t < self.tiers.len());
             if self.auto_escalate
+                && own_tier.is_none()
                 && let Some(next) = next
                 && failed_on_tier >= self.escalate_after_retries.max(1)
                 && failure.kind != LlmErrorKind::NoProvider

@@ -350,6 +350,8 @@ impl Provider {
         let (mut kind, mut retryable) = classify_status(status);
         if is_spend_limit(&body) {
             (kind, retryable) = (LlmErrorKind::SpendLimit, false);
+        } else if is_prompt_too_long(status, &body) {
+            (kind, retryable) = (LlmErrorKind::PromptTooLong, false);
         }
         let mut message = error_message(&body);
         if let Some(id) = request_id {
@@ -404,6 +406,20 @@ pub fn is_spend_limit(body: &[u8]) -> bool {
         || openai == "insufficient_quota"
         || message.contains("spend limit")
         || message.contains("specified api usage limits")
+}
+
+/// Whether a 400 / 413 error body says the prompt is over the model's context window: Anthropic's
+/// `invalid_request_error` "prompt is too long: N tokens > M maximum", OpenAI's `error.code`
+/// `context_length_exceeded`.
+pub fn is_prompt_too_long(status: u16, body: &[u8]) -> bool {
+    if !matches!(status, 400 | 413) {
+        return false;
+    }
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+    let Some(error) = json.get("error") else { return false };
+    let code = error.get("code").and_then(|c| c.as_str()).unwrap_or("");
+    let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("").to_ascii_lowercase();
+    code == "context_length_exceeded" || message.starts_with("prompt is too long")
 }
 
 /// `type: message` from a provider's JSON error body (`{"error": {"type", "message"}}`, both providers), or the
