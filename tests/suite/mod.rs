@@ -5,6 +5,7 @@ mod attacks_net;
 mod attacks_ns;
 mod checkpoints;
 mod clean_output;
+mod compaction;
 mod cost;
 mod crash;
 mod daemon;
