@@ -229,10 +229,10 @@ fn a_task_reading_ten_times_its_window_completes_by_compacting() {
 
 #[test]
 fn prompt_too_long_from_the_provider_compacts_harder_and_the_task_goes_on() {
-    // The worker believes the window is 8000; the double's is 6000.
+    // The worker believes the window is 8000; the double's is 4500.
     let model = Model::start_with(DoubleConfig {
         policy: Some(reader(8, summary_text)),
-        context_window: Some(6000),
+        context_window: Some(4500),
         ..DoubleConfig::default()
     });
     let mut home = TestHome::new();
@@ -241,11 +241,11 @@ fn prompt_too_long_from_the_provider_compacts_harder_and_the_task_goes_on() {
     assert_eq!(shown["status"], "Completed", "{shown:#}");
     let requests = model.double.requests();
     let refused: Vec<usize> =
-        requests.iter().enumerate().filter(|(_, r)| count_anthropic(&r.body) > 6000).map(|(i, _)| i).collect();
+        requests.iter().enumerate().filter(|(_, r)| count_anthropic(&r.body) > 4500).map(|(i, _)| i).collect();
     assert_eq!(refused.len(), 1, "one refusal, then the worker knows the window");
     let notices = events(&home, &id, "notice");
     let too_long = notices.iter().find(|n| n["notice"] == "prompt_too_long").expect("a prompt_too_long notice");
-    assert!(too_long["message"].as_str().unwrap().contains("6000"), "{too_long}");
+    assert!(too_long["message"].as_str().unwrap().contains("4500"), "{too_long}");
     let harder = checkpoints(&home, &id).into_iter().filter(|c| c.1 == "compacted").count();
     assert!(harder >= 1);
     nothing_lost(&home, &id);
@@ -294,6 +294,7 @@ fn kill_9_of_the_worker_during_a_compaction_loses_nothing() {
     let id = task["id"].as_str().unwrap().to_owned();
     wait_for("a summary request", || model.double.requests().iter().any(is_summary));
     let before: Vec<(i64, String, Value, String)> = checkpoints(&home, &id);
+    assert!(before.iter().all(|c| c.1 != "compacted"), "the first compaction is in flight (its summary is slow)");
     let mut workers = children_named(supervisor, "bwrap");
     workers.extend(children_named(supervisor, "neuraphage-work"));
     assert!(!workers.is_empty(), "a worker to kill");
