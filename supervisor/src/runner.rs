@@ -458,6 +458,7 @@ async fn converse(
         tier,
         context_tokens,
         compact_at_percent: daemon.config().compact_at_percent,
+        iteration: daemon.with_store(|s| s.last_iteration(&task.id)).unwrap_or(0),
         ..WorkerStart::defaults()
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {

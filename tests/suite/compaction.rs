@@ -312,3 +312,45 @@ fn kill_9_of_the_worker_during_a_compaction_loses_nothing() {
     assert!(model.double.requests().iter().filter(|r| is_summary(r)).count() >= 2, "compacted again after the restart");
     nothing_lost(&home, &id);
 }
+
+#[test]
+fn a_worker_killed_right_after_a_compaction_resumes_from_the_compacted_conversation() {
+    const WINDOW: u64 = 8000;
+    let model = Model::start_with(DoubleConfig {
+        policy: Some(reader(6, summary_text)),
+        context_window: Some(WINDOW),
+        ..DoubleConfig::default()
+    });
+    let mut home = TestHome::new();
+    home.write_config(&config(WINDOW));
+    let repo = repo_with_big_file(&home);
+    // The worker pauses once, right after its first `compacted` checkpoint is acknowledged.
+    let mut env = model.env();
+    env.push(("NEURAPHAGE_TEST_PAUSE_AFTER".to_owned(), "compacted".to_owned()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let supervisor = home.start_supervisor_with(&pairs);
+    let task = home.json(&["task", "new", "read big.txt thirty times", "--repo", repo.to_str().unwrap(), "--json"]);
+    let id = task["id"].as_str().unwrap().to_owned();
+    wait_for("a compacted checkpoint", || checkpoints(&home, &id).iter().any(|c| c.1 == "compacted"));
+    let sent_before = model.double.requests().len();
+    let mut workers = children_named(supervisor, "bwrap");
+    workers.extend(children_named(supervisor, "neuraphage-work"));
+    assert!(!workers.is_empty(), "a worker to kill");
+    for pid in workers {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let shown = home.wait_ended(&[&id], WITHIN).remove(0);
+    assert_eq!(shown["status"], "Completed", "{shown:#}");
+    assert!(!events(&home, &id, "worker_lost").is_empty());
+    // The new worker went on from the compacted conversation: its first request holds the summary.
+    let requests = model.double.requests();
+    let first = requests[sent_before..].iter().find(|r| !is_summary(r)).expect("a request after the kill");
+    assert!(first.raw_body.contains("Summary of the earlier work"), "{}", first.raw_body);
+    // The turn count goes on from where it was, though the compacted conversation holds fewer turns.
+    let store = home.open_store();
+    let mut stmt = store.prepare("SELECT iteration FROM checkpoints WHERE task = ?1 ORDER BY seq").unwrap();
+    let turns: Vec<i64> = stmt.query_map([&id], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert!(turns.windows(2).all(|w| w[0] <= w[1]), "{turns:?}");
+    assert_eq!(*turns.last().unwrap(), 7, "six reads and the last answer: {turns:?}");
+    nothing_lost(&home, &id);
+}

@@ -115,7 +115,8 @@ pub async fn run(
         tracing::warn!(error = %e, "broker link not open yet; the first model call will wait for a new one");
     }
     let tools = ToolContext::new(&folders.workdir, &folders.outputs, &folders.tmp);
-    let iteration = start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32;
+    // A compacted conversation holds fewer turns than were taken: the last checkpoint's count is kept.
+    let iteration = (start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32).max(start.iteration);
     let mut agent = Agent {
         supervisor,
         broker,
