@@ -410,26 +410,27 @@ fn gate(shared: &Shared, ctx: &Ctx, recorded: &RecordedRequest) -> Result<(), Bo
     if window == 0 {
         return Ok(());
     }
-    let refusal = match ctx.endpoint {
-        Endpoint::AnthropicMessages => {
-            let tokens = crate::tokens::count_anthropic(&recorded.body);
-            (tokens > window).then(|| {
-                HttpError::new(400)
-                    .error_type("invalid_request_error")
-                    .message(format!("prompt is too long: {tokens} tokens > {window} maximum"))
-            })
-        }
-        Endpoint::OpenAiChat => {
-            let tokens = crate::tokens::count_openai(&recorded.body);
-            (tokens > window).then(|| {
+    let refusal =
+        match ctx.endpoint {
+            Endpoint::AnthropicMessages => {
+                let tokens = crate::tokens::count_anthropic(&recorded.body);
+                (tokens > window).then(|| {
+                    HttpError::new(400)
+                        .error_type("invalid_request_error")
+                        .message(format!("prompt is too long: {tokens} tokens > {window} maximum"))
+                })
+            }
+            Endpoint::OpenAiChat => {
+                let tokens = crate::tokens::count_openai(&recorded.body);
+                (tokens > window).then(|| {
                 HttpError::new(400).error_type("invalid_request_error").code("context_length_exceeded").message(format!(
                     "This model's maximum context length is {window} tokens. However, your messages resulted in \
                      {tokens} tokens. Please reduce the length of the messages."
                 ))
             })
-        }
-        Endpoint::Other => None,
-    };
+            }
+            Endpoint::Other => None,
+        };
     refusal.map_or(Ok(()), |e| Err(Box::new(e)))
 }
 

@@ -280,7 +280,10 @@ mod tests {
         let c = Config::parse("compact-at-percent: 70\ncontext-tokens: 9000\n").unwrap();
         assert_eq!((c.compact_at_percent, c.context_tokens), (70, Some(9000)));
         assert_eq!(c.task_context(None), (None, 9000));
-        assert_eq!(Config::default().task_context(Some("worker")), (None, neuraphage_ipc::models::DEFAULT_CONTEXT_WINDOW));
+        assert_eq!(
+            Config::default().task_context(Some("worker")),
+            (None, neuraphage_ipc::models::DEFAULT_CONTEXT_WINDOW)
+        );
         assert!(Config::parse("compact-at-percent: 99\n").unwrap_err().contains("between 10 and 95"));
         assert!(Config::parse("context-tokens: 10\n").unwrap_err().contains("at least 1024"));
         let text = "model-tiers:\n  router: { provider: anthropic, model: m-r, pool: p, context-tokens: 5000 }\n  worker: { provider: anthropic, model: claude-x, pool: p }\n";

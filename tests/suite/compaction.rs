@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use neuraphage_llm_double::tokens::count_anthropic;
@@ -57,7 +57,9 @@ fn reader(reads: usize, summary: impl Fn() -> Reply + Send + Sync + 'static) -> 
         // The main turns are counted here: a compacted conversation holds fewer results than were read.
         let n = answered.fetch_add(1, Ordering::SeqCst);
         if n < reads {
-            Step::Reply(Reply::text(format!("Reading it again ({n}).")).with_tool("Read", json!({"file_path": BIG_FILE})))
+            Step::Reply(
+                Reply::text(format!("Reading it again ({n}).")).with_tool("Read", json!({"file_path": BIG_FILE})),
+            )
         } else {
             Step::Reply(Reply::text("I read it all.").stop(StopReason::EndTurn))
         }
@@ -65,7 +67,9 @@ fn reader(reads: usize, summary: impl Fn() -> Reply + Send + Sync + 'static) -> 
 }
 
 fn summary_text() -> Reply {
-    Reply::text("1. What was done: read big.txt several times.\n2. Learnt: it is 10 KiB of one line.\n3. Files: big.txt.\n4. Remains: more reads.")
+    Reply::text(
+        "1. What was done: read big.txt several times.\n2. Learnt: it is 10 KiB of one line.\n3. Files: big.txt.\n4. Remains: more reads.",
+    )
 }
 
 fn start(home: &mut TestHome, model: &Model, worker_window: u64) -> (String, std::path::PathBuf) {
@@ -79,7 +83,8 @@ fn start(home: &mut TestHome, model: &Model, worker_window: u64) -> (String, std
 /// The store's checkpoints of a task: (seq, kind, data, commit).
 fn checkpoints(home: &TestHome, id: &str) -> Vec<(i64, String, Value, String)> {
     let store = home.open_store();
-    let mut stmt = store.prepare("SELECT seq, kind, data, commit_id FROM checkpoints WHERE task = ?1 ORDER BY seq").unwrap();
+    let mut stmt =
+        store.prepare("SELECT seq, kind, data, commit_id FROM checkpoints WHERE task = ?1 ORDER BY seq").unwrap();
     stmt.query_map([id], |r| {
         let data: String = r.get(2)?;
         Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&data).unwrap(), r.get(3)?))
@@ -202,8 +207,7 @@ fn a_task_reading_ten_times_its_window_completes_by_compacting() {
         assert!(c["after_tokens"].as_u64() < c["before_tokens"].as_u64(), "{c}");
     }
     assert!(compactions.iter().any(|c| c["removed"].as_u64() > Some(0)));
-    let notices: Vec<Value> =
-        events(&home, &id, "notice").into_iter().filter(|n| n["notice"] == "compacted").collect();
+    let notices: Vec<Value> = events(&home, &id, "notice").into_iter().filter(|n| n["notice"] == "compacted").collect();
     assert_eq!(notices.len(), compactions.len(), "{notices:#?}");
     // The summaries are asked of the router tier's model, without tools, with the summariser's prompt; the task's
     // own turns of the worker tier's.

@@ -40,12 +40,12 @@ fn refused_call(id: String, name: &str) -> ContentBlock {
 #[path = "agent_locks.rs"]
 mod locks;
 
+#[path = "agent_compact.rs"]
+mod compact;
 #[path = "agent_input.rs"]
 mod input;
 #[path = "agent_permission.rs"]
 mod permission;
-#[path = "agent_compact.rs"]
-mod compact;
 
 #[path = "heartbeat.rs"]
 mod heartbeat;
@@ -116,7 +116,8 @@ pub async fn run(
     }
     let tools = ToolContext::new(&folders.workdir, &folders.outputs, &folders.tmp);
     // A compacted conversation holds fewer turns than were taken: the last checkpoint's count is kept.
-    let iteration = (start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32).max(start.iteration);
+    let iteration =
+        (start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32).max(start.iteration);
     let mut agent = Agent {
         supervisor,
         broker,

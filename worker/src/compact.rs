@@ -327,7 +327,10 @@ pub fn mechanical_summary(dropped: &[Message], max_bytes: usize) -> String {
     for c in &calls[shown..] {
         out.push_str(&format!("- {c}\n"));
     }
-    out.push_str(&format!("Files touched: {}\n", if files.is_empty() { "none named".into() } else { files.join(", ") }));
+    out.push_str(&format!(
+        "Files touched: {}\n",
+        if files.is_empty() { "none named".into() } else { files.join(", ") }
+    ));
     if !texts.is_empty() {
         out.push_str("The model's last words:\n");
         for t in texts.iter().rev().take(3).rev() {
@@ -357,8 +360,15 @@ pub fn assemble(plan: Plan, summary: &str, by: &str) -> Vec<Message> {
 pub fn window_in_error(message: &str) -> Option<u64> {
     let number_before = |text: &str, marker: &str| -> Option<u64> {
         let at = text.find(marker)?;
-        let digits: String =
-            text[..at].trim_end().chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
+        let digits: String = text[..at]
+            .trim_end()
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         digits.parse().ok()
     };
     let number_after = |text: &str, marker: &str| -> Option<u64> {

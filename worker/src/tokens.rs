@@ -96,7 +96,11 @@ mod tests {
     fn result(id: &str, bytes: usize) -> Message {
         Message {
             role: Speaker::User,
-            content: vec![ContentBlock::ToolResult { tool_use_id: id.into(), content: "x".repeat(bytes), is_error: false }],
+            content: vec![ContentBlock::ToolResult {
+                tool_use_id: id.into(),
+                content: "x".repeat(bytes),
+                is_error: false,
+            }],
         }
     }
 

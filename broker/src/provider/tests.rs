@@ -636,7 +636,8 @@ async fn a_prompt_over_the_doubles_context_window_is_prompt_too_long_on_both_pro
         double.set_context_window(Some(20));
         let failure = fail(&provider).await;
         assert_eq!((failure.kind, failure.status, failure.retryable), (LlmErrorKind::PromptTooLong, Some(400), false));
-        let named = if kind == ProviderKind::Anthropic { "prompt is too long: " } else { "maximum context length is 20" };
+        let named =
+            if kind == ProviderKind::Anthropic { "prompt is too long: " } else { "maximum context length is 20" };
         assert!(failure.message.contains(named), "{kind}: {}", failure.message);
         // The control: under a large enough window the same request is answered.
         double.set_context_window(Some(100_000));
