@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn fixed_part_counts_tools_and_system() {
         let tool = ToolDefinition { name: "Read".into(), description: "d".into(), input_schema: json!({}) };
-        assert!(count_fixed("system", &[tool.clone()]) > count_fixed("system", &[]));
+        assert!(count_fixed("system", std::slice::from_ref(&tool)) > count_fixed("system", &[]));
         assert!(count_fixed("a longer system prompt", &[]) > count_fixed("s", &[]));
     }
 }
