@@ -90,7 +90,7 @@ pub fn plan(messages: &[Message], fixed: u64, window: u64, percent: u8, level: L
     // Room for the kept turns: their share of the window, and what leaves the request under the threshold with the
     // task, the fixed part and the summary.
     let room = threshold(window, percent).saturating_sub(fixed + tokens::count_message(&task) + summary_budget(window));
-    let budget = (window * level.keep_percent() / 100).min(room);
+    let budget = (window.saturating_mul(level.keep_percent()) / 100).min(room);
     // The most recent turn: from the last assistant message on (its calls and their results go together).
     let recent = messages.iter().rposition(|m| m.role == Speaker::Assistant).unwrap_or(messages.len() - 1).max(1);
     // Each message as it would be kept (older turns' large results shortened), and the tokens from each on.
