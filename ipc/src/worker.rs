@@ -140,6 +140,10 @@ pub struct WorkerStart {
     /// The drift guard's limits besides `max_iterations`.
     #[serde(default)]
     pub drift: DriftLimits,
+    /// The model turn count of the last checkpoint (a compacted conversation holds fewer turns than were taken);
+    /// 0 for a new task.
+    #[serde(default)]
+    pub iteration: u32,
 }
 
 /// One `SKILL.md`, as read from disk: YAML front matter (`name`, `description`) then the body.
@@ -189,6 +193,7 @@ impl WorkerStart {
             context_tokens: 0,
             compact_at_percent: 0,
             drift: DriftLimits::default(),
+            iteration: 0,
         }
     }
 }

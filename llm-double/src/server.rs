@@ -56,6 +56,10 @@ pub struct DoubleConfig {
     pub keys: Vec<(String, DoubleKey)>,
     /// The length of the rate-limit window (the providers' is a minute; tests shorten it). `None`: 60 s.
     pub window: Option<Duration>,
+    /// The model's context window in tokens ([`crate::tokens`]' count of the prompt): a request whose prompt is over
+    /// it is refused as the providers do (400, Anthropic's "prompt is too long", OpenAI's `context_length_exceeded`).
+    /// `None`: no window.
+    pub context_window: Option<u64>,
 }
 
 impl std::fmt::Debug for DoubleConfig {
@@ -67,6 +71,7 @@ impl std::fmt::Debug for DoubleConfig {
             .field("script", &self.script)
             .field("keys", &self.keys.len())
             .field("window", &self.window)
+            .field("context_window", &self.context_window)
             .finish()
     }
 }
@@ -80,6 +85,8 @@ struct Shared {
     next_id: AtomicU64,
     cache: Mutex<PromptCache>,
     thinking: Mutex<Issued>,
+    /// See [`DoubleConfig::context_window`] (0: none).
+    context_window: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,6 +142,7 @@ impl LlmDouble {
             next_id: AtomicU64::new(0),
             cache: Mutex::new(PromptCache::default()),
             thinking: Mutex::new(Issued::default()),
+            context_window: AtomicU64::new(config.context_window.unwrap_or(0)),
         });
         let router = Router::new()
             .fallback(handle)
@@ -184,6 +192,11 @@ impl LlmDouble {
     /// Replaces the policy used when the script is empty.
     pub fn set_policy(&self, policy: Policy) {
         *lock(&self.shared.policy) = policy;
+    }
+
+    /// Sets (or, with `None`, removes) the model's context window from now on (see [`DoubleConfig::context_window`]).
+    pub fn set_context_window(&self, tokens: Option<u64>) {
+        self.shared.context_window.store(tokens.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Every request so far, in arrival order.
@@ -421,8 +434,40 @@ fn api_key(endpoint: Endpoint, recorded: &RecordedRequest) -> Option<String> {
     }
 }
 
-/// Refuses requests to unknown paths, without credentials, or with bodies missing required fields.
+/// Refuses requests to unknown paths, without credentials, with bodies missing required fields, or whose prompt is
+/// over the context window.
 fn gate(shared: &Shared, ctx: &Ctx, recorded: &RecordedRequest) -> Result<(), Box<HttpError>> {
+    well_formed(shared, ctx, recorded)?;
+    let window = shared.context_window.load(Ordering::Relaxed);
+    if window == 0 {
+        return Ok(());
+    }
+    let refusal =
+        match ctx.endpoint {
+            Endpoint::AnthropicMessages => {
+                let tokens = crate::tokens::count_anthropic(&recorded.body);
+                (tokens > window).then(|| {
+                    HttpError::new(400)
+                        .error_type("invalid_request_error")
+                        .message(format!("prompt is too long: {tokens} tokens > {window} maximum"))
+                })
+            }
+            Endpoint::OpenAiChat => {
+                let tokens = crate::tokens::count_openai(&recorded.body);
+                (tokens > window).then(|| {
+                HttpError::new(400).error_type("invalid_request_error").code("context_length_exceeded").message(format!(
+                    "This model's maximum context length is {window} tokens. However, your messages resulted in \
+                     {tokens} tokens. Please reduce the length of the messages."
+                ))
+            })
+            }
+            Endpoint::Other => None,
+        };
+    refusal.map_or(Ok(()), |e| Err(Box::new(e)))
+}
+
+/// Refuses requests to unknown paths, without credentials, or with bodies missing required fields.
+fn well_formed(shared: &Shared, ctx: &Ctx, recorded: &RecordedRequest) -> Result<(), Box<HttpError>> {
     let refuse = |status: u16, message: &str| Err(Box::new(HttpError::new(status).message(message)));
     match ctx.endpoint {
         Endpoint::Other => refuse(404, "llm-double serves only POST /v1/messages and POST /v1/chat/completions"),

@@ -50,6 +50,12 @@ pub struct Config {
     pub disk_reserve: Option<crate::disk::Reserve>,
     /// Layered permissions ([`crate::permissions::settings`]).
     pub security: crate::permissions::settings::Security,
+    /// Compact a task's conversation when its next model request would pass this percentage of the model's context
+    /// window (10 to 95; default 80).
+    pub compact_at_percent: u8,
+    /// The context window, in tokens, of a task whose tier does not set `context-tokens` (and of every task when no
+    /// tier is configured); absent: the built-in table by the tier's model, else 128 000.
+    pub context_tokens: Option<u64>,
     /// Seconds an event-stream subscriber (`events --follow`, `task attach`) may take to read one item before it is
     /// dropped; while it is slow, items it cannot take are dropped and it is told what it missed.
     pub event_stream_write_secs: u64,
@@ -124,6 +130,8 @@ impl Default for Config {
             disk_reserve: None,
             security: crate::permissions::settings::Security::default(),
             event_stream_write_secs: 10,
+            compact_at_percent: 80,
+            context_tokens: None,
         }
     }
 }
@@ -148,6 +156,12 @@ impl Config {
         if config.max_iterations == 0 {
             return Err("max-iterations must be at least 1".into());
         }
+        if !(10..=95).contains(&config.compact_at_percent) {
+            return Err(format!("compact-at-percent: {} is not between 10 and 95", config.compact_at_percent));
+        }
+        if config.context_tokens.is_some_and(|n| n < 1024) {
+            return Err("context-tokens: a context window is at least 1024 tokens".into());
+        }
         if config.escalate_after_retries == 0 {
             return Err("escalate-after-retries must be at least 1".into());
         }
@@ -155,6 +169,9 @@ impl Config {
             let at = format!("model-tiers.{}", TIER_NAMES[*name as usize]);
             if tier.model.trim().is_empty() {
                 return Err(format!("{at}.model: must not be empty"));
+            }
+            if tier.context_tokens.is_some_and(|n| n < 1024) {
+                return Err(format!("{at}.context-tokens: a context window is at least 1024 tokens"));
             }
             if tier.pool.trim().is_empty() || tier.pool.len() > 64 {
                 return Err(format!("{at}.pool: a pool name is 1 to 64 characters"));
@@ -168,6 +185,29 @@ impl Config {
     /// The price table: the defaults with `prices` over them.
     pub fn price_table(&self) -> PriceTable {
         PriceTable::with_overrides(&self.prices)
+    }
+
+    /// The model and context window of a task on `tier` (`None`: the default): the tier as the broker picks it (its
+    /// own when configured, else `worker`, else the first configured); its window is the tier's `context-tokens`,
+    /// else the top-level `context-tokens`, else the built-in table by its model. With no tier configured the model
+    /// is unknown (the provider's default): the top-level `context-tokens`, else
+    /// [`neuraphage_ipc::models::DEFAULT_CONTEXT_WINDOW`].
+    pub fn task_context(&self, tier: Option<&str>) -> (Option<String>, u64) {
+        let named = |name: &str| self.model_tiers.iter().find(|(n, _)| TIER_NAMES[**n as usize] == name);
+        let entry = tier
+            .and_then(named)
+            .or_else(|| named(neuraphage_ipc::broker::DEFAULT_TIER))
+            .or_else(|| self.model_tiers.iter().next());
+        match entry {
+            Some((_, t)) => {
+                let window = t
+                    .context_tokens
+                    .or(self.context_tokens)
+                    .unwrap_or_else(|| neuraphage_ipc::models::context_window(&t.model));
+                (Some(t.model.clone()), window)
+            }
+            None => (None, self.context_tokens.unwrap_or(neuraphage_ipc::models::DEFAULT_CONTEXT_WINDOW)),
+        }
     }
 
     /// The broker's share of the settings.
@@ -233,6 +273,26 @@ mod tests {
         assert!(err.contains("outptu") && err.contains("line 4"), "{err}");
         let err = Config::parse("prices:\n  m: {input: -1, output: 2}\n").unwrap_err();
         assert!(err.contains("prices.m.input"), "{err}");
+    }
+
+    #[test]
+    fn compaction_settings_and_a_tasks_window() {
+        let c = Config::parse("compact-at-percent: 70\ncontext-tokens: 9000\n").unwrap();
+        assert_eq!((c.compact_at_percent, c.context_tokens), (70, Some(9000)));
+        assert_eq!(c.task_context(None), (None, 9000));
+        assert_eq!(
+            Config::default().task_context(Some("worker")),
+            (None, neuraphage_ipc::models::DEFAULT_CONTEXT_WINDOW)
+        );
+        assert!(Config::parse("compact-at-percent: 99\n").unwrap_err().contains("between 10 and 95"));
+        assert!(Config::parse("context-tokens: 10\n").unwrap_err().contains("at least 1024"));
+        let text = "model-tiers:\n  router: { provider: anthropic, model: m-r, pool: p, context-tokens: 5000 }\n  worker: { provider: anthropic, model: claude-x, pool: p }\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.task_context(None), (Some("claude-x".into()), 200_000), "the table, by the model");
+        assert_eq!(c.task_context(Some("router")), (Some("m-r".into()), 5000));
+        assert_eq!(c.task_context(Some("expert")), (Some("claude-x".into()), 200_000), "unconfigured: worker");
+        let c = Config::parse(&format!("{text}context-tokens: 7000\n")).unwrap();
+        assert_eq!(c.task_context(Some("worker")).1, 7000, "the top-level window before the table");
     }
 
     #[test]

@@ -311,6 +311,43 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_conversation_is_the_new_trees_whole_content_and_the_log_keeps_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = Conversation::open(dir.path()).unwrap();
+        // Over a bucket, so a whole bucket must go too.
+        let long: Vec<Message> = (0..BUCKET + 20).map(|i| Message::user_text(format!("turn {i}"))).collect();
+        conv.commit(&long, "tool_completed #1").unwrap();
+        let compacted = vec![
+            Message::user_text("turn 0"),
+            Message::user_text("Summary of the earlier work: …"),
+            long[BUCKET + 19].clone(),
+        ];
+        conv.commit(&compacted, "compacted #2").unwrap();
+        assert_eq!(conv.messages().unwrap(), compacted);
+        // Exactly the new list in the tree: no stale message blob or bucket left from before.
+        let tree = conv.repo.head().unwrap().peel_to_tree().unwrap();
+        let mut paths = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                paths.push(format!("{root}{}", entry.name().unwrap()));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .unwrap();
+        assert_eq!(paths, ["messages/0000/000000.json", "messages/0000/000001.json", "messages/0000/000002.json"]);
+        // The log still holds the whole conversation before the compaction.
+        let head = conv.repo.head().unwrap().peel_to_commit().unwrap();
+        let before = head.parent(0).unwrap();
+        assert_eq!(conv.messages_of(&before.tree().unwrap()).unwrap(), long);
+        assert_eq!(conv.commit_count().unwrap(), 2);
+        // And the conversation goes on from the compacted list.
+        let mut more = compacted.clone();
+        more.push(Message::user_text("after"));
+        conv.commit(&more, "request_sent #3").unwrap();
+        assert_eq!(Conversation::open(dir.path()).unwrap().messages().unwrap(), more);
+    }
+
+    #[test]
     fn a_tree_with_a_gap_in_its_messages_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let conv = Conversation::open(dir.path()).unwrap();

@@ -438,6 +438,9 @@ async fn converse(
     }
     // User input: what is stored now goes in `Start`, what comes later over the link.
     let mut mailbox = crate::inbox::Mailbox::open(daemon, &task.id);
+    // The model and context window of the task's tier as stored now (an escalation moved it).
+    let tier = daemon.with_store(|s| s.task(&task.id)).map(|t| t.tier).unwrap_or_else(|_| task.tier.clone());
+    let (model, context_tokens) = daemon.config().task_context(tier.as_deref());
     let start = WorkerStart {
         task: task.id.clone(),
         description: task.description.clone(),
@@ -451,6 +454,11 @@ async fn converse(
         resume_point: resume.2,
         heartbeat_ms: crate::stuck::heartbeat_every().as_millis() as u64,
         inbox: mailbox.pending(),
+        model,
+        tier,
+        context_tokens,
+        compact_at_percent: daemon.config().compact_at_percent,
+        iteration: daemon.with_store(|s| s.last_iteration(&task.id)).unwrap_or(0),
         ..WorkerStart::defaults()
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {

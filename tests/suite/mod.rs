@@ -6,6 +6,7 @@ mod attacks_ns;
 mod caching;
 mod checkpoints;
 mod clean_output;
+mod compaction;
 mod cost;
 mod crash;
 mod daemon;

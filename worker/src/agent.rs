@@ -40,6 +40,8 @@ fn refused_call(id: String, name: &str) -> ContentBlock {
 #[path = "agent_locks.rs"]
 mod locks;
 
+#[path = "agent_compact.rs"]
+mod compact;
 #[path = "agent_input.rs"]
 mod input;
 #[path = "agent_permission.rs"]
@@ -76,6 +78,8 @@ struct Agent {
     seen_input: HashSet<u64>,
     /// Inbox ids to name in the next checkpoint's `delivered`.
     delivered: Vec<u64>,
+    /// Context window, token count and compaction state (`agent_compact.rs`).
+    context: compact::ContextState,
 }
 
 /// Run the task given by the supervisor's `Start`.
@@ -111,7 +115,9 @@ pub async fn run(
         tracing::warn!(error = %e, "broker link not open yet; the first model call will wait for a new one");
     }
     let tools = ToolContext::new(&folders.workdir, &folders.outputs, &folders.tmp);
-    let iteration = start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32;
+    // A compacted conversation holds fewer turns than were taken: the last checkpoint's count is kept.
+    let iteration =
+        (start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32).max(start.iteration);
     let mut agent = Agent {
         supervisor,
         broker,
@@ -125,6 +131,7 @@ pub async fn run(
         inbox: start.inbox.clone(),
         seen_input: start.inbox.iter().map(|i| i.id).collect(),
         delivered: Vec::new(),
+        context: compact::ContextState::new(&start),
         start,
     };
     match agent.run().await {
@@ -156,6 +163,9 @@ impl Agent {
                 );
                 return self.end(TaskOutcome::Failed { error, recoverable: false }).await;
             }
+            if let Err(stop) = self.compact_if_needed().await? {
+                return Ok(Err(stop));
+            }
             if let Err(stop) = self.checkpoint(CheckpointKind::RequestSent, None).await? {
                 return Ok(Err(stop));
             }
@@ -168,6 +178,19 @@ impl Agent {
                     );
                     return self.end(TaskOutcome::NeedsUser { reason }).await;
                 }
+                Ok(Err(failure)) if failure.kind == neuraphage_ipc::llm::LlmErrorKind::PromptTooLong => {
+                    // Compact harder and send again, once; a second refusal ends the task with the reason.
+                    match self.prompt_too_long(&failure).await? {
+                        Ok(true) => continue,
+                        Ok(false) => {
+                            let error = format!(
+                                "the prompt is too long for the model's context window even after compacting: {failure}"
+                            );
+                            return self.end(TaskOutcome::Failed { error, recoverable: false }).await;
+                        }
+                        Err(stop) => return Ok(Err(stop)),
+                    }
+                }
                 Ok(Err(failure)) => {
                     let error = format!("the model call failed: {failure}");
                     return self.end(TaskOutcome::Failed { error, recoverable: failure.retryable }).await;
@@ -176,6 +199,7 @@ impl Agent {
             };
             self.iteration += 1;
             self.messages.push(Message { role: Speaker::Assistant, content: response.content.clone() });
+            self.context.observe(&response.usage, self.messages.len());
             let kind = CheckpointKind::ResponseReceived { usage: response.usage, model: response.model.clone() };
             if let Err(stop) = self.checkpoint(kind, None).await? {
                 return Ok(Err(stop));
@@ -366,6 +390,16 @@ impl Agent {
             max_tokens: MAX_TOKENS,
             tier: None,
         };
+        self.call_model(request, true).await
+    }
+
+    /// Send `request` to the broker and wait for its answer (see [`Agent::ask_model`]); its stream deltas are relayed
+    /// to the supervisor for live display when `relay` is set.
+    async fn call_model(
+        &mut self,
+        request: ChatRequest,
+        relay: bool,
+    ) -> anyhow::Result<Result<Result<ChatResponse, LlmFailure>, Stop>> {
         loop {
             let id = self.next_request;
             self.next_request += 1;
@@ -373,7 +407,7 @@ impl Agent {
             let _ = self.supervisor.send(&WorkerToSupervisor::Waiting { on: "the model".into() }).await;
             let lost = match sent {
                 Err(e) => e.to_string(),
-                Ok(()) => match self.await_answer(id).await? {
+                Ok(()) => match self.await_answer(id, relay).await? {
                     Ok(Some(answer)) => return Ok(Ok(answer)),
                     Ok(None) => "the broker closed the link".to_owned(),
                     Err(stop) => return Ok(Err(stop)),
@@ -390,10 +424,12 @@ impl Agent {
     async fn await_answer(
         &mut self,
         id: u64,
+        relay: bool,
     ) -> anyhow::Result<Result<Option<Result<ChatResponse, LlmFailure>>, Stop>> {
         loop {
             tokio::select! {
                 from_broker = self.broker.recv() => match from_broker {
+                    Ok(Some(BrokerToWorker::Delta { .. })) if !relay => {}
                     Ok(Some(BrokerToWorker::Delta { id: rid, delta })) if rid == id => {
                         self.supervisor.send(&WorkerToSupervisor::Stream { delta }).await.context("supervisor link")?;
                     }

@@ -6,4 +6,6 @@
 //! it calls. See `docs/ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
+pub mod compact;
+pub mod tokens;
 pub mod tools;

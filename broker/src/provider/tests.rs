@@ -745,3 +745,22 @@ async fn openai_cached_tokens_are_a_cache_read_not_billed_twice_and_pause_turn_i
     let response = call(&provider(&double, ProviderKind::Anthropic), &request()).await.0.expect("response");
     assert_eq!(response.stop_reason, StopReason::PauseTurn);
 }
+
+#[tokio::test]
+async fn a_prompt_over_the_doubles_context_window_is_prompt_too_long_on_both_providers() {
+    for kind in KINDS {
+        let double = LlmDouble::start().await.expect("double");
+        let provider = provider(&double, kind);
+        double.set_context_window(Some(20));
+        let failure = fail(&provider).await;
+        assert_eq!((failure.kind, failure.status, failure.retryable), (LlmErrorKind::PromptTooLong, Some(400), false));
+        let named =
+            if kind == ProviderKind::Anthropic { "prompt is too long: " } else { "maximum context length is 20" };
+        assert!(failure.message.contains(named), "{kind}: {}", failure.message);
+        // The control: under a large enough window the same request is answered.
+        double.set_context_window(Some(100_000));
+        double.push(Reply::text("fits"));
+        let mut on_delta = |_d: StreamDelta| {};
+        assert!(provider.complete(&request(), &mut on_delta).await.is_ok(), "{kind}");
+    }
+}

@@ -194,6 +194,19 @@ impl Store {
         Ok(())
     }
 
+    /// The model turn count of the last acknowledged checkpoint (0 when there is none).
+    pub fn last_iteration(&self, id: &TaskId) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT iteration FROM checkpoints WHERE task = ?1 ORDER BY seq DESC LIMIT 1",
+                [id.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
+    }
+
     /// The last acknowledged checkpoint's sequence number and conversation commit.
     pub fn last_checkpoint(&self, id: &TaskId) -> Result<Option<(u64, String)>> {
         Ok(self
