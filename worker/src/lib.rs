@@ -6,4 +6,8 @@
 //! it calls. See `docs/ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
+pub mod context;
+pub mod drift;
+pub mod instructions;
+pub mod skills;
 pub mod tools;
