@@ -86,7 +86,9 @@ pub fn system_prompt(start: &WorkerStart, parts: &Parts<'_>) -> String {
         ));
     }
     if let Some(skills) = parts.skills.filter(|s| !s.is_empty()) {
-        out.push_str("\n# Skills\nLoad a skill's instructions with the Skill tool (`{\"name\": ...}`) when it applies:\n");
+        out.push_str(
+            "\n# Skills\nLoad a skill's instructions with the Skill tool (`{\"name\": ...}`) when it applies:\n",
+        );
         for skill in skills.iter() {
             out.push_str(&format!("- {}: {}\n", skill.name, skill.description));
         }
@@ -163,8 +165,18 @@ mod tests {
         );
         let parts = Parts { date: "2026-01-02".into(), repo_instructions: Some(&root), skills: Some(&skills) };
         let p = system_prompt(&start(), &parts);
-        let order = ["Neuraphage", "neuraphage/np-1", "0123456789ab", "2026-01-02", "claude-x", "abc1234 first",
-            "use tabs", "be terse", "deploy: ship it", "fix the bug"];
+        let order = [
+            "Neuraphage",
+            "neuraphage/np-1",
+            "0123456789ab",
+            "2026-01-02",
+            "claude-x",
+            "abc1234 first",
+            "use tabs",
+            "be terse",
+            "deploy: ship it",
+            "fix the bug",
+        ];
         let mut at = 0;
         for part in order {
             let found = p[at..].find(part).unwrap_or_else(|| panic!("{part} missing or out of order in {p}"));
@@ -181,4 +193,34 @@ mod tests {
         assert_eq!(clean("abcdef", 3), "abc…");
         assert!(clean("x\u{202e}y", 10).contains("\\u{202e}"));
     }
+}
+
+/// What a starting worker assembles once: the system prompt, the skills (for the `Skill` tool), the instruction
+/// tracker (for sub-folders), and the notices to report (skipped skills).
+#[derive(Debug)]
+pub struct Assembled {
+    /// The system prompt, the same for every turn of this session.
+    pub system: String,
+    /// The task's skills.
+    pub skills: Skills,
+    /// The repository's instructions given so far (the root's, in the prompt).
+    pub instructions: crate::instructions::Instructions,
+    /// `(kind, message)` notices for the supervisor.
+    pub notices: Vec<(String, String)>,
+}
+
+/// Read the repository's instructions and skills inside the sandbox (bounded), parse the user's, and build the
+/// system prompt.
+pub fn assemble(start: &WorkerStart, workdir: &std::path::Path, date: String) -> Assembled {
+    let mut instructions = crate::instructions::Instructions::new(workdir);
+    let root = instructions.root();
+    let (repo_files, unreadable) = crate::skills::read_repo_skills(workdir);
+    let (skills, skipped) = Skills::gather(&start.home_skills, &repo_files);
+    let notices = unreadable
+        .into_iter()
+        .chain(skipped)
+        .map(|s| ("skill_skipped".to_owned(), format!("{}: {}", clean(&s.path, 300), clean(&s.why, 500))))
+        .collect();
+    let system = system_prompt(start, &Parts { date, repo_instructions: root.as_ref(), skills: Some(&skills) });
+    Assembled { system, skills, instructions, notices }
 }

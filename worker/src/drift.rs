@@ -181,11 +181,8 @@ impl Drift {
             }
         }
         if !self.last_tools.is_empty() {
-            let tools: Vec<String> = self
-                .last_tools
-                .iter()
-                .map(|(t, err)| format!("{t} {}", if *err { "failed" } else { "ok" }))
-                .collect();
+            let tools: Vec<String> =
+                self.last_tools.iter().map(|(t, err)| format!("{t} {}", if *err { "failed" } else { "ok" })).collect();
             s.push_str(&format!("; last tools: {}", tools.join(", ")));
         }
         s.push_str(". Send the task a message (`neuraphage task send`) to resume it with new budgets.");

@@ -86,7 +86,8 @@ impl Instructions {
     /// `raw` made relative to the worktree, `..` resolved lexically; `None` if outside.
     fn relative(&self, raw: &str) -> Option<PathBuf> {
         let path = Path::new(raw);
-        let path = if path.is_absolute() { path.strip_prefix(&self.workdir).ok()?.to_path_buf() } else { path.to_path_buf() };
+        let path =
+            if path.is_absolute() { path.strip_prefix(&self.workdir).ok()?.to_path_buf() } else { path.to_path_buf() };
         let mut out = PathBuf::new();
         for c in path.components() {
             match c {

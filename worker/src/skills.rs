@@ -82,7 +82,10 @@ pub fn parse(path: &str, text: &str) -> Result<Skill, String> {
         || name.len() > MAX_NAME
         || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
     {
-        return Err(format!("`name` must be 1 to {MAX_NAME} characters of a-z, 0-9, - and _, got `{}`", clean(&name, 80)));
+        return Err(format!(
+            "`name` must be 1 to {MAX_NAME} characters of a-z, 0-9, - and _, got `{}`",
+            clean(&name, 80)
+        ));
     }
     let description = match front.description {
         Some(serde_yaml_ng::Value::String(d)) if !d.trim().is_empty() => d,
@@ -167,7 +170,9 @@ pub fn read_repo_skills(workdir: &Path) -> (Vec<SkillFile>, Vec<Skipped>) {
         match read_bounded(&folder.join("SKILL.md"), MAX_SKILL_BYTES) {
             Ok(None) => {}
             Ok(Some((text, false))) => files.push(SkillFile { path: shown, text }),
-            Ok(Some((_, true))) => skipped.push(Skipped { path: shown, why: format!("larger than {MAX_SKILL_BYTES} bytes") }),
+            Ok(Some((_, true))) => {
+                skipped.push(Skipped { path: shown, why: format!("larger than {MAX_SKILL_BYTES} bytes") })
+            }
             Err(why) => skipped.push(Skipped { path: shown, why }),
         }
     }
@@ -210,7 +215,10 @@ mod tests {
     #[test]
     fn a_skill_has_a_name_a_description_and_a_body() {
         let s = parse("p", "---\nname: deploy\ndescription: How to deploy\n  the service\n---\nStep 1.\n").unwrap();
-        assert_eq!((s.name.as_str(), s.description.as_str(), s.body.as_str()), ("deploy", "How to deploy the service", "Step 1.\n"));
+        assert_eq!(
+            (s.name.as_str(), s.description.as_str(), s.body.as_str()),
+            ("deploy", "How to deploy the service", "Step 1.\n")
+        );
     }
 
     #[test]

@@ -44,7 +44,10 @@ pub(super) fn run(ctx: &ToolContext, input: Input) -> ToolOutcome {
         None => {
             let names: Vec<&str> = ctx.skills.iter().map(|s| s.name.as_str()).collect();
             let known = if names.is_empty() { "there are none".to_owned() } else { names.join(", ") };
-            ToolOutcome::error(format!("There is no skill named `{}`; the skills are: {known}.", clean(&input.name, 64)))
+            ToolOutcome::error(format!(
+                "There is no skill named `{}`; the skills are: {known}.",
+                clean(&input.name, 64)
+            ))
         }
     }
 }
