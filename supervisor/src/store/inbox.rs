@@ -63,6 +63,16 @@ fn insert(tx: &Transaction<'_>, id: &TaskId, text: &str, answers: Option<&str>) 
     Ok(tx.last_insert_rowid() as u64)
 }
 
+/// Whether task `id` waits on a permission request the user has not decided.
+fn permission_pending(tx: &rusqlite::Transaction<'_>, id: &TaskId) -> Result<bool> {
+    let n: i64 = tx.query_row(
+        "SELECT count(*) FROM permission_requests WHERE task = ?1 AND decision IS NULL",
+        [id.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
 impl Store {
     /// Store a user message for task `id` and act on it by the task's state: the answer to a pending question
     /// (unless the task runs), a follow-up of a finished task (Queued again), the next turn of a running one, or
@@ -90,9 +100,12 @@ impl Store {
             (None, s) if s.is_terminal() => ("follow-up: queued again".to_owned(), true),
             (None, TaskState::Running) => ("next turn".to_owned(), false),
             (None, TaskState::Paused) => ("kept for the next turn; the task stays Paused".to_owned(), false),
-            (None, TaskState::WaitingForUser) => {
+            // Waiting on a permission request: the message waits with it.
+            (None, TaskState::WaitingForUser) if permission_pending(&tx, id)? => {
                 ("kept for the next turn; the task still waits on its prompt".to_owned(), false)
             }
+            // Waiting on the drift guard (or the spend limit): the user spoke, so it goes on (issue 13).
+            (None, TaskState::WaitingForUser) => ("resumes the task: queued again".to_owned(), true),
             (None, _) => ("kept for the next turn".to_owned(), false),
         };
         let event = EventKind::UserMessage { id: msg_id, text: cut(text), delivery: delivery.clone() };
