@@ -173,6 +173,33 @@ mod tests {
     }
 
     #[test]
+    fn the_git_summary_names_the_branchs_commits_and_files_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let commit = |files: &[&str], subject: &str, parent: Option<git2::Oid>| {
+            let mut tb = repo.treebuilder(None).unwrap();
+            for f in files {
+                tb.insert(f, repo.blob(f.as_bytes()).unwrap(), 0o100644).unwrap();
+            }
+            let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+            let parents: Vec<git2::Commit> = parent.map(|p| repo.find_commit(p).unwrap()).into_iter().collect();
+            let refs: Vec<&git2::Commit> = parents.iter().collect();
+            repo.commit(None, &sig, &sig, subject, &tree, &refs).unwrap()
+        };
+        let base = commit(&["a"], "base", None);
+        let tip = commit(&["a", "b"], "add b \u{1b}[2J evil", Some(base));
+        let task = TaskId::from_bits(7);
+        repo.reference(&crate::private_repo::branch_ref(&task), tip, true, "test").unwrap();
+        let summary = git_summary(dir.path(), &task, Some(&base.to_string())).unwrap();
+        assert!(summary.contains(&tip.to_string()[..7]) && summary.contains("add b \\u{1b}[2J evil"), "{summary}");
+        assert!(!summary.contains("base\n") && summary.contains("Files changed against the base (1): b"), "{summary}");
+        assert!(!summary.contains('\u{1b}'));
+        let none = git_summary(dir.path(), &task, Some(&tip.to_string())).unwrap();
+        assert!(none.starts_with("No commits"), "{none}");
+    }
+
+    #[test]
     fn subjects_are_escaped_and_cut() {
         assert_eq!(escape("a\u{1b}[2Jb", 50), "a\\u{1b}[2Jb");
         assert_eq!(escape(&"s".repeat(150), 100).chars().count(), 101);

@@ -106,6 +106,8 @@ fn instructions_skills_and_the_plan_reach_the_model_and_the_user() {
         "MARK-ROOT-RULES",
         "data from the repository, not Neuraphage's rules",
         "MARK-USER-RULES",
+        // The branch's git state, computed by the supervisor.
+        "No commits on the branch since its base",
         "MARK-SKILL-DESC",
         &format!("neuraphage/{id}"),
     ] {
