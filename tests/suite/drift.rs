@@ -66,3 +66,36 @@ fn max_iterations_makes_the_task_wait_and_a_message_gives_it_a_new_budget() {
     assert_eq!(done["status_detail"]["summary"], "finished", "{done:#}");
     assert_eq!(model.double.requests().len(), 6, "three more turns after the message, within the new budget");
 }
+
+#[test]
+fn a_worker_killed_mid_task_goes_on_counting_its_turns() {
+    let model = Model::start(policy(|r| {
+        let n = r.tool_result_count();
+        Step::Reply(Reply::tool("Read", json!({"file_path": format!("missing-{n}.txt")})))
+    }));
+    let mut home = TestHome::new();
+    home.write_config("max-iterations: 3\n");
+    let mut env = model.env();
+    env.push(("NEURAPHAGE_TEST_PAUSE_AFTER".to_owned(), "tool_completed".to_owned()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    home.start_supervisor_with(&pairs);
+    let id = new_task(&home, "never finishes");
+    // The first turn's tool is done and checkpointed: the worker pauses there; kill it.
+    let deadline = std::time::Instant::now() + WITHIN;
+    let worker = loop {
+        let shown = home.show(&id);
+        let events = shown["events"].as_array().unwrap();
+        if events.iter().any(|e| e["kind"] == "checkpoint" && e["data"]["point"] == "tool_completed:Read") {
+            let started = events.iter().rev().find(|e| e["kind"] == "worker_started").unwrap();
+            break started["data"]["pid"].as_u64().unwrap() as i32;
+        }
+        assert!(std::time::Instant::now() < deadline, "no tool_completed: {shown:#}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let waiting = home.wait_status(&id, "WaitingForUser", WITHIN);
+    let prompt = waiting["status_detail"]["prompt"].as_str().unwrap();
+    assert!(prompt.contains("after 3 model turns"), "{prompt}");
+    // One turn before the kill and two after: the new worker did not get a fresh budget.
+    assert_eq!(model.double.requests().len(), 3);
+}
