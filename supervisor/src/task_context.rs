@@ -43,6 +43,10 @@ impl TaskContext {
 /// A file read bounded (at most `cap` bytes, lossy UTF-8), `None` if absent or not a regular file.
 fn read_capped(path: &Path, cap: usize) -> Option<(String, bool)> {
     use std::io::Read;
+    // Checked before opening: a FIFO there must not block the supervisor.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let file = std::fs::File::open(path).ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;

@@ -156,6 +156,11 @@ pub fn read_repo_skills(workdir: &Path) -> (Vec<SkillFile>, Vec<Skipped>) {
     let dir = workdir.join(REPO_SKILLS_DIR);
     let mut files = Vec::new();
     let mut skipped = Vec::new();
+    // `.neuraphage` and `skills` must be real folders of the worktree, not symlinks out of it.
+    let real = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !real(&workdir.join(".neuraphage")) || !real(&dir) {
+        return (files, skipped);
+    }
     let Ok(entries) = std::fs::read_dir(&dir) else { return (files, skipped) };
     let mut names: Vec<std::ffi::OsString> = entries.flatten().take(4 * MAX_SKILLS).map(|e| e.file_name()).collect();
     names.sort();
