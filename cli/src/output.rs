@@ -125,9 +125,30 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     let _ = writeln!(s, "  tokens       {}", tokens(&d.cost));
     let _ = writeln!(s, "  cost         {}", usd(&d.cost));
     let _ = writeln!(s, "  description\n    {}", visible_lines(&t.description).replace('\n', "\n    "));
+    s.push_str(&plan_text(&d.plan));
     let _ = writeln!(s, "  events");
     for e in &d.events {
         let _ = writeln!(s, "    #{:<6} {}  {}", e.seq, e.at.format("%H:%M:%S%.3f"), event_text(e));
+    }
+    s
+}
+
+/// The task's plan (its latest `TodoWrite`): "Plan: 3/7 done", then each item with a mark (`[x]` done, `[>]` in
+/// progress, `[ ]` pending), escaped. Empty when there is none.
+pub fn plan_text(plan: &[neuraphage_ipc::task::PlanItem]) -> String {
+    use neuraphage_ipc::task::PlanStatus;
+    if plan.is_empty() {
+        return String::new();
+    }
+    let done = plan.iter().filter(|i| i.status == PlanStatus::Done).count();
+    let mut s = format!("  Plan: {done}/{} done\n", plan.len());
+    for item in plan {
+        let mark = match item.status {
+            PlanStatus::Done => "[x]",
+            PlanStatus::InProgress => "[>]",
+            PlanStatus::Pending => "[ ]",
+        };
+        let _ = writeln!(s, "    {mark} {}", visible(&item.content));
     }
     s
 }

@@ -92,6 +92,20 @@ fn task_show_prints_model_and_task_values_escaped() {
 }
 
 #[test]
+fn the_plan_prints_its_progress_and_marks_escaped() {
+    use neuraphage_ipc::task::{PlanItem, PlanStatus};
+    let plan = [
+        PlanItem { content: "read".into(), status: PlanStatus::Done },
+        PlanItem { content: HOSTILE.into(), status: PlanStatus::InProgress },
+        PlanItem { content: "test".into(), status: PlanStatus::Pending },
+    ];
+    let text = crate::output::plan_text(&plan);
+    assert_clean(&text);
+    assert_eq!(text, format!("  Plan: 1/3 done\n    [x] read\n    [>] {SHOWN}\n    [ ] test\n"));
+    assert_eq!(crate::output::plan_text(&[]), "");
+}
+
+#[test]
 fn task_log_prints_tool_names_text_and_results_escaped() {
     let messages = vec![
         Message { role: Speaker::User, content: vec![ContentBlock::Text { text: format!("hi\n{HOSTILE}") }] },

@@ -140,8 +140,13 @@ pub struct WorkerStart {
     /// The drift guard's limits besides `max_iterations`.
     #[serde(default)]
     pub drift: DriftLimits,
-    /// The model turn count of the last checkpoint (a compacted conversation holds fewer turns than were taken);
-    /// 0 for a new task.
+    /// The task branch's state, computed by the supervisor from the task's private repository (the worker cannot
+    /// run git in its worktree): its last commits (short id and escaped subject) and the files it changed against
+    /// its base; bounded (4 KiB). `None`: no repository.
+    #[serde(default)]
+    pub git_summary: Option<String>,
+    /// The last checkpoint's [`Checkpoint::iteration`] (model turns counted by the drift guard since the task
+    /// started or the user last spoke), so a worker resumed after a crash goes on counting; 0 for a new task.
     #[serde(default)]
     pub iteration: u32,
 }
@@ -193,6 +198,7 @@ impl WorkerStart {
             context_tokens: 0,
             compact_at_percent: 0,
             drift: DriftLimits::default(),
+            git_summary: None,
             iteration: 0,
         }
     }
@@ -299,7 +305,8 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Which point of the loop.
     pub kind: CheckpointKind,
-    /// The model turn count so far.
+    /// The model turns counted by the drift guard (`max_iterations`): since the task started, or since the user
+    /// last spoke (a message delivered, or a retry), so a task that waited on the drift guard gets a new budget.
     pub iteration: u32,
     /// The whole conversation at this point.
     pub messages: Vec<Message>,

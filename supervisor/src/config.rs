@@ -59,6 +59,43 @@ pub struct Config {
     /// Seconds an event-stream subscriber (`events --follow`, `task attach`) may take to read one item before it is
     /// dropped; while it is slow, items it cannot take are dropped and it is told what it missed.
     pub event_stream_write_secs: u64,
+    /// The drift guard's limits besides `max-iterations` (`drift: {max-consecutive-failures: 10,
+    /// no-progress-minutes: 10, iteration-tokens-warning: 100000}`); a task that trips one waits for the user.
+    pub drift: DriftEntry,
+}
+
+/// The `drift:` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DriftEntry {
+    /// Tool failures in a row (a command exiting non-zero counts) past which the task waits (0: no limit).
+    pub max_consecutive_failures: u32,
+    /// Minutes with no file changed and no new tool result before the task waits (0: no limit).
+    pub no_progress_minutes: u64,
+    /// Tokens of one model turn above which a `drift_warning` notice is recorded (0: never).
+    pub iteration_tokens_warning: u64,
+}
+
+impl Default for DriftEntry {
+    fn default() -> DriftEntry {
+        let d = neuraphage_ipc::worker::DriftLimits::default();
+        DriftEntry {
+            max_consecutive_failures: d.max_consecutive_failures,
+            no_progress_minutes: d.no_progress_secs / 60,
+            iteration_tokens_warning: d.iteration_tokens_warning,
+        }
+    }
+}
+
+impl DriftEntry {
+    /// As the worker's `Start` carries them.
+    pub fn limits(&self) -> neuraphage_ipc::worker::DriftLimits {
+        neuraphage_ipc::worker::DriftLimits {
+            max_consecutive_failures: self.max_consecutive_failures,
+            no_progress_secs: self.no_progress_minutes.saturating_mul(60),
+            iteration_tokens_warning: self.iteration_tokens_warning,
+        }
+    }
 }
 
 /// A tier's name: one of `router`, `worker`, `expert`.
@@ -132,6 +169,7 @@ impl Default for Config {
             event_stream_write_secs: 10,
             compact_at_percent: 80,
             context_tokens: None,
+            drift: DriftEntry::default(),
         }
     }
 }
@@ -161,6 +199,9 @@ impl Config {
         }
         if config.context_tokens.is_some_and(|n| n < 1024) {
             return Err("context-tokens: a context window is at least 1024 tokens".into());
+        }
+        if config.drift.no_progress_minutes > 7 * 24 * 60 {
+            return Err("drift.no-progress-minutes must be at most a week (10080)".into());
         }
         if config.escalate_after_retries == 0 {
             return Err("escalate-after-retries must be at least 1".into());
@@ -245,6 +286,17 @@ mod tests {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         let c = Config::parse("max-concurrent: 2\nkeep-worktrees: false\n").unwrap();
         assert_eq!(c, Config { max_concurrent: 2, keep_worktrees: false, ..Config::default() });
+    }
+
+    #[test]
+    fn the_drift_block_sets_the_guards_limits() {
+        let d = Config::default().drift.limits();
+        assert_eq!(d, neuraphage_ipc::worker::DriftLimits::default());
+        let c = Config::parse("drift:\n  max-consecutive-failures: 3\n  no-progress-minutes: 2\n").unwrap();
+        let d = c.drift.limits();
+        assert_eq!((d.max_consecutive_failures, d.no_progress_secs, d.iteration_tokens_warning), (3, 120, 100_000));
+        assert!(Config::parse("drift:\n  max-failures: 3\n").is_err());
+        assert!(Config::parse("drift:\n  no-progress-minutes: 99999\n").unwrap_err().contains("at most a week"));
     }
 
     #[test]

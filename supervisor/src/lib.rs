@@ -51,6 +51,7 @@ pub mod spawn;
 pub mod store;
 pub mod stuck;
 pub mod task_commit;
+pub mod task_context;
 pub mod tool_events;
 pub mod workers;
 pub mod worktree;

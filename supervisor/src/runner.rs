@@ -236,7 +236,7 @@ async fn worker_session(
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Result<Ending, String> {
-    let Prepared { workdir, git_dir, worktree_gitfile, messages, last_seq, resume_point } = prepared;
+    let Prepared { workdir, git_dir, worktree_gitfile, messages, last_seq, resume_point, context } = prepared;
     let plan_file = dirs.root.join("sandbox.json");
     plan.save(&plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
 
@@ -305,7 +305,7 @@ async fn worker_session(
         daemon.config().disk_reserve,
     );
     let ending = tokio::select! {
-        ending = converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), cgroup, cancel, shutdown) => ending,
+        ending = converse(daemon, task, dirs, &mut link, &workdir, (messages, last_seq, resume_point), context, cgroup, cancel, shutdown) => ending,
         why = disk => Ending::Paused(why),
     };
 
@@ -365,6 +365,15 @@ struct Prepared {
     messages: Vec<neuraphage_ipc::llm::Message>,
     last_seq: u64,
     resume_point: Option<CheckpointKind>,
+    /// Issue 13's context for the worker's `Start` (user instructions and skills, git state, drift count).
+    context: StartContext,
+}
+
+/// The parts of `WorkerStart` for the worker's context assembly and drift guard, read in [`prepare`].
+struct StartContext {
+    read: crate::task_context::TaskContext,
+    /// The last checkpoint's drift turn count.
+    iteration: u32,
 }
 
 /// Blocking: make the task's folders and worktree, and load where it left off.
@@ -392,7 +401,10 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         !matches!(k, CheckpointKind::TaskEnded { outcome: TaskOutcome::Failed { .. } | TaskOutcome::NeedsUser { .. } })
     });
     let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
+    let iteration = daemon.with_store(|s| s.last_iteration(&task.id)).unwrap_or(0);
+    let home = daemon.paths().home.clone();
     let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else {
+        let read = crate::task_context::TaskContext::read(&home, &task.id, None, None);
         return Ok(Prepared {
             workdir: dirs.tmp.clone(),
             git_dir: None,
@@ -400,6 +412,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
             messages,
             last_seq,
             resume_point,
+            context: StartContext { read, iteration },
         });
     };
     let repo = Path::new(repo);
@@ -409,6 +422,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
     // No process of the task runs yet: whatever an earlier one left at `.git` goes.
     crate::worktree_seal::seal(&dirs.root, &dirs.worktree, &[])?;
     daemon.set_branch(&task.id, &worktree::branch_name(&task.id))?;
+    let read = crate::task_context::TaskContext::read(&home, &task.id, Some(&dirs.git), Some(base));
     Ok(Prepared {
         workdir: dirs.worktree.clone(),
         git_dir: Some(dirs.git.clone()),
@@ -416,6 +430,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         messages,
         last_seq,
         resume_point,
+        context: StartContext { read, iteration },
     })
 }
 
@@ -427,6 +442,7 @@ async fn converse(
     link: &mut WorkerLink,
     workdir: &Path,
     resume: (Vec<neuraphage_ipc::llm::Message>, u64, Option<CheckpointKind>),
+    context: StartContext,
     cgroup: &crate::cgroup::TaskCgroup,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
@@ -458,7 +474,14 @@ async fn converse(
         tier,
         context_tokens,
         compact_at_percent: daemon.config().compact_at_percent,
-        iteration: daemon.with_store(|s| s.last_iteration(&task.id)).unwrap_or(0),
+        // Issue 13's context and drift guard.
+        base_commit: task.base_commit.clone(),
+        parent: task.parent.clone(),
+        user_instructions: context.read.user_instructions,
+        home_skills: context.read.home_skills,
+        git_summary: context.read.git_summary,
+        drift: daemon.config().drift.limits(),
+        iteration: context.iteration,
         ..WorkerStart::defaults()
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
+use neuraphage_ipc::task::PlanItem;
 use neuraphage_ipc::worker::{
     BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, DEFAULT_HEARTBEAT_MS, MAX_WORKER_FRAME, SandboxReport,
     SupervisorToWorker, TaskOutcome, WorkerStart, WorkerToBroker, WorkerToSupervisor,
 };
 use neuraphage_ipc::{Link, Role};
 use neuraphage_sandbox_profiles::TaskFolders;
+use neuraphage_worker::drift::Drift;
+use neuraphage_worker::instructions::Instructions;
 use neuraphage_worker::tools::{self, ToolContext, ToolOutcome};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -46,6 +49,8 @@ mod compact;
 mod input;
 #[path = "agent_permission.rs"]
 mod permission;
+#[path = "agent_turn.rs"]
+mod turn;
 
 #[path = "heartbeat.rs"]
 mod heartbeat;
@@ -68,8 +73,17 @@ struct Agent {
     tools: ToolContext,
     messages: Vec<Message>,
     seq: u64,
-    iteration: u32,
     next_request: u64,
+    /// The system prompt, assembled once per worker start (byte-identical from turn to turn, for the prompt cache).
+    system: String,
+    /// The drift guard; its turn count is the checkpoints' `iteration`.
+    drift: Drift,
+    /// The repository's instruction files given so far (sub-folders are added after tool results).
+    instructions: Instructions,
+    /// The task's plan as its latest `TodoWrite` set it (for the drift guard's summary).
+    plan: Vec<PlanItem>,
+    /// A plan the next checkpoint carries (set by a `TodoWrite` call, for its `tool_completed` checkpoint).
+    plan_update: Option<Vec<PlanItem>>,
     /// Resources the task holds in the broker's lock table (re-claimed on a new broker link).
     held: std::collections::BTreeSet<String>,
     /// User input not yet in the conversation (from `Start`, then from the supervisor link).
@@ -114,10 +128,15 @@ pub async fn run(
     if let Err(e) = broker.connect_handshake(Role::Worker).await {
         tracing::warn!(error = %e, "broker link not open yet; the first model call will wait for a new one");
     }
-    let tools = ToolContext::new(&folders.workdir, &folders.outputs, &folders.tmp);
-    // A compacted conversation holds fewer turns than were taken: the last checkpoint's count is kept.
-    let iteration =
-        (start.messages.iter().filter(|m| m.role == Speaker::Assistant).count() as u32).max(start.iteration);
+    let mut tools = ToolContext::new(&folders.workdir, &folders.outputs, &folders.tmp);
+    let assembled =
+        neuraphage_worker::context::assemble(&start, &folders.workdir, neuraphage_worker::context::utc_date());
+    tools.skills = std::sync::Arc::new(assembled.skills);
+    let mut drift = Drift::new(start.drift, start.max_iterations, start.iteration, std::time::Instant::now());
+    if start.resume_point.is_none() && !start.messages.is_empty() {
+        // A retry (the task had ended failed or waiting): the user acted, so the budgets start again.
+        drift.restart(std::time::Instant::now());
+    }
     let mut agent = Agent {
         supervisor,
         broker,
@@ -125,8 +144,12 @@ pub async fn run(
         tools,
         messages: start.messages.clone(),
         seq: start.last_seq,
-        iteration,
         next_request: 1,
+        system: assembled.system,
+        drift,
+        instructions: assembled.instructions,
+        plan: Vec::new(),
+        plan_update: None,
         held: std::collections::BTreeSet::new(),
         inbox: start.inbox.clone(),
         seen_input: start.inbox.iter().map(|i| i.id).collect(),
@@ -134,6 +157,10 @@ pub async fn run(
         context: compact::ContextState::new(&start),
         start,
     };
+    for (kind, message) in assembled.notices {
+        agent.supervisor.send(&WorkerToSupervisor::Notice { kind, message }).await.context("supervisor link")?;
+    }
+    agent.recall();
     match agent.run().await {
         Ok(Ok(())) | Ok(Err(Stop::Cancelled | Stop::Parked)) => Ok(()),
         Err(e) => Err(e),
@@ -155,13 +182,16 @@ impl Agent {
             return Ok(Err(stop));
         }
         loop {
+            let before = self.delivered.len();
             self.deliver_user_input();
-            if self.iteration >= self.start.max_iterations {
-                let error = format!(
-                    "drift guard: the model took {} turns without finishing (max-iterations is {})",
-                    self.iteration, self.start.max_iterations
-                );
-                return self.end(TaskOutcome::Failed { error, recoverable: false }).await;
+            if self.delivered.len() > before {
+                // The user spoke: the drift guard's budgets start again from here.
+                self.drift.restart(std::time::Instant::now());
+            }
+            if let Some(trip) = self.drift.check(std::time::Instant::now()) {
+                let reason = self.drift.reason(&trip, &self.plan);
+                tracing::warn!(%reason, "drift guard: the task waits for the user");
+                return self.end(TaskOutcome::NeedsUser { reason }).await;
             }
             if let Err(stop) = self.compact_if_needed().await? {
                 return Ok(Err(stop));
@@ -197,7 +227,12 @@ impl Agent {
                 }
                 Err(stop) => return Ok(Err(stop)),
             };
-            self.iteration += 1;
+            let u = &response.usage;
+            let tokens = u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens;
+            if let Some(message) = self.drift.on_response(tokens) {
+                let notice = WorkerToSupervisor::Notice { kind: "drift_warning".into(), message };
+                self.supervisor.send(&notice).await.context("supervisor link")?;
+            }
             self.messages.push(Message { role: Speaker::Assistant, content: response.content.clone() });
             self.context.observe(&response.usage, self.messages.len());
             let kind = CheckpointKind::ResponseReceived { usage: response.usage, model: response.model.clone() };
@@ -228,13 +263,10 @@ impl Agent {
                 }
             }
             let mut results = Vec::new();
-            for (i, (id, name, input)) in calls.into_iter().enumerate() {
-                if i >= MAX_TOOL_CALLS_PER_TURN {
-                    results.push(refused_call(id, &name));
-                } else if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
-                    return Ok(Err(stop));
-                }
+            if let Err(stop) = self.run_calls(&calls, &mut results).await? {
+                return Ok(Err(stop));
             }
+            self.add_instructions(&calls, &mut results);
             self.messages.push(Message { role: Speaker::User, content: results });
         }
     }
@@ -247,24 +279,70 @@ impl Agent {
         input: &serde_json::Value,
         results: &mut Vec<ContentBlock>,
     ) -> anyhow::Result<Result<(), Stop>> {
+        match self.begin_tool(id, name, input, results).await? {
+            Ok(true) => {}
+            Ok(false) => return Ok(Ok(())),
+            Err(stop) => return Ok(Err(stop)),
+        }
+        let outcome = match self.execute_tool(id, name, input, results).await? {
+            Ok(outcome) => outcome,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        self.complete_tool(id, name, input, outcome, results).await
+    }
+
+    /// A call's permission gate, then its `tool_started` checkpoint. `Ok(false)`: refused (its error result and
+    /// `tool_completed` checkpoint are written).
+    async fn begin_tool(
+        &mut self,
+        id: &str,
+        name: &str,
+        input: &serde_json::Value,
+        results: &mut Vec<ContentBlock>,
+    ) -> anyhow::Result<Result<bool, Stop>> {
         match self.permission(id, name, input, results).await? {
             Ok(permission::Gate::Run) => {}
-            Ok(permission::Gate::Refused) => return Ok(Ok(())),
+            Ok(permission::Gate::Refused) => {
+                self.drift.on_tool(name, true, "refused", None, std::time::Instant::now());
+                return Ok(Ok(false));
+            }
             Err(stop) => return Ok(Err(stop)),
         }
         let started = CheckpointKind::ToolStarted { tool: name.to_owned(), tool_use_id: id.to_owned() };
-        if let Err(stop) = self.checkpoint(started, Some(results)).await? {
-            return Ok(Err(stop));
-        }
-        let outcome = if name == tools::commit::NAME {
+        Ok(self.checkpoint(started, Some(results)).await?.map(|()| true))
+    }
+
+    /// Run one call that has passed its gate and `tool_started` checkpoint.
+    async fn execute_tool(
+        &mut self,
+        id: &str,
+        name: &str,
+        input: &serde_json::Value,
+        results: &[ContentBlock],
+    ) -> anyhow::Result<Result<ToolOutcome, Stop>> {
+        Ok(Ok(if name == tools::commit::NAME {
             match self.commit(input).await? {
                 Ok(outcome) => outcome,
                 Err(stop) => return Ok(Err(stop)),
             }
         } else if name == tools::ask::NAME {
             match self.ask_user(id, input, results).await? {
-                Ok(outcome) => outcome,
+                Ok(outcome) => {
+                    // The user answered: the drift guard's budgets start again.
+                    self.drift.restart(std::time::Instant::now());
+                    outcome
+                }
                 Err(stop) => return Ok(Err(stop)),
+            }
+        } else if name == tools::todo::NAME {
+            match tools::todo::parse(input) {
+                Ok(items) => {
+                    let outcome = tools::todo::result(&items);
+                    self.plan = items.clone();
+                    self.plan_update = Some(items);
+                    outcome
+                }
+                Err(outcome) => outcome,
             }
         } else if tools::lock::is_lock_tool(name) {
             match self.lock_tool(name, input).await? {
@@ -290,7 +368,27 @@ impl Agent {
                     }
                 }
             }
+        }))
+    }
+
+    /// A call's result joins `results`, the drift guard hears of it, and its `tool_completed` checkpoint is written
+    /// (carrying the plan when it was a `TodoWrite`).
+    async fn complete_tool(
+        &mut self,
+        id: &str,
+        name: &str,
+        input: &serde_json::Value,
+        outcome: ToolOutcome,
+        results: &mut Vec<ContentBlock>,
+    ) -> anyhow::Result<Result<(), Stop>> {
+        let wrote = match name {
+            "Write" | "Edit" => input.get("file_path").and_then(|v| v.as_str()),
+            _ => None,
         };
+        self.drift.on_tool(name, outcome.is_error, &outcome.content, wrote, std::time::Instant::now());
+        if name != tools::todo::NAME || outcome.is_error {
+            self.plan_update = None;
+        }
         results.push(ContentBlock::ToolResult {
             tool_use_id: id.to_owned(),
             content: outcome.content,
@@ -374,6 +472,8 @@ impl Agent {
                 });
             }
         }
+        let calls = tool_calls(&self.messages[pos].content);
+        self.add_instructions(&calls, &mut results);
         self.messages.push(Message { role: Speaker::User, content: results });
         Ok(Ok(()))
     }
@@ -384,7 +484,7 @@ impl Agent {
     async fn ask_model(&mut self) -> anyhow::Result<Result<Result<ChatResponse, LlmFailure>, Stop>> {
         let request = ChatRequest {
             model: None,
-            system: self.system_prompt(),
+            system: self.system.clone(),
             messages: self.messages.clone(),
             tools: tools::definitions(),
             max_tokens: MAX_TOKENS,
@@ -484,7 +584,8 @@ impl Agent {
         }
         let kind_name = kind.name();
         let delivered = std::mem::take(&mut self.delivered);
-        let cp = Checkpoint { seq: self.seq, kind, iteration: self.iteration, messages, delivered, plan: None };
+        let plan = self.plan_update.take();
+        let cp = Checkpoint { seq: self.seq, kind, iteration: self.drift.iterations(), messages, delivered, plan };
         self.supervisor.send(&WorkerToSupervisor::Checkpoint(Box::new(cp))).await.context("supervisor link")?;
         let received = tokio::time::timeout(Duration::from_secs(120), self.supervisor.recv())
             .await
@@ -528,27 +629,6 @@ impl Agent {
     async fn end(&mut self, outcome: TaskOutcome) -> anyhow::Result<Result<(), Stop>> {
         tracing::info!(?outcome, "task ended");
         self.checkpoint(CheckpointKind::TaskEnded { outcome }, None).await
-    }
-
-    fn system_prompt(&self) -> String {
-        let branch = match &self.start.branch {
-            Some(b) => format!("a git worktree on branch {b}"),
-            None => "a scratch folder (this task has no repository)".to_owned(),
-        };
-        format!(
-            "You are a coding agent run by Neuraphage. You work on one task, alone, in {branch} at {workdir}.\n\
-             Tools: Read, Write, Edit, Bash, Glob, Grep, Commit, AskUser (when only the user can decide), and Lock / \
-             Unlock for resources shared with other \
-             tasks running at the same time. Relative paths are relative to that folder; you cannot reach files \
-             outside it.\n\
-             Do not run `git commit` or change git configuration (the repository's git metadata is read-only to you): \
-             use the Commit tool to commit a finished step to the task's branch. Neuraphage also commits whatever is \
-             left when the task ends, and the user reviews the branch's diff.\n\
-             When the task is done, answer with a short summary of what you changed and no tool call.\n\n\
-             The task:\n{task}",
-            workdir = self.start.workdir,
-            task = self.start.description,
-        )
     }
 }
 

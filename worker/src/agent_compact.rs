@@ -48,7 +48,7 @@ impl ContextState {
 impl Agent {
     /// Tokens of the request's fixed part: tools and system prompt.
     fn fixed_tokens(&self) -> u64 {
-        tokens::count_fixed(&self.system_prompt(), &tools::definitions())
+        tokens::count_fixed(&self.system, &tools::definitions())
     }
 
     /// Before a request: compact when it would pass the threshold.

@@ -8,4 +8,8 @@
 
 pub mod compact;
 pub mod tokens;
+pub mod context;
+pub mod drift;
+pub mod instructions;
+pub mod skills;
 pub mod tools;

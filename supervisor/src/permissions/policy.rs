@@ -110,6 +110,8 @@ pub fn subject(tool: &str, input: &serde_json::Value) -> Subject {
                 None => Subject::Path { path: folder, write: false },
             }
         }
+        // Bookkeeping and text the worker already holds: they touch no file and run no command, so they never ask.
+        "TodoWrite" | "Skill" => Subject::Unguarded,
         _ => Subject::Unguarded,
     }
 }

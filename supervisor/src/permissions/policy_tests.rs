@@ -305,3 +305,15 @@ fn a_saved_command_line_never_matches_across_a_newline() {
     asks(bash(&r, "echo\ngit push"), "git push *");
     asks(bash(&r, "echo git\npush"), "permission-mode ask");
 }
+
+#[test]
+fn todo_write_and_skill_never_ask_in_any_mode() {
+    for mode in [Mode::Ask, Mode::Deny] {
+        let r = rules(mode, &[]);
+        let todo = serde_json::json!({"todos": [{"content": "rm -rf /", "status": "pending"}]});
+        assert_eq!(subject("TodoWrite", &todo), Subject::Unguarded);
+        allowed(r.judge("TodoWrite", &subject("TodoWrite", &todo)), "not guarded");
+        let skill = serde_json::json!({"name": "deploy"});
+        allowed(r.judge("Skill", &subject("Skill", &skill)), "not guarded");
+    }
+}

@@ -63,6 +63,16 @@ fn insert(tx: &Transaction<'_>, id: &TaskId, text: &str, answers: Option<&str>) 
     Ok(tx.last_insert_rowid() as u64)
 }
 
+/// Whether task `id` waits on a permission request the user has not decided.
+fn permission_pending(tx: &rusqlite::Transaction<'_>, id: &TaskId) -> Result<bool> {
+    let n: i64 = tx.query_row(
+        "SELECT count(*) FROM permission_requests WHERE task = ?1 AND decision IS NULL",
+        [id.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
 impl Store {
     /// Store a user message for task `id` and act on it by the task's state: the answer to a pending question
     /// (unless the task runs), a follow-up of a finished task (Queued again), the next turn of a running one, or
@@ -90,9 +100,12 @@ impl Store {
             (None, s) if s.is_terminal() => ("follow-up: queued again".to_owned(), true),
             (None, TaskState::Running) => ("next turn".to_owned(), false),
             (None, TaskState::Paused) => ("kept for the next turn; the task stays Paused".to_owned(), false),
-            (None, TaskState::WaitingForUser) => {
+            // Waiting on a permission request: the message waits with it.
+            (None, TaskState::WaitingForUser) if permission_pending(&tx, id)? => {
                 ("kept for the next turn; the task still waits on its prompt".to_owned(), false)
             }
+            // Waiting on the drift guard (or the spend limit): the user spoke, so it goes on (issue 13).
+            (None, TaskState::WaitingForUser) => ("resumes the task: queued again".to_owned(), true),
             (None, _) => ("kept for the next turn".to_owned(), false),
         };
         let event = EventKind::UserMessage { id: msg_id, text: cut(text), delivery: delivery.clone() };
@@ -305,6 +318,18 @@ mod tests {
     }
 
     #[test]
+    fn a_message_resumes_a_task_waiting_on_the_drift_guard() {
+        let (_d, mut s, id) = store_with_task();
+        let parked = CheckpointKind::TaskEnded { outcome: TaskOutcome::NeedsUser { reason: "drift".into() } };
+        s.checkpoint(&id, &checkpoint(1, parked, vec![]), "c1").unwrap();
+        s.transition(&id, TaskStatus::WaitingForUser { prompt: "the drift guard stopped the task".into() }).unwrap();
+        assert!(s.send_message(&id, "go on", true).is_err(), "no question: `task answer` is refused");
+        let sent = s.send_message(&id, "go on", false).unwrap();
+        assert_eq!(sent.task.status, TaskStatus::Queued, "{}", sent.delivery);
+        assert_eq!(s.pending_input(&id).unwrap().len(), 1);
+    }
+
+    #[test]
     fn a_question_is_pending_only_after_an_ask_user_call_parks_the_task() {
         let (_d, mut s, id) = store_with_task();
         let started = CheckpointKind::ToolStarted { tool: "Bash".into(), tool_use_id: "t1".into() };
@@ -312,7 +337,14 @@ mod tests {
         let parked = CheckpointKind::TaskEnded { outcome: TaskOutcome::NeedsUser { reason: "allow?".into() } };
         s.checkpoint(&id, &checkpoint(2, parked.clone(), vec![]), "c2").unwrap();
         s.transition(&id, TaskStatus::WaitingForUser { prompt: "allow?".into() }).unwrap();
-        // Not a question (another tool parked it): `task answer` is refused, a message is kept.
+        s.conn
+            .execute(
+                "INSERT INTO permission_requests (task, tool_use_id, tool, subject, command, prompt, asked_by,
+                 requested_at) VALUES (?1, 't1', 'Bash', 'x', 1, 'allow?', 'test', 0)",
+                [id.as_str()],
+            )
+            .unwrap();
+        // Not a question (a permission parked it): `task answer` is refused, a message is kept.
         assert!(s.send_message(&id, "yes", true).is_err());
         assert!(s.send_message(&id, "yes", false).unwrap().delivery.starts_with("kept"));
         let started = CheckpointKind::ToolStarted { tool: ASK_USER_TOOL.into(), tool_use_id: "t2".into() };

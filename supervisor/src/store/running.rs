@@ -1,6 +1,7 @@
 //! Store operations of running tasks: the scheduler's queries, status changes, checkpoints, and the end of a task.
 
 use chrono::Utc;
+use neuraphage_ipc::task::PlanItem;
 use neuraphage_ipc::worker::{Checkpoint, CheckpointKind};
 use neuraphage_ipc::{EventKind, RunningPhase, Task, TaskId, TaskState, TaskStatus};
 use rusqlite::{OptionalExtension, params};
@@ -171,6 +172,12 @@ impl Store {
         };
         append_event(&tx, id, &EventKind::Checkpoint { seq: cp.seq, point, commit: commit.to_owned() })?;
         super::inbox::on_checkpoint(&tx, id, cp)?;
+        if let Some(plan) = &cp.plan {
+            // The plan (TodoWrite) is stored with the task, and its event recorded, with the checkpoint.
+            let items: Vec<_> = plan.iter().take(MAX_PLAN_ITEMS).map(bounded_item).collect();
+            tx.execute("UPDATE tasks SET plan = ?2 WHERE id = ?1", params![id.as_str(), to_json(&items)?])?;
+            append_event(&tx, id, &EventKind::PlanUpdated { items })?;
+        }
         // A tool's start or end is also a tool-call event, in the same transaction (no second sync before the ack).
         if let Some(kind) = crate::tool_events::from_checkpoint(cp) {
             append_event(&tx, id, &kind)?;
@@ -194,7 +201,7 @@ impl Store {
         Ok(())
     }
 
-    /// The model turn count of the last acknowledged checkpoint (0 when there is none).
+    /// The last acknowledged checkpoint's `iteration` (the drift guard's turn count), 0 when none.
     pub fn last_iteration(&self, id: &TaskId) -> Result<u32> {
         Ok(self
             .conn
@@ -204,7 +211,21 @@ impl Store {
                 |r| r.get::<_, i64>(0),
             )
             .optional()?
-            .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
+            .map(|n| n.clamp(0, u32::MAX as i64) as u32)
+            .unwrap_or(0))
+    }
+
+    /// The task's plan as stored (empty: none).
+    pub fn plan(&self, id: &TaskId) -> Result<Vec<PlanItem>> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT plan FROM tasks WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(match text {
+            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+            None => Vec::new(),
+        })
     }
 
     /// The last acknowledged checkpoint's sequence number and conversation commit.
@@ -218,4 +239,13 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// Most plan items stored (the worker's `TodoWrite` caps at 100 too; a checkpoint is the worker's word, so bounded
+/// again here).
+pub const MAX_PLAN_ITEMS: usize = 100;
+
+/// A plan item with its text cut to 500 characters.
+fn bounded_item(item: &PlanItem) -> PlanItem {
+    PlanItem { content: item.content.chars().take(500).collect(), status: item.status }
 }

@@ -140,9 +140,23 @@ CREATE TABLE permission_rules (
 ) STRICT;
 "#;
 
+/// Version 7 (issue 13): the task's plan as its latest `TodoWrite` set it (JSON list of `PlanItem`; NULL: none),
+/// written in the transaction of the checkpoint that carries it.
+const V7_PLAN: &str = r#"
+ALTER TABLE tasks ADD COLUMN plan TEXT;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3_COSTS), M::up(V4_TIER), M::up(V5_INBOX), M::up(V6_PERMISSIONS)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(V3_COSTS),
+        M::up(V4_TIER),
+        M::up(V5_INBOX),
+        M::up(V6_PERMISSIONS),
+        M::up(V7_PLAN),
+    ])
 }
 
 #[cfg(test)]

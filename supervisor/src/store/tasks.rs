@@ -246,7 +246,8 @@ impl Store {
             })?
             .collect::<rusqlite::Result<_>>()?;
         let cost = self.task_cost(id)?;
-        Ok(TaskDetail { task, blocked_by, blocks, children, events, cost, plan: Vec::new() })
+        let plan = self.plan(id)?;
+        Ok(TaskDetail { task, blocked_by, blocks, children, events, cost, plan })
     }
 
     /// Make `task` wait for `on`. Refuses a self-dependency, a cycle, and finished tasks; returns false when the

@@ -3,8 +3,10 @@
 //! The six file and shell tools keep the names and input fields coding models already know from Claude Code: `Read`,
 //! `Write`, `Edit`, `Bash`, `Glob`, `Grep`; `Commit` (see [`commit`]) is carried out by the agent loop over the
 //! supervisor link, and `Lock` / `Unlock` (see [`lock`]), the task's side of the broker's lock table, over the broker
-//! link. [`definitions`] lists them for the model, [`run`] runs one call, and
-//! [`is_idempotent`] tells the agent loop which calls may simply be repeated after a crash.
+//! link. `Skill` (see [`skill`]) returns a skill's body and `TodoWrite` (see [`todo`]) saves the task's plan (the
+//! agent loop puts it in the call's checkpoint). [`definitions`] lists them for the model, [`run`] runs one call,
+//! [`is_idempotent`] tells the agent loop which calls may simply be repeated after a crash, and [`is_read_only`]
+//! which consecutive calls of one turn may run at once.
 //!
 //! Every failure (a tool error, an unknown tool, arguments that do not parse) comes back as a [`ToolOutcome`] with
 //! `is_error: true` and a message naming what was wrong; nothing here panics the worker or ends it. Arguments are
@@ -28,6 +30,8 @@ pub mod lock;
 pub mod path;
 mod read;
 mod saved;
+pub mod skill;
+pub mod todo;
 mod write;
 
 use std::path::PathBuf;
@@ -51,6 +55,8 @@ pub struct ToolContext {
     pub tmp_dir: PathBuf,
     /// Most characters of output returned to the model (default [`DEFAULT_OUTPUT_LIMIT`]).
     pub output_limit: usize,
+    /// The task's skills, for the `Skill` tool.
+    pub skills: std::sync::Arc<crate::skills::Skills>,
 }
 
 impl ToolContext {
@@ -61,6 +67,7 @@ impl ToolContext {
             outputs_dir: outputs_dir.into(),
             tmp_dir: tmp_dir.into(),
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            skills: Default::default(),
         }
     }
 
@@ -101,8 +108,8 @@ impl From<Result<String, String>> for ToolOutcome {
 }
 
 /// The names of every tool, in the order [`definitions`] lists them.
-pub const TOOL_NAMES: [&str; 10] =
-    ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit", "Lock", "Unlock", "AskUser"];
+pub const TOOL_NAMES: [&str; 12] =
+    ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit", "Lock", "Unlock", "AskUser", "TodoWrite", "Skill"];
 
 /// Every tool, for the model: name, description and the JSON Schema of its input.
 pub fn definitions() -> Vec<ToolDefinition> {
@@ -117,12 +124,19 @@ pub fn definitions() -> Vec<ToolDefinition> {
         lock::lock_definition(),
         lock::unlock_definition(),
         ask::definition(),
+        todo::definition(),
+        skill::definition(),
     ]
 }
 
 /// Whether running the same call twice has the same effect as running it once (`Read`, `Glob`, `Grep`).
 pub fn is_idempotent(tool: &str) -> bool {
-    matches!(tool, "Read" | "Glob" | "Grep")
+    matches!(tool, "Read" | "Glob" | "Grep" | skill::NAME)
+}
+
+/// Whether a call only reads (`Read`, `Glob`, `Grep`, `Skill`): consecutive ones of one turn may run at once.
+pub fn is_read_only(tool: &str) -> bool {
+    matches!(tool, "Read" | "Glob" | "Grep" | skill::NAME)
 }
 
 /// Runs one tool call. Never panics and never fails: every problem is a [`ToolOutcome`] with `is_error`.
@@ -168,6 +182,14 @@ pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
         },
         ask::NAME => match ask::parse(input) {
             Ok(_) => ToolOutcome::error("AskUser is answered by the user through the agent loop, not here"),
+            Err(outcome) => outcome,
+        },
+        todo::NAME => match todo::parse(input) {
+            Ok(items) => todo::result(&items),
+            Err(outcome) => outcome,
+        },
+        skill::NAME => match parse::<skill::Input>(name, input) {
+            Ok(input) => skill::run(ctx, input),
             Err(outcome) => outcome,
         },
         _ => ToolOutcome::error(format!("There is no tool named `{name}`; the tools are {}.", TOOL_NAMES.join(", "))),
