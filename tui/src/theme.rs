@@ -206,31 +206,38 @@ pub fn to_256(r: u8, g: u8, b: u8) -> u8 {
     if dist((grey, grey, grey)) < dist(cube) { 232 + grey_index } else { 16 + 36 * cr + 6 * cg + cb }
 }
 
-/// The nearest of the 16 ANSI colours (by their usual xterm values).
+/// The 16-colour equivalent, by hue (ANSI colours are too unevenly rendered for a nearest-RGB match): greys by
+/// lightness, others by the sector of their hue, bright ones as the light variant.
 pub fn to_16(r: u8, g: u8, b: u8) -> Color {
-    const TABLE: [(Color, (u8, u8, u8)); 16] = [
-        (Color::Black, (0, 0, 0)),
-        (Color::Red, (205, 0, 0)),
-        (Color::Green, (0, 205, 0)),
-        (Color::Yellow, (205, 205, 0)),
-        (Color::Blue, (0, 0, 238)),
-        (Color::Magenta, (205, 0, 205)),
-        (Color::Cyan, (0, 205, 205)),
-        (Color::Gray, (229, 229, 229)),
-        (Color::DarkGray, (127, 127, 127)),
-        (Color::LightRed, (255, 0, 0)),
-        (Color::LightGreen, (0, 255, 0)),
-        (Color::LightYellow, (255, 255, 0)),
-        (Color::LightBlue, (92, 92, 255)),
-        (Color::LightMagenta, (255, 0, 255)),
-        (Color::LightCyan, (0, 255, 255)),
-        (Color::White, (255, 255, 255)),
-    ];
-    let dist = |(x, y, z): (u8, u8, u8)| {
-        let d = |a: u8, b: u8| (i32::from(a) - i32::from(b)).pow(2);
-        d(x, r) + d(y, g) + d(z, b)
+    let (rf, gf, bf) = (f64::from(r) / 255.0, f64::from(g) / 255.0, f64::from(b) / 255.0);
+    let max = rf.max(gf).max(bf);
+    let min = rf.min(gf).min(bf);
+    let chroma = max - min;
+    if chroma < 0.25 {
+        return match max {
+            m if m < 0.25 => Color::Black,
+            m if m < 0.6 => Color::DarkGray,
+            m if m < 0.9 => Color::Gray,
+            _ => Color::White,
+        };
+    }
+    let hue = if max == rf {
+        60.0 * ((gf - bf) / chroma).rem_euclid(6.0)
+    } else if max == gf {
+        60.0 * ((bf - rf) / chroma + 2.0)
+    } else {
+        60.0 * ((rf - gf) / chroma + 4.0)
     };
-    TABLE.iter().min_by_key(|(_, rgb)| dist(*rgb)).map(|(c, _)| *c).unwrap_or(Color::White)
+    let bright = max > 0.9 && min > 0.45;
+    let pick = |dark: Color, light: Color| if bright { light } else { dark };
+    match hue {
+        h if !(30.0..330.0).contains(&h) => pick(Color::Red, Color::LightRed),
+        h if h < 75.0 => pick(Color::Yellow, Color::LightYellow),
+        h if h < 165.0 => pick(Color::Green, Color::LightGreen),
+        h if h < 200.0 => pick(Color::Cyan, Color::LightCyan),
+        h if h < 260.0 => pick(Color::Blue, Color::LightBlue),
+        _ => pick(Color::Magenta, Color::LightMagenta),
+    }
 }
 
 #[cfg(test)]
@@ -258,7 +265,10 @@ mod tests {
         assert_eq!(to_256(255, 0, 0), 196);
         assert_eq!(to_256(0, 0, 0), 16);
         assert_eq!(to_256(128, 128, 128), 244);
-        assert_eq!(to_16(235, 80, 80), Color::LightRed);
+        assert_eq!(to_16(235, 80, 80), Color::Red);
+        assert_eq!(to_16(240, 190, 60), Color::Yellow);
+        assert_eq!(to_16(90, 150, 240), Color::Blue);
+        assert_eq!(to_16(130, 130, 140), Color::DarkGray);
         assert_eq!(to_16(80, 200, 120), Color::Green);
         assert_eq!(Theme::new(ColorDepth::None).color((1, 2, 3)), None);
         assert_eq!(Theme::new(ColorDepth::TrueColor).color((1, 2, 3)), Some(Color::Rgb(1, 2, 3)));
