@@ -27,4 +27,5 @@ mod running;
 mod systemd;
 mod task_isolation;
 mod tasks;
+mod tui;
 mod waiting;

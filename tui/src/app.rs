@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Offset, Utc};
 use neuraphage_ipc::events::StreamItem;
 use neuraphage_ipc::llm::StreamDelta;
 use neuraphage_ipc::waiting::MAX_MESSAGE_BYTES;
@@ -153,6 +153,8 @@ pub struct App {
     pub link: Link,
     /// Now, for ages (set by the event loop; fixed in tests).
     pub now: DateTime<Utc>,
+    /// The local time zone's offset, for clock times (UTC in tests).
+    pub utc_offset: chrono::FixedOffset,
     effects: Vec<Effect>,
     /// Stored events received while the task list is read, re-applied after it.
     buffered: Option<Vec<TaskEvent>>,
@@ -174,6 +176,7 @@ impl App {
             flash: None,
             link: Link::Connecting,
             now,
+            utc_offset: Utc.fix(),
             effects: Vec::new(),
             buffered: None,
             fetching: HashSet::new(),

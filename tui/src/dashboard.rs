@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{Offset, Utc};
 use crossterm::event::{Event, EventStream as KeyStream};
 use futures::StreamExt;
 use neuraphage_ipc::events::{StreamItem, Subscribe};
@@ -115,6 +115,7 @@ async fn event_loop(
     alerts: AlertEscape,
 ) -> Result<(), TuiError> {
     let mut app = App::new(Utc::now());
+    app.utc_offset = chrono::Local::now().offset().fix();
     let (tx, mut rx) = mpsc::channel::<Report>(STREAM_QUEUE);
     spawn_reader(stream, tx.clone());
     spawn_status(paths, tx.clone());

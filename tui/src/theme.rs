@@ -94,7 +94,7 @@ impl Theme {
     pub fn status(&self, state: TaskState) -> (&'static str, Style) {
         match state {
             TaskState::Running => ("●", self.fg(rgb::GREEN)),
-            TaskState::WaitingForUser => ("⏳", self.fg(rgb::YELLOW).add_modifier(Modifier::BOLD)),
+            TaskState::WaitingForUser => ("◐", self.fg(rgb::YELLOW).add_modifier(Modifier::BOLD)),
             TaskState::Queued => ("◌", self.fg(rgb::BLUE)),
             TaskState::Blocked => ("⊘", self.fg(rgb::MAGENTA)),
             TaskState::Paused => ("⏸", self.fg(rgb::GREY)),

@@ -19,7 +19,7 @@ pub fn text(app: &App) -> Option<String> {
     let n = waiting.len();
     let what = App::prompt_of(oldest).map(|p| crate::text::first_line(p, 200)).unwrap_or_default();
     Some(format!(
-        " ⏳ {n} task{} wait{} on you · oldest {} ({}): {what}",
+        " ◐ {n} task{} wait{} on you · oldest {} ({}): {what}",
         if n == 1 { "" } else { "s" },
         if n == 1 { "s" } else { "" },
         super::age(oldest.updated_at, app.now),

@@ -30,10 +30,10 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme) {
                 NoticeKind::Completed => theme.ok(),
                 NoticeKind::Failed | NoticeKind::KeyRevoked => theme.error(),
             };
-            let time = n.at.with_timezone(&chrono::Local).format("%H:%M").to_string();
+            let time = n.at.with_timezone(&app.utc_offset).format("%H:%M").to_string();
             let desc =
                 app.tasks.get(&n.task).map(|t| format!(" ({})", first_line(&t.description, 24))).unwrap_or_default();
-            let head = format!("{} {}{desc} ", n.task, "");
+            let head = format!("{}{desc} ", n.task);
             let text = crate::text::shorten(&one_line(&n.text), width.saturating_sub(6 + head.chars().count()));
             Line::from(vec![Span::styled(format!("{time} "), theme.dim()), Span::raw(head), Span::styled(text, style)])
         })
