@@ -24,7 +24,10 @@ fn scripted() -> Model {
             return Step::Reply(Reply::text("finished").stop(StopReason::EndTurn));
         }
         if task.contains("ask:") {
-            return Step::Reply(Reply::tool("AskUser", json!({"question": "Which colour?", "options": ["red", "blue"]})));
+            return Step::Reply(Reply::tool(
+                "AskUser",
+                json!({"question": "Which colour?", "options": ["red", "blue"]}),
+            ));
         }
         match task.split_once("run:") {
             Some((_, command)) => Step::Reply(Reply::tool("Bash", json!({ "command": command.trim() }))),
@@ -156,7 +159,10 @@ fn the_dashboard_shows_waiting_tasks_first_and_approves_answers_pauses_and_kills
     tmux.keys(&["g", "j", "k"]);
     tmux.keys(&["Enter"]);
     let attached = tmux.wait_text("attached · d detach");
-    assert!(attached.contains(&approve) && attached.contains("DEPLOY"), "the oldest waiting task, attached:\n{attached}");
+    assert!(
+        attached.contains(&approve) && attached.contains("DEPLOY"),
+        "the oldest waiting task, attached:\n{attached}"
+    );
     tmux.keys(&["d"]);
     tmux.wait_text("Notifications");
 
@@ -165,7 +171,8 @@ fn the_dashboard_shows_waiting_tasks_first_and_approves_answers_pauses_and_kills
     tmux.keys(&["a"]);
     tmux.wait_text("approved request #");
     home.wait_status(&approve, "Completed", WITHIN);
-    let shown = tmux.wait_for("the approved task done", |s| s.lines().any(|l| l.contains(&approve[3..]) && l.contains("done")));
+    let shown =
+        tmux.wait_for("the approved task done", |s| s.lines().any(|l| l.contains(&approve[3..]) && l.contains("done")));
     assert!(!shown.contains("3 tasks wait"), "{shown}");
     let outputs = home.tool_outputs(&approve);
     assert_eq!(outputs, ["DEPLOY prod\n"], "the approved command ran");

@@ -66,15 +66,30 @@ fn busy() -> App {
     child.parent = Some(id(1));
     app.tasks_listed(vec![
         task(1, "implement auth", running(Some("Bash")), 75),
-        task(2, "fix login bug", TaskStatus::WaitingForUser { prompt: "Allow Bash `git push --force`? (request #3)".into() }, 320),
+        task(
+            2,
+            "fix login bug",
+            TaskStatus::WaitingForUser { prompt: "Allow Bash `git push --force`? (request #3)".into() },
+            320,
+        ),
         task(3, "update docs", TaskStatus::Completed { summary: Some("Updated README".into()) }, 900),
         task(4, "add tests", TaskStatus::Queued, 12),
         task(5, "migrate schema", TaskStatus::Blocked { on: "np-abc0000004".into() }, 45),
         task(6, "refactor cli", TaskStatus::Paused, 4000),
         child,
-        task(8, "flaky ci", TaskStatus::Failed { error: "model refused: 3 failures".into(), recoverable: true }, 200_000),
+        task(
+            8,
+            "flaky ci",
+            TaskStatus::Failed { error: "model refused: 3 failures".into(), recoverable: true },
+            200_000,
+        ),
         task(9, "drop old api", TaskStatus::Cancelled { reason: None }, 600),
-        task(10, "which auth provider", TaskStatus::WaitingForUser { prompt: "Which auth provider? [OAuth/JWT/Session]".into() }, 30),
+        task(
+            10,
+            "which auth provider",
+            TaskStatus::WaitingForUser { prompt: "Which auth provider? [OAuth/JWT/Session]".into() },
+            30,
+        ),
     ]);
     // Select task 1 (j from the top: waiting ones first).
     app.selected = Some(id(1));
@@ -95,18 +110,87 @@ fn busy() -> App {
         }))),
     );
     app.stream(text(1, "I'll start by examining the existing user model to understand the authentication flow.\n"));
-    app.stream(ev(1, 1, EventKind::ToolCall { tool: "Read".into(), tool_use_id: "t1".into(), input: r#"{"file_path":"src/models/user.rs"}"#.into() }));
-    app.stream(ev(2, 1, EventKind::ToolResult { tool: "Read".into(), tool_use_id: "t1".into(), is_error: false, result: "pub struct User {\n".into() }));
-    app.stream(ev(3, 1, EventKind::ToolCall { tool: "Bash".into(), tool_use_id: "t2".into(), input: r#"{"command":"cargo test auth"}"#.into() }));
-    app.stream(ev(4, 1, EventKind::ToolResult { tool: "Bash".into(), tool_use_id: "t2".into(), is_error: true, result: "error[E0425]: cannot find value `jwt`".into() }));
-    app.stream(text(1, "Found User struct with email and password_hash fields. I'll add JWT token generation \u{1b}]2;pwned\u{7}"));
+    app.stream(ev(
+        1,
+        1,
+        EventKind::ToolCall {
+            tool: "Read".into(),
+            tool_use_id: "t1".into(),
+            input: r#"{"file_path":"src/models/user.rs"}"#.into(),
+        },
+    ));
+    app.stream(ev(
+        2,
+        1,
+        EventKind::ToolResult {
+            tool: "Read".into(),
+            tool_use_id: "t1".into(),
+            is_error: false,
+            result: "pub struct User {\n".into(),
+        },
+    ));
+    app.stream(ev(
+        3,
+        1,
+        EventKind::ToolCall {
+            tool: "Bash".into(),
+            tool_use_id: "t2".into(),
+            input: r#"{"command":"cargo test auth"}"#.into(),
+        },
+    ));
+    app.stream(ev(
+        4,
+        1,
+        EventKind::ToolResult {
+            tool: "Bash".into(),
+            tool_use_id: "t2".into(),
+            is_error: true,
+            result: "error[E0425]: cannot find value `jwt`".into(),
+        },
+    ));
+    app.stream(text(
+        1,
+        "Found User struct with email and password_hash fields. I'll add JWT token generation \u{1b}]2;pwned\u{7}",
+    ));
     for seq in 10..40 {
-        app.stream(ev(seq, 1, EventKind::Cost { model: "m".into(), input_tokens: 1, output_tokens: 1, cache_tokens: 0, cost_nano_usd: 0, priced: true }));
+        app.stream(ev(
+            seq,
+            1,
+            EventKind::Cost {
+                model: "m".into(),
+                input_tokens: 1,
+                output_tokens: 1,
+                cache_tokens: 0,
+                cost_nano_usd: 0,
+                priced: true,
+            },
+        ));
     }
-    app.stream(ev(50, 3, EventKind::StatusChanged { from: TaskState::Running, to: TaskStatus::Completed { summary: Some("Updated README with API documentation".into()) } }));
-    app.stream(ev(51, 8, EventKind::StatusChanged { from: TaskState::Running, to: TaskStatus::Failed { error: "model refused: 3 failures".into(), recoverable: true } }));
+    app.stream(ev(
+        50,
+        3,
+        EventKind::StatusChanged {
+            from: TaskState::Running,
+            to: TaskStatus::Completed { summary: Some("Updated README with API documentation".into()) },
+        },
+    ));
+    app.stream(ev(
+        51,
+        8,
+        EventKind::StatusChanged {
+            from: TaskState::Running,
+            to: TaskStatus::Failed { error: "model refused: 3 failures".into(), recoverable: true },
+        },
+    ));
     app.stream(ev(52, 8, EventKind::KeyRevoked { pool: "main".into(), key: "key-2".into(), reason: "401".into() }));
-    app.stream(ev(53, 2, EventKind::StatusChanged { from: TaskState::Running, to: TaskStatus::WaitingForUser { prompt: "Allow Bash `git push --force`? (request #3)".into() } }));
+    app.stream(ev(
+        53,
+        2,
+        EventKind::StatusChanged {
+            from: TaskState::Running,
+            to: TaskStatus::WaitingForUser { prompt: "Allow Bash `git push --force`? (request #3)".into() },
+        },
+    ));
     app.status(StatusLine {
         at: t0(),
         counts: Default::default(),
@@ -178,7 +262,10 @@ fn diff_view() {
     app.command(Command::Diff);
     assert!(snap(&app, 80, 24).contains("reading the diff"));
     let patch = "diff --git a/src/auth.rs b/src/auth.rs\n--- a/src/auth.rs\n+++ b/src/auth.rs\n@@ -1,3 +1,4 @@\n fn login() {\n-    todo!()\n+    let token = jwt::sign(user)?;\n+    Ok(token) \u{1b}[2J\n }\n";
-    app.reply(ReplyTo::Diff(id(1)), Ok(ControlReply::Diff { task: id(1), base_commit: Some("abc".into()), patch: patch.into() }));
+    app.reply(
+        ReplyTo::Diff(id(1)),
+        Ok(ControlReply::Diff { task: id(1), base_commit: Some("abc".into()), patch: patch.into() }),
+    );
     app.command(Command::ScrollDown(1));
     insta::assert_snapshot!(snap(&app, 120, 40));
 }
@@ -247,7 +334,10 @@ fn no_color_draws_no_colour_and_depths_agree() {
     let app = busy();
     let plain = screen(&app, 120, 40, ColorDepth::None);
     let buffer = plain.backend().buffer();
-    assert!(buffer.content.iter().all(|c| c.fg == Color::Reset && (c.bg == Color::Reset)), "NO_COLOR: no colour at all");
+    assert!(
+        buffer.content.iter().all(|c| c.fg == Color::Reset && (c.bg == Color::Reset)),
+        "NO_COLOR: no colour at all"
+    );
     assert_eq!(plain.backend().to_string(), snap(&app, 120, 40), "the same text at every depth");
     // The running task's glyph, at each depth.
     let glyph_colour = |depth| {
