@@ -252,10 +252,10 @@ impl App {
     fn event(&mut self, event: &TaskEvent, live: bool) {
         if live {
             match &event.kind {
-                EventKind::StatusChanged { to, .. } => {
-                    if !self.tasks.set_status(&event.task, to, event.at) && self.buffered.is_none() {
-                        self.fetch(&event.task);
-                    }
+                EventKind::StatusChanged { to, .. }
+                    if !self.tasks.set_status(&event.task, to, event.at) && self.buffered.is_none() =>
+                {
+                    self.fetch(&event.task);
                 }
                 EventKind::Created { .. } if self.buffered.is_none() => self.fetch(&event.task),
                 _ => {}

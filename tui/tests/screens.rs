@@ -3,6 +3,8 @@
 //! filter, the kill confirmation, the new-task line, a lost link, 80×24 and 500 tasks; and what the snapshots
 //! cannot show — the colours by depth and NO_COLOR — asserted on the cells.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use neuraphage_ipc::events::StreamItem;
 use neuraphage_ipc::llm::StreamDelta;

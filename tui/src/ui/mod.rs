@@ -79,7 +79,7 @@ pub fn bar(width: usize, fraction: f64) -> (String, String) {
     let eighths = (width as f64 * 8.0 * fraction.clamp(0.0, 1.0)).round() as usize;
     let mut filled = "█".repeat(eighths / 8);
     let mut used = eighths / 8;
-    if eighths % 8 > 0 && used < width {
+    if !eighths.is_multiple_of(8) && used < width {
         filled.push(EIGHTHS[eighths % 8]);
         used += 1;
     }
