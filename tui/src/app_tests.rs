@@ -8,6 +8,7 @@ use neuraphage_ipc::{
 use pretty_assertions::assert_eq;
 
 use super::*;
+use crate::keys::Command;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).single().unwrap()

@@ -1,6 +1,6 @@
 //! `neuraphage tui`: one screen for every task — the dashboard of issue 15.
 //!
-//! Layout: [`app`] is the state and every change to it (pure, unit-tested); its parts are [`tasks`] (the Tasks
+//! Layout: [`app`] is the state and every change to it (pure, unit-tested; `commands` is what keys do); its parts are [`tasks`] (the Tasks
 //! pane's model and order), [`live`] (each task's streamed text, tool calls and plan), [`notices`] (the
 //! Notifications pane and terminal alerts) and [`stats`]; [`keys`] maps keys to commands; [`ui`] draws (one module
 //! per pane); [`theme`] picks colours by what the terminal shows (`NO_COLOR`, 24-bit, 256, 16); [`text`] escapes
@@ -13,6 +13,7 @@
 
 pub mod app;
 mod client;
+mod commands;
 mod dashboard;
 mod error;
 #[allow(dead_code)]

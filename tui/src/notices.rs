@@ -81,8 +81,10 @@ impl Notices {
         if live && notice.kind != NoticeKind::KeyRevoked && self.alerts.len() < MAX_PENDING_ALERTS {
             self.alerts.push(notice.clone());
         }
-        // History arrives oldest first too: newest always goes to the front.
-        self.list.push_front(notice);
+        // Newest first: a live one goes to the front, one from history (read after live ones may have come) where
+        // its time puts it.
+        let at = if live { 0 } else { self.list.iter().position(|n| n.at <= notice.at).unwrap_or(self.list.len()) };
+        self.list.insert(at, notice);
         self.list.truncate(MAX_NOTIFICATIONS);
     }
 

@@ -360,3 +360,16 @@ fn nothing_a_task_wrote_reaches_the_screen_as_a_control() {
     assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'));
     assert!(shown.contains("\\u{1b}]2;pwned\\u{7}"), "shown as text:\n{shown}");
 }
+
+#[test]
+fn any_size_draws_without_a_panic() {
+    let mut app = busy();
+    for (w, h) in [(1, 1), (10, 5), (40, 10), (79, 23), (300, 100)] {
+        for mode in [Command::Help, Command::Kill, Command::Attach, Command::Diff, Command::NewTask] {
+            app.command(Command::Cancel);
+            app.command(Command::Detach);
+            app.command(mode);
+            screen(&app, w, h, ColorDepth::Ansi16);
+        }
+    }
+}
