@@ -31,16 +31,21 @@ const STREAMING: u64 = 20;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let frames = if quick { 300 } else { 3000 };
-    let run = render(frames);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average while measuring: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    let (wall, cpu) = render(frames);
     println!("{}", Run::header());
-    println!("{}", run.row());
-    println!(
-        "frame render, {TASKS} tasks listed, {STREAMING} streaming, 120x40 TestBackend: p50 {:.3} ms, p99 {:.3} ms, max \
-         {:.3} ms",
-        run.percentile(50.0).as_secs_f64() * 1e3,
-        run.percentile(99.0).as_secs_f64() * 1e3,
-        run.percentile(100.0).as_secs_f64() * 1e3
-    );
+    println!("{}", wall.row());
+    println!("{}", cpu.row());
+    for (what, run) in [("first draw", &wall), ("best of 5 draws", &cpu)] {
+        println!(
+            "frame render ({what}), {TASKS} tasks listed, {STREAMING} streaming, 120x40 TestBackend: p50 {:.3} ms, \
+             p99 {:.3} ms, max {:.3} ms",
+            run.percentile(50.0).as_secs_f64() * 1e3,
+            run.percentile(99.0).as_secs_f64() * 1e3,
+            run.percentile(100.0).as_secs_f64() * 1e3
+        );
+    }
     if Command::new("tmux").arg("-V").output().is_err() {
         println!("tmux is not installed: the real process was not measured");
         return;
@@ -67,7 +72,7 @@ fn task(n: u64, status: TaskStatus) -> Task {
 }
 
 /// Draw `frames` frames, feeding the app each frame what 20 streaming tasks send; the draw times.
-fn render(frames: usize) -> Run {
+fn render(frames: usize) -> (Run, Run) {
     let mut app = App::new(Utc::now());
     app.stream(StreamItem::CaughtUp { seq: 0 });
     let tasks = (0..TASKS)
@@ -77,7 +82,8 @@ fn render(frames: usize) -> Run {
             } else if n % 7 == 0 {
                 TaskStatus::WaitingForUser { prompt: format!("Allow Bash `make deploy-{n}`?") }
             } else {
-                [TaskStatus::Queued, TaskStatus::Completed { summary: None }, TaskStatus::Paused][n as usize % 3].clone()
+                [TaskStatus::Queued, TaskStatus::Completed { summary: None }, TaskStatus::Paused][n as usize % 3]
+                    .clone()
             };
             task(n, status)
         })
@@ -89,6 +95,7 @@ fn render(frames: usize) -> Run {
     let theme = Theme::new(ColorDepth::TrueColor);
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     let mut latencies = Vec::with_capacity(frames);
+    let mut least = Vec::with_capacity(frames);
     let mut seq = 1;
     let started = Instant::now();
     for frame in 0..frames {
@@ -131,8 +138,22 @@ fn render(frames: usize) -> Run {
         let t = Instant::now();
         terminal.draw(|f| neuraphage_tui::ui::draw(f, &app, &theme)).unwrap();
         latencies.push(t.elapsed());
+        // The same frame drawn again, the fastest of 4: its own cost, without the time other processes held the
+        // CPU (the machine is shared).
+        let best = (0..4)
+            .map(|_| {
+                let t = Instant::now();
+                terminal.draw(|f| neuraphage_tui::ui::draw(f, &app, &theme)).unwrap();
+                t.elapsed()
+            })
+            .min()
+            .unwrap();
+        least.push(best.min(*latencies.last().unwrap()));
     }
-    Run { label: "tui frame 120x40".into(), clients: 1, latencies, wall: started.elapsed() }
+    (
+        Run { label: "tui frame 120x40 (wall)".into(), clients: 1, latencies, wall: started.elapsed() },
+        Run { label: "tui frame 120x40 (best of 5)".into(), clients: 1, latencies: least, wall: started.elapsed() },
+    )
 }
 
 /// `utime + stime` in clock ticks, and VmRSS in KiB.
@@ -200,8 +221,10 @@ fn real_process(secs: u64) {
     );
     let tm = |args: &[&str]| Command::new("tmux").arg("-L").arg(&tmux).args(args).output().unwrap();
     tm(&["-f", "/dev/null", "new-session", "-d", "-s", "b", "-x", "120", "-y", "40", &command]);
-    let pane: u32 =
-        String::from_utf8_lossy(&tm(&["display-message", "-p", "-t", "b", "#{pane_pid}"]).stdout).trim().parse().unwrap();
+    let pane: u32 = String::from_utf8_lossy(&tm(&["display-message", "-p", "-t", "b", "#{pane_pid}"]).stdout)
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let pid = loop {
         if let Some(pid) = children_named(pane, "neuraphage").first() {
