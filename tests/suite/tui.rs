@@ -1,7 +1,8 @@
 //! `neuraphage tui` for real (issue 15): the dashboard runs in tmux (a 120×40 pane) against a real supervisor, its
 //! sandboxed workers and the LLM double; keys are sent with `send-keys` and what shows is read with
 //! `capture-pane`: it lists the tasks that wait first with the banner, approves a permission request, answers a
-//! question with a typed message, pauses and kills a task after confirming, attaches and detaches, sets the pane's
+//! question with a typed message, pauses and kills a task after confirming, attaches and detaches, shows a new
+//! task's streamed text as it comes, sets the pane's
 //! title (`np ⏳N ▶N ✓N`), and quits leaving every task as it was.
 
 use std::path::Path;
@@ -22,6 +23,10 @@ fn scripted() -> Model {
         let task = r.first_user_text().unwrap_or_default();
         if r.tool_result_count() > 0 {
             return Step::Reply(Reply::text("finished").stop(StopReason::EndTurn));
+        }
+        if task.contains("stream:") {
+            let reply = Reply::text("hello from the model, streamed live").chunk_chars(4);
+            return Step::Reply(reply.delay(Duration::from_millis(20)).stop(StopReason::EndTurn));
         }
         if task.contains("ask:") {
             return Step::Reply(Reply::tool(
@@ -123,7 +128,11 @@ fn status(home: &TestHome, id: &str) -> Value {
 
 /// Filter the Tasks pane down to the task whose description contains `text` (it becomes the selection).
 fn select(tmux: &Tmux, text: &str, id: &str) {
+    // Escape clears the filter; the next key waits for that (an Escape followed at once by a key reads as Alt-key).
     tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter cleared", |s| {
+        s.lines().find(|l| l.contains("Tasks ")).is_some_and(|l| !l.contains(" /"))
+    });
     tmux.keys(&["/"]);
     tmux.type_text(text);
     tmux.keys(&["Enter"]);
@@ -204,17 +213,27 @@ fn the_dashboard_shows_waiting_tasks_first_and_approves_answers_pauses_and_kills
     tmux.wait_text("killed:");
     assert_eq!(status(&home, &doomed), "Cancelled");
 
+    // A task made while the dashboard runs appears, and its streamed text shows in the live pane.
     tmux.keys(&["Escape"]);
-    let screen = tmux.wait_text("Tasks 4/4");
+    let streamer = new_task(&home, "streamer-task stream: say hello");
+    tmux.wait_text("Tasks 5/5");
+    select(&tmux, "streamer-task", &streamer);
+    tmux.wait_text("hello from the model, streamed live");
+    home.wait_status(&streamer, "Completed", WITHIN);
+
+    tmux.keys(&["Escape"]);
+    let screen = tmux.wait_text("Tasks 5/5");
     assert!(!screen.contains("wait on you"), "nothing waits any more:\n{screen}");
-    let title = tmux.wait_title("np ⏳0 ▶0 ✓3");
+    let title = tmux.wait_title("np ⏳0 ▶0 ✓4");
     assert!(title.starts_with("np ⏳0"), "{title}");
 
     // q quits and changes nothing.
-    let before: Vec<Value> = [&approve, &question, &doomed, &done].iter().map(|id| status(&home, id)).collect();
+    let before: Vec<Value> =
+        [&approve, &question, &doomed, &done, &streamer].iter().map(|id| status(&home, id)).collect();
     tmux.keys(&["q"]);
     tmux.wait_text("EXITED 0");
-    let after: Vec<Value> = [&approve, &question, &doomed, &done].iter().map(|id| status(&home, id)).collect();
+    let after: Vec<Value> =
+        [&approve, &question, &doomed, &done, &streamer].iter().map(|id| status(&home, id)).collect();
     assert_eq!(before, after);
 }
 
