@@ -42,6 +42,8 @@ pub enum Command {
     Permissions(PermissionsCommand),
     /// Print the event stream: stored events after --since, then (with --follow) the live tail.
     Events(EventsArgs),
+    /// The dashboard: every task, what waits on you, live output, stats and notifications (`?` lists the keys).
+    Tui,
 }
 
 /// `neuraphage permissions …`

@@ -141,5 +141,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Waiting(out) => waiting::waiting(&paths, out.json).await,
         Command::Permissions(command) => permissions::run(&paths, command).await,
         Command::Events(args) => events::run(&paths, args).await,
+        Command::Tui => neuraphage_tui::run(&paths).await.map_err(|e| match e {
+            neuraphage_tui::TuiError::NotRunning(why) => CliError::NotRunning(why),
+            other => CliError::Failed(other.to_string()),
+        }),
     }
 }

@@ -32,4 +32,5 @@ mod systemd;
 mod task_isolation;
 mod tasks;
 mod thinking;
+mod tui;
 mod waiting;
