@@ -104,7 +104,10 @@ fn start_tui(home: &TestHome) -> Tmux {
     if Command::new("tmux").arg("-V").output().is_err() {
         panic!("tmux is not installed (.ci/run installs it)");
     }
-    let tmux = Tmux { socket: format!("np-tui-{}", std::process::id()) };
+    // One tmux server per test: the tests of this file run at once in one process.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmux = Tmux { socket: format!("np-tui-{}-{n}", std::process::id()) };
     let _ = tmux.run(&["kill-server"]);
     let quote = |p: &Path| format!("'{}'", p.display());
     let command = format!(

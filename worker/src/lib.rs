@@ -7,9 +7,9 @@
 #![deny(missing_docs)]
 
 pub mod compact;
-pub mod tokens;
 pub mod context;
 pub mod drift;
 pub mod instructions;
 pub mod skills;
+pub mod tokens;
 pub mod tools;
