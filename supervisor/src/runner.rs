@@ -482,7 +482,6 @@ async fn converse(
         git_summary: context.read.git_summary,
         drift: daemon.config().drift.limits(),
         iteration: context.iteration,
-        ..WorkerStart::defaults()
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
