@@ -72,6 +72,18 @@ pub enum ContentBlock {
     },
 }
 
+/// The text blocks of a message's content, joined by newlines (tool calls, results and thinking left out).
+pub fn text_of(content: &[ContentBlock]) -> String {
+    content
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The one key of a [`ContentBlock::ToolUse`] input that stands for input the model wrote but that was not a JSON
 /// object (cut off, or malformed); its value is the raw text. The broker makes it; the tools report it.
 pub const INVALID_INPUT_KEY: &str = "__neuraphage_invalid_input";

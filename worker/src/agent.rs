@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason};
+use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason, text_of};
 use neuraphage_ipc::task::PlanItem;
 use neuraphage_ipc::worker::{
     BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, DEFAULT_HEARTBEAT_MS, MAX_WORKER_FRAME, SandboxReport,
@@ -641,15 +641,4 @@ fn tool_calls(content: &[ContentBlock]) -> Vec<(String, String, serde_json::Valu
             _ => None,
         })
         .collect()
-}
-
-fn text_of(content: &[ContentBlock]) -> String {
-    content
-        .iter()
-        .filter_map(|b| match b {
-            ContentBlock::Text { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -7,7 +7,7 @@
 //! compacted conversation is a `compacted` checkpoint, acknowledged before the request goes out.
 
 use anyhow::Context as _;
-use neuraphage_ipc::llm::{ContentBlock, LlmFailure, Usage};
+use neuraphage_ipc::llm::{LlmFailure, Usage, text_of};
 use neuraphage_ipc::models::{DEFAULT_CONTEXT_WINDOW, context_window};
 use neuraphage_ipc::worker::{CheckpointKind, WorkerStart, WorkerToSupervisor};
 use neuraphage_worker::compact::{self, Level};
@@ -135,8 +135,4 @@ impl Agent {
         let notice = WorkerToSupervisor::Notice { kind: kind.to_owned(), message };
         self.supervisor.send(&notice).await.context("supervisor link")
     }
-}
-
-fn text_of(content: &[ContentBlock]) -> String {
-    super::text_of(content)
 }

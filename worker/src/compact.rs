@@ -10,7 +10,7 @@
 //! written by the router tier from the turns rendered as text ([`summary_request`]) or, when that call fails, made
 //! here ([`mechanical_summary`]).
 
-use neuraphage_ipc::llm::{ChatRequest, ContentBlock, Message, Speaker};
+use neuraphage_ipc::llm::{ChatRequest, ContentBlock, Message, Speaker, text_of};
 
 use crate::tokens;
 
@@ -278,17 +278,6 @@ pub fn cut_middle(text: &str, max: usize) -> String {
     let head = floor_char(text, max / 2);
     let tail = ceil_char(text, text.len() - max / 2);
     format!("{}\n[… {} bytes left out …]\n{}", &text[..head], grouped((tail - head) as u64), &text[tail..])
-}
-
-fn text_of(content: &[ContentBlock]) -> String {
-    content
-        .iter()
-        .filter_map(|b| match b {
-            ContentBlock::Text { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The summary made without a model: the tool calls (the last 40), the files their inputs name, and the model's
