@@ -267,7 +267,9 @@ fn a_subscriber_that_never_reads_is_dropped_after_the_write_deadline() {
     stuck.send(&RequestFrame { id: 1, request: ControlRequest::Subscribe(subscribe) }).unwrap();
     let id = new_task(&home, "talk a lot");
     assert_eq!(home.wait_ended(&[&id], WITHIN)[0]["status"], "Completed");
-    // Its socket filled up and stayed full for longer than a second: the supervisor closed it.
+    // Its socket filled up and stayed full for longer than a second: the supervisor closed it. Reading drains the
+    // socket and would let a write still inside its deadline through, so wait out that deadline (1 s) first.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(stuck.is_closed_by_peer(), "a subscriber that never reads must be dropped");
     home.ok(&["daemon", "status"]);
 }
