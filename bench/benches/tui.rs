@@ -66,6 +66,8 @@ fn task(n: u64, status: TaskStatus) -> Task {
         base_commit: None,
         branch: None,
         tier: None,
+        persona: None,
+        no_watch: false,
         created_at: now,
         updated_at: now,
     }

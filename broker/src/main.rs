@@ -116,6 +116,9 @@ fn run(args: Args) -> anyhow::Result<()> {
                         };
                         link.send(&answer).await?;
                     }
+                    Ok(Some(SupervisorToBroker::Complete { id, grant, request })) => {
+                        tokio::spawn(serve::supervisor_call(id, grant, *request, current.clone(), events_tx.clone()));
+                    }
                     Err(e) => { tracing::error!(error = %e, "broker link"); break; }
                 },
                 Some(event) = events_rx.recv() => link.send(&event).await?,

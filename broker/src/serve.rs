@@ -95,3 +95,45 @@ pub async fn worker(
         }
     }
 }
+
+/// One model call the supervisor makes on a task's behalf ([`SupervisorToBroker::Complete`]): through the same
+/// routes, limits and queue as the task's own calls, never escalating it (the request always names a tier), its
+/// usage reported for the task; the answer goes up as [`BrokerToSupervisor::Completed`].
+///
+/// [`SupervisorToBroker::Complete`]: neuraphage_ipc::broker::SupervisorToBroker::Complete
+#[tracing::instrument(skip_all, fields(task = %grant.task, id))]
+pub async fn supervisor_call(
+    id: u64,
+    grant: LinkGrant,
+    mut request: neuraphage_ipc::llm::ChatRequest,
+    routes: Current,
+    events: mpsc::UnboundedSender<BrokerToSupervisor>,
+) {
+    let routes = routes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if request.tier.is_none() {
+        request.tier = Some(grant.tier.clone().unwrap_or_else(|| neuraphage_ipc::broker::DEFAULT_TIER.to_owned()));
+    }
+    let mut caller = Caller::new(grant.task.clone(), grant.priority, grant.tier.clone());
+    let task = grant.task.clone();
+    let notices = events.clone();
+    let mut on_notice = move |notice: Notice| {
+        let message = match notice {
+            Notice::Queued(detail) => BrokerToSupervisor::Queued { task: task.clone(), detail },
+            // A side call never escalates; a notice of one is not the task's.
+            Notice::Escalated { .. } => return,
+            Notice::KeyRevoked { pool, key, reason } => {
+                BrokerToSupervisor::KeyRevoked { task: task.clone(), pool, key, reason }
+            }
+        };
+        let _ = notices.send(message);
+    };
+    let result = routes.complete(&mut caller, &request, &mut |_| {}, &mut on_notice).await;
+    if let Ok(response) = &result {
+        let _ = events.send(BrokerToSupervisor::Usage {
+            task: grant.task.clone(),
+            model: response.model.clone(),
+            usage: response.usage,
+        });
+    }
+    let _ = events.send(BrokerToSupervisor::Completed { id, result: result.map(Box::new) });
+}

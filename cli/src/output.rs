@@ -202,6 +202,7 @@ pub fn event_text(e: &TaskEvent) -> String {
         EventKind::UserMessage { id, text, delivery } => {
             format!("user message #{id} ({}): {}", visible(delivery), visible(text))
         }
+        EventKind::Advice { id, from, text } => format!("advice #{id} from {}: {}", visible(from), visible(text)),
         EventKind::PlanUpdated { items } => {
             let done = items.iter().filter(|i| i.status == neuraphage_ipc::task::PlanStatus::Done).count();
             format!("plan: {done}/{} done", items.len())

@@ -56,6 +56,8 @@ fn task_show_prints_model_and_task_values_escaped() {
             base_commit: None,
             branch: None,
             tier: Some(HOSTILE.into()),
+            persona: None,
+            no_watch: false,
             created_at: at(),
             updated_at: at(),
         },
@@ -186,6 +188,8 @@ fn task_list_and_status_lines_print_descriptions_and_errors_escaped() {
         base_commit: None,
         branch: None,
         tier: None,
+        persona: None,
+        no_watch: false,
         created_at: at(),
         updated_at: at(),
     };

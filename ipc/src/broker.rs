@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::Usage;
+use crate::llm::{ChatRequest, ChatResponse, LlmFailure, Usage};
 use crate::lock::LockTableView;
 use crate::task::TaskId;
 
@@ -80,7 +80,7 @@ pub struct BrokerSettings {
 }
 
 /// Supervisor → broker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SupervisorToBroker {
     /// Stop serving and exit.
@@ -93,6 +93,18 @@ pub enum SupervisorToBroker {
     /// (Re)configure: the tiers, and re-read `api-keys.yaml`. A configuration that does not load leaves the last
     /// good one in force; the answer is [`BrokerToSupervisor::Configured`].
     Configure(BrokerSettings),
+    /// One model call made by the supervisor itself on a task's behalf (the Watcher's judgement, knowledge
+    /// extraction, relay scoring): queued, limited, retried and priced as the task's own calls are (its usage comes
+    /// back as [`BrokerToSupervisor::Usage`] for `grant.task`), never escalating it. Answered by
+    /// [`BrokerToSupervisor::Completed`] with the same id; not streamed.
+    Complete {
+        /// Request id.
+        id: u64,
+        /// Whose call it is: its cost, priority and (unless `request.tier` names another) its tier.
+        grant: LinkGrant,
+        /// The request (`request.tier`, e.g. `router`, picks the tier).
+        request: Box<ChatRequest>,
+    },
 }
 
 /// Broker → supervisor.
@@ -158,5 +170,12 @@ pub enum BrokerToSupervisor {
         id: u64,
         /// The table.
         table: LockTableView,
+    },
+    /// The answer to [`SupervisorToBroker::Complete`] with the same id.
+    Completed {
+        /// The request's id.
+        id: u64,
+        /// The response, or why there is none.
+        result: Result<Box<ChatResponse>, LlmFailure>,
     },
 }

@@ -174,6 +174,12 @@ pub struct NewTask {
     /// The model tier (`router`, `worker`, `expert`); `None`: `worker`.
     #[serde(default)]
     pub tier: Option<String>,
+    /// The persona to take (`None`: the selection rules choose).
+    #[serde(default)]
+    pub persona: Option<String>,
+    /// Keep the Watcher off this task.
+    #[serde(default)]
+    pub no_watch: bool,
 }
 
 /// The supervisor's answer.
@@ -347,6 +353,8 @@ impl NewTask {
             profile: None,
             base: None,
             tier: None,
+            persona: None,
+            no_watch: false,
         }
     }
 }

@@ -310,6 +310,13 @@ pub struct Task {
     /// Its model tier (`router`, `worker`, `expert`); `None`: the default (`worker`). Escalation moves it.
     #[serde(default)]
     pub tier: Option<String>,
+    /// Its persona (`senior`, `reviewer`, … or the user's own), chosen by `--persona`, the selection rules or the
+    /// parent's `Task` call; `None`: none.
+    #[serde(default)]
+    pub persona: Option<String>,
+    /// The Watcher leaves it alone (`task new --no-watch`).
+    #[serde(default)]
+    pub no_watch: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
@@ -460,6 +467,17 @@ pub enum EventKind {
         /// What became of it, in words ("next turn", "answer to the question", "follow-up: queued again", …).
         delivery: String,
     },
+    /// Advice put into the task's next turn by Neuraphage itself, not by the user: a Watcher nudge, a learning
+    /// relayed from another task. Framed in the conversation as advice; it never answers a question nor grants a
+    /// permission, and never changes the task's status.
+    Advice {
+        /// Its inbox id.
+        id: u64,
+        /// Where it comes from: `watcher`, or `task <id>` for a relayed learning.
+        from: String,
+        /// The advice as the model sees it (cut to a few KiB).
+        text: String,
+    },
     /// The task's plan changed (its `TodoWrite` call): the whole new list.
     PlanUpdated {
         /// The plan's items, in order.
@@ -571,6 +589,7 @@ impl EventKind {
             EventKind::EventsCapped { .. } => "events_capped",
             EventKind::PausedBySupervisor { .. } => "paused_by_supervisor",
             EventKind::UserMessage { .. } => "user_message",
+            EventKind::Advice { .. } => "advice",
             EventKind::QuestionAsked { .. } => "question_asked",
             EventKind::Notice { .. } => "notice",
             EventKind::PlanUpdated { .. } => "plan_updated",

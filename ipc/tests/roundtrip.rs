@@ -104,6 +104,8 @@ fn task() -> impl Strategy<Value = Task> {
                     base_commit,
                     branch,
                     tier,
+                    persona: None,
+                    no_watch: false,
                     created_at,
                     updated_at,
                 }
@@ -182,6 +184,8 @@ fn request() -> impl Strategy<Value = ControlRequest> {
             profile,
             base,
             tier,
+            persona: None,
+            no_watch: false,
         });
     prop_oneof![
         Just(ControlRequest::DaemonStatus),
@@ -700,6 +704,8 @@ fn task_json_has_a_flat_status() {
         base_commit: None,
         branch: None,
         tier: None,
+        persona: None,
+        no_watch: false,
         created_at: Utc.timestamp_millis_opt(0).unwrap(),
         updated_at: Utc.timestamp_millis_opt(0).unwrap(),
     };

@@ -21,6 +21,7 @@ use neuraphage_ipc::broker::{
     ARG_CONTROL_FD, ARG_HANDOFF_FD, ARG_LOCK_GRACE_MS, BrokerSettings, BrokerToSupervisor, LOCK_RESTART_GRACE_MS,
     LinkGrant, MAX_BROKER_FRAME, SupervisorToBroker,
 };
+use neuraphage_ipc::llm::{ChatRequest, ChatResponse, LlmErrorKind, LlmFailure};
 use neuraphage_ipc::lock::LockTableView;
 use neuraphage_ipc::{EventKind, Link, Role, Task, TaskId};
 use tokio::sync::{mpsc, oneshot};
@@ -45,7 +46,15 @@ pub struct Broker {
     settings: Mutex<BrokerSettings>,
     reloads: mpsc::UnboundedSender<Reload>,
     reloads_rx: Mutex<Option<mpsc::UnboundedReceiver<Reload>>>,
+    calls: mpsc::UnboundedSender<SideCall>,
+    calls_rx: Mutex<Option<mpsc::UnboundedReceiver<SideCall>>>,
 }
+
+/// Where the broker's answer to a supervisor's model call goes.
+type CallAnswer = oneshot::Sender<Result<Box<ChatResponse>, LlmFailure>>;
+
+/// A model call the supervisor makes on a task's behalf, and where its answer goes.
+type SideCall = (LinkGrant, Box<ChatRequest>, CallAnswer);
 
 /// Where the broker's answer to a reload goes: its pools, or why it kept the last good configuration.
 type ReloadAnswer = oneshot::Sender<Result<Vec<String>, String>>;
@@ -74,6 +83,7 @@ impl Broker {
     ) -> Result<(Broker, BrokerLink, tokio::process::Child), String> {
         let (handoff, link, child) = start(home, log, 0).await?;
         let (reloads, reloads_rx) = mpsc::unbounded_channel();
+        let (calls, calls_rx) = mpsc::unbounded_channel();
         let broker = Broker {
             handoff: Mutex::new(handoff),
             home: home.to_path_buf(),
@@ -81,6 +91,8 @@ impl Broker {
             settings: Mutex::new(settings),
             reloads,
             reloads_rx: Mutex::new(Some(reloads_rx)),
+            calls,
+            calls_rx: Mutex::new(Some(calls_rx)),
         };
         Ok((broker, link, child))
     }
@@ -107,6 +119,33 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// One model call on behalf of `grant.task` (the Watcher's judgement, knowledge extraction): queued, limited and
+    /// priced as that task's own calls, on `request.tier` (else the task's tier), never escalating the task, not
+    /// streamed. Fails when the broker does not answer `within`, or restarts meanwhile (nothing is retried here).
+    pub async fn complete(
+        &self,
+        grant: LinkGrant,
+        request: ChatRequest,
+        within: Duration,
+    ) -> Result<ChatResponse, LlmFailure> {
+        let failure = |message: String| LlmFailure {
+            kind: LlmErrorKind::Transport,
+            message,
+            status: None,
+            retryable: true,
+            retry_after_ms: None,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.calls.send((grant, Box::new(request), tx)).map_err(|_| failure("the broker is not running".to_owned()))?;
+        match tokio::time::timeout(within, rx).await {
+            Ok(Ok(answer)) => answer.map(|r| *r),
+            Ok(Err(_)) => Err(failure("the broker restarted before answering".to_owned())),
+            Err(_) => Err(failure(format!("the broker did not answer within {} s", within.as_secs()))),
+        }
+    }
+}
+
 /// What is waiting for the broker's answers on one link.
 #[derive(Default)]
 struct Pending {
@@ -115,6 +154,8 @@ struct Pending {
     next_id: u64,
     /// Reload answers, in the order the `Configure`s were sent (`None`: the one sent at the broker's start).
     reloads: VecDeque<Option<ReloadAnswer>>,
+    /// The supervisor's own model calls by request id (dropped when the broker dies, so the caller is told).
+    calls: HashMap<u64, CallAnswer>,
 }
 
 /// Act on one report of the broker.
@@ -148,6 +189,11 @@ fn report(msg: BrokerToSupervisor, daemon: &Daemon, pending: &mut Pending) {
         BrokerToSupervisor::Usage { task, model, usage } => {
             tracing::info!(%task, %model, input = usage.input_tokens, output = usage.output_tokens, "usage");
             daemon.record_usage(&task, &model, &usage);
+        }
+        BrokerToSupervisor::Completed { id, result } => {
+            if let Some(answer) = pending.calls.remove(&id) {
+                let _ = answer.send(result);
+            }
         }
         BrokerToSupervisor::Locks { id, table } => {
             if let Some(query) = pending.locks.remove(&id) {
@@ -189,6 +235,9 @@ pub async fn keep_alive(
     let Some(mut reloads) = broker.reloads_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
         return tracing::error!("the broker watch started twice");
     };
+    let Some(mut calls) = broker.calls_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+        return tracing::error!("the broker watch started twice");
+    };
     loop {
         let mut pending = Pending::default();
         let settings = broker.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -214,6 +263,13 @@ pub async fn keep_alive(
                     let id = pending.next_id;
                     if link.send(&SupervisorToBroker::ListLocks { id }).await.is_ok() {
                         pending.locks.insert(id, query);
+                    }
+                }
+                Some((grant, request, answer)) = calls.recv() => {
+                    pending.next_id += 1;
+                    let id = pending.next_id;
+                    if link.send(&SupervisorToBroker::Complete { id, grant, request }).await.is_ok() {
+                        pending.calls.insert(id, answer);
                     }
                 }
                 Some((settings, answer)) = reloads.recv() => {

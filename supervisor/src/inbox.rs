@@ -118,6 +118,20 @@ pub fn send(daemon: &Daemon, typed: &str, text: String, answer_only: bool) -> Re
     Ok(ControlReply::Sent { task: id, delivery: sent.delivery })
 }
 
+/// Put advice into task `id`'s next turn (a Watcher nudge, a relayed learning; `from`: `watcher` or `task <id>`):
+/// stored and recorded first, then handed to its running session, if any. See [`Store::send_advice`].
+///
+/// [`Store::send_advice`]: crate::store::Store::send_advice
+pub fn advise(daemon: &Daemon, id: &TaskId, from: &str, text: &str) -> Result<u64> {
+    validate(text)?;
+    let (inbox, framed, running) = daemon.with_store(|s| s.send_advice(id, from, text))?;
+    tracing::info!(task = %id, inbox, %from, "advice stored");
+    if running && let Some(tx) = daemon.mailboxes.boxes().get(id) {
+        let _ = tx.send((inbox, framed));
+    }
+    Ok(inbox)
+}
+
 /// `/pause`, `/cancel`, `/retry`: act, then record the message with what was done.
 fn special(daemon: &Daemon, id: &TaskId, command: &str) -> Result<ControlReply> {
     let delivery = match command {

@@ -134,6 +134,31 @@ impl Daemon {
         }
     }
 
+    /// One model call on `task`'s behalf, made by the supervisor itself (the Watcher, knowledge extraction): priced
+    /// as the task's, on `request.tier` (else the task's tier), never escalating it. See [`Broker::complete`].
+    ///
+    /// [`Broker::complete`]: crate::broker_link::Broker::complete
+    pub async fn side_call(
+        &self,
+        task: &TaskId,
+        request: neuraphage_ipc::llm::ChatRequest,
+        within: Duration,
+    ) -> Result<neuraphage_ipc::llm::ChatResponse, neuraphage_ipc::llm::LlmFailure> {
+        let failure = |message: String| neuraphage_ipc::llm::LlmFailure {
+            kind: neuraphage_ipc::llm::LlmErrorKind::Other,
+            message,
+            status: None,
+            retryable: false,
+            retry_after_ms: None,
+        };
+        let grant = match self.with_store(|s| s.task(task)) {
+            Ok(t) => crate::broker_link::grant(&t),
+            Err(e) => return Err(failure(format!("{task}: {e}"))),
+        };
+        let broker = self.broker.get().ok_or_else(|| failure("the broker is not running yet".to_owned()))?;
+        broker.complete(grant, request, within).await
+    }
+
     /// Remember the broker (for `config reload`).
     pub fn set_broker(&self, broker: std::sync::Arc<crate::broker_link::Broker>) {
         let _ = self.broker.set(broker);
@@ -405,7 +430,29 @@ impl Daemon {
             Some(tier) if neuraphage_ipc::broker::TIER_NAMES.contains(&tier.as_str()) => Some(tier),
             Some(tier) => return Err(invalid(format!("--tier {tier:?}: the tiers are router, worker and expert"))),
         };
-        Ok(TaskDraft { description, priority, repo, profile, parent: None, after, base_commit, tier })
+        // Which personas exist, and the selection rules for none, are issue 16's `personas` module.
+        let persona = match new.persona {
+            Some(p)
+                if p.is_empty()
+                    || p.len() > 64
+                    || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                return Err(invalid(format!("--persona {p:?}: a persona name is 1 to 64 letters, digits, - or _")));
+            }
+            p => p,
+        };
+        Ok(TaskDraft {
+            description,
+            priority,
+            repo,
+            profile,
+            parent: None,
+            after,
+            base_commit,
+            tier,
+            persona,
+            no_watch: new.no_watch,
+        })
     }
 }
 

@@ -26,6 +26,8 @@ fn task(n: u64, status: TaskStatus, changed: i64) -> Task {
         base_commit: None,
         branch: None,
         tier: None,
+        persona: None,
+        no_watch: false,
         created_at: t0(),
         updated_at: t0() + Duration::seconds(changed),
     }

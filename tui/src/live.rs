@@ -222,6 +222,9 @@ impl LiveLog {
             EventKind::UserMessage { text, delivery, .. } => {
                 self.note(NoteKind::User, &format!("you: {} ({delivery})", cut(text, 1024)))
             }
+            EventKind::Advice { from, text, .. } => {
+                self.note(NoteKind::Attention, &format!("advice from {from}: {}", cut(text, 1024)))
+            }
             EventKind::QuestionAsked { question, options } => {
                 let options = if options.is_empty() { String::new() } else { format!(" [{}]", options.join("/")) };
                 self.note(NoteKind::Attention, &format!("question: {}{options}", cut(question, 2048)))

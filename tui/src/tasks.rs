@@ -311,6 +311,8 @@ mod tests {
             base_commit: None,
             branch: None,
             tier: None,
+            persona: None,
+            no_watch: false,
             created_at: t0 + Duration::seconds(n as i64),
             updated_at: t0 + Duration::seconds(changed_secs),
         }

@@ -34,6 +34,8 @@ fn task(n: u64, description: &str, status: TaskStatus, secs_ago: i64) -> Task {
         base_commit: None,
         branch: None,
         tier: None,
+        persona: None,
+        no_watch: false,
         created_at: t0() - Duration::seconds(3600),
         updated_at: t0() - Duration::seconds(secs_ago),
     }

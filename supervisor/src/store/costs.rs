@@ -108,6 +108,8 @@ mod tests {
             after: Vec::new(),
             base_commit: None,
             tier: None,
+            persona: None,
+            no_watch: false,
         };
         let a = store.create_task(&draft("a")).unwrap().id;
         let b = store.create_task(&draft("b")).unwrap().id;

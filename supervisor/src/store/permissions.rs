@@ -389,6 +389,8 @@ mod tests {
             after: Vec::new(),
             base_commit: None,
             tier: None,
+            persona: None,
+            no_watch: false,
         };
         let id = store.create_task(&draft).unwrap().id;
         (dir, store, id)

@@ -146,6 +146,18 @@ const V7_PLAN: &str = r#"
 ALTER TABLE tasks ADD COLUMN plan TEXT;
 "#;
 
+/// Version 8: advice (a Watcher nudge, a relayed learning) travels through the inbox like a user message, marked
+/// with where it comes from; only `user` input can answer a question or move a task's status.
+const V8_ADVICE: &str = r#"
+ALTER TABLE inbox ADD COLUMN source TEXT NOT NULL DEFAULT 'user';
+"#;
+
+/// Version 9: a task's persona (issue 16) and whether the Watcher leaves it alone.
+const V9_PERSONA: &str = r#"
+ALTER TABLE tasks ADD COLUMN persona TEXT;
+ALTER TABLE tasks ADD COLUMN no_watch INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -156,6 +168,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V5_INBOX),
         M::up(V6_PERMISSIONS),
         M::up(V7_PLAN),
+        M::up(V8_ADVICE),
+        M::up(V9_PERSONA),
     ])
 }
 

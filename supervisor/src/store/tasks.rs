@@ -34,10 +34,13 @@ pub struct TaskDraft {
     pub base_commit: Option<String>,
     /// Its model tier (`None`: the default).
     pub tier: Option<String>,
+    /// Its persona, already resolved (`None`: none).
+    pub persona: Option<String>,
+    /// The Watcher leaves it alone.
+    pub no_watch: bool,
 }
 
-const TASK_COLUMNS: &str =
-    "id, status, priority, description, repo, profile, parent, created_at, updated_at, base_commit, branch, tier";
+const TASK_COLUMNS: &str = "id, status, priority, description, repo, profile, parent, created_at, updated_at, base_commit, branch, tier, persona, no_watch";
 
 /// A task from its row; a row that does not read back names the task in the error.
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
@@ -61,6 +64,8 @@ fn read_task(row: &Row<'_>, id: &str) -> rusqlite::Result<Task> {
         base_commit: row.get(9)?,
         branch: row.get(10)?,
         tier: row.get(11)?,
+        persona: row.get(12)?,
+        no_watch: row.get(13)?,
     })
 }
 
@@ -98,8 +103,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO tasks (id, description, priority, repo, profile, parent, state, status, created_at, updated_at,
-                                base_commit, tier)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
+                                base_commit, tier, persona, no_watch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
             params![
                 id.as_str(),
                 draft.description,
@@ -112,6 +117,8 @@ impl Store {
                 to_millis(now),
                 draft.base_commit,
                 draft.tier,
+                draft.persona,
+                draft.no_watch,
             ],
         )?;
         append_event(&tx, &id, &EventKind::Created { priority: draft.priority })?;

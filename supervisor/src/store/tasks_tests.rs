@@ -19,6 +19,8 @@ fn draft(description: &str, after: Vec<TaskId>) -> TaskDraft {
         after,
         base_commit: None,
         tier: None,
+        persona: None,
+        no_watch: false,
     }
 }
 
