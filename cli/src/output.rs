@@ -203,6 +203,8 @@ pub fn event_text(e: &TaskEvent) -> String {
             format!("user message #{id} ({}): {}", visible(delivery), visible(text))
         }
         EventKind::Advice { id, from, text } => format!("advice #{id} from {}: {}", visible(from), visible(text)),
+        EventKind::SubtaskCreated { child, depth } => format!("sub-task {child} created (depth {depth})"),
+        EventKind::SubtaskEnded { child, outcome } => format!("sub-task {child} ended: {}", visible(outcome)),
         EventKind::PlanUpdated { items } => {
             let done = items.iter().filter(|i| i.status == neuraphage_ipc::task::PlanStatus::Done).count();
             format!("plan: {done}/{} done", items.len())

@@ -64,6 +64,7 @@ fn task_show_prints_model_and_task_values_escaped() {
         blocked_by: Vec::new(),
         blocks: Vec::new(),
         children: Vec::new(),
+        tree_cost: Default::default(),
         events: vec![
             event(
                 1,

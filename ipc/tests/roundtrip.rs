@@ -254,6 +254,7 @@ fn reply() -> impl Strategy<Value = ControlReply> {
             blocks,
             children,
             events,
+            tree_cost: Default::default(),
             plan: vec![PlanItem { content: "step".into(), status: PlanStatus::InProgress }],
             cost: CostTotals {
                 responses: 2,
