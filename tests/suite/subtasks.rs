@@ -43,6 +43,16 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Wait until the task has ended (Completed, Failed, Cancelled: a waiting parent is Blocked meanwhile); its show.
+fn wait_done(home: &TestHome, id: &str) -> Value {
+    let mut shown = Value::Null;
+    wait_for(&format!("{id} to end"), || {
+        shown = home.show(id);
+        matches!(shown["status"].as_str(), Some("Completed" | "Failed" | "Cancelled"))
+    });
+    shown
+}
+
 fn end(text: impl Into<String>) -> Step {
     Step::Reply(Reply::text(text).stop(StopReason::EndTurn))
 }
@@ -83,7 +93,7 @@ fn a_parent_waits_for_two_parallel_children_on_its_branch_and_gets_their_outcome
     let repo = home.git_repo("repo");
     home.start_with_model(&model);
     let parent = new_task(&home, "parent: split the work", Some(&repo));
-    let done = &home.wait_ended(&[&parent], WITHIN)[0];
+    let done = &wait_done(&home, &parent);
     assert_eq!(done["status"], "Completed", "{done:#}");
 
     let kids = children(&home, &parent);
@@ -156,7 +166,7 @@ fn depth_four_is_refused_with_the_limit_named() {
     let mut home = TestHome::new();
     home.start_with_model(&model);
     let top = new_task(&home, "level 1", None);
-    let done = &home.wait_ended(&[&top], WITHIN)[0];
+    let done = &wait_done(&home, &top);
     assert_eq!(done["status"], "Completed", "{done:#}");
     // Level 3's call was refused; levels 2 and 3 exist, level 4 never did.
     let refused = requests_of(&model, "level 3").last().unwrap().tool_results()[0].clone();
@@ -194,14 +204,14 @@ fn the_live_subtask_cap_is_refused_with_the_limit_named_and_a_result_can_be_aske
     home.write_config("max-subtasks: 1\n");
     home.start_with_model(&model);
     let top = new_task(&home, "capped parent", None);
-    let done = &home.wait_ended(&[&top], WITHIN)[0];
+    let done = &wait_done(&home, &top);
     assert_eq!(done["status"], "Completed", "{done:#}");
     let results = requests_of(&model, "capped").last().unwrap().tool_results();
     assert!(results[0].starts_with("Sub-task np-") && results[0].contains("TaskResult"), "{results:?}");
     assert!(results[1].contains("max-subtasks is 1"), "{results:?}");
     let kids = children(&home, &top);
     assert_eq!(kids.len(), 1);
-    let kid = &home.wait_ended(&[&kids[0]], WITHIN)[0];
+    let kid = &wait_done(&home, &kids[0]);
     assert_eq!(kid["status"], "Completed");
 }
 
@@ -224,7 +234,7 @@ fn killing_the_parent_cancels_its_children() {
     let kid = children(&home, &boss).remove(0);
     home.wait_status(&kid, "Running", WITHIN);
     home.ok(&["task", "kill", &boss]);
-    let ended = home.wait_ended(&[&kid], WITHIN);
+    let ended = [wait_done(&home, &kid)];
     assert_eq!(ended[0]["status"], "Cancelled", "{:#}", ended[0]);
     let reason = ended[0]["status_detail"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains(&boss), "the cancellation names the parent: {reason}");
@@ -254,7 +264,7 @@ fn a_waiting_parent_survives_kill_9_and_resumes_once_its_child_ends_running_noth
     wait_for("the child's second request", || requests_of(&model, "durable child").len() == 2);
     home.kill9_supervisors();
     home.start_with_model(&model);
-    let done = &home.wait_ended(&[&parent], WITHIN)[0];
+    let done = &wait_done(&home, &parent);
     assert_eq!(done["status"], "Completed", "{done:#}");
     let summary = done["status_detail"]["summary"].as_str().unwrap();
     assert!(summary.contains("completed") && summary.contains("child finished"), "{summary}");
@@ -293,6 +303,6 @@ fn a_childs_permission_request_names_its_parent() {
     let text = home.ok(&["waiting"]);
     assert!(text.contains(&format!("sub-task of {parent}")), "{text}");
     home.ok(&["task", "approve", &kid]);
-    let done = &home.wait_ended(&[&parent], WITHIN)[0];
+    let done = &wait_done(&home, &parent);
     assert_eq!(done["status"], "Completed", "{done:#}");
 }
