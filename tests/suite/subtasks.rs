@@ -306,3 +306,45 @@ fn a_childs_permission_request_names_its_parent() {
     let done = &wait_done(&home, &parent);
     assert_eq!(done["status"], "Completed", "{done:#}");
 }
+
+#[test]
+fn a_child_not_waited_for_reports_through_task_result_and_as_advice_in_the_next_turn() {
+    let model = Model::start(policy(|r| {
+        let task = task_of(r);
+        if !task.starts_with("free parent") {
+            return end("quick child says hello");
+        }
+        let results = r.tool_results();
+        let child = |text: &str| text.split_whitespace().nth(1).unwrap_or("").to_owned();
+        match results.len() {
+            0 => Step::Reply(Reply::tool("Task", json!({"description": "quick child", "wait": false}))),
+            1 => Step::Reply(Reply::tool("TaskResult", json!({"task": child(&results[0])}))),
+            // Until the child's outcome came in as advice: wait a little, as a model doing other work would.
+            _ if !r.raw_body.contains("quick child says hello") => {
+                Step::Reply(Reply::tool("Bash", json!({"command": "sleep 1"})))
+            }
+            _ => end("heard from the child"),
+        }
+    }));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let parent = new_task(&home, "free parent", None);
+    let done = wait_done(&home, &parent);
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    let kid = children(&home, &parent).remove(0);
+    let reqs = requests_of(&model, "free parent");
+    // The Task call returned at once with the child's id; TaskResult told how it stood (or its outcome).
+    let results = reqs[1].tool_results();
+    assert!(results[0].starts_with(&format!("Sub-task {kid} is ")), "{results:?}");
+    let asked = reqs[2].tool_results()[1].clone();
+    assert!(asked.starts_with(&format!("Sub-task {kid} ")), "{asked}");
+    // The outcome came as advice from the child, not as a user message.
+    let last = &reqs.last().unwrap().raw_body;
+    assert!(last.contains(&format!("advice from=\\\"task {kid}\\\"")), "{last}");
+    assert!(last.contains("quick child says hello") && last.contains("completed"), "{last}");
+    let shown = home.show(&parent);
+    let ended: Vec<&Value> =
+        shown["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "subtask_ended").collect();
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    assert_eq!(ended[0]["data"]["child"], kid.as_str());
+}
