@@ -218,7 +218,8 @@ fn task_list_tree_indents_sub_tasks_under_their_parents() {
         updated_at: at(),
     };
     // Children listed before their parent, a grandchild, a parent not listed (its child is a root).
-    let tasks = [task(2, Some(1), "child"), task(3, Some(2), HOSTILE), task(1, None, "top"), task(4, Some(9), "orphan")];
+    let tasks =
+        [task(2, Some(1), "child"), task(3, Some(2), HOSTILE), task(1, None, "top"), task(4, Some(9), "orphan")];
     let shown = task_tree(&tasks, at());
     assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown}");
     let lines: Vec<&str> = shown.lines().collect();

@@ -48,8 +48,14 @@ fn refused(error: impl Into<String>) -> SubtaskAnswer {
     SubtaskAnswer::Refused { error: error.into() }
 }
 
+/// Longest call id accepted from a worker (providers' ids are a few dozen bytes).
+pub const MAX_CALL_ID: usize = 256;
+
 /// Blocking: see [`answer`].
 fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, request: SubtaskRequest) -> SubtaskAnswer {
+    if call.is_empty() || call.len() > MAX_CALL_ID {
+        return refused(format!("Task: the call id is {} bytes; it must be 1 to {MAX_CALL_ID}", call.len()));
+    }
     match request {
         SubtaskRequest::Create { description, persona, tier, wait } => {
             match daemon.with_store(|s| s.subtask_by_call(&parent.id, call)) {
