@@ -12,6 +12,9 @@ use crate::error::Result;
 /// Most ancestors followed (a guard against a corrupt parent chain; the depth limit is far lower).
 const MAX_CHAIN: u32 = 64;
 
+/// Most sub-tasks one task may create in all (ended ones included): a bound on what a looping model can make.
+pub const MAX_CHILDREN: u32 = 256;
+
 /// The states in which a task has ended.
 const ENDED: &str = "('Completed', 'Failed', 'Cancelled')";
 
@@ -118,6 +121,13 @@ impl Store {
         if let Some(task) = self.subtask_by_call(&parent, call)? {
             return Ok(Created::Existing(task));
         }
+        let made: u32 =
+            self.conn.query_row("SELECT count(*) FROM tasks WHERE parent = ?1", [parent.as_str()], |r| r.get(0))?;
+        if made >= MAX_CHILDREN {
+            return Ok(Created::Refused(format!(
+                "Task refused: this task has created {made} sub-tasks, the most one task may create"
+            )));
+        }
         let (parent_depth, root) = self.depth_and_root(&parent)?;
         let live = self.live_descendants(&root)?.len() as u32;
         let depth = parent_depth + 1;
@@ -223,5 +233,19 @@ mod tests {
         }
         let kinds: Vec<String> = s.detail(&top, 50).unwrap().events.iter().map(|e| e.kind.name().to_owned()).collect();
         assert_eq!(kinds.iter().filter(|k| *k == "subtask_created").count(), 1, "{kinds:?}");
+    }
+
+    #[test]
+    fn a_task_creates_a_bounded_number_of_children_in_all() {
+        let (_dir, mut s) = store();
+        let top = s.create_task(&draft(None)).unwrap().id;
+        let roomy = Limits { max_depth: 3, max_live: 10_000 };
+        for i in 0..MAX_CHILDREN {
+            made(s.create_subtask(&draft(Some(&top)), &format!("call-{i}"), false, roomy).unwrap());
+        }
+        match s.create_subtask(&draft(Some(&top)), "one-more", false, roomy).unwrap() {
+            Created::Refused(why) => assert!(why.contains("256 sub-tasks"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
