@@ -282,6 +282,9 @@ pub struct ListArgs {
     /// Only tasks in this state: queued, running, waiting, blocked, paused, completed, failed, cancelled.
     #[arg(long, short, value_name = "STATUS", value_parser = parse_state)]
     pub status: Option<TaskState>,
+    /// Show sub-tasks indented under their parents.
+    #[arg(long)]
+    pub tree: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,

@@ -97,6 +97,46 @@ pub fn task_table(tasks: &[Task], now: DateTime<Utc>) -> String {
     s
 }
 
+/// `task list --tree`: the table with each sub-task under its parent, indented two spaces per level (a task whose
+/// parent is not listed is shown at the top level; order otherwise as given).
+pub fn task_tree(tasks: &[Task], now: DateTime<Utc>) -> String {
+    if tasks.is_empty() {
+        return "no tasks\n".to_owned();
+    }
+    let listed: std::collections::HashSet<&neuraphage_ipc::TaskId> = tasks.iter().map(|t| &t.id).collect();
+    let mut under: std::collections::HashMap<&neuraphage_ipc::TaskId, Vec<&Task>> = Default::default();
+    let mut tops = Vec::new();
+    for t in tasks {
+        match t.parent.as_ref().filter(|p| listed.contains(p)) {
+            Some(p) => under.entry(p).or_default().push(t),
+            None => tops.push(t),
+        }
+    }
+    let mut s = format!("{:<13}  {:<14}  {:>3}  {:>4}  DESCRIPTION\n", "ID", "STATUS", "PRI", "AGE");
+    // Depth-first, without recursion; a parent chain is acyclic (a task's parent exists before it).
+    let mut stack: Vec<(&Task, usize)> = tops.into_iter().rev().map(|t| (t, 0)).collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some((t, depth)) = stack.pop() {
+        if !seen.insert(&t.id) {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "{}{:<13}  {:<14}  {:>3}  {:>4}  {}",
+            "  ".repeat(depth.min(16)),
+            t.id,
+            t.status.state(),
+            t.priority,
+            age(t.created_at, now),
+            short(&t.description, DESCRIPTION_WIDTH)
+        );
+        if let Some(kids) = under.get(&t.id) {
+            stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    s
+}
+
 /// `task show` as text.
 pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     let t = &d.task;
@@ -124,6 +164,9 @@ pub fn task_detail(d: &TaskDetail, now: DateTime<Utc>) -> String {
     refs(&mut s, "sub-tasks", &d.children);
     let _ = writeln!(s, "  tokens       {}", tokens(&d.cost));
     let _ = writeln!(s, "  cost         {}", usd(&d.cost));
+    if !d.children.is_empty() {
+        let _ = writeln!(s, "  tree cost    {} ({}; with its sub-tasks)", usd(&d.tree_cost), tokens(&d.tree_cost));
+    }
     let _ = writeln!(s, "  description\n    {}", visible_lines(&t.description).replace('\n', "\n    "));
     s.push_str(&plan_text(&d.plan));
     let _ = writeln!(s, "  events");
@@ -203,6 +246,8 @@ pub fn event_text(e: &TaskEvent) -> String {
             format!("user message #{id} ({}): {}", visible(delivery), visible(text))
         }
         EventKind::Advice { id, from, text } => format!("advice #{id} from {}: {}", visible(from), visible(text)),
+        EventKind::SubtaskCreated { child, depth } => format!("sub-task {child} created (depth {depth})"),
+        EventKind::SubtaskEnded { child, outcome } => format!("sub-task {child} ended: {}", visible(outcome)),
         EventKind::PlanUpdated { items } => {
             let done = items.iter().filter(|i| i.status == neuraphage_ipc::task::PlanStatus::Done).count();
             format!("plan: {done}/{} done", items.len())

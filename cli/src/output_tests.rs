@@ -64,6 +64,7 @@ fn task_show_prints_model_and_task_values_escaped() {
         blocked_by: Vec::new(),
         blocks: Vec::new(),
         children: Vec::new(),
+        tree_cost: Default::default(),
         events: vec![
             event(
                 1,
@@ -196,4 +197,36 @@ fn task_list_and_status_lines_print_descriptions_and_errors_escaped() {
     let text = task_table(&[task], at());
     assert_clean(&text);
     assert!(text.ends_with("  \\u{202e}gnp.exe\n"), "{text}");
+}
+
+#[test]
+fn task_list_tree_indents_sub_tasks_under_their_parents() {
+    let task = |n: u64, parent: Option<u64>, description: &str| Task {
+        id: TaskId::from_bits(n),
+        status: TaskStatus::Queued,
+        priority: Priority::default(),
+        description: description.into(),
+        repo: None,
+        profile: None,
+        parent: parent.map(TaskId::from_bits),
+        base_commit: None,
+        branch: None,
+        tier: None,
+        persona: None,
+        no_watch: false,
+        created_at: at(),
+        updated_at: at(),
+    };
+    // Children listed before their parent, a grandchild, a parent not listed (its child is a root).
+    let tasks =
+        [task(2, Some(1), "child"), task(3, Some(2), HOSTILE), task(1, None, "top"), task(4, Some(9), "orphan")];
+    let shown = task_tree(&tasks, at());
+    assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown}");
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines[1].starts_with("np-0000000001") && lines[1].ends_with("top"), "{shown}");
+    assert!(lines[2].starts_with("  np-0000000002") && lines[2].ends_with("child"), "{shown}");
+    assert!(lines[3].starts_with("    np-0000000003") && lines[3].contains("x\\u{1b}"), "{shown}");
+    assert!(lines[4].starts_with("np-0000000004"), "{shown}");
+    assert_eq!(lines.len(), 5);
+    assert_eq!(task_tree(&[], at()), "no tasks\n");
 }

@@ -43,7 +43,13 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
         }
         TaskCommand::List(args) => {
             let tasks = list(&mut Client::connect(paths).await?, args.status).await?;
-            if args.out.json { output::json(&tasks) } else { output::out(&output::task_table(&tasks, Utc::now())) }
+            if args.out.json {
+                output::json(&tasks)
+            } else if args.tree {
+                output::out(&output::task_tree(&tasks, Utc::now()))
+            } else {
+                output::out(&output::task_table(&tasks, Utc::now()))
+            }
         }
         TaskCommand::Show(args) => {
             let detail = match Client::connect(paths).await?.call(ControlRequest::ShowTask { task: args.id }).await? {
@@ -53,6 +59,7 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             if args.out.json {
                 let mut value = serde_json::to_value(&detail)?;
                 value["cost"] = crate::report::with_usd(&detail.cost);
+                value["tree_cost"] = crate::report::with_usd(&detail.tree_cost);
                 output::json(&value)
             } else {
                 output::out(&output::task_detail(&detail, Utc::now()))

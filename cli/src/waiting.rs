@@ -80,6 +80,9 @@ fn render(tasks: &[WaitingTask]) -> String {
         let line = t.description.lines().next().unwrap_or("");
         let desc: String = line.chars().take(60).collect();
         s.push_str(&format!("{}  {kind}, {}  {}\n", t.id, output::age(t.since, now), visible(&desc)));
+        if let Some(parent) = &t.parent {
+            s.push_str(&format!("    sub-task of {parent}\n"));
+        }
         for line in t.prompt.lines() {
             s.push_str(&format!("    {}\n", visible(line)));
         }

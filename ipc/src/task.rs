@@ -478,6 +478,20 @@ pub enum EventKind {
         /// The advice as the model sees it (cut to a few KiB).
         text: String,
     },
+    /// The task created a sub-task (its `Task` tool), recorded on the parent.
+    SubtaskCreated {
+        /// The new child.
+        child: TaskId,
+        /// The child's depth (a top task is 1).
+        depth: u32,
+    },
+    /// One of the task's sub-tasks ended, recorded on the parent.
+    SubtaskEnded {
+        /// The child.
+        child: TaskId,
+        /// How it ended, in words (cut to a few KiB).
+        outcome: String,
+    },
     /// The task's plan changed (its `TodoWrite` call): the whole new list.
     PlanUpdated {
         /// The plan's items, in order.
@@ -590,6 +604,8 @@ impl EventKind {
             EventKind::PausedBySupervisor { .. } => "paused_by_supervisor",
             EventKind::UserMessage { .. } => "user_message",
             EventKind::Advice { .. } => "advice",
+            EventKind::SubtaskCreated { .. } => "subtask_created",
+            EventKind::SubtaskEnded { .. } => "subtask_ended",
             EventKind::QuestionAsked { .. } => "question_asked",
             EventKind::Notice { .. } => "notice",
             EventKind::PlanUpdated { .. } => "plan_updated",
@@ -637,6 +653,9 @@ pub struct TaskDetail {
     /// Its plan, as its latest `TodoWrite` set it (empty: none).
     #[serde(default)]
     pub plan: Vec<PlanItem>,
+    /// What its model calls and those of all its sub-tasks, at every depth, cost (equal to `cost` without any).
+    #[serde(default)]
+    pub tree_cost: crate::cost::CostTotals,
 }
 
 /// One item of a task's plan (the `TodoWrite` tool's list).

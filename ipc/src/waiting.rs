@@ -30,4 +30,7 @@ pub struct WaitingTask {
     pub waiting_secs: u64,
     /// What the user asked the task to do.
     pub description: String,
+    /// The task that created it, when it is a sub-task.
+    #[serde(default)]
+    pub parent: Option<TaskId>,
 }

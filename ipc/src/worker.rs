@@ -57,6 +57,13 @@ pub enum SupervisorToWorker {
         /// Run, refuse, or park the task to ask the user.
         answer: crate::permission::PermissionAnswer,
     },
+    /// The answer to `WorkerToSupervisor::Subtask` with the same id.
+    Subtask {
+        /// The request's id.
+        id: u64,
+        /// What became of it.
+        result: SubtaskAnswer,
+    },
     /// A message the user sent while the task runs (stored in the supervisor's inbox first). The worker adds it to
     /// the conversation at its next model turn; the checkpoint that carries it names its id in `delivered`. May come
     /// at any time.
@@ -252,6 +259,17 @@ pub enum WorkerToSupervisor {
         tool: String,
         /// Its input, as the model gave it.
         input: serde_json::Value,
+    },
+    /// The `Task` or `TaskResult` tool: create a sub-task, or ask how one stands. Answered by `Subtask` with the
+    /// same id. The supervisor creates at most one child per `tool_use_id`, so a resumed worker asking again gets
+    /// the same child.
+    Subtask {
+        /// Request id.
+        id: u64,
+        /// The model's id of the call.
+        tool_use_id: String,
+        /// What is asked.
+        request: SubtaskRequest,
     },
     /// Something the user should be able to see, recorded as a task event (`notice`): a skipped malformed skill, a
     /// drift warning, what context was assembled. Not acknowledged; capped per task by the supervisor.
@@ -472,5 +490,56 @@ pub enum BrokerToWorker {
         id: u64,
         /// What happened.
         outcome: LockOutcome,
+    },
+}
+
+/// What the `Task` and `TaskResult` tools ask of the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum SubtaskRequest {
+    /// Create a child task (once per call).
+    Create {
+        /// What the child is to do.
+        description: String,
+        /// Its persona, if named.
+        persona: Option<String>,
+        /// Its tier, if named.
+        tier: Option<String>,
+        /// Whether the parent waits for it.
+        wait: bool,
+    },
+    /// How a child of this task stands.
+    Result {
+        /// The child's id, as the model gave it.
+        task: String,
+    },
+}
+
+/// The supervisor's answer to a [`SubtaskRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum SubtaskAnswer {
+    /// Refused (a limit, a bad argument): the tool's error result.
+    Refused {
+        /// Why, naming the limit.
+        error: String,
+    },
+    /// The child exists and has not ended.
+    Pending {
+        /// The child.
+        child: TaskId,
+        /// Its state now.
+        status: String,
+        /// The parent waits for it (the worker parks the task after the turn's calls).
+        wait: bool,
+    },
+    /// The child has ended: its outcome (summary, branch, diff stat; or its error).
+    Ended {
+        /// The child.
+        child: TaskId,
+        /// The outcome in words, for the model.
+        outcome: String,
+        /// It failed or was cancelled.
+        is_error: bool,
     },
 }

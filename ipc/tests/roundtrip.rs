@@ -136,6 +136,8 @@ fn event() -> impl Strategy<Value = TaskEvent> {
             retry_in_ms
         }),
         (text(), text()).prop_map(|(branch, commit)| EventKind::Committed { branch, commit }),
+        (task_id(), any::<u32>()).prop_map(|(child, depth)| EventKind::SubtaskCreated { child, depth }),
+        (task_id(), text()).prop_map(|(child, outcome)| EventKind::SubtaskEnded { child, outcome }),
         (text(), text(), text()).prop_map(|(from, to, reason)| EventKind::Escalated { from, to, reason }),
         (text(), text(), text()).prop_map(|(pool, key, reason)| EventKind::KeyRevoked { pool, key, reason }),
         (text(), text()).prop_map(|(note, path)| EventKind::SnapshotNote { note, path }),
@@ -254,6 +256,7 @@ fn reply() -> impl Strategy<Value = ControlReply> {
             blocks,
             children,
             events,
+            tree_cost: Default::default(),
             plan: vec![PlanItem { content: "step".into(), status: PlanStatus::InProgress }],
             cost: CostTotals {
                 responses: 2,
@@ -472,6 +475,18 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         (any::<u64>(), text())
             .prop_map(|(id, error)| SupervisorToWorker::Committed { id, result: CommitResult::Failed { error } }),
         (any::<u64>(), text()).prop_map(|(id, text)| SupervisorToWorker::UserMessage { id, text }),
+        (any::<u64>(), task_id(), text(), any::<bool>()).prop_map(|(id, child, outcome, is_error)| {
+            SupervisorToWorker::Subtask {
+                id,
+                result: neuraphage_ipc::worker::SubtaskAnswer::Ended { child, outcome, is_error },
+            }
+        }),
+        (any::<u64>(), task_id(), text(), any::<bool>()).prop_map(|(id, child, status, wait)| {
+            SupervisorToWorker::Subtask {
+                id,
+                result: neuraphage_ipc::worker::SubtaskAnswer::Pending { child, status, wait },
+            }
+        }),
         any::<u64>().prop_map(|id| SupervisorToWorker::Permission { id, answer: PermissionAnswer::Allow }),
         (any::<u64>(), text())
             .prop_map(|(id, reason)| SupervisorToWorker::Permission { id, answer: PermissionAnswer::Deny { reason } }),
@@ -493,6 +508,13 @@ fn worker_messages() -> impl Strategy<Value = WorkerMessages> {
         ),
         delta().prop_map(|delta| WorkerToSupervisor::Stream { delta }),
         text().prop_map(|on| WorkerToSupervisor::Waiting { on }),
+        (any::<u64>(), text(), text(), option::of(text()), any::<bool>()).prop_map(
+            |(id, tool_use_id, description, persona, wait)| WorkerToSupervisor::Subtask {
+                id,
+                tool_use_id,
+                request: neuraphage_ipc::worker::SubtaskRequest::Create { description, persona, tier: None, wait },
+            }
+        ),
         (text(), any::<u8>(), vec(text(), 0..3), vec(text(), 0..3), option::of(text())).prop_map(
             |(profile, kernel_abi, enforced, missing, refused)| WorkerToSupervisor::Sandbox(SandboxReport {
                 profile,

@@ -62,6 +62,10 @@ pub struct Config {
     /// The drift guard's limits besides `max-iterations` (`drift: {max-consecutive-failures: 10,
     /// no-progress-minutes: 10, iteration-tokens-warning: 100000}`); a task that trips one waits for the user.
     pub drift: DriftEntry,
+    /// Deepest sub-task a task tree may hold: a top task is depth 1, its child 2 ([`crate::subtasks`]).
+    pub max_subtask_depth: u32,
+    /// Most live (not ended) sub-tasks under one top task, at every depth.
+    pub max_subtasks: u32,
 }
 
 /// The `drift:` block.
@@ -170,6 +174,8 @@ impl Default for Config {
             compact_at_percent: 80,
             context_tokens: None,
             drift: DriftEntry::default(),
+            max_subtask_depth: 3,
+            max_subtasks: 8,
         }
     }
 }

@@ -30,7 +30,8 @@ pub fn cap_of(kind: &EventKind) -> Option<u64> {
         | EventKind::WorkerLost { .. }
         | EventKind::Committed { .. }
         | EventKind::ConversationRepaired { .. }
-        | EventKind::Notice { .. } => Some(MAX_WORKER_EVENTS),
+        | EventKind::Notice { .. }
+        | EventKind::SubtaskEnded { .. } => Some(MAX_WORKER_EVENTS),
         _ => None,
     }
 }

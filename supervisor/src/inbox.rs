@@ -142,6 +142,7 @@ fn special(daemon: &Daemon, id: &TaskId, command: &str) -> Result<ControlReply> 
         "/cancel" => {
             daemon.with_store(|s| s.cancel(id, Some("cancelled by /cancel".into())))?;
             daemon.workers.cancel(id);
+            crate::subtasks::cancel_descendants(daemon, id);
             daemon.workers.wake.notify_one();
             "cancelled".to_owned()
         }

@@ -50,6 +50,7 @@ pub mod snapshot;
 pub mod spawn;
 pub mod store;
 pub mod stuck;
+pub mod subtasks;
 pub mod task_commit;
 pub mod task_context;
 pub mod tool_events;

@@ -358,8 +358,11 @@ impl Daemon {
                 let mut store = self.store()?;
                 let id = store.resolve(&task)?;
                 let task = store.cancel(&id, reason)?;
+                drop(store);
                 tracing::info!(task = %id, "task cancelled");
                 self.workers.cancel(&id);
+                // Its sub-tasks, at every depth, are cancelled with it.
+                crate::subtasks::cancel_descendants(self, &id);
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
             }
@@ -385,6 +388,17 @@ impl Daemon {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             tasks: self.store()?.counts()?,
         })
+    }
+
+    /// A new task's draft, through the same checks as `task new` ([`Daemon::validate`]), as a child of `parent`
+    /// when given (sub-tasks, [`crate::subtasks`]): its edge, and never a priority more urgent than the parent's.
+    pub(crate) fn new_task_draft(&self, new: NewTask, parent: Option<&neuraphage_ipc::Task>) -> Result<TaskDraft> {
+        let mut draft = self.validate(new)?;
+        if let Some(parent) = parent {
+            draft.parent = Some(parent.id.clone());
+            draft.priority = draft.priority.max(parent.priority);
+        }
+        Ok(draft)
     }
 
     /// Check a new task's fields and resolve its dependencies.

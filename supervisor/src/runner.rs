@@ -110,6 +110,8 @@ enum Ending {
     Paused(String),
     /// `task pause` stopped it after a checkpoint ([`crate::inbox`]).
     PausedByUser,
+    /// It parked until the sub-tasks it waits for end ([`crate::subtasks`]): Blocked, without a worker.
+    WaitsOnSubtasks(String),
 }
 
 /// Run `task` to its end. Never panics; every failure ends as the task's status.
@@ -310,7 +312,7 @@ async fn worker_session(
     };
 
     // The worker has ended the task, or must stop now.
-    let stopped = if matches!(ending, Ending::Ended(_)) {
+    let stopped = if matches!(ending, Ending::Ended(_) | Ending::WaitsOnSubtasks(_)) {
         tokio::time::timeout(CANCEL_GRACE, child.wait()).await.ok()
     } else {
         let _ = link.send(&SupervisorToWorker::Cancel { reason: "stopping".into() }).await;
@@ -488,6 +490,8 @@ async fn converse(
     }
     daemon.transition(&task.id, TaskStatus::Running { phase: RunningPhase::AssemblingContext });
     let stuck_after = crate::stuck::stuck_after();
+    // Children this session's `Task` calls wait for: its park is then a wait on them, not on the user.
+    let mut waits_on: Vec<TaskId> = Vec::new();
     loop {
         let received = tokio::select! {
             _ = cancel.cancelled() => return Ending::Cancelled,
@@ -517,6 +521,10 @@ async fn converse(
                     return Ending::Lost(format!("worker link: {e}"));
                 }
                 if let Some(outcome) = ended {
+                    if matches!(outcome, TaskOutcome::NeedsUser { .. }) && !waits_on.is_empty() {
+                        let on: Vec<String> = waits_on.iter().map(TaskId::to_string).collect();
+                        return Ending::WaitsOnSubtasks(format!("sub-tasks {}", on.join(", ")));
+                    }
                     return Ending::Ended(outcome);
                 }
                 if daemon.mailboxes.pause_requested(&task.id) {
@@ -551,6 +559,15 @@ async fn converse(
                 let answer =
                     crate::permissions::gate::answer(daemon, &task.id, workdir, tool_use_id, tool, input).await;
                 if let Err(e) = link.send(&SupervisorToWorker::Permission { id, answer }).await {
+                    return Ending::Lost(format!("worker link: {e}"));
+                }
+            }
+            Ok(Some(WorkerToSupervisor::Subtask { id, tool_use_id, request })) => {
+                let result = crate::subtasks::answer(daemon, task, dirs, tool_use_id, request).await;
+                if let neuraphage_ipc::worker::SubtaskAnswer::Pending { child, wait: true, .. } = &result {
+                    waits_on.push(child.clone());
+                }
+                if let Err(e) = link.send(&SupervisorToWorker::Subtask { id, result }).await {
                     return Ending::Lost(format!("worker link: {e}"));
                 }
             }
@@ -606,6 +623,7 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
             TaskStatus::Paused
         }
         Ending::PausedByUser => TaskStatus::Paused,
+        Ending::WaitsOnSubtasks(on) => TaskStatus::Blocked { on },
     };
     daemon.forget_event_counts(&task.id);
     tracing::info!(status = %status.state(), "task ended");
@@ -614,6 +632,8 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
     if parked {
         crate::permissions::answer::after_park(daemon, &task.id);
     }
+    // A sub-task that ended is told to its parent.
+    crate::subtasks::on_end(daemon, &task.id);
 }
 
 /// The `Commit` tool, on the supervisor's side: a sandboxed snapshot, committed with git2 (no hooks or filters run).

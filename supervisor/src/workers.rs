@@ -40,6 +40,11 @@ impl WorkerRegistry {
         }
     }
 
+    /// Whether a session runs the task now.
+    pub fn is_running(&self, id: &TaskId) -> bool {
+        self.map().contains_key(id)
+    }
+
     /// Number of tasks running now.
     pub fn count(&self) -> usize {
         self.map().len()

@@ -28,6 +28,7 @@ mod profiles;
 mod rate_limit;
 mod refusals;
 mod running;
+mod subtasks;
 mod systemd;
 mod task_isolation;
 mod tasks;

@@ -225,6 +225,12 @@ impl LiveLog {
             EventKind::Advice { from, text, .. } => {
                 self.note(NoteKind::Attention, &format!("advice from {from}: {}", cut(text, 1024)))
             }
+            EventKind::SubtaskCreated { child, depth } => {
+                self.note(NoteKind::Status, &format!("sub-task {child} created (depth {depth})"))
+            }
+            EventKind::SubtaskEnded { child, outcome } => {
+                self.note(NoteKind::Status, &format!("sub-task {child} ended: {}", cut(outcome, 1024)))
+            }
             EventKind::QuestionAsked { question, options } => {
                 let options = if options.is_empty() { String::new() } else { format!(" [{}]", options.join("/")) };
                 self.note(NoteKind::Attention, &format!("question: {}{options}", cut(question, 2048)))

@@ -104,6 +104,7 @@ fn busy() -> App {
             blocked_by: vec![],
             blocks: vec![],
             children: vec![],
+            tree_cost: Default::default(),
             events: vec![],
             cost: Default::default(),
             plan: vec![

@@ -49,6 +49,8 @@ mod compact;
 mod input;
 #[path = "agent_permission.rs"]
 mod permission;
+#[path = "agent_subtask.rs"]
+mod subtask;
 #[path = "agent_turn.rs"]
 mod turn;
 
@@ -94,6 +96,8 @@ struct Agent {
     delivered: Vec<u64>,
     /// Context window, token count and compaction state (`agent_compact.rs`).
     context: compact::ContextState,
+    /// Children this turn's `Task` calls wait for (the task parks after the turn's calls).
+    waiting_on: Vec<neuraphage_ipc::TaskId>,
 }
 
 /// Run the task given by the supervisor's `Start`.
@@ -155,6 +159,7 @@ pub async fn run(
         seen_input: start.inbox.iter().map(|i| i.id).collect(),
         delivered: Vec::new(),
         context: compact::ContextState::new(&start),
+        waiting_on: Vec::new(),
         start,
     };
     for (kind, message) in assembled.notices {
@@ -284,9 +289,18 @@ impl Agent {
             Ok(false) => return Ok(Ok(())),
             Err(stop) => return Ok(Err(stop)),
         }
-        let outcome = match self.execute_tool(id, name, input, results).await? {
-            Ok(outcome) => outcome,
-            Err(stop) => return Ok(Err(stop)),
+        let outcome = if name == tools::task::NAME || name == tools::task::RESULT_NAME {
+            match self.subtask_tool(id, name, input).await? {
+                Ok(Some(outcome)) => outcome,
+                // It waits for its child: no result yet (the task parks after the turn's calls).
+                Ok(None) => return Ok(Ok(())),
+                Err(stop) => return Ok(Err(stop)),
+            }
+        } else {
+            match self.execute_tool(id, name, input, results).await? {
+                Ok(outcome) => outcome,
+                Err(stop) => return Ok(Err(stop)),
+            }
         };
         self.complete_tool(id, name, input, outcome, results).await
     }
@@ -456,7 +470,12 @@ impl Agent {
         for (i, (id, name, input)) in calls.into_iter().enumerate().filter(|(_, (id, _, _))| !answered.contains(id)) {
             if i >= MAX_TOOL_CALLS_PER_TURN {
                 results.push(refused_call(id, &name));
-            } else if interrupted.as_ref() != Some(&id) || tools::is_idempotent(&name) || name == tools::ask::NAME {
+            } else if interrupted.as_ref() != Some(&id)
+                || tools::is_idempotent(&name)
+                || name == tools::ask::NAME
+                || name == tools::task::NAME
+                || name == tools::task::RESULT_NAME
+            {
                 // (Asking again is harmless: an interrupted AskUser asks, or takes its stored answer.)
                 if let Err(stop) = self.run_tool(&id, &name, &input, &mut results).await? {
                     return Ok(Err(stop));
@@ -471,6 +490,10 @@ impl Agent {
                     is_error: true,
                 });
             }
+        }
+        // (A `Task` call asks again for the same child: one per call id.)
+        if let Err(stop) = self.park_for_subtasks(&results).await? {
+            return Ok(Err(stop));
         }
         let calls = tool_calls(&self.messages[pos].content);
         self.add_instructions(&calls, &mut results);
@@ -599,6 +622,7 @@ impl Agent {
             Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
             Some(SupervisorToWorker::Committed { .. }) => bail!("a commit answer while waiting for an acknowledgement"),
+            Some(SupervisorToWorker::Subtask { .. }) => bail!("a sub-task answer while waiting for an acknowledgement"),
             Some(SupervisorToWorker::UserMessage { .. }) => bail!("a user message the link should have kept"),
             Some(SupervisorToWorker::Permission { .. }) => {
                 bail!("a permission answer while waiting for an acknowledgement")

@@ -46,7 +46,7 @@ impl Agent {
                 i += 1;
             }
         }
-        Ok(Ok(()))
+        self.park_for_subtasks(results).await
     }
 
     /// Read-only calls: gates and `tool_started` checkpoints in order, then all at once, then results and

@@ -13,7 +13,7 @@ use super::{Store, to_millis};
 use crate::cost::Priced;
 use crate::error::Result;
 
-const SUMS: &str = "count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), \
+pub(super) const SUMS: &str = "count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), \
      coalesce(sum(cache_write_tokens), 0), coalesce(sum(cache_read_tokens), 0), coalesce(sum(cost_nano_usd), 0), \
      coalesce(sum(1 - priced), 0), group_concat(CASE WHEN priced = 0 THEN model END, char(10))";
 
@@ -65,7 +65,7 @@ impl Store {
     }
 }
 
-fn totals(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CostTotals> {
+pub(super) fn totals(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CostTotals> {
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(at + i)?.max(0) as u64) };
     let unpriced: Option<String> = r.get(at + 7)?;
     let unpriced_models: BTreeSet<String> =

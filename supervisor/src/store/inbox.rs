@@ -204,7 +204,7 @@ impl Store {
     pub fn waiting(&self) -> Result<Vec<WaitingTask>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT t.id, t.status, t.updated_at, t.description,
-                    EXISTS(SELECT 1 FROM questions q WHERE q.task = t.id AND q.answer IS NULL)
+                    EXISTS(SELECT 1 FROM questions q WHERE q.task = t.id AND q.answer IS NULL), t.parent
              FROM tasks t WHERE t.state = 'WaitingForUser' ORDER BY t.updated_at, t.id LIMIT ?1",
         )?;
         let now = Utc::now();
@@ -223,6 +223,7 @@ impl Store {
                 since,
                 waiting_secs: (now - since).num_seconds().max(0) as u64,
                 description: r.get(3)?,
+                parent: r.get::<_, Option<String>>(5)?.and_then(|p| p.parse().ok()),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

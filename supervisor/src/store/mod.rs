@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod permissions;
 pub mod running;
 pub mod schema;
+pub mod subtasks;
 pub mod tasks;
 
 use std::path::Path;

@@ -56,13 +56,15 @@ impl Store {
         Ok(stuck)
     }
 
-    /// Blocked tasks none of whose blockers has failed, been cancelled or is blocked itself (a blocker was retried):
-    /// they may wait in the queue again.
+    /// Blocked tasks none of whose blockers has failed, been cancelled or is blocked itself (a blocker was retried),
+    /// and none of whose waited-for sub-tasks is still live (issue 16): they may wait in the queue again.
     pub fn unblocked(&self) -> Result<Vec<TaskId>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT t.id FROM tasks t WHERE t.state = 'Blocked' AND NOT EXISTS (
                  SELECT 1 FROM edges e JOIN tasks b ON b.id = e.other
                  WHERE e.task = t.id AND e.kind = 'blocked_by' AND b.state IN ('Failed', 'Cancelled', 'Blocked'))
+             AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent = t.id AND c.subtask_wait = 1
+                 AND c.state NOT IN ('Completed', 'Failed', 'Cancelled'))
              ORDER BY t.id",
         )?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;

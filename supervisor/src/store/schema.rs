@@ -158,6 +158,15 @@ ALTER TABLE tasks ADD COLUMN persona TEXT;
 ALTER TABLE tasks ADD COLUMN no_watch INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// Version 10 (issue 16, sub-tasks): the parent's `Task` call that created a child (at most one child per call, so
+/// a resumed parent asking again gets the same child) and whether the parent waits for it.
+const V10_SUBTASKS: &str = r#"
+ALTER TABLE tasks ADD COLUMN subtask_call TEXT;
+ALTER TABLE tasks ADD COLUMN subtask_wait INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX tasks_by_subtask_call ON tasks(parent, subtask_call) WHERE subtask_call IS NOT NULL;
+CREATE INDEX tasks_by_parent ON tasks(parent) WHERE parent IS NOT NULL;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -170,6 +179,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V7_PLAN),
         M::up(V8_ADVICE),
         M::up(V9_PERSONA),
+        M::up(V10_SUBTASKS),
     ])
 }
 

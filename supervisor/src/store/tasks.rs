@@ -89,47 +89,7 @@ impl Store {
     /// Store a new task with its dependencies and events; returns it once committed.
     pub fn create_task(&mut self, draft: &TaskDraft) -> Result<Task> {
         let tx = self.conn.transaction()?;
-        let now = Utc::now();
-        let status = TaskStatus::Queued;
-        let mut id = TaskId::from_bits(rand::random());
-        // 40 random bits: a collision is rare but possible; draw again rather than fail.
-        for _ in 0..8 {
-            let taken: bool =
-                tx.query_row("SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)", [id.as_str()], |r| r.get(0))?;
-            if !taken {
-                break;
-            }
-            id = TaskId::from_bits(rand::random());
-        }
-        tx.execute(
-            "INSERT INTO tasks (id, description, priority, repo, profile, parent, state, status, created_at, updated_at,
-                                base_commit, tier, persona, no_watch)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                id.as_str(),
-                draft.description,
-                draft.priority.get(),
-                draft.repo,
-                draft.profile,
-                draft.parent.as_ref().map(TaskId::as_str),
-                status.state().name(),
-                to_json(&status)?,
-                to_millis(now),
-                draft.base_commit,
-                draft.tier,
-                draft.persona,
-                draft.no_watch,
-            ],
-        )?;
-        append_event(&tx, &id, &EventKind::Created { priority: draft.priority })?;
-        if let Some(parent) = &draft.parent {
-            insert_edge(&tx, &id, parent, "child_of")?;
-        }
-        for on in &draft.after {
-            if insert_edge(&tx, &id, on, "blocked_by")? {
-                append_event(&tx, &id, &EventKind::DependencyAdded { on: on.clone() })?;
-            }
-        }
+        let id = insert_task(&tx, draft)?;
         let task = load(&tx, &id)?;
         tx.commit()?;
         Ok(task)
@@ -254,7 +214,8 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         let cost = self.task_cost(id)?;
         let plan = self.plan(id)?;
-        Ok(TaskDetail { task, blocked_by, blocks, children, events, cost, plan })
+        let tree_cost = self.tree_cost(id)?;
+        Ok(TaskDetail { task, blocked_by, blocks, children, events, cost, plan, tree_cost })
     }
 
     /// Make `task` wait for `on`. Refuses a self-dependency, a cycle, and finished tasks; returns false when the
@@ -326,13 +287,59 @@ impl Store {
     }
 }
 
+/// Insert a new task with its edges and events in `tx`; its id.
+pub(super) fn insert_task(tx: &Transaction<'_>, draft: &TaskDraft) -> Result<TaskId> {
+    let now = Utc::now();
+    let status = TaskStatus::Queued;
+    let mut id = TaskId::from_bits(rand::random());
+    // 40 random bits: a collision is rare but possible; draw again rather than fail.
+    for _ in 0..8 {
+        let taken: bool =
+            tx.query_row("SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)", [id.as_str()], |r| r.get(0))?;
+        if !taken {
+            break;
+        }
+        id = TaskId::from_bits(rand::random());
+    }
+    tx.execute(
+        "INSERT INTO tasks (id, description, priority, repo, profile, parent, state, status, created_at, updated_at,
+                            base_commit, tier, persona, no_watch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            id.as_str(),
+            draft.description,
+            draft.priority.get(),
+            draft.repo,
+            draft.profile,
+            draft.parent.as_ref().map(TaskId::as_str),
+            status.state().name(),
+            to_json(&status)?,
+            to_millis(now),
+            draft.base_commit,
+            draft.tier,
+            draft.persona,
+            draft.no_watch,
+        ],
+    )?;
+    append_event(tx, &id, &EventKind::Created { priority: draft.priority })?;
+    if let Some(parent) = &draft.parent {
+        insert_edge(tx, &id, parent, "child_of")?;
+    }
+    for on in &draft.after {
+        if insert_edge(tx, &id, on, "blocked_by")? {
+            append_event(tx, &id, &EventKind::DependencyAdded { on: on.clone() })?;
+        }
+    }
+    Ok(id)
+}
+
 pub(super) fn load(conn: &rusqlite::Connection, id: &TaskId) -> Result<Task> {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
     conn.query_row(&sql, [id.as_str()], task_from_row).optional()?.ok_or_else(|| not_found(id.as_str()))
 }
 
 /// Insert an edge; false if it already existed.
-fn insert_edge(tx: &Transaction<'_>, task: &TaskId, other: &TaskId, kind: &str) -> Result<bool> {
+pub(super) fn insert_edge(tx: &Transaction<'_>, task: &TaskId, other: &TaskId, kind: &str) -> Result<bool> {
     let n = tx.execute(
         "INSERT OR IGNORE INTO edges (task, other, kind, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![task.as_str(), other.as_str(), kind, to_millis(Utc::now())],

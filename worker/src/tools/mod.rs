@@ -31,6 +31,7 @@ pub mod path;
 mod read;
 mod saved;
 pub mod skill;
+pub mod task;
 pub mod todo;
 mod write;
 
@@ -108,8 +109,22 @@ impl From<Result<String, String>> for ToolOutcome {
 }
 
 /// The names of every tool, in the order [`definitions`] lists them.
-pub const TOOL_NAMES: [&str; 12] =
-    ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit", "Lock", "Unlock", "AskUser", "TodoWrite", "Skill"];
+pub const TOOL_NAMES: [&str; 14] = [
+    "Read",
+    "Write",
+    "Edit",
+    "Bash",
+    "Glob",
+    "Grep",
+    "Commit",
+    "Lock",
+    "Unlock",
+    "AskUser",
+    "TodoWrite",
+    "Skill",
+    "Task",
+    "TaskResult",
+];
 
 /// Every tool, for the model: name, description and the JSON Schema of its input.
 pub fn definitions() -> Vec<ToolDefinition> {
@@ -126,6 +141,8 @@ pub fn definitions() -> Vec<ToolDefinition> {
         ask::definition(),
         todo::definition(),
         skill::definition(),
+        task::definition(),
+        task::result_definition(),
     ]
 }
 
@@ -190,6 +207,14 @@ pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
         },
         skill::NAME => match parse::<skill::Input>(name, input) {
             Ok(input) => skill::run(ctx, input),
+            Err(outcome) => outcome,
+        },
+        task::NAME => match task::create(input) {
+            Ok(_) => ToolOutcome::error("Task is carried out by the supervisor through the agent loop, not here"),
+            Err(outcome) => outcome,
+        },
+        task::RESULT_NAME => match task::result(input) {
+            Ok(_) => ToolOutcome::error("TaskResult is answered by the supervisor through the agent loop, not here"),
             Err(outcome) => outcome,
         },
         _ => ToolOutcome::error(format!("There is no tool named `{name}`; the tools are {}.", TOOL_NAMES.join(", "))),

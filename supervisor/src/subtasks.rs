@@ -1,0 +1,261 @@
+//! Sub-tasks (issue 16): the supervisor's side of the `Task` and `TaskResult` tools, a child's end told to its parent,
+//! and a parent's kill cascading to its tree.
+//!
+//! A child is made through the same path as `task new` ([`Daemon::new_task_draft`]: the same checks, and whatever
+//! resolution that path does, e.g. personas), once per parent call id: its repository and profile are the parent's
+//! (the profile is always the parent's: a child is never looser), its priority the parent's, its tier as asked, and
+//! its base the parent's branch as it stands — the parent's uncommitted work is committed first, through the
+//! sandboxed snapshot of [`crate::task_commit`]. Limits (`max-subtask-depth`, `max-subtasks`) are checked in the
+//! store's transaction ([`crate::store::subtasks`]). A parent that waits is held Blocked without a worker (see
+//! [`crate::runner`]); the scheduler queues it again once none of the children it waits for is live
+//! ([`crate::store::Store::unblocked`]), which holds across supervisor restarts. Its next worker asks again for each
+//! waiting call and gets the child's outcome: summary, branch and diff stat, or its error. A child that the parent
+//! does not wait for is told to it as advice ([`crate::inbox::advise`]) when it ends.
+
+use std::sync::Arc;
+
+use neuraphage_ipc::task::cut_text;
+use neuraphage_ipc::worker::{SubtaskAnswer, SubtaskRequest};
+use neuraphage_ipc::{EventKind, NewTask, Task, TaskId, TaskStatus};
+
+use crate::requests::Daemon;
+use crate::runner::TaskDirs;
+use crate::store::subtasks::{Created, Limits, check};
+
+/// Most bytes of a child's summary or error given back to its parent.
+pub const MAX_OUTCOME: usize = 16 * 1024;
+
+/// The limits of the configuration.
+fn limits(daemon: &Daemon) -> Limits {
+    Limits { max_depth: daemon.config().max_subtask_depth, max_live: daemon.config().max_subtasks }
+}
+
+/// Answer a `Task` / `TaskResult` call of `parent`'s worker.
+pub async fn answer(
+    daemon: &Arc<Daemon>,
+    parent: &Task,
+    dirs: &TaskDirs,
+    call: String,
+    request: SubtaskRequest,
+) -> SubtaskAnswer {
+    let (daemon, parent, dirs) = (daemon.clone(), parent.clone(), dirs.clone());
+    tokio::task::spawn_blocking(move || answer_now(&daemon, &parent, &dirs, &call, request))
+        .await
+        .unwrap_or_else(|e| SubtaskAnswer::Refused { error: format!("Task failed in the supervisor: {e}") })
+}
+
+fn refused(error: impl Into<String>) -> SubtaskAnswer {
+    SubtaskAnswer::Refused { error: error.into() }
+}
+
+/// Longest call id accepted from a worker (providers' ids are a few dozen bytes).
+pub const MAX_CALL_ID: usize = 256;
+
+/// Blocking: see [`answer`].
+fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, request: SubtaskRequest) -> SubtaskAnswer {
+    if call.is_empty() || call.len() > MAX_CALL_ID {
+        return refused(format!("Task: the call id is {} bytes; it must be 1 to {MAX_CALL_ID}", call.len()));
+    }
+    match request {
+        SubtaskRequest::Create { description, persona, tier, wait } => {
+            match daemon.with_store(|s| s.subtask_by_call(&parent.id, call)) {
+                Ok(Some(child)) => return standing(daemon, &child, wait),
+                Ok(None) => {}
+                Err(e) => return refused(format!("Task: {e}")),
+            }
+            // The limits, before the parent's work is committed for nothing (checked again when the child is stored).
+            let counted = daemon.with_store(|s| {
+                let (depth, root) = s.depth_and_root(&parent.id)?;
+                Ok((depth, s.live_descendants(&root)?.len() as u32))
+            });
+            match counted {
+                Ok((depth, live)) => {
+                    if let Err(why) = check(depth + 1, live, limits(daemon)) {
+                        return refused(why);
+                    }
+                }
+                Err(e) => return refused(format!("Task: {e}")),
+            }
+            let base = match &parent.repo {
+                Some(_) => match base_for_child(daemon, parent, dirs) {
+                    Ok(base) => base,
+                    Err(e) => {
+                        return refused(format!("Task: cannot commit this task's work as the sub-task's base: {e}"));
+                    }
+                },
+                None => None,
+            };
+            let new = NewTask {
+                description,
+                repo: parent.repo.clone(),
+                priority: parent.priority.get(),
+                after: Vec::new(),
+                // Always the parent's profile: a sub-task is never looser than its parent.
+                profile: parent.profile.clone(),
+                base,
+                tier,
+                persona,
+                no_watch: parent.no_watch,
+            };
+            let draft = match daemon.new_task_draft(new, Some(parent)) {
+                Ok(draft) => draft,
+                Err(e) => return refused(format!("Task refused: {}", e.to_control_error().message)),
+            };
+            match daemon.with_store(|s| s.create_subtask(&draft, call, wait, limits(daemon))) {
+                Ok(Created::New(child)) => {
+                    tracing::info!(parent = %parent.id, child = %child.id, wait, "sub-task created");
+                    daemon.workers.wake.notify_one();
+                    standing(daemon, &child, wait)
+                }
+                Ok(Created::Existing(child)) => standing(daemon, &child, wait),
+                Ok(Created::Refused(why)) => refused(why),
+                Err(e) => refused(format!("Task: {e}")),
+            }
+        }
+        SubtaskRequest::Result { task } => {
+            let Ok(id) = task.parse::<TaskId>() else {
+                return refused(format!(
+                    "TaskResult: {:?} is not a task id (np- and 10 hex digits)",
+                    cut_text(&task, 64)
+                ));
+            };
+            match daemon.with_store(|s| s.task(&id)) {
+                Ok(child) if child.parent.as_ref() == Some(&parent.id) => standing(daemon, &child, false),
+                Ok(_) => refused(format!("TaskResult: {id} is not a sub-task of this task")),
+                Err(e) => refused(format!("TaskResult: {}", e.to_control_error().message)),
+            }
+        }
+    }
+}
+
+/// The parent's branch as it stands, its uncommitted work committed first: the child's base.
+fn base_for_child(daemon: &Daemon, parent: &Task, dirs: &TaskDirs) -> Result<Option<String>, String> {
+    let message = format!("Work so far, before a sub-task\n\nNeuraphage task {}.\n", parent.id);
+    crate::task_commit::commit(daemon, parent, dirs, &message)?;
+    if !dirs.git.is_dir() {
+        return Ok(parent.base_commit.clone());
+    }
+    let private = crate::worktree::open(&dirs.git).map_err(|e| e.message().to_owned())?;
+    let tip = private
+        .find_reference(&crate::private_repo::branch_ref(&parent.id))
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|e| e.message().to_owned())?;
+    Ok(Some(tip.id().to_string()))
+}
+
+/// How a child stands, for its parent's call.
+fn standing(daemon: &Daemon, child: &Task, wait: bool) -> SubtaskAnswer {
+    if child.status.state().is_terminal() {
+        let (outcome, is_error) = outcome_of(daemon, child);
+        SubtaskAnswer::Ended { child: child.id.clone(), outcome, is_error }
+    } else {
+        SubtaskAnswer::Pending { child: child.id.clone(), status: child.status.state().to_string(), wait }
+    }
+}
+
+/// An ended child's outcome in words (bounded), and whether it is an error.
+pub fn outcome_of(daemon: &Daemon, child: &Task) -> (String, bool) {
+    let id = &child.id;
+    let work = || {
+        let branch = child.branch.clone().unwrap_or_else(|| crate::worktree::branch_name(id));
+        match diff_stat(daemon, child) {
+            Some(stat) => format!("\nBranch: {branch}\nChanges: {stat}"),
+            None if child.repo.is_some() => format!("\nBranch: {branch}"),
+            None => String::new(),
+        }
+    };
+    match &child.status {
+        TaskStatus::Completed { summary } => {
+            let summary = cut_text(summary.as_deref().unwrap_or(""), MAX_OUTCOME);
+            (format!("Sub-task {id} completed.{}\nSummary:\n{summary}", work()), false)
+        }
+        TaskStatus::Failed { error, .. } => {
+            (format!("Sub-task {id} failed: {}{}", cut_text(error, MAX_OUTCOME), work()), true)
+        }
+        TaskStatus::Cancelled { reason } => {
+            let why = reason.as_deref().map(|r| format!(" ({})", cut_text(r, 1024))).unwrap_or_default();
+            (format!("Sub-task {id} was cancelled{why}.{}", work()), true)
+        }
+        other => (format!("Sub-task {id} is {}.", other.state()), false),
+    }
+}
+
+/// `N files changed, +A −D` of a child's branch against its base, from its private repository (else the user's,
+/// where its commits were brought); `None` without a repository or a branch.
+fn diff_stat(daemon: &Daemon, child: &Task) -> Option<String> {
+    let (Some(repo), Some(base)) = (&child.repo, &child.base_commit) else { return None };
+    let dirs = TaskDirs::new(&daemon.paths().home, &child.id);
+    let path = if dirs.git.is_dir() { dirs.git.clone() } else { std::path::PathBuf::from(repo) };
+    let stat = || -> Result<String, git2::Error> {
+        let r = crate::worktree::open(&path)?;
+        let tip = r.find_reference(&crate::private_repo::branch_ref(&child.id))?.peel_to_tree()?;
+        let base = r.find_commit(git2::Oid::from_str(base)?)?.tree()?;
+        let stats = r.diff_tree_to_tree(Some(&base), Some(&tip), None)?.stats()?;
+        Ok(stat_line(stats.files_changed(), stats.insertions(), stats.deletions()))
+    };
+    stat().map_err(|e| tracing::warn!(child = %child.id, error = %e.message(), "no diff stat")).ok()
+}
+
+/// The diff stat's words.
+pub fn stat_line(files: usize, added: usize, deleted: usize) -> String {
+    let s = if files == 1 { "" } else { "s" };
+    format!("{files} file{s} changed, +{added} \u{2212}{deleted}")
+}
+
+/// After a task's session ended (its status is stored): if it is a sub-task that has ended, tell its parent
+/// (`SubtaskEnded`; and, for a child it does not wait for, its outcome as advice in its next turn) and wake the
+/// scheduler (a parent waiting for it may go back to the queue).
+pub fn on_end(daemon: &Daemon, id: &TaskId) {
+    let Ok(task) = daemon.with_store(|s| s.task(id)) else { return };
+    let Some(parent) = task.parent.clone() else { return };
+    if !task.status.state().is_terminal() {
+        return;
+    }
+    tell_parent(daemon, &parent, &task);
+    daemon.workers.wake.notify_one();
+}
+
+fn tell_parent(daemon: &Daemon, parent: &TaskId, child: &Task) {
+    let (outcome, _) = outcome_of(daemon, child);
+    let shown = cut_text(&outcome, neuraphage_ipc::task::MAX_EVENT_TEXT);
+    daemon.record(parent, EventKind::SubtaskEnded { child: child.id.clone(), outcome: shown });
+    if !daemon.with_store(|s| s.waited_on(&child.id)).unwrap_or(true) {
+        match crate::inbox::advise(daemon, parent, &format!("task {}", child.id), &outcome) {
+            Ok(_) => {}
+            Err(e) => tracing::info!(%parent, child = %child.id, error = %e, "the sub-task's outcome was not relayed"),
+        }
+    }
+}
+
+/// `task kill` of `id`: cancel its live sub-tasks, at every depth (each cancellation is the child's status event;
+/// one not running is also told to its parent here — a running one is when its session ends).
+pub fn cancel_descendants(daemon: &Daemon, id: &TaskId) {
+    let live = match daemon.with_store(|s| s.live_descendants(id)) {
+        Ok(live) => live,
+        Err(e) => return tracing::error!(task = %id, error = %e, "cannot read the task's sub-tasks"),
+    };
+    for child in live {
+        let reason = format!("its parent {id} was killed");
+        let running = daemon.workers.is_running(&child);
+        match daemon.with_store(|s| s.cancel(&child, Some(reason))) {
+            Ok(task) => {
+                tracing::info!(%child, parent = %id, "sub-task cancelled with its parent");
+                daemon.workers.cancel(&child);
+                if !running && let Some(parent) = &task.parent {
+                    tell_parent(daemon, parent, &task);
+                }
+            }
+            Err(e) => tracing::warn!(%child, error = %e, "cannot cancel the sub-task"),
+        }
+    }
+    daemon.workers.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stat_lines_read_like_git() {
+        assert_eq!(super::stat_line(1, 3, 0), "1 file changed, +3 \u{2212}0");
+        assert_eq!(super::stat_line(2, 10, 4), "2 files changed, +10 \u{2212}4");
+    }
+}
