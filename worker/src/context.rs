@@ -146,7 +146,8 @@ pub fn defuse(text: &str, tag: &str) -> String {
 
 /// Bidi controls, zero-width and other invisible format characters.
 fn is_format(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{00ad}')
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{00ad}')
+        || c == '\u{61c}'
 }
 
 /// Today's date in UTC, `YYYY-MM-DD`.
