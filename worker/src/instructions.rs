@@ -13,6 +13,9 @@ use crate::skills::read_bounded;
 /// The instruction files' total cap (root and sub-folders together).
 pub const MAX_INSTRUCTION_BYTES: usize = 32 * 1024;
 
+/// Longest path looked at (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// The file names looked for, in order of preference.
 pub const FILE_NAMES: [&str; 2] = ["AGENTS.md", "CLAUDE.md"];
 
@@ -73,14 +76,25 @@ impl Instructions {
     /// The instructions of every folder between the worktree's root (excluded) and the path a call named, not yet
     /// given, outermost first.
     pub fn for_path(&mut self, raw: &str) -> Vec<Loaded> {
+        // A longer path names no file (the kernel refuses it), and its folders would be copied once each: a
+        // model's path of 64 K components cost gigabytes.
+        if raw.len() > MAX_PATH_BYTES {
+            return Vec::new();
+        }
         let Some(rel) = self.relative(raw) else { return Vec::new() };
         // The path itself may be a folder (Glob, Grep) or a file: its folders, and itself if it is a folder.
-        let mut folders: Vec<PathBuf> = rel.ancestors().skip(1).map(Path::to_path_buf).collect();
-        folders.reverse();
-        if self.workdir.join(&rel).is_dir() {
-            folders.push(rel.clone());
+        let mut out = Vec::new();
+        let mut folder = PathBuf::new();
+        for c in rel.components() {
+            folder.push(c);
+            // Outermost first, each a real folder of the worktree (no symlink out), up to the first that is not (the
+            // file itself, a folder not made yet): only folders that exist are remembered.
+            if !std::fs::symlink_metadata(self.workdir.join(&folder)).is_ok_and(|m| m.is_dir()) {
+                break;
+            }
+            out.extend(self.load_folder(&folder));
         }
-        folders.into_iter().filter(|f| !f.as_os_str().is_empty()).filter_map(|f| self.load_folder(&f)).collect()
+        out
     }
 
     /// `raw` made relative to the worktree, `..` resolved lexically; `None` if outside.
@@ -105,16 +119,9 @@ impl Instructions {
     }
 
     fn load_folder(&mut self, folder: &Path) -> Option<Loaded> {
+        // The caller checked that every folder on the way is a real folder of the worktree.
         if !self.seen.insert(folder.to_path_buf()) || self.remaining == 0 {
             return None;
-        }
-        // Every folder on the way must be a real folder of the worktree (no symlink out).
-        let mut at = self.workdir.clone();
-        for c in folder.components() {
-            at.push(c);
-            if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-                return None;
-            }
         }
         for name in FILE_NAMES {
             let rel = folder.join(name);
@@ -238,6 +245,25 @@ mod tests {
         let mut again = Instructions::new(dir.path());
         again.already_given([given]);
         assert!(again.for_path("a (b)/x").is_empty());
+    }
+
+    #[test]
+    fn attack_a_path_of_many_components_costs_no_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/a")).unwrap();
+        std::fs::write(dir.path().join("a/a/AGENTS.md"), "deep rules").unwrap();
+        let mut ins = Instructions::new(dir.path());
+        let before = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap().max_rss();
+        // 8 K components that do not exist (before: each folder copied twice, 128 MB), then one of 64 K (4 GB).
+        let deep = "a/".repeat(8 * 1024);
+        assert!(ins.for_path(&deep).iter().all(|l| l.text == "deep rules"));
+        assert!(ins.for_path(&"b/".repeat(64 * 1024)).is_empty());
+        let after = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap().max_rss();
+        assert!((after - before) / 1024 < 32, "a long path grew the peak RSS by {} MiB", (after - before) / 1024);
+        // Control: the folders that exist were looked at.
+        let mut ins = Instructions::new(dir.path());
+        assert_eq!(ins.for_path("a/a/a/a/x").len(), 1);
+        assert!(ins.seen.len() <= 3, "{:?}", ins.seen);
     }
 
     #[test]
