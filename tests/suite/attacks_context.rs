@@ -210,3 +210,40 @@ fn a_plan_full_of_terminal_escapes_is_stored_as_written_and_printed_escaped() {
     let text = home.ok(&["task", "show", &id]);
     assert!(text.contains("[ ] osc52 \\u{1b}]52;c;ZXZpbA==\\u{7}") && text.contains("line\\u{a}break"), "{text}");
 }
+
+#[test]
+fn a_fifo_or_a_symlink_a_task_makes_for_agents_md_neither_blocks_nor_leaks() {
+    // The task itself (its model, through Bash inside the sandbox) plants a FIFO and symlinks where the worker looks
+    // for a sub-folder's instructions, then reads there; the plain folder is the control.
+    let bash = "mkdir -p fifo linkdir plain && mkfifo fifo/AGENTS.md && ln -s ../secret.txt linkdir/AGENTS.md \
+                && ln -s plain via && echo MARK-RUNTIME-PLAIN > plain/AGENTS.md \
+                && echo MARK-RUNTIME-SECRET > secret.txt";
+    let model = Model::start(policy(move |r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("Bash", json!({ "command": bash }))),
+        1 => Step::Reply(
+            Reply::tool("Glob", json!({"pattern": "*", "path": "fifo"}))
+                .with_tool("Glob", json!({"pattern": "*", "path": "linkdir"}))
+                .with_tool("Glob", json!({"pattern": "*", "path": "via"})),
+        ),
+        4 => Step::Reply(Reply::tool("Glob", json!({"pattern": "*", "path": "plain"}))),
+        _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    let repo = home.git_repo("app");
+    home.write_config("");
+    home.start_with_model(&model);
+    let id = home.json(&["task", "new", "plant and read", "--repo", repo.to_str().unwrap(), "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    home.wait_status(&id, "Completed", WITHIN);
+    let requests = model.double.requests();
+    let ran = requests[1].tool_results();
+    assert!(!requests[1].raw_body.contains("\"is_error\":true"), "the Bash ran: {ran:?}");
+    let all: String = requests.iter().map(|r| r.raw_body.clone()).collect();
+    assert!(!all.contains("MARK-RUNTIME-SECRET\\n</repository"), "a symlinked AGENTS.md was given");
+    assert!(!all.contains("Instructions from linkdir") && !all.contains("Instructions from via"), "{all}");
+    assert!(!all.contains("Instructions from fifo"));
+    // Control: the real folder's file, made at run time, is given.
+    assert!(all.contains("Instructions from plain/AGENTS.md") && all.contains("MARK-RUNTIME-PLAIN"), "control");
+}
