@@ -81,7 +81,17 @@ fn real_folder(path: &Path) -> bool {
 }
 
 fn user_instructions(home: &Path) -> Option<String> {
-    let (mut text, cut) = read_capped(home, &home.join("AGENTS.md"), MAX_USER_INSTRUCTIONS)?;
+    let (mut text, mut cut) = read_capped(home, &home.join("AGENTS.md"), MAX_USER_INSTRUCTIONS)?;
+    // Lossy UTF-8 makes each invalid byte a 3-byte U+FFFD: cut again, so the cap holds in bytes of text. (A skill
+    // is left over its cap: the worker refuses it by its size.)
+    if text.len() > MAX_USER_INSTRUCTIONS {
+        let mut at = MAX_USER_INSTRUCTIONS;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        cut = true;
+    }
     if cut {
         text.push_str(&format!("\n[cut: the user's instructions are capped at {MAX_USER_INSTRUCTIONS} bytes]"));
     }
@@ -266,6 +276,20 @@ mod tests {
         assert!(
             TaskContext::read(h, &TaskId::from_bits(1), None, None).user_instructions.unwrap().contains("sk-SECRET")
         );
+    }
+
+    #[test]
+    fn attack_invalid_utf8_in_home_files_stays_within_the_caps() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("AGENTS.md"), vec![0xffu8; MAX_USER_INSTRUCTIONS]).unwrap();
+        std::fs::create_dir_all(home.path().join("skills/a")).unwrap();
+        std::fs::write(home.path().join("skills/a/SKILL.md"), vec![0xffu8; MAX_SKILL_BYTES]).unwrap();
+        let ctx = TaskContext::read(home.path(), &TaskId::from_bits(1), None, None);
+        let user = ctx.user_instructions.unwrap();
+        assert!(user.contains('\u{fffd}'), "control: read");
+        assert!(user.len() < MAX_USER_INSTRUCTIONS + 100 && user.contains("[cut"), "{}", user.len());
+        // A skill stays over its cap, so the worker refuses it by its size.
+        assert!(ctx.home_skills[0].text.len() > MAX_SKILL_BYTES);
     }
 
     #[test]
