@@ -1,6 +1,7 @@
 //! One module per topic.
 
 mod attacks;
+mod attacks_context;
 mod attacks_net;
 mod attacks_ns;
 mod caching;

@@ -376,3 +376,29 @@ fn any_size_draws_without_a_panic() {
         }
     }
 }
+
+/// Red team (helper E): a plan (TodoWrite), advice and a notice full of terminal escapes, drawn in the live pane.
+#[test]
+fn attack_a_hostile_plan_advice_and_notice_draw_as_text() {
+    let mut app = busy();
+    let hostile = [
+        "osc52 \u{1b}]52;c;ZXZpbA==\u{7}",
+        "c1 csi \u{9b}2J",
+        "bidi \u{202e}gnp.exe",
+        "line\nbreak\u{2028}sep \u{85}nel",
+        &"w".repeat(4000),
+    ];
+    let items: Vec<PlanItem> =
+        hostile.iter().map(|c| PlanItem { content: (*c).to_owned(), status: PlanStatus::Pending }).collect();
+    app.stream(ev(90, 1, EventKind::PlanUpdated { items: items.clone() }));
+    app.stream(ev(91, 1, EventKind::Advice { id: 1, from: "task\u{1b}[31m x".into(), text: hostile[0].into() }));
+    app.stream(ev(92, 1, EventKind::Notice { notice: "n\u{9b}".into(), message: hostile[2].into() }));
+    let shown = snap(&app, 160, 60);
+    let raw: Vec<char> = shown
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c) || *c == '\u{2028}')
+        .collect();
+    assert_eq!(raw, Vec::<char>::new(), "{shown}");
+    // Control: the plan is drawn (so its items could have reached the screen).
+    assert!(shown.contains("osc52 \\u{1b}]52;c;ZXZpbA==\\u{7}"), "{shown}");
+}

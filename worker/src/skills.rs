@@ -26,6 +26,10 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_DESCRIPTION: usize = 1024;
 /// Where a repository keeps its skills.
 pub const REPO_SKILLS_DIR: &str = ".neuraphage/skills";
+/// Largest front matter (the YAML between the `---` lines), in bytes. YAML aliases replay their anchor, so a small
+/// file can stand for a huge tree (a "billion laughs"): the front matter is capped, and its fields are read without
+/// building a tree ([`Field`]), so what a skill can cost to parse stays small.
+pub const MAX_FRONT_MATTER: usize = 8 * 1024;
 
 /// One usable skill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +61,69 @@ pub struct Skills {
 
 #[derive(Deserialize)]
 struct FrontMatter {
-    name: Option<serde_yaml_ng::Value>,
-    description: Option<serde_yaml_ng::Value>,
+    name: Option<Field>,
+    description: Option<Field>,
+}
+
+/// A front matter field: a string, or anything else — skipped as it is read, never kept (an alias to a large
+/// anchor costs no memory).
+enum Field {
+    Text(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field, E> {
+                Ok(Field::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Field, E> {
+                Ok(Field::Text(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_none<E>(self) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
+                d.deserialize_any(Visit)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<Field, A::Error> {
+                use serde::de::VariantAccess;
+                let (serde::de::IgnoredAny, v) = e.variant()?;
+                v.newtype_variant::<serde::de::IgnoredAny>()?;
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Parse one `SKILL.md`.
@@ -72,10 +137,13 @@ pub fn parse(path: &str, text: &str) -> Result<Skill, String> {
         .or_else(|| text.strip_prefix("---\r\n"))
         .ok_or("no YAML front matter (the file must start with a `---` line)")?;
     let (yaml, body) = split_front_matter(rest).ok_or("the front matter has no closing `---` line")?;
+    if yaml.len() > MAX_FRONT_MATTER {
+        return Err(format!("the front matter is larger than {MAX_FRONT_MATTER} bytes"));
+    }
     let front: FrontMatter = serde_yaml_ng::from_str(yaml).map_err(|e| format!("front matter: {e}"))?;
     let name = match front.name {
-        Some(serde_yaml_ng::Value::String(name)) => name,
-        Some(_) => return Err("`name` must be a string".into()),
+        Some(Field::Text(name)) => name,
+        Some(Field::Other) => return Err("`name` must be a string".into()),
         None => return Err("the front matter has no `name`".into()),
     };
     if name.is_empty()
@@ -88,9 +156,9 @@ pub fn parse(path: &str, text: &str) -> Result<Skill, String> {
         ));
     }
     let description = match front.description {
-        Some(serde_yaml_ng::Value::String(d)) if !d.trim().is_empty() => d,
-        Some(serde_yaml_ng::Value::String(_)) | None => return Err("the front matter has no `description`".into()),
-        Some(_) => return Err("`description` must be a string".into()),
+        Some(Field::Text(d)) if !d.trim().is_empty() => d,
+        Some(Field::Text(_)) | None => return Err("the front matter has no `description`".into()),
+        Some(Field::Other) => return Err("`description` must be a string".into()),
     };
     let description = clean(description.split_whitespace().collect::<Vec<_>>().join(" ").as_str(), MAX_DESCRIPTION);
     Ok(Skill { name, description, body: body.trim_start_matches(['\r', '\n']).to_owned(), path: path.to_owned() })
@@ -259,6 +327,45 @@ mod tests {
         assert!(skipped.iter().any(|s| s.path == "repo/a" && s.why.contains("already")));
         assert!(skipped.iter().any(|s| s.path == "repo/bad"));
         assert!(skipped.iter().any(|s| s.why.contains("more than")));
+    }
+
+    /// A front matter of `aliases` aliases to one anchor of `items` scalars, under `key`.
+    fn alias_bomb(key: &str, items: usize, aliases: usize) -> String {
+        let mut y = format!("---\nname: ok\ndescription: d\nbig: &b [{}x]\n{key}: [", "x,".repeat(items));
+        y.push_str(&"*b,".repeat(aliases));
+        y.push_str("*b]\n---\nbody\n");
+        y
+    }
+
+    fn peak_rss_kib() -> i64 {
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).map(|u| u.max_rss()).unwrap_or(0)
+    }
+
+    #[test]
+    fn attack_a_yaml_alias_bomb_costs_no_memory() {
+        // Control: under the front matter cap, so it is parsed; before the fix each alias built its anchor's
+        // 1,800 values again (2.3 M values, hundreds of MB).
+        let inside = alias_bomb("other", 1800, 1300);
+        assert!(inside.len() < MAX_FRONT_MATTER + 60, "{}", inside.len());
+        let before = peak_rss_kib();
+        let skill = parse("p", &inside.replacen("name: ok\n", "", 1).replacen("other:", "name:", 1));
+        assert!(skill.unwrap_err().contains("must be a string"));
+        assert_eq!(parse("p", &inside).unwrap().name, "ok");
+        let grown_mib = (peak_rss_kib() - before) / 1024;
+        assert!(grown_mib < 64, "parsing an alias bomb grew the peak RSS by {grown_mib} MiB");
+        // Billion laughs: nested anchors.
+        let mut nested = String::from("---\nname: ok\ndescription: d\na0: &a0 [x,x,x,x,x,x,x,x,x,x]\n");
+        for i in 1..10 {
+            nested.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(",")));
+        }
+        assert!(parse("p", &nested).is_err());
+        // A 60 KB file (under the file cap) whose front matter is over its own cap is refused by its size.
+        let big = alias_bomb("name", 5000, 15000);
+        assert!(big.len() < MAX_SKILL_BYTES);
+        assert!(parse("p", &big).unwrap_err().contains("front matter is larger"));
+        // A plain front matter with other keys still parses.
+        let s = parse("p", "---\nname: ok\ndescription: d\nlicense: MIT\ntags: [a, b]\nmeta: {x: 1}\n---\nB").unwrap();
+        assert_eq!((s.name.as_str(), s.body.as_str()), ("ok", "B"));
     }
 
     #[test]
