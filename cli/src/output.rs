@@ -203,6 +203,14 @@ pub fn event_text(e: &TaskEvent) -> String {
             format!("user message #{id} ({}): {}", visible(delivery), visible(text))
         }
         EventKind::Advice { id, from, text } => format!("advice #{id} from {}: {}", visible(from), visible(text)),
+        EventKind::KnowledgeInjected { ids } => format!("knowledge injected: {}", visible(&ids.join(", "))),
+        EventKind::KnowledgeRecorded { id, title, how, updated } => {
+            let verb = if *updated { "updated" } else { "recorded" };
+            format!("learning {} {verb} ({}): {}", visible(id), visible(how), visible(title))
+        }
+        EventKind::KnowledgeRelayed { learning, from, to } => {
+            format!("learning {} relayed from {from} to {to}", visible(learning))
+        }
         EventKind::PlanUpdated { items } => {
             let done = items.iter().filter(|i| i.status == neuraphage_ipc::task::PlanStatus::Done).count();
             format!("plan: {done}/{} done", items.len())

@@ -62,6 +62,9 @@ pub struct Config {
     /// The drift guard's limits besides `max-iterations` (`drift: {max-consecutive-failures: 10,
     /// no-progress-minutes: 10, iteration-tokens-warning: 100000}`); a task that trips one waits for the user.
     pub drift: DriftEntry,
+    /// The knowledge store (issue 17): `knowledge: {extraction: hybrid, inject: true, inject-count: 5,
+    /// inject-max-bytes: 6144, relay-threshold: 0.5, rate-limit: 10, router-within-secs: 60}`.
+    pub knowledge: crate::knowledge::KnowledgeConfig,
 }
 
 /// The `drift:` block.
@@ -170,6 +173,7 @@ impl Default for Config {
             compact_at_percent: 80,
             context_tokens: None,
             drift: DriftEntry::default(),
+            knowledge: Default::default(),
         }
     }
 }

@@ -40,6 +40,11 @@ impl WorkerRegistry {
         }
     }
 
+    /// The tasks running now.
+    pub fn running(&self) -> Vec<TaskId> {
+        self.map().keys().cloned().collect()
+    }
+
     /// Number of tasks running now.
     pub fn count(&self) -> usize {
         self.map().len()

@@ -158,6 +158,39 @@ ALTER TABLE tasks ADD COLUMN persona TEXT;
 ALTER TABLE tasks ADD COLUMN no_watch INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// Version 12 (issue 17): the knowledge index. The files under `knowledge/` are the truth; this is rebuilt from them
+/// at every start and kept in step by a rescan ([`crate::knowledge::index`]). `knowledge_fts` rows share the rowid
+/// of their `knowledge` row. `knowledge_relays`: the Syncer's relays (append-only).
+const V12_KNOWLEDGE: &str = r#"
+CREATE TABLE knowledge (
+    n           INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    tags        TEXT NOT NULL,  -- JSON list
+    source_task TEXT,
+    repository  TEXT,
+    files       TEXT NOT NULL,  -- JSON list
+    created     INTEGER NOT NULL,
+    confidence  REAL NOT NULL,
+    body        TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    size        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX knowledge_by_repository ON knowledge(repository);
+CREATE VIRTUAL TABLE knowledge_fts USING fts5(title, body, tags, files, tokenize = 'porter unicode61');
+CREATE TABLE knowledge_relays (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    learning  TEXT NOT NULL,
+    from_task TEXT NOT NULL,
+    to_task   TEXT NOT NULL,
+    score     REAL NOT NULL,
+    inbox     INTEGER NOT NULL,
+    at        INTEGER NOT NULL
+) STRICT;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -170,6 +203,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V7_PLAN),
         M::up(V8_ADVICE),
         M::up(V9_PERSONA),
+        M::up(V12_KNOWLEDGE),
     ])
 }
 

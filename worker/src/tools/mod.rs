@@ -26,6 +26,7 @@ pub mod commit;
 mod edit;
 mod glob;
 mod grep;
+pub mod learn;
 pub mod lock;
 pub mod path;
 mod read;
@@ -108,8 +109,21 @@ impl From<Result<String, String>> for ToolOutcome {
 }
 
 /// The names of every tool, in the order [`definitions`] lists them.
-pub const TOOL_NAMES: [&str; 12] =
-    ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "Commit", "Lock", "Unlock", "AskUser", "TodoWrite", "Skill"];
+pub const TOOL_NAMES: [&str; 13] = [
+    "Read",
+    "Write",
+    "Edit",
+    "Bash",
+    "Glob",
+    "Grep",
+    "Commit",
+    "Lock",
+    "Unlock",
+    "AskUser",
+    "TodoWrite",
+    "Skill",
+    "Learn",
+];
 
 /// Every tool, for the model: name, description and the JSON Schema of its input.
 pub fn definitions() -> Vec<ToolDefinition> {
@@ -126,6 +140,7 @@ pub fn definitions() -> Vec<ToolDefinition> {
         ask::definition(),
         todo::definition(),
         skill::definition(),
+        learn::definition(),
     ]
 }
 
@@ -186,6 +201,10 @@ pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
         },
         todo::NAME => match todo::parse(input) {
             Ok(items) => todo::result(&items),
+            Err(outcome) => outcome,
+        },
+        learn::NAME => match learn::parse(input) {
+            Ok(_) => ToolOutcome::error("Learn is carried out by the supervisor through the agent loop, not here"),
             Err(outcome) => outcome,
         },
         skill::NAME => match parse::<skill::Input>(name, input) {
