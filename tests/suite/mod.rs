@@ -17,6 +17,7 @@ mod events;
 mod exhaustion;
 mod hostile_clients;
 mod hostile_repo;
+mod knowledge;
 mod limits;
 mod locks;
 mod network;
