@@ -136,7 +136,8 @@ fn an_extracted_learning_is_injected_into_later_tasks_and_follows_its_file() {
     assert!(injected.len() == 1 && injected[0].contains(l["id"].as_str().unwrap()), "{injected:?}");
 
     // A person edits the file: the new text is what the next task gets. A malformed file is skipped, with its path.
-    std::fs::write(&path, text.replace("Building without MARK-ALPHA fails", "Since the edit MARK-EDITED holds")).unwrap();
+    std::fs::write(&path, text.replace("Building without MARK-ALPHA fails", "Since the edit MARK-EDITED holds"))
+        .unwrap();
     let broken = home.paths.home.join("knowledge/learnings/k-broken.md");
     std::fs::write(&broken, "---\ntitle: [unclosed\n---\nbody\n").unwrap();
     let third = id_of(&home.json(&["task", "new", "THIRD tokenizer again", "--repo", repo_s, "--json"]));
@@ -242,7 +243,8 @@ fn the_router_tier_down_keeps_the_tools_learning_and_fails_no_task() {
         }
         if r.raw_body.contains("Recorded as learning") {
             return Step::Reply(
-                Reply::text("All set.\n\nNote that MARK-KEYWORD parsing is strict about tabs.").stop(StopReason::EndTurn),
+                Reply::text("All set.\n\nNote that MARK-KEYWORD parsing is strict about tabs.")
+                    .stop(StopReason::EndTurn),
             );
         }
         Step::Reply(Reply::tool("Learn", json!({"title": "MARK-TOOL lexer rule", "body": "Keep tabs as they are."})))
@@ -277,7 +279,8 @@ fn kill9_during_extraction_leaves_files_and_index_consistent() {
             return Step::Reply(if n == 0 { reply } else { reply.delay(Duration::from_secs(120)) });
         }
         Step::Reply(
-            Reply::text("Turns out the cache is per user.\n\nThe fix was clearing it on logout.").stop(StopReason::EndTurn),
+            Reply::text("Turns out the cache is per user.\n\nThe fix was clearing it on logout.")
+                .stop(StopReason::EndTurn),
         )
     }));
     let mut home = TestHome::new();
@@ -297,10 +300,8 @@ fn kill9_during_extraction_leaves_files_and_index_consistent() {
 
     // The files are the truth: every file is indexed, nothing else is, no temporary file is left.
     let folder = home.paths.home.join("knowledge/learnings");
-    let mut on_disk: Vec<String> = std::fs::read_dir(&folder)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut on_disk: Vec<String> =
+        std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     on_disk.sort();
     assert!(on_disk.iter().all(|f| f.ends_with(".md")), "{on_disk:?}");
     let listed = list(&home);

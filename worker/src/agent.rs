@@ -7,8 +7,8 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason, text_of};
 use neuraphage_ipc::knowledge::LearnResult;
+use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason, text_of};
 use neuraphage_ipc::task::PlanItem;
 use neuraphage_ipc::worker::{
     BrokerToWorker, Checkpoint, CheckpointKind, CommitResult, DEFAULT_HEARTBEAT_MS, MAX_WORKER_FRAME, SandboxReport,
@@ -627,7 +627,9 @@ impl Agent {
             Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
             Some(SupervisorToWorker::Committed { .. }) => bail!("a commit answer while waiting for an acknowledgement"),
-            Some(SupervisorToWorker::Learned { .. }) => bail!("a learning's answer while waiting for an acknowledgement"),
+            Some(SupervisorToWorker::Learned { .. }) => {
+                bail!("a learning's answer while waiting for an acknowledgement")
+            }
             Some(SupervisorToWorker::UserMessage { .. }) => bail!("a user message the link should have kept"),
             Some(SupervisorToWorker::Permission { .. }) => {
                 bail!("a permission answer while waiting for an acknowledgement")

@@ -208,7 +208,14 @@ pub fn parse_refined(answer: &str) -> Result<Option<NewLearning>, String> {
         return Ok(None);
     }
     let (Some(title), Some(body)) = (r.title, r.body) else { return Err("keep without a title and body".into()) };
-    let new = NewLearning { kind: None, title: title.trim().to_owned(), body, tags: r.tags, files: r.files, repository: None };
+    let new = NewLearning {
+        kind: None,
+        title: title.trim().to_owned(),
+        body,
+        tags: r.tags,
+        files: r.files,
+        repository: None,
+    };
     super::files::check_new(&new)?;
     Ok(Some(new))
 }
@@ -241,7 +248,13 @@ pub fn spawn(daemon: &Arc<Daemon>, task: &TaskId, messages: Option<Vec<Message>>
 }
 
 /// Extract now (awaits the router calls). Returns the ids recorded.
-pub async fn run(daemon: &Arc<Daemon>, task: &TaskId, messages: &[Message], mode: Extraction, when: &str) -> Vec<String> {
+pub async fn run(
+    daemon: &Arc<Daemon>,
+    task: &TaskId,
+    messages: &[Message],
+    mode: Extraction,
+    when: &str,
+) -> Vec<String> {
     let found = candidates(messages);
     if found.is_empty() {
         return Vec::new();
@@ -277,8 +290,7 @@ pub async fn run(daemon: &Arc<Daemon>, task: &TaskId, messages: &[Message], mode
         let Some(new) = new else { continue };
         let confidence = if how == "llm" { 0.7 } else { 0.4 };
         let (d, t, how) = (daemon.clone(), task.clone(), how.to_owned());
-        let done =
-            tokio::task::spawn_blocking(move || super::record_from_task(&d, &t, new, &how, confidence)).await;
+        let done = tokio::task::spawn_blocking(move || super::record_from_task(&d, &t, new, &how, confidence)).await;
         match done {
             Ok(Ok((l, _))) => recorded.push(l.id),
             Ok(Err(e)) => tracing::warn!(%task, error = %e, "an extracted learning is not kept"),
@@ -299,7 +311,8 @@ mod tests {
     #[test]
     fn triggers_and_tests_pick_passages() {
         let text = |t: &str| ContentBlock::Text { text: t.into() };
-        let result = |t: &str, e: bool| ContentBlock::ToolResult { tool_use_id: "x".into(), content: t.into(), is_error: e };
+        let result =
+            |t: &str, e: bool| ContentBlock::ToolResult { tool_use_id: "x".into(), content: t.into(), is_error: e };
         let conv = vec![
             msg(Speaker::User, vec![text("fix the build")]),
             msg(Speaker::Assistant, vec![text("Looking.\n\nTurns out `src/lib.rs` needs the std feature.")]),

@@ -347,7 +347,7 @@ mod tests {
         std::fs::write(dir.path().join("learnings/.tmp-k-d-1"), "x").unwrap();
         std::fs::write(dir.path().join("learnings/Bad Name.md"), "x").unwrap();
         let (found, skipped) = list(dir.path());
-        assert_eq!(found.len(), 2);
+        assert_eq!(found.len(), 3);
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         assert!(!dir.path().join("learnings/.tmp-k-d-1").exists());
     }

@@ -299,9 +299,14 @@ mod tests {
         let store = Mutex::new(Store::open(&home.path().join("db")).unwrap());
         let k = Knowledge::new(home.path());
         rebuild(&k, &store).unwrap();
-        let (a, updated) =
-            record(&k, &store, new("Flaky parser tests", "The fix was pinning chrono.", Some("/r"), &["src/p.rs"]), None, 0.9)
-                .unwrap();
+        let (a, updated) = record(
+            &k,
+            &store,
+            new("Flaky parser tests", "The fix was pinning chrono.", Some("/r"), &["src/p.rs"]),
+            None,
+            0.9,
+        )
+        .unwrap();
         assert!(!updated);
         record(&k, &store, new("Docker builds", "Turns out the cache needs buildkit.", Some("/other"), &[]), None, 0.9)
             .unwrap();
@@ -309,9 +314,14 @@ mod tests {
         let hits = search(&k, &store, &q).unwrap();
         assert_eq!(hits[0].learning.id, a.id);
         // A near-duplicate updates.
-        let (b, updated) =
-            record(&k, &store, new("Flaky parser tests", "The fix was pinning chrono again.", Some("/r"), &[]), None, 0.5)
-                .unwrap();
+        let (b, updated) = record(
+            &k,
+            &store,
+            new("Flaky parser tests", "The fix was pinning chrono again.", Some("/r"), &[]),
+            None,
+            0.5,
+        )
+        .unwrap();
         assert!(updated && b.id == a.id, "{b:?}");
         // An edited file is what is found; a malformed one is left out and reported.
         let text = std::fs::read_to_string(&a.path).unwrap().replace("pinning chrono again", "zebra stripes");

@@ -188,7 +188,10 @@ pub fn record_from_task(
     let (l, updated) = index::record(&daemon.knowledge, &**daemon, new, Some(task), confidence)?;
     tracing::info!(%task, id = %l.id, how, updated, "learning recorded");
     let title = files::cut(&l.title, 200);
-    daemon.record(task, neuraphage_ipc::EventKind::KnowledgeRecorded { id: l.id.clone(), title, how: how.into(), updated });
+    daemon.record(
+        task,
+        neuraphage_ipc::EventKind::KnowledgeRecorded { id: l.id.clone(), title, how: how.into(), updated },
+    );
     syncer::spawn_relay(daemon, l.clone(), task.clone());
     Ok((l, updated))
 }

@@ -93,7 +93,8 @@ pub fn relay(daemon: &Daemon, learning: &Learning, source: &TaskId) -> Vec<Relay
                 continue;
             }
         };
-        let relay = Relay { learning: learning.id.clone(), from: source.clone(), to: id.clone(), score, inbox, at: Utc::now() };
+        let relay =
+            Relay { learning: learning.id.clone(), from: source.clone(), to: id.clone(), score, inbox, at: Utc::now() };
         if let Err(e) = daemon.with_store(|s| s.record_relay(&relay)) {
             tracing::error!(error = %e, "cannot store a relay");
         }

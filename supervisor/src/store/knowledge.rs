@@ -73,9 +73,8 @@ fn delete(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<()> {
 }
 
 fn task_id(col: usize, text: String) -> rusqlite::Result<TaskId> {
-    text.parse().map_err(|e: String| {
-        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
-    })
+    text.parse()
+        .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into()))
 }
 
 impl Store {
@@ -182,9 +181,9 @@ impl Store {
 
     /// The inputs (JSON text) of a task's latest tool calls, newest first (what files it touched, for the Syncer).
     pub fn tool_call_inputs(&self, task: &TaskId, limit: usize) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT data FROM events WHERE task = ?1 AND kind = 'tool_call' ORDER BY seq DESC LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT data FROM events WHERE task = ?1 AND kind = 'tool_call' ORDER BY seq DESC LIMIT ?2",
+        )?;
         let rows = stmt.query_map(params![task.as_str(), limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for data in rows {
