@@ -269,7 +269,7 @@ pub fn remove(k: &Knowledge, store: &impl StoreAccess, id: &str) -> Result<bool>
     rescan_locked(k, store)?;
     let Some(l) = store.with(|s| s.knowledge_get(id))? else { return Ok(false) };
     files::remove(Path::new(&l.path)).map_err(SupervisorError::Corrupt)?;
-    store.with(|s| s.knowledge_apply(&[], &[l.id.clone()]))?;
+    store.with(|s| s.knowledge_apply(&[], std::slice::from_ref(&l.id)))?;
     Ok(true)
 }
 
