@@ -83,12 +83,19 @@ pub struct Knowledge {
     pub(crate) lock: Mutex<()>,
     /// Relays each task received in the last hour (the Syncer's rate limit).
     relayed: Mutex<HashMap<TaskId, VecDeque<Instant>>>,
+    /// Learnings each task recorded in this run ([`MAX_RECORDED_PER_TASK`]).
+    recorded: Mutex<HashMap<TaskId, usize>>,
 }
 
 impl Knowledge {
     /// The store of `home`.
     pub fn new(home: &Path) -> Knowledge {
-        Knowledge { root: files::root(home), lock: Mutex::new(()), relayed: Mutex::default() }
+        Knowledge {
+            root: files::root(home),
+            lock: Mutex::new(()),
+            relayed: Mutex::default(),
+            recorded: Mutex::default(),
+        }
     }
 
     /// The knowledge folder.
@@ -98,6 +105,14 @@ impl Knowledge {
 
     pub(crate) fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// May `task` record one more learning? If so, it is counted.
+    pub(crate) fn take_record(&self, task: &TaskId) -> bool {
+        let mut map = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(task.clone()).or_default();
+        *n += 1;
+        *n <= MAX_RECORDED_PER_TASK
     }
 
     /// May `task` receive one more relay now (`limit` an hour)? If so, it is counted.
@@ -115,6 +130,15 @@ impl Knowledge {
         true
     }
 }
+
+/// Most learnings `knowledge list` returns.
+pub const MAX_LISTED: usize = 20_000;
+
+/// Bytes of each body `knowledge list` returns.
+pub const LISTED_BODY_BYTES: usize = 1024;
+
+/// Most learnings one task may record in one supervisor run (its `Learn` calls and its extractions).
+pub const MAX_RECORDED_PER_TASK: usize = 200;
 
 /// Answer `neuraphage knowledge …` (blocking: the store and the files).
 pub fn answer(
@@ -136,7 +160,20 @@ pub fn answer(
     Ok(match request {
         KnowledgeRequest::List => {
             let skipped = index::rescan(k, daemon)?;
-            KnowledgeReply::Learnings { learnings: daemon.with_store(|s| s.knowledge_all())?, skipped }
+            // Bodies cut (`show` has them whole), so the reply stays far under its frame limit.
+            let mut learnings = daemon.with_store(|s| s.knowledge_all())?;
+            learnings.truncate(MAX_LISTED);
+            for l in &mut learnings {
+                if l.body.len() > LISTED_BODY_BYTES {
+                    let mut at = LISTED_BODY_BYTES;
+                    while !l.body.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    l.body.truncate(at);
+                    l.body.push_str(" […]");
+                }
+            }
+            KnowledgeReply::Learnings { learnings, skipped }
         }
         KnowledgeRequest::Show { id } => {
             if !files::valid_id(&id) {
@@ -183,6 +220,12 @@ pub fn record_from_task(
     how: &str,
     confidence: f64,
 ) -> crate::error::Result<(neuraphage_ipc::knowledge::Learning, bool)> {
+    if !daemon.knowledge.take_record(task) {
+        return Err(crate::error::SupervisorError::refused(
+            neuraphage_ipc::ErrorCode::Conflict,
+            format!("this task already recorded {MAX_RECORDED_PER_TASK} learnings; no more are kept"),
+        ));
+    }
     let repo = daemon.with_store(|s| s.task(task)).ok().and_then(|t| t.repo);
     new.repository = repo;
     let (l, updated) = index::record(&daemon.knowledge, &**daemon, new, Some(task), confidence)?;
