@@ -121,11 +121,15 @@ fn an_extracted_learning_is_injected_into_later_tasks_and_follows_its_file() {
     let router_calls = model.double.requests().iter().filter(|r| is_router(r)).count();
     assert_eq!(router_calls, 1, "one passage, one refinement");
     // The supervisor's own call (CONTRACT 1) is priced as the task's: its one request and the refinement.
-    let costs: i64 = home
-        .open_store()
-        .query_row("SELECT count(*) FROM costs WHERE task = ?1", [&first], |r| r.get(0))
-        .unwrap();
-    assert_eq!(costs, 2, "the task's request and the router's refinement");
+    let costs = || -> i64 {
+        home.open_store().query_row("SELECT count(*) FROM costs WHERE task = ?1", [&first], |r| r.get(0)).unwrap()
+    };
+    let deadline = Instant::now() + WITHIN;
+    while costs() < 2 {
+        assert!(Instant::now() < deadline, "the refinement's cost never landed on the task");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(costs(), 2, "the task's request and the router's refinement");
     let hits = home.json(&["knowledge", "search", "alpha feature", "--json"]);
     assert_eq!(hits[0]["learning"]["id"], l["id"], "{hits}");
     let recorded = stored_events(&home, &first, "knowledge_recorded");
