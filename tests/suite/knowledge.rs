@@ -67,6 +67,19 @@ fn stored_events(home: &TestHome, id: &str, kind: &str) -> Vec<String> {
     stmt.query_map([id, kind], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
 }
 
+/// Wait until the task has `n` events of `kind` (they are recorded just after what the test saw happen).
+fn wait_events(home: &TestHome, id: &str, kind: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let events = stored_events(home, id, kind);
+        if events.len() >= n {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "{id}: {} {kind} events, waited for {n}", events.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The requests of the task whose description holds `marker` (its system prompt ends with the description).
 fn requests_of(model: &Model, marker: &str) -> Vec<RecordedRequest> {
     model.double.requests().into_iter().filter(|r| !is_router(r) && r.system_text().contains(marker)).collect()
@@ -132,7 +145,7 @@ fn an_extracted_learning_is_injected_into_later_tasks_and_follows_its_file() {
     assert_eq!(costs(), 2, "the task's request and the router's refinement");
     let hits = home.json(&["knowledge", "search", "alpha feature", "--json"]);
     assert_eq!(hits[0]["learning"]["id"], l["id"], "{hits}");
-    let recorded = stored_events(&home, &first, "knowledge_recorded");
+    let recorded = wait_events(&home, &first, "knowledge_recorded", 1);
     assert!(recorded.len() == 1 && recorded[0].contains("\"llm\""), "{recorded:?}");
 
     // A later task on the same repository gets it in its system prompt, with its source.
@@ -234,13 +247,13 @@ fn a_learning_is_relayed_to_a_related_running_task_and_not_to_an_unrelated_one()
     // Never back to its source.
     assert!(requests_of(&model, "TASK-A").iter().all(|r| !r.raw_body.contains("advice from")));
 
+    assert_eq!(wait_events(&home, &a, "knowledge_relayed", 1).len(), 1);
+    assert_eq!(wait_events(&home, &b, "knowledge_relayed", 1).len(), 1);
     let relays = home.json(&["knowledge", "relays", "--json"]);
     let relays = relays.as_array().unwrap();
     assert_eq!(relays.len(), 1, "{relays:?}");
     assert_eq!(relays[0]["from"], a.as_str());
     assert_eq!(relays[0]["to"], b.as_str());
-    assert_eq!(stored_events(&home, &a, "knowledge_relayed").len(), 1);
-    assert_eq!(stored_events(&home, &b, "knowledge_relayed").len(), 1);
     assert!(stored_events(&home, &c, "knowledge_relayed").is_empty());
     assert!(home.ok(&["knowledge", "relays"]).contains(&format!("{a} → {b}")));
 }

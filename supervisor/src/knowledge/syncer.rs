@@ -4,7 +4,8 @@
 //! task an hour; each relay is stored and is a `KnowledgeRelayed` event on both tasks.
 //!
 //! The score (0 to 1): 0.4 for the same repository, 0.4 when a file the learning names is one the task's tool calls
-//! named, and up to 0.4 for the share of the learning's title and tag words in the task's description.
+//! named, and up to 0.4 for the share of the learning's title and tag words in the task's description and recent
+//! turns (its latest tool calls' inputs). The router tier is not asked (yet): the score alone decides.
 
 use std::sync::Arc;
 
@@ -14,6 +15,9 @@ use neuraphage_ipc::{EventKind, Task, TaskId};
 
 use super::index::{same_file, words};
 use crate::requests::Daemon;
+
+/// Latest tool calls whose words count as the task's recent turns.
+const RECENT_TURNS: usize = 20;
 
 /// Tool-call events of a task looked at for the files it touched.
 const TOOL_CALLS_LOOKED_AT: usize = 500;
@@ -40,7 +44,11 @@ pub fn score(learning: &Learning, task: &Task, tool_inputs: &[String]) -> f64 {
     }
     let wanted = words(&format!("{} {}", learning.title, learning.tags.join(" ")));
     if !wanted.is_empty() {
-        let have: std::collections::HashSet<String> = words(&task.description).into_iter().collect();
+        // The task's description and its recent turns (its latest tool calls' inputs).
+        let mut have: std::collections::HashSet<String> = words(&task.description).into_iter().collect();
+        for input in tool_inputs.iter().take(RECENT_TURNS) {
+            have.extend(words(input));
+        }
         let shared = wanted.iter().filter(|w| have.contains(*w)).count();
         score += 0.4 * shared as f64 / wanted.len() as f64;
     }
