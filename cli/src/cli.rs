@@ -44,6 +44,9 @@ pub enum Command {
     Events(EventsArgs),
     /// The dashboard: every task, what waits on you, live output, stats and notifications (`?` lists the keys).
     Tui,
+    /// What tasks learnt: list, show, search, add, rm learnings; the Syncer's relays.
+    #[command(subcommand)]
+    Knowledge(crate::knowledge::KnowledgeCommand),
 }
 
 /// `neuraphage permissions …`

@@ -11,6 +11,7 @@ mod demo;
 mod error;
 mod escape;
 mod events;
+mod knowledge;
 mod output;
 mod permissions;
 mod report;
@@ -141,6 +142,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Waiting(out) => waiting::waiting(&paths, out.json).await,
         Command::Permissions(command) => permissions::run(&paths, command).await,
         Command::Events(args) => events::run(&paths, args).await,
+        Command::Knowledge(command) => knowledge::run(&paths, command).await,
         Command::Tui => neuraphage_tui::run(&paths).await.map_err(|e| match e {
             neuraphage_tui::TuiError::NotRunning(why) => CliError::NotRunning(why),
             other => CliError::Failed(other.to_string()),

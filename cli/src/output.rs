@@ -248,6 +248,14 @@ pub fn event_text(e: &TaskEvent) -> String {
         EventKind::Advice { id, from, text } => format!("advice #{id} from {}: {}", visible(from), visible(text)),
         EventKind::SubtaskCreated { child, depth } => format!("sub-task {child} created (depth {depth})"),
         EventKind::SubtaskEnded { child, outcome } => format!("sub-task {child} ended: {}", visible(outcome)),
+        EventKind::KnowledgeInjected { ids } => format!("knowledge injected: {}", visible(&ids.join(", "))),
+        EventKind::KnowledgeRecorded { id, title, how, updated } => {
+            let verb = if *updated { "updated" } else { "recorded" };
+            format!("learning {} {verb} ({}): {}", visible(id), visible(how), visible(title))
+        }
+        EventKind::KnowledgeRelayed { learning, from, to } => {
+            format!("learning {} relayed from {from} to {to}", visible(learning))
+        }
         EventKind::PlanUpdated { items } => {
             let done = items.iter().filter(|i| i.status == neuraphage_ipc::task::PlanStatus::Done).count();
             format!("plan: {done}/{} done", items.len())

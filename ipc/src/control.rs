@@ -45,6 +45,8 @@ pub struct ReplyFrame {
 pub enum ControlRequest {
     /// The daemon's pid, uptime, home and task counts.
     DaemonStatus,
+    /// The knowledge store (issue 17).
+    Knowledge(crate::knowledge::KnowledgeRequest),
     /// Stop gracefully.
     Shutdown,
     /// Create a task.
@@ -188,6 +190,8 @@ pub struct NewTask {
 pub enum ControlReply {
     /// Answer to [`ControlRequest::DaemonStatus`].
     Status(DaemonStatus),
+    /// Answer to [`ControlRequest::Knowledge`].
+    Knowledge(crate::knowledge::KnowledgeReply),
     /// One task (created or changed).
     Task(Task),
     /// Answer to [`ControlRequest::ListTasks`]: one page.

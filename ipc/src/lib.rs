@@ -29,6 +29,7 @@ pub mod events;
 pub mod frame;
 pub mod hello;
 pub mod inherit;
+pub mod knowledge;
 pub mod llm;
 pub mod lock;
 pub mod models;

@@ -492,6 +492,33 @@ pub enum EventKind {
         /// How it ended, in words (cut to a few KiB).
         outcome: String,
     },
+    /// Learnings of earlier tasks put in the task's system prompt (issue 17), so the user can see why it believed
+    /// something.
+    KnowledgeInjected {
+        /// The learnings' ids, best first.
+        ids: Vec<String>,
+    },
+    /// A learning was recorded from this task: by its `Learn` tool (`how`: `tool`) or by extraction (`keyword`,
+    /// `llm`); `updated`: a near-identical one was updated instead of a new one added.
+    KnowledgeRecorded {
+        /// The learning's id.
+        id: String,
+        /// Its title (cut).
+        title: String,
+        /// How it was recorded.
+        how: String,
+        /// An existing learning was updated.
+        updated: bool,
+    },
+    /// The Syncer relayed a learning from one running task to another (recorded on both).
+    KnowledgeRelayed {
+        /// The learning's id.
+        learning: String,
+        /// The task that recorded it.
+        from: TaskId,
+        /// The task it was relayed to.
+        to: TaskId,
+    },
     /// The task's plan changed (its `TodoWrite` call): the whole new list.
     PlanUpdated {
         /// The plan's items, in order.
@@ -606,6 +633,9 @@ impl EventKind {
             EventKind::Advice { .. } => "advice",
             EventKind::SubtaskCreated { .. } => "subtask_created",
             EventKind::SubtaskEnded { .. } => "subtask_ended",
+            EventKind::KnowledgeInjected { .. } => "knowledge_injected",
+            EventKind::KnowledgeRecorded { .. } => "knowledge_recorded",
+            EventKind::KnowledgeRelayed { .. } => "knowledge_relayed",
             EventKind::QuestionAsked { .. } => "question_asked",
             EventKind::Notice { .. } => "notice",
             EventKind::PlanUpdated { .. } => "plan_updated",

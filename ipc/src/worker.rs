@@ -73,6 +73,13 @@ pub enum SupervisorToWorker {
         /// What the user wrote.
         text: String,
     },
+    /// The answer to `WorkerToSupervisor::Learn` with the same id, sent once the learning's file is written.
+    Learned {
+        /// The request's id.
+        id: u64,
+        /// What happened.
+        result: crate::knowledge::LearnResult,
+    },
 }
 
 /// User input not yet in the conversation, given to a starting worker (see [`WorkerStart::inbox`]).
@@ -156,6 +163,10 @@ pub struct WorkerStart {
     /// started or the user last spoke), so a worker resumed after a crash goes on counting; 0 for a new task.
     #[serde(default)]
     pub iteration: u32,
+    /// Learnings of earlier tasks relevant to this one (issue 17), already framed and capped by the supervisor, for
+    /// the system prompt; `None`: none.
+    #[serde(default)]
+    pub knowledge: Option<String>,
 }
 
 /// One `SKILL.md`, as read from disk: YAML front matter (`name`, `description`) then the body.
@@ -207,6 +218,7 @@ impl WorkerStart {
             drift: DriftLimits::default(),
             git_summary: None,
             iteration: 0,
+            knowledge: None,
         }
     }
 }
@@ -278,6 +290,13 @@ pub enum WorkerToSupervisor {
         kind: String,
         /// The message (the supervisor cuts it to 2 KiB).
         message: String,
+    },
+    /// Record a learning (the `Learn` tool). Answered by `Learned` with the same id once its file is written.
+    Learn {
+        /// Request id.
+        id: u64,
+        /// The learning.
+        learning: crate::knowledge::NewLearning,
     },
 }
 

@@ -66,6 +66,9 @@ pub struct Config {
     pub max_subtask_depth: u32,
     /// Most live (not ended) sub-tasks under one top task, at every depth.
     pub max_subtasks: u32,
+    /// The knowledge store (issue 17): `knowledge: {extraction: hybrid, inject: true, inject-count: 5,
+    /// inject-max-bytes: 6144, relay-threshold: 0.5, rate-limit: 10, router-within-secs: 60}`.
+    pub knowledge: crate::knowledge::KnowledgeConfig,
 }
 
 /// The `drift:` block.
@@ -176,6 +179,7 @@ impl Default for Config {
             drift: DriftEntry::default(),
             max_subtask_depth: 3,
             max_subtasks: 8,
+            knowledge: Default::default(),
         }
     }
 }

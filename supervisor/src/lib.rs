@@ -18,6 +18,7 @@
 //! - [`event_bus`]: the live event bus (bounded per subscriber, told what it missed); [`event_stream`]: a
 //!   subscription served on a control connection (backlog from the store, then the live tail); [`tool_events`]:
 //!   tool-call, tool-result and cost events derived from checkpoints and usage reports.
+//! - [`knowledge`]: the knowledge store (learning files, their FTS5 index, extraction, injection, the Syncer).
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -37,6 +38,7 @@ pub mod event_caps;
 pub mod event_stream;
 pub mod home;
 pub mod inbox;
+pub mod knowledge;
 pub mod notify;
 pub mod permissions;
 pub mod private_repo;

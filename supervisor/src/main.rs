@@ -75,6 +75,11 @@ fn run(paths: Paths) -> anyhow::Result<()> {
         let on_signal = shutdown.clone();
         let settings = config.broker();
         let daemon = Arc::new(Daemon::new(store, home.paths.clone(), config));
+        // Issue 17: the knowledge index is rebuilt from its files (the truth) before any task starts.
+        match neuraphage_supervisor::knowledge::index::rebuild(&daemon.knowledge, &*daemon) {
+            Ok((indexed, skipped)) => tracing::info!(indexed, skipped = skipped.len(), "knowledge index rebuilt"),
+            Err(e) => tracing::error!(error = %e, "cannot rebuild the knowledge index (knowledge is unavailable)"),
+        }
         let on_hup = daemon.clone();
         tokio::spawn(async move {
             tokio::select! {

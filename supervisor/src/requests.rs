@@ -65,6 +65,8 @@ pub struct Daemon {
     broker: std::sync::OnceLock<std::sync::Arc<crate::broker_link::Broker>>,
     /// The live event bus: every committed event is published when the store is released ([`StoreGuard`]).
     bus: std::sync::Arc<crate::event_bus::EventBus>,
+    /// The knowledge store (issue 17).
+    pub knowledge: crate::knowledge::Knowledge,
 }
 
 /// The store, locked; on release, the events committed meanwhile are published on the bus (in commit order, still
@@ -101,6 +103,7 @@ impl Daemon {
     /// Wrap an open store.
     pub fn new(store: Store, paths: Paths, config: Config) -> Daemon {
         let (lock_queries, rx) = tokio::sync::mpsc::unbounded_channel();
+        let paths_home = paths.home.clone();
         Daemon {
             store: Mutex::new(store),
             event_caps: EventCaps::default(),
@@ -115,6 +118,7 @@ impl Daemon {
             lock_queries_rx: Mutex::new(Some(rx)),
             broker: std::sync::OnceLock::new(),
             bus: Default::default(),
+            knowledge: crate::knowledge::Knowledge::new(&paths_home),
         }
     }
 
@@ -274,6 +278,7 @@ impl Daemon {
     fn dispatch(&self, request: ControlRequest) -> Result<ControlReply> {
         Ok(match request {
             ControlRequest::DaemonStatus => ControlReply::Status(self.status()?),
+            ControlRequest::Knowledge(request) => ControlReply::Knowledge(crate::knowledge::answer(self, request)?),
             ControlRequest::Shutdown => ControlReply::ShuttingDown { pid: std::process::id() },
             ControlRequest::ReloadConfig => ControlReply::Reloaded { providers: self.reload_config()? },
             ControlRequest::CreateTask(new) => {

@@ -376,6 +376,8 @@ struct StartContext {
     read: crate::task_context::TaskContext,
     /// The last checkpoint's drift turn count.
     iteration: u32,
+    /// Learnings of earlier tasks for the system prompt (issue 17).
+    knowledge: Option<String>,
 }
 
 /// Blocking: make the task's folders and worktree, and load where it left off.
@@ -405,6 +407,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
     let last_seq = daemon.last_checkpoint(&task.id).map(|c| c.map(|(seq, _)| seq).unwrap_or(0))?;
     let iteration = daemon.with_store(|s| s.last_iteration(&task.id)).unwrap_or(0);
     let home = daemon.paths().home.clone();
+    let knowledge = crate::knowledge::inject::start_text(daemon, task);
     let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else {
         let read = crate::task_context::TaskContext::read(&home, &task.id, None, None);
         return Ok(Prepared {
@@ -414,7 +417,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
             messages,
             last_seq,
             resume_point,
-            context: StartContext { read, iteration },
+            context: StartContext { read, iteration, knowledge },
         });
     };
     let repo = Path::new(repo);
@@ -432,7 +435,7 @@ fn prepare(daemon: &Daemon, task: &Task, dirs: &TaskDirs) -> Result<Prepared, St
         messages,
         last_seq,
         resume_point,
-        context: StartContext { read, iteration },
+        context: StartContext { read, iteration, knowledge },
     })
 }
 
@@ -484,6 +487,7 @@ async fn converse(
         git_summary: context.read.git_summary,
         drift: daemon.config().drift.limits(),
         iteration: context.iteration,
+        knowledge: context.knowledge,
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
@@ -514,11 +518,16 @@ async fn converse(
                     CheckpointKind::TaskEnded { outcome } => Some(outcome.clone()),
                     _ => None,
                 };
+                let compacted = matches!(cp.kind, CheckpointKind::Compacted { .. }).then(|| cp.messages.clone());
                 if let Err(e) = persist(daemon, &task.id, &dirs.conversation, *cp).await {
                     return Ending::Lost(format!("cannot persist a checkpoint: {e}"));
                 }
                 if let Err(e) = link.send(&SupervisorToWorker::Ack { seq }).await {
                     return Ending::Lost(format!("worker link: {e}"));
+                }
+                if let Some(messages) = compacted {
+                    // Issue 17: what the compaction is about to forget may hold learnings (off the task's path).
+                    crate::knowledge::extract::spawn(daemon, &task.id, Some(messages), "compaction");
                 }
                 if let Some(outcome) = ended {
                     if matches!(outcome, TaskOutcome::NeedsUser { .. }) && !waits_on.is_empty() {
@@ -571,6 +580,21 @@ async fn converse(
                     return Ending::Lost(format!("worker link: {e}"));
                 }
             }
+            Ok(Some(WorkerToSupervisor::Learn { id, learning })) => {
+                let (d, t) = (daemon.clone(), task.id.clone());
+                let recorded = tokio::task::spawn_blocking(move || {
+                    crate::knowledge::record_from_task(&d, &t, learning, "tool", 0.9)
+                })
+                .await;
+                let result = match recorded {
+                    Ok(Ok((l, updated))) => neuraphage_ipc::knowledge::LearnResult::Recorded { id: l.id, updated },
+                    Ok(Err(e)) => neuraphage_ipc::knowledge::LearnResult::Failed { error: e.to_string() },
+                    Err(e) => neuraphage_ipc::knowledge::LearnResult::Failed { error: e.to_string() },
+                };
+                if let Err(e) = link.send(&SupervisorToWorker::Learned { id, result }).await {
+                    return Ending::Lost(format!("worker link: {e}"));
+                }
+            }
             Ok(Some(WorkerToSupervisor::Stream { delta })) => daemon.events().publish_delta(&task.id, &delta),
             Ok(Some(WorkerToSupervisor::Waiting { on })) => tracing::debug!(%on, "worker waiting"),
             Ok(Some(WorkerToSupervisor::Heartbeat)) => {}
@@ -608,6 +632,10 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
         // Said on the task too: a task whose work is not on its branch must not look as if it were.
         let note = format!("the task's work could not be committed to its branch: {e}");
         daemon.record(&task.id, EventKind::SnapshotNote { note, path: String::new() });
+    }
+    // Issue 17: learnings from the conversation of a task that ended, off its path.
+    if matches!(ending, Ending::Ended(TaskOutcome::Completed { .. } | TaskOutcome::Failed { .. })) {
+        crate::knowledge::extract::spawn(daemon, &task.id, None, "end");
     }
     let status = match ending {
         Ending::Ended(TaskOutcome::Completed { summary }) => TaskStatus::Completed { summary: Some(summary) },

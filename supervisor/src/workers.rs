@@ -45,6 +45,11 @@ impl WorkerRegistry {
         self.map().contains_key(id)
     }
 
+    /// The tasks running now.
+    pub fn running(&self) -> Vec<TaskId> {
+        self.map().keys().cloned().collect()
+    }
+
     /// Number of tasks running now.
     pub fn count(&self) -> usize {
         self.map().len()

@@ -18,6 +18,7 @@ mod events;
 mod exhaustion;
 mod hostile_clients;
 mod hostile_repo;
+mod knowledge;
 mod limits;
 mod locks;
 mod network;

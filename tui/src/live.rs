@@ -231,6 +231,15 @@ impl LiveLog {
             EventKind::SubtaskEnded { child, outcome } => {
                 self.note(NoteKind::Status, &format!("sub-task {child} ended: {}", cut(outcome, 1024)))
             }
+            EventKind::KnowledgeInjected { ids } => {
+                self.note(NoteKind::Status, &format!("knowledge injected: {}", cut(&ids.join(", "), 512)))
+            }
+            EventKind::KnowledgeRecorded { id, title, how, .. } => {
+                self.note(NoteKind::Status, &format!("learning {id} recorded ({how}): {}", cut(title, 256)))
+            }
+            EventKind::KnowledgeRelayed { learning, from, to } => {
+                self.note(NoteKind::Status, &format!("learning {learning} relayed from {from} to {to}"))
+            }
             EventKind::QuestionAsked { question, options } => {
                 let options = if options.is_empty() { String::new() } else { format!(" [{}]", options.join("/")) };
                 self.note(NoteKind::Attention, &format!("question: {}{options}", cut(question, 2048)))

@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use neuraphage_ipc::knowledge::LearnResult;
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, ContentBlock, LlmFailure, Message, Speaker, StopReason, text_of};
 use neuraphage_ipc::task::PlanItem;
 use neuraphage_ipc::worker::{
@@ -358,6 +359,11 @@ impl Agent {
                 }
                 Err(outcome) => outcome,
             }
+        } else if name == tools::learn::NAME {
+            match self.learn(input).await? {
+                Ok(outcome) => outcome,
+                Err(stop) => return Ok(Err(stop)),
+            }
         } else if tools::lock::is_lock_tool(name) {
             match self.lock_tool(name, input).await? {
                 Ok(outcome) => outcome,
@@ -438,6 +444,28 @@ impl Agent {
             })),
             Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
             Some(other) => bail!("unexpected message while committing: {other:?}"),
+        }
+    }
+
+    /// The `Learn` tool: the supervisor writes the learning's file, then answers.
+    async fn learn(&mut self, input: &serde_json::Value) -> anyhow::Result<Result<ToolOutcome, Stop>> {
+        let learning = match tools::learn::parse(input) {
+            Ok(learning) => learning,
+            Err(outcome) => return Ok(Ok(outcome)),
+        };
+        self.next_request += 1;
+        let id = self.next_request;
+        self.supervisor.send(&WorkerToSupervisor::Learn { id, learning }).await.context("supervisor link")?;
+        match self.supervisor.recv().await.context("supervisor link")? {
+            Some(SupervisorToWorker::Learned { id: got, result }) if got == id => Ok(Ok(match result {
+                LearnResult::Recorded { id, updated: false } => ToolOutcome::ok(format!("Recorded as learning {id}.")),
+                LearnResult::Recorded { id, updated: true } => {
+                    ToolOutcome::ok(format!("A near-identical learning existed: {id} is updated with this."))
+                }
+                LearnResult::Failed { error } => ToolOutcome::error(format!("Learn failed: {error}")),
+            })),
+            Some(SupervisorToWorker::Cancel { .. }) | None => Ok(Err(Stop::Cancelled)),
+            Some(other) => bail!("unexpected message while recording a learning: {other:?}"),
         }
     }
 
@@ -623,6 +651,9 @@ impl Agent {
             Some(SupervisorToWorker::Start(_)) => bail!("a second Start"),
             Some(SupervisorToWorker::Committed { .. }) => bail!("a commit answer while waiting for an acknowledgement"),
             Some(SupervisorToWorker::Subtask { .. }) => bail!("a sub-task answer while waiting for an acknowledgement"),
+            Some(SupervisorToWorker::Learned { .. }) => {
+                bail!("a learning's answer while waiting for an acknowledgement")
+            }
             Some(SupervisorToWorker::UserMessage { .. }) => bail!("a user message the link should have kept"),
             Some(SupervisorToWorker::Permission { .. }) => {
                 bail!("a permission answer while waiting for an acknowledgement")

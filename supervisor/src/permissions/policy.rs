@@ -111,7 +111,7 @@ pub fn subject(tool: &str, input: &serde_json::Value) -> Subject {
             }
         }
         // Bookkeeping and text the worker already holds: they touch no file and run no command, so they never ask.
-        "TodoWrite" | "Skill" | "Task" | "TaskResult" => Subject::Unguarded,
+        "TodoWrite" | "Skill" | "Task" | "TaskResult" | "Learn" => Subject::Unguarded,
         _ => Subject::Unguarded,
     }
 }

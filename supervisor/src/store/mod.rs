@@ -7,6 +7,7 @@
 pub mod costs;
 pub mod events;
 pub mod inbox;
+pub mod knowledge;
 pub mod permissions;
 pub mod running;
 pub mod schema;

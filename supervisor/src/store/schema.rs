@@ -167,6 +167,39 @@ CREATE UNIQUE INDEX tasks_by_subtask_call ON tasks(parent, subtask_call) WHERE s
 CREATE INDEX tasks_by_parent ON tasks(parent) WHERE parent IS NOT NULL;
 "#;
 
+/// Version 11 (issue 17): the knowledge index. The files under `knowledge/` are the truth; this is rebuilt from them
+/// at every start and kept in step by a rescan ([`crate::knowledge::index`]). `knowledge_fts` rows share the rowid
+/// of their `knowledge` row. `knowledge_relays`: the Syncer's relays (append-only).
+const V11_KNOWLEDGE: &str = r#"
+CREATE TABLE knowledge (
+    n           INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    tags        TEXT NOT NULL,  -- JSON list
+    source_task TEXT,
+    repository  TEXT,
+    files       TEXT NOT NULL,  -- JSON list
+    created     INTEGER NOT NULL,
+    confidence  REAL NOT NULL,
+    body        TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    size        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX knowledge_by_repository ON knowledge(repository);
+CREATE VIRTUAL TABLE knowledge_fts USING fts5(title, body, tags, files, tokenize = 'porter unicode61');
+CREATE TABLE knowledge_relays (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    learning  TEXT NOT NULL,
+    from_task TEXT NOT NULL,
+    to_task   TEXT NOT NULL,
+    score     REAL NOT NULL,
+    inbox     INTEGER NOT NULL,
+    at        INTEGER NOT NULL
+) STRICT;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -180,6 +213,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V8_ADVICE),
         M::up(V9_PERSONA),
         M::up(V10_SUBTASKS),
+        M::up(V11_KNOWLEDGE),
     ])
 }
 

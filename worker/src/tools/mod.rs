@@ -26,6 +26,7 @@ pub mod commit;
 mod edit;
 mod glob;
 mod grep;
+pub mod learn;
 pub mod lock;
 pub mod path;
 mod read;
@@ -109,7 +110,7 @@ impl From<Result<String, String>> for ToolOutcome {
 }
 
 /// The names of every tool, in the order [`definitions`] lists them.
-pub const TOOL_NAMES: [&str; 14] = [
+pub const TOOL_NAMES: [&str; 15] = [
     "Read",
     "Write",
     "Edit",
@@ -124,6 +125,7 @@ pub const TOOL_NAMES: [&str; 14] = [
     "Skill",
     "Task",
     "TaskResult",
+    "Learn",
 ];
 
 /// Every tool, for the model: name, description and the JSON Schema of its input.
@@ -143,6 +145,7 @@ pub fn definitions() -> Vec<ToolDefinition> {
         skill::definition(),
         task::definition(),
         task::result_definition(),
+        learn::definition(),
     ]
 }
 
@@ -203,6 +206,10 @@ pub async fn run(ctx: &ToolContext, name: &str, input: &Value) -> ToolOutcome {
         },
         todo::NAME => match todo::parse(input) {
             Ok(items) => todo::result(&items),
+            Err(outcome) => outcome,
+        },
+        learn::NAME => match learn::parse(input) {
+            Ok(_) => ToolOutcome::error("Learn is carried out by the supervisor through the agent loop, not here"),
             Err(outcome) => outcome,
         },
         skill::NAME => match parse::<skill::Input>(name, input) {
