@@ -149,6 +149,12 @@ pub struct WorkerStart {
     /// started or the user last spoke), so a worker resumed after a crash goes on counting; 0 for a new task.
     #[serde(default)]
     pub iteration: u32,
+    /// The task's persona's system prompt (added to the system prompt); `None`: no persona.
+    #[serde(default)]
+    pub persona_prompt: Option<String>,
+    /// The tools the task's persona may use (others are not offered and are refused); `None`: all.
+    #[serde(default)]
+    pub allowed_tools: Option<Vec<String>>,
 }
 
 /// One `SKILL.md`, as read from disk: YAML front matter (`name`, `description`) then the body.
@@ -200,6 +206,8 @@ impl WorkerStart {
             drift: DriftLimits::default(),
             git_summary: None,
             iteration: 0,
+            persona_prompt: None,
+            allowed_tools: None,
         }
     }
 }

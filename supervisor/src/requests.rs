@@ -65,6 +65,10 @@ pub struct Daemon {
     broker: std::sync::OnceLock<std::sync::Arc<crate::broker_link::Broker>>,
     /// The live event bus: every committed event is published when the store is released ([`StoreGuard`]).
     bus: std::sync::Arc<crate::event_bus::EventBus>,
+    /// The personas in force ([`crate::personas`]).
+    pub personas: crate::personas::Personas,
+    /// The Watcher's memory of what it flagged ([`crate::watcher`]).
+    pub watcher: crate::watcher::WatcherState,
 }
 
 /// The store, locked; on release, the events committed meanwhile are published on the bus (in commit order, still
@@ -101,6 +105,7 @@ impl Daemon {
     /// Wrap an open store.
     pub fn new(store: Store, paths: Paths, config: Config) -> Daemon {
         let (lock_queries, rx) = tokio::sync::mpsc::unbounded_channel();
+        let personas = crate::personas::Personas::load(&paths.home);
         Daemon {
             store: Mutex::new(store),
             event_caps: EventCaps::default(),
@@ -115,6 +120,8 @@ impl Daemon {
             lock_queries_rx: Mutex::new(Some(rx)),
             broker: std::sync::OnceLock::new(),
             bus: Default::default(),
+            personas,
+            watcher: Default::default(),
         }
     }
 
@@ -177,6 +184,7 @@ impl Daemon {
     pub async fn reload_async(&self) -> Result<Vec<String>> {
         let path = self.paths.home.join(crate::config::CONFIG_FILE);
         let config = Config::load(&path).map_err(invalid)?;
+        self.personas.reload(&self.paths.home).map_err(|e| invalid(format!("{e} (the personas in force stay)")))?;
         let broker = self
             .broker
             .get()
@@ -277,8 +285,10 @@ impl Daemon {
             ControlRequest::Shutdown => ControlReply::ShuttingDown { pid: std::process::id() },
             ControlRequest::ReloadConfig => ControlReply::Reloaded { providers: self.reload_config()? },
             ControlRequest::CreateTask(new) => {
+                let asked = new.persona.is_some();
                 let draft = self.validate(new)?;
                 let task = self.store()?.create_task(&draft)?;
+                crate::personas::record_selected(self, &task, asked);
                 tracing::info!(task = %task.id, priority = %task.priority, "task created");
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
@@ -368,6 +378,8 @@ impl Daemon {
             ControlRequest::PauseTask { task } => crate::inbox::pause(self, &task)?,
             ControlRequest::ResumeTask { task } => crate::inbox::resume(self, &task)?,
             ControlRequest::ListWaiting => crate::inbox::waiting(self)?,
+            ControlRequest::ListPersonas => ControlReply::Personas(self.personas.with(|s| s.list())),
+            ControlRequest::WatcherLog { limit } => ControlReply::WatcherLog(crate::watcher::log(self, limit)?),
             ControlRequest::Subscribe(_) => {
                 return Err(invalid("a subscription is a stream: the server serves it, not a request handler".into()));
             }
@@ -430,7 +442,6 @@ impl Daemon {
             Some(tier) if neuraphage_ipc::broker::TIER_NAMES.contains(&tier.as_str()) => Some(tier),
             Some(tier) => return Err(invalid(format!("--tier {tier:?}: the tiers are router, worker and expert"))),
         };
-        // Which personas exist, and the selection rules for none, are issue 16's `personas` module.
         let persona = match new.persona {
             Some(p)
                 if p.is_empty()
@@ -441,6 +452,13 @@ impl Daemon {
             }
             p => p,
         };
+        // The persona: `--persona`, else the selection rules ([`crate::personas`]); its tier unless `--tier`.
+        let selected = self
+            .personas
+            .with(|s| s.select(persona.as_deref(), &description))
+            .map_err(|e| invalid(format!("--persona: {e}")))?;
+        let tier = tier.or(Some(selected.tier));
+        let persona = Some(selected.persona);
         Ok(TaskDraft {
             description,
             priority,

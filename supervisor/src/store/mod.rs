@@ -11,6 +11,7 @@ pub mod permissions;
 pub mod running;
 pub mod schema;
 pub mod tasks;
+pub mod watcher;
 
 use std::path::Path;
 
