@@ -243,10 +243,17 @@ pub async fn judge_and_act(daemon: Arc<Daemon>, snapshot: Snapshot, finding: Fin
     let done = tokio::task::spawn_blocking(move || act::act(&d, &id, tier.as_deref(), action))
         .await
         .unwrap_or(Recommendation::Continue);
+    // Whether a nudge helped is judged on the steps after it was stored.
+    let newest = daemon
+        .with_store(|s| s.recent_events(&snapshot.task, &["tool_call", "tool_result", "checkpoint"], 1))
+        .ok()
+        .and_then(|e| e.last().map(|e| e.seq))
+        .unwrap_or(snapshot.last_step_seq);
     if let Some(flag) = daemon.watcher.flags().get_mut(&snapshot.task) {
         flag.judging = false;
         flag.at = Instant::now();
         flag.nudged = done == Recommendation::Nudge;
+        flag.last_step_seq = flag.last_step_seq.max(newest);
     }
     done
 }
