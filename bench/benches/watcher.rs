@@ -101,7 +101,6 @@ fn one_pass() {
     }
     tx.commit().unwrap();
     let store = Store::open(&db).unwrap();
-    let mut tasks = tasks;
     for t in &mut tasks {
         t.status = TaskStatus::Running { phase: neuraphage_ipc::RunningPhase::AssemblingContext };
     }
