@@ -162,10 +162,16 @@ pub fn select_flagged(daemon: &Daemon) -> Result<Vec<(Snapshot, Finding)>> {
     let cfg = daemon.config().watcher;
     let no_progress = Duration::from_secs(cfg.no_progress_mins.saturating_mul(60));
     let cooldown = Duration::from_secs(cfg.cooldown_secs);
-    let looks = daemon.with_store(|s| {
-        let running: Vec<Task> = s.list(Some(TaskState::Running))?.into_iter().filter(|t| !t.no_watch).collect();
-        scan(s, &running, Utc::now(), no_progress)
-    })?;
+    let running: Vec<Task> =
+        daemon.with_store(|s| s.list(Some(TaskState::Running)))?.into_iter().filter(|t| !t.no_watch).collect();
+    // The store is locked per task (a pass over many tasks must not hold up their checkpoints).
+    let mut looks = Vec::with_capacity(running.len());
+    for task in running {
+        let events = daemon.with_store(|s| s.recent_events(&task.id, &snapshot::KINDS, snapshot::MAX_EVENTS))?;
+        let snapshot = snapshot::build(&task, &events, Utc::now());
+        let finding = rules::check(&snapshot.facts, no_progress);
+        looks.push(Look { snapshot, finding });
+    }
     let mut outcomes = Vec::new();
     let mut chosen = Vec::new();
     {
