@@ -1,7 +1,7 @@
 //! The Watcher (issue 16), across real processes against the LLM double, looking every second: a task repeating the
 //! same failing Bash is flagged, judged by the watcher persona on the router tier (through the broker, priced as the
 //! task's), and the verdict acts — a nudge reaches the task's next request (and helped), `pause` makes it wait for
-//! the user with the diagnosis, `abort` fails it; a router tier that cannot answer pauses it with the rules'
+//! the user with the diagnosis, `abort` fails it, `escalate` resumes it on the next tier; a router tier that cannot answer pauses it with the rules'
 //! finding; a healthy 100-turn varied task and a `--no-watch` task are never flagged.
 
 use std::sync::Arc;
@@ -128,6 +128,30 @@ fn abort_fails_the_task_with_the_diagnosis() {
     let error = failed["status_detail"]["error"].as_str().unwrap();
     assert!(error.contains("Aborted by the Watcher (same_failing_action)") && error.contains("DIAG-abort"), "{error}");
     assert_eq!(interventions(&home)[0]["recommendation"], "abort");
+}
+
+#[test]
+fn escalate_resumes_the_task_on_the_next_tier() {
+    let model = Model::start(policy(|r| {
+        if is_judge(r) {
+            verdict("escalate")
+        } else if r.model() == Some("m-expert") {
+            Step::Reply(Reply::text("the expert fixed it").stop(StopReason::EndTurn))
+        } else {
+            failing()
+        }
+    }));
+    let mut home = TestHome::new();
+    // An expert tier too (the tier lines end just before `max-iterations`).
+    let expert = "  expert: { provider: anthropic, model: m-expert, pool: anthropic }\nmax-iterations";
+    home.write_config(&CONFIG.replacen("max-iterations", expert, 1));
+    home.start_with_model(&model);
+    let id = home.json(&["task", "new", "make the build pass", "--json"])["id"].as_str().unwrap().to_owned();
+    let done = home.wait_status(&id, "Completed", WITHIN);
+    assert_eq!(done["status_detail"]["summary"], "the expert fixed it", "{done:#}");
+    assert_eq!(done["tier"], "expert");
+    let entry = &interventions(&home)[0];
+    assert_eq!(entry["recommendation"], "escalate");
 }
 
 #[test]

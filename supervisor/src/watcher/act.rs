@@ -1,5 +1,5 @@
 //! The Watcher's interventions: nudge (advice in the task's next turn, [`crate::inbox::advise`]), escalate (up one
-//! tier, as the broker's escalation does), pause (the task's worker is stopped and the task waits for the user with
+//! tier, as the broker's escalation does; the session stops and the task resumes on that tier), pause (the task's worker is stopped and the task waits for the user with
 //! the diagnosis), abort (the worker is stopped and the task fails with the diagnosis). Each is recorded as a
 //! `WatcherIntervened` event.
 
@@ -68,6 +68,9 @@ pub fn act(daemon: &Daemon, id: &TaskId, tier: Option<&str>, mut action: Action)
             error: format!("Aborted by the Watcher ({}): {}", action.rule, action.diagnosis),
             recoverable: true,
         }),
+        // Its worker's model link is granted its tier at the start: the session stops and the task is queued again,
+        // to resume from its last checkpoint on the new tier.
+        Recommendation::Escalate => Some(TaskStatus::Queued),
         _ => None,
     };
     daemon.record(
