@@ -47,6 +47,29 @@ pub enum Command {
     /// What tasks learnt: list, show, search, add, rm learnings; the Syncer's relays.
     #[command(subcommand)]
     Knowledge(crate::knowledge::KnowledgeCommand),
+    /// The personas a task can take (built in, and `personas.yaml` in the home), with their tier and tools.
+    Personas(JsonFlag),
+    /// The Watcher, which looks at running tasks from outside and steps in when one is stuck.
+    #[command(subcommand)]
+    Watcher(WatcherCommand),
+}
+
+/// `neuraphage watcher …`
+#[derive(Debug, Subcommand)]
+pub enum WatcherCommand {
+    /// The Watcher's interventions across tasks, newest first, and whether each nudge helped.
+    Log(WatcherLogArgs),
+}
+
+/// Arguments of `watcher log`.
+#[derive(Debug, Args)]
+pub struct WatcherLogArgs {
+    /// At most this many interventions.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub limit: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
 }
 
 /// `neuraphage permissions …`
@@ -274,6 +297,13 @@ pub struct NewArgs {
     /// The model tier: router, worker (the default) or expert (see `model-tiers` in neuraphage.yaml).
     #[arg(long, value_name = "TIER")]
     pub tier: Option<String>,
+    /// The persona the task takes (`neuraphage personas` lists them); without it, the selection rules choose. Its
+    /// tier is the task's unless --tier says otherwise.
+    #[arg(long, value_name = "NAME")]
+    pub persona: Option<String>,
+    /// Keep the Watcher off this task.
+    #[arg(long)]
+    pub no_watch: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: JsonFlag,

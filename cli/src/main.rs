@@ -14,10 +14,12 @@ mod events;
 mod knowledge;
 mod output;
 mod permissions;
+mod personas;
 mod report;
 mod sandbox;
 mod task;
 mod waiting;
+mod watcher;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -143,6 +145,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Permissions(command) => permissions::run(&paths, command).await,
         Command::Events(args) => events::run(&paths, args).await,
         Command::Knowledge(command) => knowledge::run(&paths, command).await,
+        Command::Personas(out) => personas::run(&paths, out.json).await,
+        Command::Watcher(cli::WatcherCommand::Log(args)) => watcher::log(&paths, args.limit, args.out.json).await,
         Command::Tui => neuraphage_tui::run(&paths).await.map_err(|e| match e {
             neuraphage_tui::TuiError::NotRunning(why) => CliError::NotRunning(why),
             other => CliError::Failed(other.to_string()),

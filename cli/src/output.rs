@@ -276,6 +276,19 @@ pub fn event_text(e: &TaskEvent) -> String {
             let verdict = if *allowed { "allowed" } else { "denied" };
             format!("permission {verdict}: {} `{}` by {}", visible(tool), visible(subject), visible(by))
         }
+        EventKind::PersonaSelected { persona, reason } => {
+            format!("persona {} ({})", visible(persona), visible(reason))
+        }
+        EventKind::WatcherIntervened { rule, recommendation, diagnosis, confidence } => format!(
+            "watcher flagged {}: {} ({confidence}% sure): {}",
+            visible(rule),
+            visible(recommendation),
+            visible(diagnosis)
+        ),
+        EventKind::WatcherOutcome { rule, helped } => {
+            let how = if *helped { "helped" } else { "did not help" };
+            format!("watcher's nudge for {} {how}", visible(rule))
+        }
         EventKind::ToolCall { .. } | EventKind::ToolResult { .. } | EventKind::Cost { .. } => {
             format!("{} {}", e.kind.name(), crate::events::detail(&e.kind))
         }

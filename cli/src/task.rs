@@ -32,8 +32,8 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
                 profile: args.profile,
                 base: args.base,
                 tier: args.tier,
-                persona: None,
-                no_watch: false,
+                persona: args.persona,
+                no_watch: args.no_watch,
             };
             let task = match Client::connect(paths).await?.call(ControlRequest::CreateTask(new)).await? {
                 ControlReply::Task(task) => task,

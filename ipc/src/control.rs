@@ -156,6 +156,14 @@ pub enum ControlRequest {
     /// Turn this connection into an event stream: every reply after this is a [`ControlReply::Stream`] with this
     /// request's id, until the stream ends or the client closes.
     Subscribe(crate::events::Subscribe),
+    /// The personas in force (built in and `personas.yaml`); answered with [`ControlReply::Personas`].
+    ListPersonas,
+    /// The Watcher's interventions across tasks, newest first; answered with [`ControlReply::WatcherLog`].
+    WatcherLog {
+        /// At most this many (0: the default, 100).
+        #[serde(default)]
+        limit: u32,
+    },
 }
 
 /// A task to create.
@@ -274,6 +282,10 @@ pub enum ControlReply {
     },
     /// One item of the stream [`ControlRequest::Subscribe`] asked for.
     Stream(crate::events::StreamItem),
+    /// Answer to [`ControlRequest::ListPersonas`].
+    Personas(Vec<crate::personas::PersonaInfo>),
+    /// Answer to [`ControlRequest::WatcherLog`], newest first.
+    WatcherLog(Vec<crate::personas::WatcherEntry>),
 }
 
 /// Why a request was refused.

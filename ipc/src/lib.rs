@@ -13,6 +13,7 @@
 //! - [`events`]: the event stream a subscriber receives (stored events, live deltas, what it missed).
 //! - [`snapshot`]: the stream of a worktree's files that the sandboxed snapshot helper writes for a commit.
 //! - [`inherit`]: adopting the link sockets a worker or the broker inherits.
+//! - [`personas`]: the personas listing and the Watcher's log.
 //! - [`paths`]: the environment variables that place the data and runtime folders, and the control socket.
 //! - [`error`]: [`IpcError`], the typed failures of a link.
 //!
@@ -35,6 +36,7 @@ pub mod lock;
 pub mod models;
 pub mod paths;
 pub mod permission;
+pub mod personas;
 pub mod snapshot;
 pub mod status;
 pub mod task;

@@ -607,6 +607,31 @@ pub enum EventKind {
         /// False when the price table did not know the model (the cost is then 0).
         priced: bool,
     },
+    /// The task took a persona (`task new --persona`, or the selection rules).
+    PersonaSelected {
+        /// Its key.
+        persona: String,
+        /// Why: `--persona`, `keyword 'review' in the description`, `default`.
+        reason: String,
+    },
+    /// The Watcher flagged the task and acted on it.
+    WatcherIntervened {
+        /// The rule that flagged it (e.g. `same_failing_action`).
+        rule: String,
+        /// What was done: `continue`, `nudge`, `escalate`, `pause`, `abort`.
+        recommendation: String,
+        /// The judge's diagnosis, or the rule's finding when the task could not be judged.
+        diagnosis: String,
+        /// The judge's confidence in percent (0: unjudged).
+        confidence: u8,
+    },
+    /// Whether the Watcher's last nudge helped: the pattern it flagged was gone at the next look.
+    WatcherOutcome {
+        /// The rule of that intervention.
+        rule: String,
+        /// Whether the pattern stopped.
+        helped: bool,
+    },
 }
 
 impl EventKind {
@@ -645,6 +670,9 @@ impl EventKind {
             EventKind::ToolCall { .. } => "tool_call",
             EventKind::ToolResult { .. } => "tool_result",
             EventKind::Cost { .. } => "cost",
+            EventKind::PersonaSelected { .. } => "persona_selected",
+            EventKind::WatcherIntervened { .. } => "watcher_intervened",
+            EventKind::WatcherOutcome { .. } => "watcher_outcome",
         }
     }
 }

@@ -167,6 +167,12 @@ pub struct WorkerStart {
     /// the system prompt; `None`: none.
     #[serde(default)]
     pub knowledge: Option<String>,
+    /// The task's persona's system prompt (added to the system prompt); `None`: no persona.
+    #[serde(default)]
+    pub persona_prompt: Option<String>,
+    /// The tools the task's persona may use (others are not offered and are refused); `None`: all.
+    #[serde(default)]
+    pub allowed_tools: Option<Vec<String>>,
 }
 
 /// One `SKILL.md`, as read from disk: YAML front matter (`name`, `description`) then the body.
@@ -219,6 +225,8 @@ impl WorkerStart {
             git_summary: None,
             iteration: 0,
             knowledge: None,
+            persona_prompt: None,
+            allowed_tools: None,
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct Config {
     /// The knowledge store (issue 17): `knowledge: {extraction: hybrid, inject: true, inject-count: 5,
     /// inject-max-bytes: 6144, relay-threshold: 0.5, rate-limit: 10, router-within-secs: 60}`.
     pub knowledge: crate::knowledge::KnowledgeConfig,
+    /// The Watcher ([`crate::watcher`]): `watcher: {enabled: true, interval-secs: 30, no-progress-mins: 10,
+    /// cooldown-secs: 300}`.
+    pub watcher: crate::watcher::WatcherConfig,
 }
 
 /// The `drift:` block.
@@ -180,6 +183,7 @@ impl Default for Config {
             max_subtask_depth: 3,
             max_subtasks: 8,
             knowledge: Default::default(),
+            watcher: crate::watcher::WatcherConfig::default(),
         }
     }
 }
@@ -228,6 +232,7 @@ impl Config {
                 return Err(format!("{at}.pool: a pool name is 1 to 64 characters"));
             }
         }
+        config.watcher.validate()?;
         crate::cost::validate(&config.prices)?;
         config.security.validate()?;
         Ok(config)
@@ -307,6 +312,15 @@ mod tests {
         assert_eq!((d.max_consecutive_failures, d.no_progress_secs, d.iteration_tokens_warning), (3, 120, 100_000));
         assert!(Config::parse("drift:\n  max-failures: 3\n").is_err());
         assert!(Config::parse("drift:\n  no-progress-minutes: 99999\n").unwrap_err().contains("at most a week"));
+    }
+
+    #[test]
+    fn the_watcher_block() {
+        let c = Config::parse("watcher:\n  interval-secs: 1\n  no-progress-mins: 2\n").unwrap();
+        assert_eq!((c.watcher.interval_secs, c.watcher.no_progress_mins, c.watcher.enabled), (1, 2, true));
+        assert!(Config::parse("watcher:\n  interval-secs: 0\n").unwrap_err().contains("watcher.interval-secs"));
+        let err = Config::parse("watcher:\n  intervals: 3\n").unwrap_err();
+        assert!(err.contains("intervals") && err.contains("line 2"), "{err}");
     }
 
     #[test]

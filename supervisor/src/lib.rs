@@ -19,6 +19,8 @@
 //!   subscription served on a control connection (backlog from the store, then the live tail); [`tool_events`]:
 //!   tool-call, tool-result and cost events derived from checkpoints and usage reports.
 //! - [`knowledge`]: the knowledge store (learning files, their FTS5 index, extraction, injection, the Syncer).
+//! - [`personas`]: the personas in force and the choice of one for a new task; [`watcher`]: the loop that
+//!   looks at every running task from outside and steps in when one is stuck.
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -41,6 +43,7 @@ pub mod inbox;
 pub mod knowledge;
 pub mod notify;
 pub mod permissions;
+pub mod personas;
 pub mod private_repo;
 pub mod proxy;
 pub mod proxy_bridge;
@@ -56,6 +59,7 @@ pub mod subtasks;
 pub mod task_commit;
 pub mod task_context;
 pub mod tool_events;
+pub mod watcher;
 pub mod workers;
 pub mod worktree;
 pub mod worktree_seal;

@@ -99,6 +99,7 @@ fn run(paths: Paths) -> anyhow::Result<()> {
             tokio::spawn(keep_alive(broker.clone(), daemon.clone(), broker_link, broker_child, shutdown.clone()));
         let scheduler = tokio::spawn(workers::schedule(daemon.clone(), broker.clone(), shutdown.clone()));
         tokio::spawn(neuraphage_supervisor::permissions::timeout::run(daemon.clone(), shutdown.clone()));
+        tokio::spawn(neuraphage_supervisor::watcher::run(daemon.clone(), shutdown.clone()));
         let stream_write = std::time::Duration::from_secs(daemon.config().event_stream_write_secs.clamp(1, 3600));
         let limits = Limits { stream_write, ..Limits::default() };
         server::serve(listener, &socket, daemon, limits, shutdown).await;

@@ -67,6 +67,10 @@ pub struct Daemon {
     bus: std::sync::Arc<crate::event_bus::EventBus>,
     /// The knowledge store (issue 17).
     pub knowledge: crate::knowledge::Knowledge,
+    /// The personas in force ([`crate::personas`]).
+    pub personas: crate::personas::Personas,
+    /// The Watcher's memory of what it flagged ([`crate::watcher`]).
+    pub watcher: crate::watcher::WatcherState,
 }
 
 /// The store, locked; on release, the events committed meanwhile are published on the bus (in commit order, still
@@ -104,6 +108,7 @@ impl Daemon {
     pub fn new(store: Store, paths: Paths, config: Config) -> Daemon {
         let (lock_queries, rx) = tokio::sync::mpsc::unbounded_channel();
         let paths_home = paths.home.clone();
+        let personas = crate::personas::Personas::load(&paths.home);
         Daemon {
             store: Mutex::new(store),
             event_caps: EventCaps::default(),
@@ -119,6 +124,8 @@ impl Daemon {
             broker: std::sync::OnceLock::new(),
             bus: Default::default(),
             knowledge: crate::knowledge::Knowledge::new(&paths_home),
+            personas,
+            watcher: Default::default(),
         }
     }
 
@@ -181,6 +188,7 @@ impl Daemon {
     pub async fn reload_async(&self) -> Result<Vec<String>> {
         let path = self.paths.home.join(crate::config::CONFIG_FILE);
         let config = Config::load(&path).map_err(invalid)?;
+        self.personas.reload(&self.paths.home).map_err(|e| invalid(format!("{e} (the personas in force stay)")))?;
         let broker = self
             .broker
             .get()
@@ -282,8 +290,10 @@ impl Daemon {
             ControlRequest::Shutdown => ControlReply::ShuttingDown { pid: std::process::id() },
             ControlRequest::ReloadConfig => ControlReply::Reloaded { providers: self.reload_config()? },
             ControlRequest::CreateTask(new) => {
+                let asked = new.persona.is_some();
                 let draft = self.validate(new)?;
                 let task = self.store()?.create_task(&draft)?;
+                crate::personas::record_selected(self, &task, asked);
                 tracing::info!(task = %task.id, priority = %task.priority, "task created");
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
@@ -376,6 +386,8 @@ impl Daemon {
             ControlRequest::PauseTask { task } => crate::inbox::pause(self, &task)?,
             ControlRequest::ResumeTask { task } => crate::inbox::resume(self, &task)?,
             ControlRequest::ListWaiting => crate::inbox::waiting(self)?,
+            ControlRequest::ListPersonas => ControlReply::Personas(self.personas.with(|s| s.list())),
+            ControlRequest::WatcherLog { limit } => ControlReply::WatcherLog(crate::watcher::log(self, limit)?),
             ControlRequest::Subscribe(_) => {
                 return Err(invalid("a subscription is a stream: the server serves it, not a request handler".into()));
             }
@@ -449,7 +461,6 @@ impl Daemon {
             Some(tier) if neuraphage_ipc::broker::TIER_NAMES.contains(&tier.as_str()) => Some(tier),
             Some(tier) => return Err(invalid(format!("--tier {tier:?}: the tiers are router, worker and expert"))),
         };
-        // Which personas exist, and the selection rules for none, are issue 16's `personas` module.
         let persona = match new.persona {
             Some(p)
                 if p.is_empty()
@@ -460,6 +471,13 @@ impl Daemon {
             }
             p => p,
         };
+        // The persona: `--persona`, else the selection rules ([`crate::personas`]); its tier unless `--tier`.
+        let selected = self
+            .personas
+            .with(|s| s.select(persona.as_deref(), &description))
+            .map_err(|e| invalid(format!("--persona: {e}")))?;
+        let tier = tier.or(Some(selected.tier));
+        let persona = Some(selected.persona);
         Ok(TaskDraft {
             description,
             priority,

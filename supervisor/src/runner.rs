@@ -462,6 +462,7 @@ async fn converse(
     // The model and context window of the task's tier as stored now (an escalation moved it).
     let tier = daemon.with_store(|s| s.task(&task.id)).map(|t| t.tier).unwrap_or_else(|_| task.tier.clone());
     let (model, context_tokens) = daemon.config().task_context(tier.as_deref());
+    let (persona_prompt, allowed_tools) = daemon.personas.for_start(task.persona.as_deref());
     let start = WorkerStart {
         task: task.id.clone(),
         description: task.description.clone(),
@@ -488,6 +489,8 @@ async fn converse(
         drift: daemon.config().drift.limits(),
         iteration: context.iteration,
         knowledge: context.knowledge,
+        persona_prompt,
+        allowed_tools,
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
         return Ending::Lost(format!("cannot start the worker: {e}"));
@@ -637,11 +640,13 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
     if matches!(ending, Ending::Ended(TaskOutcome::Completed { .. } | TaskOutcome::Failed { .. })) {
         crate::knowledge::extract::spawn(daemon, &task.id, None, "end");
     }
+    // A Watcher's pause or abort ends the session it cancelled with its own status ([`crate::watcher::act`]).
+    let watcher_stop = daemon.watcher.take_stop(&task.id);
     let status = match ending {
         Ending::Ended(TaskOutcome::Completed { summary }) => TaskStatus::Completed { summary: Some(summary) },
         Ending::Ended(TaskOutcome::Failed { error, recoverable }) => TaskStatus::Failed { error, recoverable },
         Ending::Ended(TaskOutcome::NeedsUser { reason }) => TaskStatus::WaitingForUser { prompt: reason },
-        Ending::Cancelled => TaskStatus::Cancelled { reason: None },
+        Ending::Cancelled => watcher_stop.unwrap_or(TaskStatus::Cancelled { reason: None }),
         Ending::Interrupted => TaskStatus::Queued,
         Ending::Lost(why) => TaskStatus::Failed { error: why, recoverable: true },
         Ending::Refused(why) => TaskStatus::Failed { error: why, recoverable: true },

@@ -85,6 +85,7 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
                 },
                 None => None,
             };
+            let asked = persona.is_some();
             let new = NewTask {
                 description,
                 repo: parent.repo.clone(),
@@ -103,6 +104,7 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
             };
             match daemon.with_store(|s| s.create_subtask(&draft, call, wait, limits(daemon))) {
                 Ok(Created::New(child)) => {
+                    crate::personas::record_selected(daemon, &child, asked);
                     tracing::info!(parent = %parent.id, child = %child.id, wait, "sub-task created");
                     daemon.workers.wake.notify_one();
                     standing(daemon, &child, wait)

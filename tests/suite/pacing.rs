@@ -128,7 +128,9 @@ fn a_priority_0_task_on_a_drained_bucket_is_paced_ahead_of_twenty_priority_4_tas
         "pools:\n  main:\n    provider: anthropic\n    base-url: {}\n    keys:\n      - api-key: sk-pc-bucket\n",
         model.double.anthropic_base_url()
     ));
-    home.write_config(&format!("max-concurrent: {}\nmax-iterations: 400\n", LOW + 1));
+    // Every turn is a `max_tokens` continuation without a tool call, which the Watcher counts as the model talking
+    // to itself; its judgments would also draw on the bucket this test drains: it is off here.
+    home.write_config(&format!("max-concurrent: {}\nmax-iterations: 400\nwatcher:\n  enabled: false\n", LOW + 1));
     home.start_supervisor();
     let low: Vec<String> =
         (0..LOW).map(|i| new_task(&home, &format!("background pc-low{i}"), &["--priority", "4"])).collect();

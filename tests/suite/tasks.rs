@@ -39,7 +39,7 @@ fn create_list_show_depend_kill() {
     assert_eq!(show["id"], b_id.as_str());
     assert_eq!(show["blocked_by"][0]["id"], a_id.as_str());
     let kinds: Vec<&str> = show["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, vec!["created", "dependency_added"]);
+    assert_eq!(kinds, vec!["created", "dependency_added", "persona_selected"]);
     let show_a = home.json(&["task", "show", &a_id, "--json"]);
     assert_eq!(show_a["blocks"][0]["id"], b_id.as_str());
 

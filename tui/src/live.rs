@@ -279,6 +279,12 @@ impl LiveLog {
             EventKind::PausedBySupervisor { reason } => {
                 self.note(NoteKind::Attention, &format!("paused by the supervisor: {reason}"))
             }
+            EventKind::WatcherIntervened { rule, recommendation, diagnosis, .. } => {
+                self.note(NoteKind::Attention, &format!("watcher ({rule}): {recommendation}: {}", cut(diagnosis, 1024)))
+            }
+            EventKind::PersonaSelected { persona, reason } => {
+                self.note(NoteKind::Status, &format!("persona {persona} ({})", cut(reason, 256)))
+            }
             _ => {}
         }
     }

@@ -315,6 +315,11 @@ impl Agent {
         input: &serde_json::Value,
         results: &mut Vec<ContentBlock>,
     ) -> anyhow::Result<Result<bool, Stop>> {
+        if let Some(refusal) = tools::persona_refusal(self.start.allowed_tools.as_deref(), name) {
+            results.push(ContentBlock::ToolResult { tool_use_id: id.to_owned(), content: refusal, is_error: true });
+            self.drift.on_tool(name, true, "refused", None, std::time::Instant::now());
+            return Ok(Ok(false));
+        }
         match self.permission(id, name, input, results).await? {
             Ok(permission::Gate::Run) => {}
             Ok(permission::Gate::Refused) => {
@@ -537,7 +542,7 @@ impl Agent {
             model: None,
             system: self.system.clone(),
             messages: self.messages.clone(),
-            tools: tools::definitions(),
+            tools: tools::offered(self.start.allowed_tools.as_deref()),
             max_tokens: MAX_TOKENS,
             tier: None,
         };

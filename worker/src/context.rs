@@ -86,6 +86,16 @@ pub fn system_prompt(start: &WorkerStart, parts: &Parts<'_>) -> String {
             cap(user, crate::instructions::MAX_INSTRUCTION_BYTES)
         ));
     }
+    if let Some(persona) = start.persona_prompt.as_deref().filter(|p| !p.trim().is_empty()) {
+        out.push_str(&format!("\n# Your persona\n{}\n", cap(persona, MAX_PERSONA_BYTES)));
+    }
+    if let Some(allowed) = &start.allowed_tools {
+        let names: Vec<String> = allowed.iter().map(|t| clean(t, 64)).collect();
+        out.push_str(&format!(
+            "\nThis task may use only these tools: {} (other calls are refused).\n",
+            names.join(", ")
+        ));
+    }
     if let Some(skills) = parts.skills.filter(|s| !s.is_empty()) {
         out.push_str(
             "\n# Skills\nLoad a skill's instructions with the Skill tool (`{\"name\": ...}`) when it applies:\n",
@@ -103,6 +113,9 @@ pub fn system_prompt(start: &WorkerStart, parts: &Parts<'_>) -> String {
     out.push_str(&format!("\n# The task\n{}", start.description));
     out
 }
+
+/// Most bytes of a persona's prompt in the system prompt.
+pub const MAX_PERSONA_BYTES: usize = 16 * 1024;
 
 /// At most `max` bytes of `text` (on a character boundary).
 fn cap(text: &str, max: usize) -> &str {

@@ -13,6 +13,7 @@ pub mod running;
 pub mod schema;
 pub mod subtasks;
 pub mod tasks;
+pub mod watcher;
 
 use std::path::Path;
 

@@ -149,6 +149,28 @@ pub fn definitions() -> Vec<ToolDefinition> {
     ]
 }
 
+/// The tools offered to a task whose persona allows only `allowed` (`None`: all), in [`definitions`]' order.
+pub fn offered(allowed: Option<&[String]>) -> Vec<ToolDefinition> {
+    let mut defs = definitions();
+    if let Some(allowed) = allowed {
+        defs.retain(|d| allowed.iter().any(|a| a == &d.name));
+    }
+    defs
+}
+
+/// The error result of a call to a tool the task's persona does not allow, if it does not.
+pub fn persona_refusal(allowed: Option<&[String]>, name: &str) -> Option<String> {
+    let allowed = allowed?;
+    if allowed.iter().any(|a| a == name) {
+        return None;
+    }
+    let shown: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    Some(format!(
+        "{shown}: this task's persona does not allow this tool, so it did not run; the tools it allows: {}",
+        allowed.join(", ")
+    ))
+}
+
 /// Whether running the same call twice has the same effect as running it once (`Read`, `Glob`, `Grep`).
 pub fn is_idempotent(tool: &str) -> bool {
     matches!(tool, "Read" | "Glob" | "Grep" | skill::NAME)

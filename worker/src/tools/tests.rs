@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::testing::context;
-use super::{TOOL_NAMES, definitions, is_idempotent, run};
+use super::{TOOL_NAMES, definitions, is_idempotent, offered, persona_refusal, run};
 
 #[test]
 fn definitions_cover_every_tool_with_object_schemas() {
@@ -75,4 +75,16 @@ async fn extra_fields_are_ignored_and_string_encoded_objects_accepted() {
     assert!(!out.is_error, "{out:?}");
     let out = run(&ctx, "Read", &json!(r#"{"file_path": "a.txt", "offset": 1.0}"#)).await;
     assert_eq!(out.content, "     1\tx\n");
+}
+
+#[test]
+fn a_personas_allowed_tools_are_the_only_ones_offered_and_run() {
+    let allowed = vec!["Read".to_owned(), "Bash".to_owned()];
+    let names: Vec<String> = offered(Some(&allowed)).into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["Read", "Bash"]);
+    assert_eq!(offered(None).len(), TOOL_NAMES.len());
+    assert_eq!(persona_refusal(Some(&allowed), "Read"), None);
+    assert_eq!(persona_refusal(None, "Write"), None);
+    let refusal = persona_refusal(Some(&allowed), "Write\u{1b}[2J").unwrap();
+    assert!(refusal.contains("does not allow") && refusal.contains("Read, Bash") && !refusal.contains('\u{1b}'));
 }

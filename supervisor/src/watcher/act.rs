@@ -1,0 +1,104 @@
+//! The Watcher's interventions: nudge (advice in the task's next turn, [`crate::inbox::advise`]), escalate (up one
+//! tier, as the broker's escalation does; the session stops and the task resumes on that tier), pause (the task's worker is stopped and the task waits for the user with
+//! the diagnosis), abort (the worker is stopped and the task fails with the diagnosis). Each is recorded as a
+//! `WatcherIntervened` event.
+
+use neuraphage_ipc::{EventKind, TaskId, TaskStatus};
+
+use super::judge::Recommendation;
+use crate::requests::Daemon;
+
+/// What to do, and what to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// The rule that flagged the task.
+    pub rule: String,
+    /// What to do.
+    pub recommendation: Recommendation,
+    /// The diagnosis (the judge's, or the rule's finding).
+    pub diagnosis: String,
+    /// Confidence in percent (0: unjudged).
+    pub confidence: u8,
+    /// The advice, for a nudge.
+    pub nudge: Option<String>,
+}
+
+/// The tier above `tier` (`None`: the default, `worker`), if any.
+pub fn next_tier(tier: Option<&str>) -> Option<&'static str> {
+    match tier.unwrap_or(neuraphage_ipc::broker::DEFAULT_TIER) {
+        "router" => Some("worker"),
+        "worker" => Some("expert"),
+        _ => None,
+    }
+}
+
+/// Carry out `action` on running task `id` (on tier `tier`); returns what was done (a nudge that cannot be stored,
+/// or an escalation past the top tier, becomes a pause: a flagged task never goes on silently).
+pub fn act(daemon: &Daemon, id: &TaskId, tier: Option<&str>, mut action: Action) -> Recommendation {
+    match action.recommendation {
+        Recommendation::Continue => {}
+        Recommendation::Nudge => {
+            let text = action.nudge.clone().unwrap_or_else(|| action.diagnosis.clone());
+            if let Err(e) = crate::inbox::advise(daemon, id, "watcher", &text) {
+                tracing::warn!(task = %id, error = %e, "the Watcher's nudge could not be stored; pausing instead");
+                action.diagnosis = format!("{} (the nudge could not be delivered: {e})", action.diagnosis);
+                action.recommendation = Recommendation::Pause;
+            }
+        }
+        Recommendation::Escalate => match next_tier(tier) {
+            Some(to) => {
+                let from = tier.unwrap_or(neuraphage_ipc::broker::DEFAULT_TIER);
+                let reason = format!("the Watcher: {}", action.diagnosis);
+                if let Err(e) = daemon.with_store(|s| s.escalate(id, from, to, &reason)) {
+                    tracing::error!(task = %id, error = %e, "cannot escalate the task");
+                }
+            }
+            None => {
+                action.diagnosis = format!("{} (already on the top tier)", action.diagnosis);
+                action.recommendation = Recommendation::Pause;
+            }
+        },
+        Recommendation::Pause | Recommendation::Abort => {}
+    }
+    let status = match action.recommendation {
+        Recommendation::Pause => Some(TaskStatus::WaitingForUser {
+            prompt: format!("Paused by the Watcher ({}): {}", action.rule, action.diagnosis),
+        }),
+        Recommendation::Abort => Some(TaskStatus::Failed {
+            error: format!("Aborted by the Watcher ({}): {}", action.rule, action.diagnosis),
+            recoverable: true,
+        }),
+        // Its worker's model link is granted its tier at the start: the session stops and the task is queued again,
+        // to resume from its last checkpoint on the new tier.
+        Recommendation::Escalate => Some(TaskStatus::Queued),
+        _ => None,
+    };
+    daemon.record(
+        id,
+        EventKind::WatcherIntervened {
+            rule: action.rule.clone(),
+            recommendation: action.recommendation.name().to_owned(),
+            diagnosis: action.diagnosis.clone(),
+            confidence: action.confidence,
+        },
+    );
+    if let Some(status) = status {
+        // The session ends with this status instead of Cancelled (runner's `finish`).
+        daemon.watcher.stop_with(id, status);
+        daemon.workers.cancel(id);
+    }
+    tracing::info!(task = %id, rule = %action.rule, recommendation = action.recommendation.name(), "the Watcher intervened");
+    action.recommendation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_go_up_one_step() {
+        assert_eq!(next_tier(Some("router")), Some("worker"));
+        assert_eq!(next_tier(None), Some("expert"));
+        assert_eq!(next_tier(Some("expert")), None);
+    }
+}
