@@ -154,6 +154,12 @@ pub enum ControlRequest {
     /// Turn this connection into an event stream: every reply after this is a [`ControlReply::Stream`] with this
     /// request's id, until the stream ends or the client closes.
     Subscribe(crate::events::Subscribe),
+    /// Mute (`true`) or unmute notifications (`neuraphage notify mute|unmute`); persisted before the reply, so it
+    /// survives a restart. Answered with [`ControlReply::Muted`].
+    SetMuted {
+        /// Muted from now on.
+        muted: bool,
+    },
 }
 
 /// A task to create.
@@ -263,6 +269,11 @@ pub enum ControlReply {
     PermissionDecided(crate::permission::PermissionDecision),
     /// Answer to [`ControlRequest::ListPermissionRules`].
     PermissionRules(Vec<crate::permission::PermissionRule>),
+    /// Answer to [`ControlRequest::SetMuted`]: notifications are muted now, or not.
+    Muted {
+        /// The state in force (stored).
+        muted: bool,
+    },
     /// Answer to [`ControlRequest::RemovePermissionRule`].
     PermissionRuleRemoved {
         /// The rule removed.

@@ -62,6 +62,8 @@ pub struct Config {
     /// The drift guard's limits besides `max-iterations` (`drift: {max-consecutive-failures: 10,
     /// no-progress-minutes: 10, iteration-tokens-warning: 100000}`); a task that trips one waits for the user.
     pub drift: DriftEntry,
+    /// Desktop and spoken notifications ([`crate::notifications`]).
+    pub notifications: crate::notifications::Settings,
 }
 
 /// The `drift:` block.
@@ -170,6 +172,7 @@ impl Default for Config {
             compact_at_percent: 80,
             context_tokens: None,
             drift: DriftEntry::default(),
+            notifications: crate::notifications::Settings::default(),
         }
     }
 }
@@ -220,6 +223,7 @@ impl Config {
         }
         crate::cost::validate(&config.prices)?;
         config.security.validate()?;
+        config.notifications.validate()?;
         Ok(config)
     }
 

@@ -18,6 +18,9 @@
 //! - [`event_bus`]: the live event bus (bounded per subscriber, told what it missed); [`event_stream`]: a
 //!   subscription served on a control connection (backlog from the store, then the live tail); [`tool_events`]:
 //!   tool-call, tool-result and cost events derived from checkpoints and usage reports.
+//! - [`status_socket`]: `status.sock`, one JSON status line per change for shell bars and the TUI;
+//!   [`notifications`]: desktop (D-Bus) and spoken notifications when a task waits, fails or completes, and mute;
+//!   [`text_shown`]: task-written text made one bounded, escaped line.
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -37,6 +40,7 @@ pub mod event_caps;
 pub mod event_stream;
 pub mod home;
 pub mod inbox;
+pub mod notifications;
 pub mod notify;
 pub mod permissions;
 pub mod private_repo;
@@ -48,10 +52,12 @@ pub mod runner;
 pub mod server;
 pub mod snapshot;
 pub mod spawn;
+pub mod status_socket;
 pub mod store;
 pub mod stuck;
 pub mod task_commit;
 pub mod task_context;
+pub mod text_shown;
 pub mod tool_events;
 pub mod workers;
 pub mod worktree;

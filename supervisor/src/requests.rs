@@ -65,6 +65,10 @@ pub struct Daemon {
     broker: std::sync::OnceLock<std::sync::Arc<crate::broker_link::Broker>>,
     /// The live event bus: every committed event is published when the store is released ([`StoreGuard`]).
     bus: std::sync::Arc<crate::event_bus::EventBus>,
+    /// The status socket's line ([`crate::status_socket`]).
+    pub status: crate::status_socket::StatusHub,
+    /// Notifications muted or not ([`crate::notifications`]).
+    pub mute: crate::notifications::Mute,
 }
 
 /// The store, locked; on release, the events committed meanwhile are published on the bus (in commit order, still
@@ -101,6 +105,7 @@ impl Daemon {
     /// Wrap an open store.
     pub fn new(store: Store, paths: Paths, config: Config) -> Daemon {
         let (lock_queries, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mute = crate::notifications::Mute::load(&paths.home);
         Daemon {
             store: Mutex::new(store),
             event_caps: EventCaps::default(),
@@ -115,6 +120,8 @@ impl Daemon {
             lock_queries_rx: Mutex::new(Some(rx)),
             broker: std::sync::OnceLock::new(),
             bus: Default::default(),
+            status: Default::default(),
+            mute,
         }
     }
 
@@ -348,6 +355,12 @@ impl Daemon {
             }
             ControlRequest::DecidePermission { task, allow, save, reason, request } => {
                 crate::permissions::answer::decide(self, &task, allow, save, reason, request)?
+            }
+            ControlRequest::SetMuted { muted } => {
+                self.mute.set(muted)?;
+                tracing::info!(muted, "notifications muted or unmuted");
+                self.status.touch();
+                ControlReply::Muted { muted }
             }
             ControlRequest::ListPermissionRules => crate::permissions::answer::list(self)?,
             ControlRequest::RemovePermissionRule { id } => crate::permissions::answer::remove(self, id)?,
