@@ -6,8 +6,9 @@
 //! notification ("3 tasks need you"), each naming the task, the reason and the pending command or question. It goes
 //! out as a desktop notification over D-Bus (the freedesktop Notifications interface, notify-rust's zbus backend) when
 //! a session bus exists (`DBUS_SESSION_BUS_ADDRESS`), and, if `tts-command` is set, spoken by that command, spawned
-//! with the text as its last argument (never through a shell) and killed after `tts-timeout-secs`. Every text a task
-//! or model wrote is escaped and bounded ([`crate::text_shown`]). Nothing here blocks the supervisor: sending runs on
+//! with the text as its last argument and on its standard input (never through a shell) and killed after
+//! `tts-timeout-secs`. Every text a task or model wrote is escaped and bounded ([`crate::text_shown`]), and in a
+//! desktop body whose server reads markup, `&`, `<` and `>` are entities. Nothing here blocks the supervisor: sending runs on
 //! its own task, bounded in time, one notification at a time; what arrives meanwhile is coalesced into the next.
 //! Muted (`neuraphage notify mute`, [`Mute`], persisted in the home), nothing is sent.
 //!
@@ -350,8 +351,10 @@ async fn send(message: Message, desktop: bool, settings: Settings) {
     };
     let show = async {
         if desktop {
+            // A body may be read as markup (`<a href>`, `<img src>`): what a task wrote is shown as text.
+            let body = if body_markup().await { escape_markup(&message.body) } else { message.body.clone() };
             let mut n = notify_rust::Notification::new();
-            n.appname("neuraphage").summary(&message.summary).body(&message.body);
+            n.appname("neuraphage").summary(&message.summary).body(&body);
             match tokio::time::timeout(DESKTOP_DEADLINE, n.show_async()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "desktop notification failed"),
@@ -362,13 +365,37 @@ async fn send(message: Message, desktop: bool, settings: Settings) {
     tokio::join!(speech, show);
 }
 
-/// Run the speech command with `text` as its last argument; killed after `limit`.
+/// Whether the notification server reads bodies as markup (its `body-markup` capability); when it cannot be asked,
+/// yes (escaping is then the safe side).
+async fn body_markup() -> bool {
+    match tokio::time::timeout(DESKTOP_DEADLINE, tokio::task::spawn_blocking(notify_rust::get_capabilities)).await {
+        Ok(Ok(Ok(capabilities))) => capabilities.iter().any(|c| c == "body-markup"),
+        _ => true,
+    }
+}
+
+/// `text` with the characters the freedesktop body markup gives meaning to (`&`, `<`, `>`) as entities.
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Run the speech command with `text` as its last argument and as its standard input (for a command that reads it,
+/// e.g. piper behind `sh -c`); killed after `limit`.
 async fn speak(program: &str, args: &[String], text: &str, limit: Duration) {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .arg(text)
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -376,6 +403,11 @@ async fn speak(program: &str, args: &[String], text: &str, limit: Duration) {
         Ok(child) => child,
         Err(e) => return tracing::warn!(%program, error = %e, "cannot start the speech command"),
     };
+    // The text is at most a few KiB, within a pipe's buffer: the write does not wait on the reader.
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(limit, stdin.write_all(format!("{text}\n").as_bytes())).await;
+    }
     match tokio::time::timeout(limit, child.wait()).await {
         Ok(Ok(status)) if status.success() => {}
         Ok(Ok(status)) => tracing::warn!(%program, %status, "the speech command failed"),
@@ -425,6 +457,11 @@ mod tests {
         assert!(m.summary.contains("7 events"), "{m:?}");
         assert!(m.body.ends_with("… and 4 more: neuraphage waiting"), "{m:?}");
         assert!(spoken(&m).chars().count() <= SPOKEN_CHARS + 1);
+    }
+
+    #[test]
+    fn markup_is_shown_as_text() {
+        assert_eq!(escape_markup("<a href=\"x\">&</a>"), "&lt;a href=\"x\"&gt;&amp;&lt;/a&gt;");
     }
 
     #[test]

@@ -113,10 +113,12 @@ impl Drop for Bus {
     }
 }
 
-/// A speech command that appends its arguments, one per line, to `out`.
+/// A speech command that appends its arguments, one per line, to `out`, and its standard input to `out.stdin`.
 fn speech_script(home: &TestHome, out: &Path) -> PathBuf {
     let script = home.root().join("speak.sh");
-    std::fs::write(&script, format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\n", out.display())).unwrap();
+    let (out, stdin) = (out.display(), out.with_extension("stdin"));
+    let stdin = stdin.display();
+    std::fs::write(&script, format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{out}'\ncat >> '{stdin}'\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     script
@@ -173,6 +175,9 @@ fn a_waiting_task_is_notified_on_the_session_bus_and_spoken() {
     assert_eq!(&args[..2], ["--voice", "en"], "{said}");
     assert!(args[2].contains(&id) && args[2].contains("needs you") && args[2].contains("Which colour?"), "{said}");
     assert_eq!(args.len(), 3, "one argument with the text: {said}");
+    // The same text on its standard input (for a command that reads it, e.g. piper).
+    let stdin = std::fs::read_to_string(spoken.with_extension("stdin")).unwrap_or_default();
+    assert_eq!(stdin.trim_end(), args[2], "{stdin}");
     // Completing notifies too (it is in `on`).
     home.ok(&["task", "send", &id, "1"]);
     bus.wait_for("the completed task", |c| c.contains(&format!("task {id} completed")));
@@ -227,4 +232,43 @@ fn a_burst_is_one_notification() {
     }
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(bus.notifies().len(), 1, "{:#?}", bus.notifies());
+}
+
+#[test]
+fn a_hostile_question_is_escaped_and_cut_in_the_notification() {
+    let bus = Bus::start();
+    let question =
+        format!("Pick <b>one</b> & <img src=\"file:///etc/passwd\"> \u{1b}]2;pwned\u{7} now {}", "x".repeat(3000));
+    let model = Model::start(policy(move |r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("AskUser", json!({ "question": question }))),
+        _ => Step::Reply(Reply::text("thanks").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    let spoken = home.root().join("spoken.txt");
+    let script = speech_script(&home, &spoken);
+    home.write_config(&format!(
+        "notifications:\n  on: [waiting]\n  tts-command: [\"{}\"]\n  coalesce-ms: 200\n",
+        script.display()
+    ));
+    start(&mut home, &model, &bus);
+    let id = new_task(&home, "a <i>hostile</i> task");
+    let call = bus.wait_for("the waiting task", |c| c.contains(&id));
+    // No notification server answers on this bus, so whether it reads markup is unknown: the body is escaped.
+    assert!(call.contains("Pick &lt;b&gt;one&lt;/b&gt; &amp; &lt;img src="), "{call}");
+    assert!(call.contains("a &lt;i&gt;hostile&lt;/i&gt; task"), "{call}");
+    assert!(!call.contains("<b>") && !call.contains("<img") && !call.contains("<i>"), "{call}");
+    // Terminal controls are shown, not sent; the question is cut.
+    assert!(call.contains("\\u{1b}]2;pwned\\u{7}") && !call.contains('\u{1b}'), "{call}");
+    assert!(call.contains('…') && call.len() < 3000, "{} bytes: {call}", call.len());
+    // The speech command gets the same bounded, escaped text (no markup entities: it is not markup).
+    let deadline = Instant::now() + WITHIN;
+    let said = loop {
+        let said = std::fs::read_to_string(&spoken).unwrap_or_default();
+        if said.contains(&id) {
+            break said;
+        }
+        assert!(Instant::now() < deadline, "the speech command was not called: {said:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(said.contains("Pick <b>one</b>") && !said.contains('\u{1b}') && said.len() < 1000, "{said}");
 }

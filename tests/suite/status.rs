@@ -240,3 +240,53 @@ fn a_task_cannot_read_the_status_socket() {
     let mut status = Status::connect(&home);
     assert_eq!(status.next().unwrap().counts.get("completed"), Some(&1));
 }
+
+/// The README's snippets for tmux, waybar and polybar, run as those bars run them (`sh -c`, the CLI on PATH).
+#[test]
+fn the_readme_bar_snippets_work() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = |fence: &str| -> String {
+        let start =
+            readme.find(&format!("```{fence}\n")).unwrap_or_else(|| panic!("no ```{fence} block")) + 4 + fence.len();
+        readme[start..][..readme[start..].find("```").unwrap()].to_owned()
+    };
+    let mut home = TestHome::queue_only();
+    home.start_supervisor();
+    home.ok(&["task", "new", "one"]);
+    let path = format!("{}:{}", neuraphage_tests::bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let sh = |command: &str| {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(command).env("PATH", &path).env("NEURAPHAGE_HOME", &home.paths.home);
+        c.env("NEURAPHAGE_RUNTIME_DIR", &home.paths.runtime_dir).env_remove("XDG_RUNTIME_DIR");
+        c
+    };
+    // The first line a (following) command prints, then it is stopped.
+    let first_line = |command: &str| -> String {
+        let mut child = sh(command).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    };
+    // tmux: the command inside `#(…)`.
+    let tmux = block("tmux");
+    let inner = &tmux[tmux.find("#(").unwrap() + 2..];
+    let command = &inner[..inner.find(") ").unwrap()];
+    let out = sh(command).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "np ⏳0 ▶0 ✓0 $0.00\n", "{command}");
+    // waybar: `exec` prints JSON lines with text, tooltip and class.
+    let waybar: Value = serde_json::from_str(&format!("{{{}}}", block("json"))).unwrap();
+    let module = &waybar["custom/neuraphage"];
+    assert_eq!(module["return-type"], "json");
+    let line: Value = serde_json::from_str(&first_line(module["exec"].as_str().unwrap())).unwrap();
+    assert_eq!(line["text"], "np ⏳0 ▶0 ✓0", "{line}");
+    assert!(line["tooltip"].as_str().unwrap().contains("1 queued"), "{line}");
+    assert_eq!(line["class"], json!(["idle"]));
+    // polybar: `exec` with `tail = true` prints a line per change.
+    let polybar = block("ini");
+    assert!(polybar.contains("tail = true"));
+    let exec = polybar.lines().find_map(|l| l.strip_prefix("exec = ")).unwrap();
+    assert_eq!(first_line(exec), "np ⏳0 ▶0 ✓0 -\n", "{exec}");
+}
