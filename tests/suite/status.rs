@@ -262,7 +262,8 @@ fn the_readme_bar_snippets_work() {
     };
     // The first line a (following) command prints, then it is stopped.
     let first_line = |command: &str| -> String {
-        let mut child = sh(command).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child =
+            sh(command).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let _ = child.kill();
@@ -289,4 +290,38 @@ fn the_readme_bar_snippets_work() {
     assert!(polybar.contains("tail = true"));
     let exec = polybar.lines().find_map(|l| l.strip_prefix("exec = ")).unwrap();
     assert_eq!(first_line(exec), "np ⏳0 ▶0 ✓0 -\n", "{exec}");
+}
+
+#[test]
+fn clients_past_the_cap_are_told_so_and_a_freed_slot_serves_again() {
+    let mut home = TestHome::queue_only();
+    home.start_supervisor();
+    let cap = 64; // status_socket::MAX_CLIENTS
+    let mut held: Vec<Status> = (0..cap).map(|_| Status::connect(&home)).collect();
+    for s in &mut held {
+        assert!(s.next().is_some(), "a client within the cap got no line");
+    }
+    // One more is refused with a reason, as one JSON line, and closed.
+    let stream = UnixStream::connect(home.paths.status_socket()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut refused = String::new();
+    BufReader::new(stream).read_to_string(&mut refused).unwrap();
+    let reason: Value = serde_json::from_str(refused.trim()).unwrap_or_else(|e| panic!("{e}: {refused}"));
+    assert!(reason["error"].as_str().unwrap().contains("already serving 64 clients"), "{refused}");
+    let (code, stderr) = home.fails(&["status"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("already serving"), "{stderr}");
+    // The control: once a client leaves, its slot serves a new one.
+    drop(held.pop());
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let out = home.run(&["status", "--json"]);
+        if out.status.success() {
+            let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(line["counts"], json!({}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot never served: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
