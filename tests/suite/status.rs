@@ -135,20 +135,17 @@ fn a_client_that_never_reads_stalls_no_one_and_is_dropped() {
     chatty.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let mut reader = Status::connect(&home);
     let mut count = reader.next().unwrap().counts.get("queued").copied().unwrap_or(0);
-    // Many changes: every new task is one more queued.
-    let mut slowest = Duration::ZERO;
-    let until = Instant::now() + Duration::from_secs(25);
-    while Instant::now() < until {
+    // Many changes (every new task is one more queued): more lines than a stalled client's send buffer holds (each
+    // small write costs the socket about 1 KiB of its 32 KiB).
+    for _ in 0..100 {
         home.ok(&["task", "new", "one more"]);
-        let sent = Instant::now();
         let mut seen = Vec::new();
-        let line = reader.until(&mut seen, "the new task", |l| n(l, "queued") > count);
-        slowest = slowest.max(sent.elapsed());
-        count = n(&line, "queued");
+        count = n(&reader.until(&mut seen, "the new task", |l| n(l, "queued") > count), "queued");
     }
-    // The reader saw every change promptly (coalescing holds a line at most 200 ms; a loaded machine adds some).
-    assert!(slowest < Duration::from_secs(3), "a change took {slowest:?} to reach the reading client");
-    assert!(count >= 20, "only {count} changes were made");
+    // The reader saw every change (each task new above waited for its line) while the others did not read.
+    assert!(count >= 100, "only {count} changes were seen");
+    // Past the write deadline (5 s), a stalled client's pending write has failed: reading now cannot let it through.
+    std::thread::sleep(Duration::from_secs(7));
     // The sender was closed after its first line.
     chatty.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
