@@ -6,8 +6,7 @@
 /// with control, bidi and format characters escaped.
 pub fn one_line(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars * 4) + 4);
-    let mut shown = 0usize;
-    for c in text.chars() {
+    for (shown, c) in text.chars().enumerate() {
         if shown >= max_chars {
             out.push('…');
             return out;
@@ -17,7 +16,6 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
             c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
-        shown += 1;
     }
     out
 }
