@@ -248,6 +248,16 @@ impl KeyLimiter {
         std::array::from_fn(|i| self.buckets[i].as_mut().map(|b| b.level(now)))
     }
 
+    /// The fraction (0..=1) of each bucket free now (`None`: not limited), for the status socket.
+    pub fn fractions(&mut self, now: Instant) -> [Option<f64>; DIMENSIONS] {
+        std::array::from_fn(|i| {
+            self.buckets[i].as_mut().map(|b| {
+                let cap = b.capacity();
+                if cap <= 0.0 { 0.0 } else { (b.level(now) / cap).clamp(0.0, 1.0) }
+            })
+        })
+    }
+
     /// What was learnt, when it changed since the last call (for the state file).
     pub fn take_learnt(&mut self) -> Option<Learnt> {
         if !std::mem::take(&mut self.dirty) {

@@ -62,6 +62,36 @@ fn configure(
     Routes::build_with(&pools, settings, previous, Some(store.clone()))
 }
 
+/// How often the pools' headroom is looked at; it is sent to the supervisor only when it changed.
+const HEADROOM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Each pool's headroom, by name, rounded to hundredths (so a bucket refilling by a hair is no change).
+fn headroom(routes: &Routes) -> Vec<neuraphage_ipc::status::PoolHeadroom> {
+    use neuraphage_broker::limiter::DIMENSIONS;
+    let round = |f: Option<f64>| f.map(|f| (f * 100.0).round() / 100.0);
+    let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut pools: Vec<_> = routes
+        .pools
+        .iter()
+        .map(|(name, pool)| {
+            let h: [Option<f64>; DIMENSIONS] = pool.headroom();
+            // The fourth dimension is input and output together (OpenAI's tokens per minute): it binds both.
+            neuraphage_ipc::status::PoolHeadroom {
+                pool: name.clone(),
+                requests: round(h[0]),
+                input_tokens: round(min(h[1], h[3])),
+                output_tokens: round(min(h[2], h[3])),
+            }
+        })
+        .collect();
+    pools.sort_by(|a, b| a.pool.cmp(&b.pool));
+    pools.truncate(neuraphage_ipc::broker::MAX_HEADROOM_POOLS);
+    pools
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
     // Holds the keys: no other process of this user may read its memory or environment.
@@ -94,8 +124,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         let locks = LockTable::new(std::time::Duration::from_millis(args.lock_grace_ms));
         let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut workers = handoff::receive(handoff);
+        let mut headroom_tick = tokio::time::interval(HEADROOM_EVERY);
+        headroom_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut headroom_sent = None;
         loop {
             tokio::select! {
+                _ = headroom_tick.tick() => {
+                    let routes = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                    let pools = headroom(&routes);
+                    if headroom_sent.as_ref() != Some(&pools) {
+                        link.send(&BrokerToSupervisor::Headroom { pools: pools.clone() }).await?;
+                        headroom_sent = Some(pools);
+                    }
+                }
                 msg = link.recv() => match msg {
                     Ok(Some(SupervisorToBroker::Shutdown)) | Ok(None) => break,
                     Ok(Some(SupervisorToBroker::ListLocks { id })) => {

@@ -150,6 +150,28 @@ impl Pool {
         lock(&self.state).keys.iter().map(|k| (k.label.clone(), k.revoked.is_none())).collect()
     }
 
+    /// The pool's headroom in each dimension: the mean over its usable keys of the fraction of that bucket free
+    /// (`None`: no key has that limit); a pool whose keys are all revoked has none left.
+    pub fn headroom(&self) -> [Option<f64>; crate::limiter::DIMENSIONS] {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let mut sums = [(0.0f64, 0u32); crate::limiter::DIMENSIONS];
+        let mut usable = 0;
+        for key in state.keys.iter_mut().filter(|k| k.revoked.is_none()) {
+            usable += 1;
+            for (sum, f) in sums.iter_mut().zip(key.limiter.fractions(now)) {
+                if let Some(f) = f {
+                    sum.0 += f;
+                    sum.1 += 1;
+                }
+            }
+        }
+        if usable == 0 && !state.keys.is_empty() {
+            return [Some(0.0); crate::limiter::DIMENSIONS];
+        }
+        sums.map(|(sum, n)| (n > 0).then(|| sum / f64::from(n)))
+    }
+
     /// The first usable key's client (for describing the pool).
     pub fn provider(&self) -> Option<Provider> {
         lock(&self.state).keys.iter().find(|k| k.revoked.is_none()).map(|k| k.provider.clone())

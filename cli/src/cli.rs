@@ -52,6 +52,43 @@ pub enum Command {
     /// The Watcher, which looks at running tasks from outside and steps in when one is stuck.
     #[command(subcommand)]
     Watcher(WatcherCommand),
+    /// One status summary from the status socket (counts, waiting tasks, tokens and cost today, pool headroom), for
+    /// shell bars and the terminal title.
+    Status(StatusArgs),
+    /// Desktop and spoken notifications.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: JsonFlag,
+    /// Keep printing: one more line on every change (until the supervisor stops).
+    #[arg(long)]
+    pub follow: bool,
+    /// A template for shell bars, e.g. `np {waiting}⏳ {running}▶ {cost}`; placeholders: {waiting} {running}
+    /// {queued} {blocked} {paused} {done} {failed} {cancelled} {total} {cost} {tokens} {muted} {headroom}
+    /// {glyphs}; `{{` and `}}` for braces. `--format waybar` is `--json-waybar`.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+    /// waybar's custom module JSON (`return-type: json`): {"text", "tooltip", "class"} per line.
+    #[arg(long)]
+    pub json_waybar: bool,
+    /// Print the terminal title's escape (OSC 2), e.g. `np ⏳2 ▶5 ✓12`; with --follow it keeps it current.
+    #[arg(long)]
+    pub title: bool,
+}
+
+/// `neuraphage notify …`
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send no notification until `notify unmute` (kept across restarts).
+    Mute(JsonFlag),
+    /// Notify again.
+    Unmute(JsonFlag),
 }
 
 /// `neuraphage watcher …`

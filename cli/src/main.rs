@@ -1,7 +1,7 @@
 //! `neuraphage`: the command-line client of the supervisor.
 //!
 //! Layout: [`cli`] is the grammar, [`client`] the control link, [`task`], [`daemon`] and [`report`] (locks, cost) the
-//! commands, [`events`] and [`attach`] the event stream, [`demo`] the main job, [`output`] the printing, [`error`] the errors and their exit codes.
+//! commands, [`events`] and [`attach`] the event stream, [`status`] the status socket and mute, [`demo`] the main job, [`output`] the printing, [`error`] the errors and their exit codes.
 
 mod attach;
 mod cli;
@@ -17,6 +17,7 @@ mod permissions;
 mod personas;
 mod report;
 mod sandbox;
+mod status;
 mod task;
 mod waiting;
 mod watcher;
@@ -151,5 +152,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             neuraphage_tui::TuiError::NotRunning(why) => CliError::NotRunning(why),
             other => CliError::Failed(other.to_string()),
         }),
+        Command::Status(args) => status::run(&paths, args).await,
+        Command::Notify(command) => status::notify(&paths, command).await,
     }
 }

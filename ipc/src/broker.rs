@@ -14,6 +14,9 @@ use crate::task::TaskId;
 /// Largest frame on the broker link.
 pub const MAX_BROKER_FRAME: usize = 1024 * 1024;
 
+/// Most pools one [`BrokerToSupervisor::Headroom`] lists.
+pub const MAX_HEADROOM_POOLS: usize = 64;
+
 /// Command-line flag naming the broker's control link fd.
 pub const ARG_CONTROL_FD: &str = "--control-fd";
 /// Command-line flag naming the fd-handoff socket.
@@ -163,6 +166,11 @@ pub enum BrokerToSupervisor {
         model: String,
         /// Its usage.
         usage: Usage,
+    },
+    /// Each key pool's rate-limit headroom, sent when it changed (at most twice a second), for the status socket.
+    Headroom {
+        /// The pools, by name (at most [`MAX_HEADROOM_POOLS`]).
+        pools: Vec<crate::status::PoolHeadroom>,
     },
     /// Answer to [`SupervisorToBroker::ListLocks`].
     Locks {

@@ -164,6 +164,12 @@ pub enum ControlRequest {
         #[serde(default)]
         limit: u32,
     },
+    /// Mute (`true`) or unmute notifications (`neuraphage notify mute|unmute`); persisted before the reply, so it
+    /// survives a restart. Answered with [`ControlReply::Muted`].
+    SetMuted {
+        /// Muted from now on.
+        muted: bool,
+    },
 }
 
 /// A task to create.
@@ -275,6 +281,11 @@ pub enum ControlReply {
     PermissionDecided(crate::permission::PermissionDecision),
     /// Answer to [`ControlRequest::ListPermissionRules`].
     PermissionRules(Vec<crate::permission::PermissionRule>),
+    /// Answer to [`ControlRequest::SetMuted`]: notifications are muted now, or not.
+    Muted {
+        /// The state in force (stored).
+        muted: bool,
+    },
     /// Answer to [`ControlRequest::RemovePermissionRule`].
     PermissionRuleRemoved {
         /// The rule removed.

@@ -61,6 +61,11 @@ impl Paths {
         self.runtime_dir.join(CONTROL_SOCKET)
     }
 
+    /// The status socket (one JSON line per change, for shell bars).
+    pub fn status_socket(&self) -> PathBuf {
+        self.runtime_dir.join(crate::status::STATUS_SOCKET)
+    }
+
     /// The folder of supervisor logs.
     pub fn logs(&self) -> PathBuf {
         self.home.join("logs")

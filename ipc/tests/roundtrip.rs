@@ -213,6 +213,7 @@ fn request() -> impl Strategy<Value = ControlRequest> {
             }
         ),
         Just(ControlRequest::ListPermissionRules),
+        any::<bool>().prop_map(|muted| ControlRequest::SetMuted { muted }),
         any::<i64>().prop_map(|id| ControlRequest::RemovePermissionRule { id }),
         (option::of(text()), option::of(any::<u64>()), any::<[bool; 3]>()).prop_map(|(task, since, b)| {
             ControlRequest::Subscribe(Subscribe { task, since, follow: b[0], deltas: b[1], until_end: b[2] })
@@ -586,6 +587,14 @@ fn broker_messages() -> impl Strategy<Value = (SupervisorToBroker, BrokerToSuper
             .prop_map(|(providers, warnings)| BrokerToSupervisor::Ready { providers, warnings }),
         (task_id(), text(), usage()).prop_map(|(task, model, usage)| BrokerToSupervisor::Usage { task, model, usage }),
         any::<u64>().prop_map(|id| BrokerToSupervisor::Locks { id, table: LockTableView::default() }),
+        (text(), option::of(0u32..=100)).prop_map(|(pool, r)| BrokerToSupervisor::Headroom {
+            pools: vec![neuraphage_ipc::status::PoolHeadroom {
+                pool,
+                requests: r.map(|r| f64::from(r) / 100.0),
+                input_tokens: None,
+                output_tokens: Some(1.0),
+            }]
+        }),
         (vec(text(), 0..3), option::of(text()))
             .prop_map(|(providers, error)| BrokerToSupervisor::Configured { providers, error }),
         (task_id(), option::of(text())).prop_map(|(task, detail)| BrokerToSupervisor::Queued { task, detail }),

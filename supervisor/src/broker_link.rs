@@ -195,6 +195,7 @@ fn report(msg: BrokerToSupervisor, daemon: &Daemon, pending: &mut Pending) {
                 let _ = answer.send(result);
             }
         }
+        BrokerToSupervisor::Headroom { pools } => daemon.status.set_pools(pools),
         BrokerToSupervisor::Locks { id, table } => {
             if let Some(query) = pending.locks.remove(&id) {
                 let _ = query.send(table);

@@ -72,6 +72,8 @@ pub struct Config {
     /// The Watcher ([`crate::watcher`]): `watcher: {enabled: true, interval-secs: 30, no-progress-mins: 10,
     /// cooldown-secs: 300}`.
     pub watcher: crate::watcher::WatcherConfig,
+    /// Desktop and spoken notifications ([`crate::notifications`]).
+    pub notifications: crate::notifications::Settings,
 }
 
 /// The `drift:` block.
@@ -184,6 +186,7 @@ impl Default for Config {
             max_subtasks: 8,
             knowledge: Default::default(),
             watcher: crate::watcher::WatcherConfig::default(),
+            notifications: crate::notifications::Settings::default(),
         }
     }
 }
@@ -235,6 +238,7 @@ impl Config {
         config.watcher.validate()?;
         crate::cost::validate(&config.prices)?;
         config.security.validate()?;
+        config.notifications.validate()?;
         Ok(config)
     }
 

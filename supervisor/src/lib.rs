@@ -21,6 +21,9 @@
 //! - [`knowledge`]: the knowledge store (learning files, their FTS5 index, extraction, injection, the Syncer).
 //! - [`personas`]: the personas in force and the choice of one for a new task; [`watcher`]: the loop that
 //!   looks at every running task from outside and steps in when one is stuck.
+//! - [`status_socket`]: `status.sock`, one JSON status line per change for shell bars and the TUI;
+//!   [`notifications`]: desktop (D-Bus) and spoken notifications when a task waits, fails or completes, and mute;
+//!   [`text_shown`]: task-written text made one bounded, escaped line.
 //! - [`notify`]: systemd's service notifications (readiness, stopping, watchdog pings); no-ops outside systemd.
 //! - [`error`]: the error type, [`SupervisorError`].
 //!
@@ -41,6 +44,7 @@ pub mod event_stream;
 pub mod home;
 pub mod inbox;
 pub mod knowledge;
+pub mod notifications;
 pub mod notify;
 pub mod permissions;
 pub mod personas;
@@ -53,11 +57,13 @@ pub mod runner;
 pub mod server;
 pub mod snapshot;
 pub mod spawn;
+pub mod status_socket;
 pub mod store;
 pub mod stuck;
 pub mod subtasks;
 pub mod task_commit;
 pub mod task_context;
+pub mod text_shown;
 pub mod tool_events;
 pub mod watcher;
 pub mod workers;

@@ -68,6 +68,8 @@ fn run(paths: Paths) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let listener = server::bind(&socket)?;
+        let status_socket = home.paths.status_socket();
+        let status_listener = neuraphage_supervisor::status_socket::bind(&status_socket)?;
         let shutdown = CancellationToken::new();
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -102,12 +104,20 @@ fn run(paths: Paths) -> anyhow::Result<()> {
         tokio::spawn(neuraphage_supervisor::watcher::run(daemon.clone(), shutdown.clone()));
         let stream_write = std::time::Duration::from_secs(daemon.config().event_stream_write_secs.clamp(1, 3600));
         let limits = Limits { stream_write, ..Limits::default() };
+        let status = tokio::spawn({
+            let (daemon, shutdown) = (daemon.clone(), shutdown.clone());
+            async move {
+                neuraphage_supervisor::status_socket::serve(status_listener, &status_socket, daemon, shutdown).await
+            }
+        });
+        tokio::spawn(neuraphage_supervisor::notifications::run(daemon.clone(), shutdown.clone()));
         server::serve(listener, &socket, daemon, limits, shutdown).await;
         // Running tasks are stopped and re-queued; they resume at the next start.
         if let Err(e) = scheduler.await {
             tracing::error!(error = %e, "the scheduler failed");
         }
         let _ = broker_watch.await;
+        let _ = status.await;
         anyhow::Ok(())
     })?;
     // Every request still running finishes here, before the home's lock is released: no other supervisor may

@@ -71,6 +71,10 @@ pub struct Daemon {
     pub personas: crate::personas::Personas,
     /// The Watcher's memory of what it flagged ([`crate::watcher`]).
     pub watcher: crate::watcher::WatcherState,
+    /// The status socket's line ([`crate::status_socket`]).
+    pub status: crate::status_socket::StatusHub,
+    /// Notifications muted or not ([`crate::notifications`]).
+    pub mute: crate::notifications::Mute,
 }
 
 /// The store, locked; on release, the events committed meanwhile are published on the bus (in commit order, still
@@ -109,6 +113,7 @@ impl Daemon {
         let (lock_queries, rx) = tokio::sync::mpsc::unbounded_channel();
         let paths_home = paths.home.clone();
         let personas = crate::personas::Personas::load(&paths.home);
+        let mute = crate::notifications::Mute::load(&paths.home);
         Daemon {
             store: Mutex::new(store),
             event_caps: EventCaps::default(),
@@ -126,6 +131,8 @@ impl Daemon {
             knowledge: crate::knowledge::Knowledge::new(&paths_home),
             personas,
             watcher: Default::default(),
+            status: Default::default(),
+            mute,
         }
     }
 
@@ -363,6 +370,12 @@ impl Daemon {
             }
             ControlRequest::DecidePermission { task, allow, save, reason, request } => {
                 crate::permissions::answer::decide(self, &task, allow, save, reason, request)?
+            }
+            ControlRequest::SetMuted { muted } => {
+                self.mute.set(muted)?;
+                tracing::info!(muted, "notifications muted or unmuted");
+                self.status.touch();
+                ControlReply::Muted { muted }
             }
             ControlRequest::ListPermissionRules => crate::permissions::answer::list(self)?,
             ControlRequest::RemovePermissionRule { id } => crate::permissions::answer::remove(self, id)?,

@@ -76,6 +76,17 @@ pub fn bind(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// Why a peer may not use the supervisor's sockets (control and status): another uid, or a process of a task.
+/// `None`: it may.
+pub fn refuse_peer(cred: &tokio::net::unix::UCred, daemon: &Daemon) -> Option<String> {
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() != me {
+        return Some(format!("connection from uid {} refused: this supervisor serves uid {me} only", cred.uid()));
+    }
+    let task_process = cred.pid().is_some_and(|pid| pid > 0 && daemon.workers.is_task_process(pid as u32));
+    task_process.then(|| "connection from inside a task refused: tasks may not drive the supervisor".to_owned())
+}
+
 /// Connections waiting for their next request, by connection number: since when, and how to close them.
 #[derive(Default)]
 struct IdleLinks(Mutex<HashMap<u64, (Instant, CancellationToken)>>);
@@ -201,12 +212,8 @@ impl Connection {
         };
         tracing::Span::current().record("pid", cred.pid());
         let mut link: ControlLink = Link::with_limits(stream, MAX_REQUEST_FRAME, MAX_REPLY_FRAME);
-        let me = nix::unistd::geteuid().as_raw();
-        let task_process = cred.pid().is_some_and(|pid| pid > 0 && self.daemon.workers.is_task_process(pid as u32));
-        let refusal = if cred.uid() != me {
-            Some(format!("connection from uid {} refused: this supervisor serves uid {me} only", cred.uid()))
-        } else if task_process {
-            Some("connection from inside a task refused: tasks may not drive the supervisor".to_owned())
+        let refusal = if let Some(reason) = refuse_peer(&cred, &self.daemon) {
+            Some(reason)
         } else if slot.is_none() {
             Some(format!(
                 "the supervisor is already serving {} connections, all busy; try again",

@@ -66,8 +66,15 @@ impl TestHome {
     }
 
     fn env(&self, cmd: &mut Command) {
-        for key in ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "NEURAPHAGE_MODEL"]
-        {
+        // No session bus either: a test that wants desktop notifications gives its own.
+        for key in [
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "NEURAPHAGE_MODEL",
+            "DBUS_SESSION_BUS_ADDRESS",
+        ] {
             cmd.env_remove(key);
         }
         cmd.env_remove(ENV_XDG_RUNTIME_DIR)

@@ -48,6 +48,27 @@ impl Store {
         Ok(self.conn.query_row(&sql, [task.as_str()], |r| totals(r, 0))?)
     }
 
+    /// Tokens (all four kinds) and cost in 10^-9 USD of the rows after sequence number `after` recorded at or after
+    /// `since_ms` (unix milliseconds), and the last sequence number: running totals that read only the new rows (the
+    /// primary key bounds the scan), for the status socket's "today".
+    pub fn costs_after(&self, after: u64, since_ms: i64) -> Result<(u64, u64, u64)> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT coalesce(sum(CASE WHEN at >= ?2
+                                 THEN input_tokens + output_tokens + cache_write_tokens + cache_read_tokens END), 0),
+                    coalesce(sum(CASE WHEN at >= ?2 THEN cost_nano_usd END), 0),
+                    coalesce(max(seq), ?1)
+             FROM costs WHERE seq > ?1",
+        )?;
+        let row = stmt.query_row(params![after as i64, since_ms], |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
+            ))
+        })?;
+        Ok(row)
+    }
+
     /// Totals grouped by task, model or UTC day, largest cost first; and the grand total.
     pub fn cost_report(&self, by: CostGrouping) -> Result<(Vec<CostLine>, CostTotals)> {
         let key = match by {
