@@ -1,4 +1,4 @@
-//! The knowledge index in the store (migration V12): one `knowledge` row per learning file with its stamp, its
+//! The knowledge index in the store (migration V11): one `knowledge` row per learning file with its stamp, its
 //! FTS5 row (`knowledge_fts`, same rowid), and the Syncer's relays. The files are the truth
 //! ([`crate::knowledge::files`]); everything here can be rebuilt from them.
 
