@@ -3,6 +3,7 @@
 mod attacks;
 mod attacks_context;
 mod attacks_net;
+mod attacks_tasks;
 mod attacks_ns;
 mod caching;
 mod checkpoints;
