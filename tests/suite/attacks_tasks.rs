@@ -3,7 +3,7 @@
 //! tasks on other repositories (the control: a task on the hostile repository does get it, so the probe could have
 //! succeeded), and a near copy of another task's learning must not rewrite it while it stays credited to that task.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use neuraphage_llm_double::{RecordedRequest, Reply, Step, StopReason, policy};
@@ -31,7 +31,7 @@ fn system_of(model: &Model, marker: &str) -> String {
     first.unwrap_or_else(|| panic!("no request of {marker}")).system_text()
 }
 
-fn run(home: &TestHome, description: &str, repo: &PathBuf) -> String {
+fn run(home: &TestHome, description: &str, repo: &Path) -> String {
     let id = id_of(&home.json(&["task", "new", description, "--repo", repo.to_str().unwrap(), "--json"]));
     home.wait_status(&id, "Completed", WITHIN);
     id
