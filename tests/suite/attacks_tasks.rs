@@ -93,3 +93,50 @@ fn a_hostile_repositorys_learnings_stay_in_it_and_never_rewrite_another_tasks() 
     assert!(by(&copier).is_some(), "{learnings:?}");
     assert_eq!(learnings.len(), 3, "{learnings:?}");
 }
+
+/// A sub-task's id out of "Sub-task np-… is …".
+fn child_in(text: &str) -> String {
+    text.split_whitespace().nth(1).unwrap_or("").to_owned()
+}
+
+#[test]
+fn task_result_on_an_unrelated_task_leaks_nothing_and_on_its_own_child_answers() {
+    let unrelated = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let target = unrelated.clone();
+    let model = Model::start(policy(move |r| {
+        let end = |t: &str| Step::Reply(Reply::text(t).stop(StopReason::EndTurn));
+        let first = r.first_user_text().unwrap_or_default();
+        if first.starts_with("UNRELATED") {
+            return end("MARK-SECRET-OUTCOME of the unrelated task");
+        }
+        if !first.starts_with("PROBER") {
+            return end("own child done");
+        }
+        let results = r.tool_results();
+        match results.len() {
+            // The attack: the outcome of a task of another tree, by its id.
+            0 => Step::Reply(Reply::tool("TaskResult", json!({"task": target.lock().unwrap().clone()}))),
+            // The control: its own child, whose outcome it may read.
+            1 => Step::Reply(Reply::tool("Task", json!({"description": "own child", "wait": true}))),
+            2 => Step::Reply(Reply::tool("TaskResult", json!({"task": child_in(&results[1])}))),
+            _ => end("probed"),
+        }
+    }));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let other = id_of(&home.json(&["task", "new", "UNRELATED work", "--json"]));
+    home.wait_status(&other, "Completed", WITHIN);
+    assert!(home.show(&other).to_string().contains("MARK-SECRET-OUTCOME"), "the outcome exists to leak");
+    *unrelated.lock().unwrap() = other.clone();
+    let prober = id_of(&home.json(&["task", "new", "PROBER look around", "--json"]));
+    home.wait_status(&prober, "Completed", WITHIN);
+    let outputs = home.tool_outputs(&prober);
+    assert_eq!(outputs.len(), 3, "{outputs:?}");
+    assert!(outputs[0].contains("not a sub-task of this task"), "{outputs:?}");
+    assert!(outputs.iter().all(|o| !o.contains("MARK-SECRET-OUTCOME")), "{outputs:?}");
+    let kid = child_in(&outputs[1]);
+    assert!(
+        outputs[2].starts_with(&format!("Sub-task {kid} ")) && outputs[2].contains("own child done"),
+        "{outputs:?}"
+    );
+}
