@@ -92,6 +92,12 @@ fn a_hostile_repositorys_learnings_stay_in_it_and_never_rewrite_another_tasks() 
     assert!(text.contains(HONEST_BODY) && !text.contains("MARK-EVIL-COPY"), "{text}");
     assert!(by(&copier).is_some(), "{learnings:?}");
     assert_eq!(learnings.len(), 3, "{learnings:?}");
+
+    // FTS5 query syntax, by the CLI and as a task's description (its knowledge query), is only words: the search
+    // answers (the control: it finds the learning by its word) and the task starts and completes.
+    let hits = home.json(&["knowledge", "search", "\"nextest* NEAR( OR ) AND -", "--json"]);
+    assert!(hits.to_string().contains(HONEST_BODY), "{hits}");
+    run(&home, "FTS \" NEAR( tokenizer* ) AND OR NOT ^ \"", &app);
 }
 
 /// A sub-task's id out of "Sub-task np-… is …".
