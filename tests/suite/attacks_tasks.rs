@@ -123,8 +123,10 @@ fn task_result_on_an_unrelated_task_leaks_nothing_and_on_its_own_child_answers()
             // The attack: the outcome of a task of another tree, by its id.
             0 => Step::Reply(Reply::tool("TaskResult", json!({"task": target.lock().unwrap().clone()}))),
             // The control: its own child, whose outcome it may read.
-            1 => Step::Reply(Reply::tool("Task", json!({"description": "own child", "wait": true}))),
-            2 => Step::Reply(Reply::tool("TaskResult", json!({"task": child_in(&results[1])}))),
+            // An id that exists nowhere: the same answer (whether an id exists is not told).
+            1 => Step::Reply(Reply::tool("TaskResult", json!({"task": "np-00000000ff"}))),
+            2 => Step::Reply(Reply::tool("Task", json!({"description": "own child", "wait": true}))),
+            3 => Step::Reply(Reply::tool("TaskResult", json!({"task": child_in(&results[2])}))),
             _ => end("probed"),
         }
     }));
@@ -137,12 +139,13 @@ fn task_result_on_an_unrelated_task_leaks_nothing_and_on_its_own_child_answers()
     let prober = id_of(&home.json(&["task", "new", "PROBER look around", "--json"]));
     home.wait_status(&prober, "Completed", WITHIN);
     let outputs = home.tool_outputs(&prober);
-    assert_eq!(outputs.len(), 3, "{outputs:?}");
+    assert_eq!(outputs.len(), 4, "{outputs:?}");
     assert!(outputs[0].contains("not a sub-task of this task"), "{outputs:?}");
+    assert_eq!(outputs[0].replace(&other, "np-00000000ff"), outputs[1], "{outputs:?}");
     assert!(outputs.iter().all(|o| !o.contains("MARK-SECRET-OUTCOME")), "{outputs:?}");
-    let kid = child_in(&outputs[1]);
+    let kid = child_in(&outputs[2]);
     assert!(
-        outputs[2].starts_with(&format!("Sub-task {kid} ")) && outputs[2].contains("own child done"),
+        outputs[3].starts_with(&format!("Sub-task {kid} ")) && outputs[3].contains("own child done"),
         "{outputs:?}"
     );
 }
