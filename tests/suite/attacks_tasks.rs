@@ -1,7 +1,9 @@
 //! Red team of issues 15 to 17, cross-process against the LLM double scripting a hostile task's tool calls: a task
 //! given a hostile repository records learnings with the `Learn` tool. They must not reach the system prompts of
 //! tasks on other repositories (the control: a task on the hostile repository does get it, so the probe could have
-//! succeeded), and a near copy of another task's learning must not rewrite it while it stays credited to that task.
+//! succeeded), and a near copy of another task's learning must not rewrite it while it stays credited to that task;
+//! FTS5 syntax in a search or a task's description is only words; `TaskResult` on another tree's task (or on an id
+//! that exists nowhere) tells nothing, the control being its own child's outcome.
 
 use std::path::Path;
 use std::time::Duration;
