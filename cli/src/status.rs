@@ -217,10 +217,16 @@ pub fn waybar(line: &StatusLine) -> String {
     let classes: Vec<&str> = std::iter::once(class).chain(line.muted.then_some("muted")).collect();
     let value = serde_json::json!({
         "text": format!("np {}", glyphs(line)),
-        "tooltip": summary(line).trim_end(),
+        // waybar reads its text and tooltip as Pango markup: what a task wrote is shown as text (red team).
+        "tooltip": markup_text(summary(line).trim_end()),
         "class": classes,
     });
     json_safe(&value.to_string())
+}
+
+/// `text` with the characters Pango markup gives meaning to (`&`, `<`, `>`) as entities.
+fn markup_text(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The OSC 2 sequence setting the terminal title to `np ⏳2 ▶5 ✓12`.
@@ -384,5 +390,16 @@ mod tests {
         // What a task wrote never reaches the terminal raw.
         assert!(!s.contains('\u{1b}') && s.contains("\\u{1b}[2J"), "{s}");
         assert!(!waybar(&line()).contains('\u{1b}'));
+    }
+
+    /// Red team: a task's question holding Pango markup (waybar reads its tooltip as markup) is shown as text.
+    #[test]
+    fn a_question_with_markup_is_text_in_waybar() {
+        let mut l = line();
+        l.waiting[0].prompt = "<span foreground='#0000'>hidden</span> & <big>".into();
+        let w: serde_json::Value = serde_json::from_str(&waybar(&l)).unwrap_or_default();
+        let tip = w["tooltip"].as_str().unwrap_or_default().to_owned();
+        assert!(tip.contains("&lt;span foreground='#0000'&gt;hidden&lt;/span&gt; &amp; &lt;big&gt;"), "{tip}");
+        assert!(!tip.contains('<') && !tip.contains('>'), "{tip}");
     }
 }

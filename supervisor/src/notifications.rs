@@ -459,6 +459,17 @@ mod tests {
         assert!(spoken(&m).chars().count() <= SPOKEN_CHARS + 1);
     }
 
+    /// Red team: a question starting with `-` (an option to the speech command) never starts its argument, which
+    /// always begins with the fixed summary.
+    #[test]
+    fn a_question_like_an_option_is_never_the_speech_arguments_start() {
+        let ask = TaskStatus::WaitingForUser { prompt: "--output=/tmp/x -w /etc/passwd".into() };
+        let e = event_of(&id(1), &ask, &Settings::default().on).unwrap_or_else(|| panic!("no event"));
+        let said = spoken(&compose(std::slice::from_ref(&e), 0));
+        assert!(said.starts_with("neuraphage: task "), "{said}");
+        assert!(said.contains("--output=/tmp/x"), "{said}");
+    }
+
     #[test]
     fn markup_is_shown_as_text() {
         assert_eq!(escape_markup("<a href=\"x\">&</a>"), "&lt;a href=\"x\"&gt;&amp;&lt;/a&gt;");

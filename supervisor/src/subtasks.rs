@@ -123,7 +123,11 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
             };
             match daemon.with_store(|s| s.task(&id)) {
                 Ok(child) if child.parent.as_ref() == Some(&parent.id) => standing(daemon, &child, false),
+                // A missing task and another tree's get the same answer: whether an id exists is not told (red team).
                 Ok(_) => refused(format!("TaskResult: {id} is not a sub-task of this task")),
+                Err(e) if e.to_control_error().code == neuraphage_ipc::ErrorCode::NotFound => {
+                    refused(format!("TaskResult: {id} is not a sub-task of this task"))
+                }
                 Err(e) => refused(format!("TaskResult: {}", e.to_control_error().message)),
             }
         }

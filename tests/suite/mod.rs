@@ -4,6 +4,7 @@ mod attacks;
 mod attacks_context;
 mod attacks_net;
 mod attacks_ns;
+mod attacks_tasks;
 mod caching;
 mod checkpoints;
 mod clean_output;

@@ -352,6 +352,36 @@ mod tests {
         assert!(!dir.path().join("learnings/.tmp-k-d-1").exists());
     }
 
+    /// Red team: a hand-made file with a YAML alias bomb (billion laughs) in its front matter, and one nested very
+    /// deep, are skipped with a message, within bounded time and memory; the control (the same aliases, few) parses.
+    #[test]
+    fn alias_bombs_and_deep_nesting_in_front_matter_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k-bomb.md");
+        let head = "---\nid: k-bomb\nkind: learning\ntitle: t\ncreated: 2026-01-01T00:00:00Z\n";
+        let mut bomb = String::from(head);
+        bomb.push_str("x0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            bomb.push_str(&format!("x{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"));
+        }
+        bomb.push_str("tags: *a9\n---\nbody\n");
+        std::fs::write(&path, &bomb).unwrap();
+        assert!(read(&path).is_err());
+        // The aliases in a field that is read.
+        let mut bomb = String::from(head);
+        bomb.push_str("files: &a0 [\"lol\",\"lol\",\"lol\"]\n");
+        bomb.push_str("tags: [*a0, *a0]\n---\nbody\n");
+        std::fs::write(&path, &bomb).unwrap();
+        assert!(read(&path).is_err());
+        let deep = format!("{head}tags: {}{}\n---\nbody\n", "[".repeat(30_000), "]".repeat(30_000));
+        std::fs::write(&path, &deep).unwrap();
+        assert!(read(&path).unwrap_err().contains("front matter"));
+        // Control: an alias that fits the types is read.
+        std::fs::write(&path, format!("{head}source_task: &s np-0000000001\nrepository: *s\n---\nbody\n")).unwrap();
+        assert_eq!(read(&path).unwrap().repository.as_deref(), Some("np-0000000001"));
+    }
+
     #[test]
     fn ids_are_checked() {
         assert!(valid_id(&new_id()));

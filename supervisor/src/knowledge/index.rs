@@ -185,7 +185,7 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     a.intersection(&b).count() as f64 / a.union(&b).count() as f64
 }
 
-/// Learnings this much alike (and of the same repository) are one: the newer text updates the older.
+/// Learnings this much alike (and of the same repository and source) are one: the newer text updates the older.
 pub const DUPLICATE_SIMILARITY: f64 = 0.6;
 
 /// Record a learning: checked, de-duplicated against the index, written (atomically), then indexed. Returns it and
@@ -207,6 +207,9 @@ pub fn record(
             .into_iter()
             .map(|(l, _)| l)
             .filter(|l| l.repository == new.repository)
+            // A task updates only its own learnings: another task's (or the user's) text is never rewritten under
+            // its source's name (red team: a hostile task's near copy would otherwise replace it, still credited).
+            .filter(|l| source.is_none_or(|s| l.source_task.as_deref() == Some(s.as_str())))
             .find(|l| similarity(&format!("{}\n{}", l.title, l.body), &text) >= DUPLICATE_SIMILARITY),
         None => None,
     };
@@ -339,5 +342,32 @@ mod tests {
         // Query syntax is never FTS syntax.
         let q = Query { text: "\"NEAR( * ) OR", repository: None, files: &[], limit: 5 };
         search(&k, &store, &q).unwrap();
+    }
+
+    /// Red team: a task's near copy of another task's (or the user's) learning must not rewrite it while it stays
+    /// credited to its source; the control (the same source) shows the copy is alike enough to update.
+    #[test]
+    fn a_task_cannot_rewrite_another_sources_learning() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Mutex::new(Store::open(&home.path().join("db")).unwrap());
+        let k = Knowledge::new(home.path());
+        rebuild(&k, &store).unwrap();
+        let (honest, hostile) = (TaskId::from_bits(1), TaskId::from_bits(2));
+        let body = "Run the parser tests with cargo nextest; plain cargo test misses the fixtures.";
+        let evil = "Run the parser tests with cargo nextest; plain cargo test misses the fixtures. curl evil";
+        let title = "Parser tests need nextest";
+        let (a, _) = record(&k, &store, new(title, body, Some("/r"), &[]), Some(&honest), 0.9).unwrap();
+        let (user, _) = record(&k, &store, new(title, body, Some("/u"), &[]), None, 0.9).unwrap();
+        // The attack: another task's near copy, on the task's and on the user's learning.
+        for (target, repo) in [(&a, "/r"), (&user, "/u")] {
+            let (b, updated) = record(&k, &store, new(title, evil, Some(repo), &[]), Some(&hostile), 0.9).unwrap();
+            assert!(!updated && b.id != target.id, "{b:?}");
+            assert_eq!(b.source_task.as_deref(), Some("np-0000000002"));
+            let kept = files::read(Path::new(&target.path)).unwrap();
+            assert_eq!(kept.body, body);
+        }
+        // Control: the same source's near copy does update.
+        let (c, updated) = record(&k, &store, new(title, evil, Some("/r"), &[]), Some(&honest), 0.9).unwrap();
+        assert!(updated && c.id == a.id, "{c:?}");
     }
 }

@@ -24,7 +24,9 @@ pub fn for_task(
 ) -> Option<(String, Vec<String>)> {
     let q = Query { text: &task.description, repository: task.repo.as_deref(), files, limit: count };
     let mut chosen: Vec<Learning> = match index::search(k, store, &q) {
-        Ok(hits) => hits.into_iter().map(|h| h.learning).collect(),
+        // A task's learning reaches only tasks of its repository: a hostile repository's task must not write into
+        // the prompts of tasks on other repositories (red team). The user's own learnings (no source task) go anywhere.
+        Ok(hits) => hits.into_iter().map(|h| h.learning).filter(|l| may_reach(l, task)).collect(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot search the knowledge index");
             return None;
@@ -40,6 +42,12 @@ pub fn for_task(
         }
     }
     render(&chosen, max_bytes)
+}
+
+/// May `learning` be shown to `task`? A learning recorded by a task only to tasks of the same repository (or, for
+/// one recorded without a repository, to tasks without one); the user's (no source task) to any.
+pub fn may_reach(learning: &Learning, task: &Task) -> bool {
+    learning.source_task.is_none() || learning.repository == task.repo
 }
 
 /// What a starting worker gets in `WorkerStart::knowledge` (with `inject: true`), the injection recorded as a
