@@ -81,7 +81,9 @@ fn twenty_tasks_share_one_key_whose_limit_is_learnt_fairly_and_within_it() {
     let mut home = TestHome::new();
     // The broker is told nothing of the key's limits: it learns them from the double's headers.
     home.write_keys(&keys_yaml(&model.double, 1.0, &["sk-rl-one"]));
-    home.write_config(&format!("max-concurrent: {TASKS}\nmax-iterations: 400\n"));
+    // Every turn is a max_tokens continuation, which the Watcher's monologue rule flags; its judge's calls would
+    // go through the same key and count in the shares measured here.
+    home.write_config(&format!("max-concurrent: {TASKS}\nmax-iterations: 400\nwatcher:\n  enabled: false\n"));
     home.start_supervisor();
     let ids: Vec<String> = (0..TASKS).map(|i| new_task(&home, &format!("share the key rl-{i}"), &[])).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -134,7 +136,7 @@ fn a_priority_0_task_goes_ahead_of_queued_priority_4_ones() {
     });
     let mut home = TestHome::new();
     home.write_keys(&keys_yaml(&model.double, 1.0, &["sk-rl-prio"]));
-    home.write_config("max-concurrent: 8\nmax-iterations: 400\n");
+    home.write_config("max-concurrent: 8\nmax-iterations: 400\nwatcher:\n  enabled: false\n");
     home.start_supervisor();
     let low: Vec<String> =
         (0..5).map(|i| new_task(&home, &format!("background rl-low{i}"), &["--priority", "4"])).collect();
