@@ -376,6 +376,10 @@ pub enum CheckpointKind {
         usage: crate::llm::Usage,
         /// The model that answered.
         model: String,
+        /// Why it stopped (`None` from a worker older than this field). A `max_tokens` or `pause_turn` answer is
+        /// continued at once: the Watcher counts it as part of one turn, not as the model talking to itself.
+        #[serde(default)]
+        stop_reason: Option<crate::llm::StopReason>,
     },
     /// A tool is about to run.
     ToolStarted {

@@ -425,7 +425,11 @@ fn checkpoint_kind() -> impl Strategy<Value = CheckpointKind> {
     ];
     prop_oneof![
         Just(CheckpointKind::RequestSent),
-        (usage(), text()).prop_map(|(usage, model)| CheckpointKind::ResponseReceived { usage, model }),
+        (usage(), text()).prop_map(|(usage, model)| CheckpointKind::ResponseReceived {
+            usage,
+            model,
+            stop_reason: Some(StopReason::MaxTokens),
+        }),
         (text(), text()).prop_map(|(tool, tool_use_id)| CheckpointKind::ToolStarted { tool, tool_use_id }),
         (text(), text(), any::<bool>()).prop_map(|(tool, tool_use_id, is_error)| CheckpointKind::ToolCompleted {
             tool,

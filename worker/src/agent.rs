@@ -241,7 +241,11 @@ impl Agent {
             }
             self.messages.push(Message { role: Speaker::Assistant, content: response.content.clone() });
             self.context.observe(&response.usage, self.messages.len());
-            let kind = CheckpointKind::ResponseReceived { usage: response.usage, model: response.model.clone() };
+            let kind = CheckpointKind::ResponseReceived {
+                usage: response.usage,
+                model: response.model.clone(),
+                stop_reason: Some(response.stop_reason),
+            };
             if let Err(stop) = self.checkpoint(kind, None).await? {
                 return Ok(Err(stop));
             }

@@ -170,6 +170,16 @@ impl Store {
             CheckpointKind::ToolStarted { tool, .. } | CheckpointKind::ToolCompleted { tool, .. } => {
                 format!("{}:{tool}", cp.kind.name())
             }
+            // A continued answer (the Watcher tells it from a model talking to itself).
+            CheckpointKind::ResponseReceived {
+                stop_reason:
+                    Some(s @ (neuraphage_ipc::llm::StopReason::MaxTokens | neuraphage_ipc::llm::StopReason::PauseTurn)),
+                ..
+            } => format!(
+                "{}:{}",
+                cp.kind.name(),
+                if *s == neuraphage_ipc::llm::StopReason::MaxTokens { "max_tokens" } else { "pause_turn" }
+            ),
             other => other.name().to_owned(),
         };
         append_event(&tx, id, &EventKind::Checkpoint { seq: cp.seq, point, commit: commit.to_owned() })?;

@@ -81,7 +81,8 @@ pub fn build(task: &Task, events: &[TaskEvent], now: DateTime<Utc>) -> Snapshot 
             EventKind::Checkpoint { point, .. } => {
                 if point.starts_with("response_received") {
                     iterations += 1;
-                    talked = true;
+                    // A max_tokens / pause_turn answer is continued at once: one long turn, not a monologue.
+                    talked = !(point.ends_with(":max_tokens") || point.ends_with(":pause_turn"));
                 } else if point.starts_with("tool_started") {
                     talked = false;
                 } else if point.starts_with("request_sent") && talked {
@@ -191,5 +192,29 @@ mod tests {
         assert_eq!(s.last_step_seq, 12);
         // The last new result was at 21 s: "built" again at 51 s is not new.
         assert_eq!(s.facts.since_progress, Duration::from_secs(79));
+    }
+
+    #[test]
+    fn a_continued_answer_is_one_long_turn_not_a_monologue() {
+        let task = Task { id: TaskId::from_bits(1), ..crate::watcher::tests_support::task() };
+        let mut events = vec![ev(1, 0, EventKind::WorkerStarted { pid: 1, workdir: String::new() })];
+        for n in 0..6u64 {
+            events.push(cp(2 + 2 * n, "response_received:max_tokens"));
+            events.push(cp(3 + 2 * n, "request_sent"));
+        }
+        let s = build(&task, &events, DateTime::from_timestamp(100, 0).unwrap());
+        assert!(s.facts.steps.is_empty(), "{:?}", s.facts.steps);
+        // The control: the same turns ending without a continuation are the model talking to itself.
+        let plain: Vec<TaskEvent> = events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Checkpoint { seq, point, .. } if point.starts_with("response_received") => {
+                    cp(*seq, "response_received")
+                }
+                _ => e.clone(),
+            })
+            .collect();
+        let s = build(&task, &plain, DateTime::from_timestamp(100, 0).unwrap());
+        assert_eq!(s.facts.steps, vec![Step::Talk; 6]);
     }
 }
