@@ -84,6 +84,23 @@ pub fn text_of(content: &[ContentBlock]) -> String {
         .join("\n")
 }
 
+/// `text` with every `<tag`, `</tag` (any case, blanks allowed around the `/`) shown as `&lt;…`: text framed in
+/// `<tag>…</tag>` cannot close its frame early nor open a new one.
+pub fn defuse_tag(text: &str, tag: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('<') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let name = after.trim_start().strip_prefix('/').unwrap_or(after.trim_start()).trim_start();
+        let opens = name.get(..tag.len()).is_some_and(|n| n.eq_ignore_ascii_case(tag));
+        out.push_str(if opens { "&lt;" } else { "<" });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The one key of a [`ContentBlock::ToolUse`] input that stands for input the model wrote but that was not a JSON
 /// object (cut off, or malformed); its value is the raw text. The broker makes it; the tools report it.
 pub const INVALID_INPUT_KEY: &str = "__neuraphage_invalid_input";

@@ -147,22 +147,7 @@ pub fn clean(text: &str, max: usize) -> String {
     out
 }
 
-/// `text` with every `<tag`, `</tag` (any case, blanks allowed around the `/`) shown as `&lt;…`: text framed in
-/// `<tag>…</tag>` cannot close its frame early nor open a new one.
-pub fn defuse(text: &str, tag: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('<') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let name = after.trim_start().strip_prefix('/').unwrap_or(after.trim_start()).trim_start();
-        let opens = name.get(..tag.len()).is_some_and(|n| n.eq_ignore_ascii_case(tag));
-        out.push_str(if opens { "&lt;" } else { "<" });
-        rest = after;
-    }
-    out.push_str(rest);
-    out
-}
+pub use neuraphage_ipc::llm::defuse_tag as defuse;
 
 /// Bidi controls, zero-width and other invisible format characters.
 fn is_format(c: char) -> bool {

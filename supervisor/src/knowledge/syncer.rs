@@ -132,20 +132,9 @@ mod tests {
     #[test]
     fn scores() {
         let task = Task {
-            id: TaskId::from_bits(1),
-            status: neuraphage_ipc::TaskStatus::Queued,
-            priority: neuraphage_ipc::Priority::try_from(2).unwrap(),
             description: "speed up the parser".into(),
             repo: Some("/r".into()),
-            profile: None,
-            parent: None,
-            base_commit: None,
-            branch: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
+            ..crate::watcher::tests_support::task()
         };
         let l = Learning {
             id: "k-1".into(),
@@ -172,20 +161,9 @@ mod tests {
     #[test]
     fn a_learning_never_reaches_another_repository() {
         let victim = Task {
-            id: TaskId::from_bits(1),
-            status: neuraphage_ipc::TaskStatus::Queued,
-            priority: neuraphage_ipc::Priority::try_from(2).unwrap(),
             description: "speed up the parser".into(),
             repo: Some("/victim".into()),
-            profile: None,
-            parent: None,
-            base_commit: None,
-            branch: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
+            ..crate::watcher::tests_support::task()
         };
         let hostile = Learning {
             id: "k-2".into(),
