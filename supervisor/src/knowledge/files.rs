@@ -293,10 +293,22 @@ pub fn list(root: &Path) -> (Vec<Listed>, Vec<Skipped>) {
     (found, skipped)
 }
 
-/// Read and parse one file, bounded.
+/// Read and parse one file, bounded. Opened without following a symlink and without blocking on a FIFO, and read
+/// only if it is a regular file: [`list`] skips such names, and a file swapped for one between the listing and this
+/// read is refused here rather than followed.
 pub fn read(path: &Path) -> Result<Learning, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::ELOOP) => "it is a symlink".to_owned(),
+                _ => e.to_string(),
+            },
+        )?;
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -380,6 +392,24 @@ mod tests {
         // Control: an alias that fits the types is read.
         std::fs::write(&path, format!("{head}source_task: &s np-0000000001\nrepository: *s\n---\nbody\n")).unwrap();
         assert_eq!(read(&path).unwrap().repository.as_deref(), Some("np-0000000001"));
+    }
+
+    #[test]
+    fn a_symlink_or_fifo_swapped_in_after_the_listing_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("k-swapped.txt");
+        std::fs::write(&secret, render(&sample("k-swapped")).unwrap()).unwrap();
+        let link = dir.path().join("k-swapped.md");
+        // Control: the same file by its own name (a regular file) is read.
+        std::fs::copy(&secret, &link).unwrap();
+        assert_eq!(read(&link).unwrap().id, "k-swapped");
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert_eq!(read(&link).unwrap_err(), "it is a symlink");
+        let fifo = dir.path().join("k-fifo.md");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Would block forever without O_NONBLOCK and the regular-file check.
+        assert_eq!(read(&fifo).unwrap_err(), "it is not a regular file");
     }
 
     #[test]
