@@ -209,8 +209,11 @@ fn a_healthy_varied_task_of_100_turns_and_a_no_watch_task_are_never_flagged() {
     assert!(interventions(&home).is_empty(), "a --no-watch task is not looked at");
 }
 
-fn worker_starts(home: &TestHome, id: &str) -> usize {
-    home.show(id)["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "worker_started").count()
+/// The task's `worker_started` events, read from the store (`task show` lists only the newest events).
+fn worker_starts(home: &TestHome, id: &str) -> i64 {
+    home.open_store()
+        .query_row("SELECT count(*) FROM events WHERE task = ?1 AND kind = 'worker_started'", [id], |r| r.get(0))
+        .unwrap()
 }
 
 /// Issue 16 follow-up: a Watcher pause is stored when it is decided. The supervisor is killed (SIGKILL, at a test
@@ -229,13 +232,10 @@ fn a_pause_survives_kill_9_before_the_session_ended() {
     let exits = home.wait_supervisors_within(WITHIN);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(exits[0].signal(), Some(9), "the supervisor died at the crash point: {exits:?}");
-    let db = home.open_store();
-    let state: String = db.query_row("SELECT state FROM tasks WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+    let state: String =
+        home.open_store().query_row("SELECT state FROM tasks WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
     assert_eq!(state, "Running", "the session had not ended");
-    let starts: i64 = db
-        .query_row("SELECT count(*) FROM events WHERE task = ?1 AND kind = 'worker_started'", [&id], |r| r.get(0))
-        .unwrap();
-    drop(db);
+    let starts = worker_starts(&home, &id);
     let sent_before = model.double.requests().len();
 
     home.start_with_model(&model);
@@ -248,7 +248,7 @@ fn a_pause_survives_kill_9_before_the_session_ended() {
     // Long enough for the scheduler (every 2 s) and the Watcher (every 1 s) to have run a re-queued task again.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(home.show(&id)["status"], "WaitingForUser");
-    assert_eq!(worker_starts(&home, &id) as i64, starts, "no worker ran the task after the restart");
+    assert_eq!(worker_starts(&home, &id), starts, "no worker ran the task after the restart");
     assert_eq!(model.double.requests().len(), sent_before, "nothing was asked of the model after the restart");
     let log = interventions(&home);
     assert_eq!(log.len(), 1, "{log:#?}");
