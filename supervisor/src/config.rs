@@ -70,7 +70,7 @@ pub struct Config {
     /// inject-max-bytes: 6144, relay-threshold: 0.5, rate-limit: 10, router-within-secs: 60}`.
     pub knowledge: crate::knowledge::KnowledgeConfig,
     /// The Watcher ([`crate::watcher`]): `watcher: {enabled: true, interval-secs: 30, no-progress-mins: 10,
-    /// cooldown-secs: 300}`.
+    /// cooldown-secs: 300, max-judgements-per-hour: 4}`.
     pub watcher: crate::watcher::WatcherConfig,
     /// Desktop and spoken notifications ([`crate::notifications`]).
     pub notifications: crate::notifications::Settings,
@@ -323,6 +323,10 @@ mod tests {
         let c = Config::parse("watcher:\n  interval-secs: 1\n  no-progress-mins: 2\n").unwrap();
         assert_eq!((c.watcher.interval_secs, c.watcher.no_progress_mins, c.watcher.enabled), (1, 2, true));
         assert!(Config::parse("watcher:\n  interval-secs: 0\n").unwrap_err().contains("watcher.interval-secs"));
+        let c = Config::parse("watcher:\n  max-judgements-per-hour: 2\n").unwrap();
+        assert_eq!((c.watcher.max_judgements_per_hour, c.watcher.cooldown_secs), (2, 300));
+        let err = Config::parse("watcher:\n  max-judgements-per-hour: 9999\n").unwrap_err();
+        assert!(err.contains("watcher.max-judgements-per-hour: 9999 is not between 0 and 3600"), "{err}");
         let err = Config::parse("watcher:\n  intervals: 3\n").unwrap_err();
         assert!(err.contains("intervals") && err.contains("line 2"), "{err}");
     }

@@ -30,6 +30,13 @@ impl Mailboxes {
         self.pausing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Hand stored input (inbox id, framed text) to task `id`'s running session, if it has one.
+    pub fn hand(&self, id: &TaskId, inbox: u64, framed: String) {
+        if let Some(tx) = self.boxes().get(id) {
+            let _ = tx.send((inbox, framed));
+        }
+    }
+
     /// Whether `task pause` asked the running task to stop at its next checkpoint.
     pub fn pause_requested(&self, id: &TaskId) -> bool {
         self.pausing().contains(id)

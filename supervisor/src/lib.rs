@@ -36,6 +36,7 @@ pub mod cgroup;
 pub mod config;
 pub mod conversation;
 pub mod cost;
+pub mod crash_point;
 pub mod disk;
 pub mod error;
 pub mod event_bus;

@@ -388,7 +388,12 @@ impl Daemon {
                 let task = store.cancel(&id, reason)?;
                 drop(store);
                 tracing::info!(task = %id, "task cancelled");
+                let running = self.workers.is_running(&id);
                 self.workers.cancel(&id);
+                // A sub-task with no session to end is told to its parent now (a running one, when its session ends).
+                if !running {
+                    crate::subtasks::on_end(self, &id);
+                }
                 // Its sub-tasks, at every depth, are cancelled with it.
                 crate::subtasks::cancel_descendants(self, &id);
                 self.workers.wake.notify_one();

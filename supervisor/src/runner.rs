@@ -641,7 +641,8 @@ async fn finish(daemon: &Arc<Daemon>, task: &Task, dirs: &TaskDirs, ending: Endi
         crate::knowledge::extract::spawn(daemon, &task.id, None, "end");
     }
     // A Watcher's pause or abort ends the session it cancelled with its own status ([`crate::watcher::act`]).
-    let watcher_stop = daemon.watcher.take_stop(&task.id);
+    // Stored with its intervention (V12); cleared when this end is stored (`Store::end_session`).
+    let watcher_stop = daemon.with_store(|s| s.watcher_stop(&task.id)).ok().flatten();
     let status = match ending {
         Ending::Ended(TaskOutcome::Completed { summary }) => TaskStatus::Completed { summary: Some(summary) },
         Ending::Ended(TaskOutcome::Failed { error, recoverable }) => TaskStatus::Failed { error, recoverable },

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use neuraphage_ipc::task::cut_text;
 use neuraphage_ipc::worker::{SubtaskAnswer, SubtaskRequest};
-use neuraphage_ipc::{EventKind, NewTask, Task, TaskId, TaskStatus};
+use neuraphage_ipc::{NewTask, Task, TaskId, TaskStatus};
 
 use crate::requests::Daemon;
 use crate::runner::TaskDirs;
@@ -208,28 +208,51 @@ pub fn stat_line(files: usize, added: usize, deleted: usize) -> String {
     format!("{files} file{s} changed, +{added} \u{2212}{deleted}")
 }
 
-/// After a task's session ended (its status is stored): if it is a sub-task that has ended, tell its parent
+/// After a task\'s session ended (its status is stored): if it is a sub-task that has ended, tell its parent
 /// (`SubtaskEnded`; and, for a child it does not wait for, its outcome as advice in its next turn) and wake the
 /// scheduler (a parent waiting for it may go back to the queue).
 pub fn on_end(daemon: &Daemon, id: &TaskId) {
     let Ok(task) = daemon.with_store(|s| s.task(id)) else { return };
-    let Some(parent) = task.parent.clone() else { return };
-    if !task.status.state().is_terminal() {
+    if task.parent.is_none() || !task.status.state().is_terminal() {
         return;
     }
-    tell_parent(daemon, &parent, &task);
+    // Between the child's status and its parent's being told: a crash here is repaired at the next start.
+    crate::crash_point::at("subtask_ended");
+    tell_parent(daemon, &task);
     daemon.workers.wake.notify_one();
 }
 
-fn tell_parent(daemon: &Daemon, parent: &TaskId, child: &Task) {
+/// At start: every sub-task that ended without its parent being told (the supervisor died in between) is told now.
+pub fn tell_untold(daemon: &Daemon) {
+    let untold = match daemon.with_store(|s| s.untold_subtasks()) {
+        Ok(untold) => untold,
+        Err(e) => return tracing::error!(error = %e, "cannot read the sub-tasks whose parents were not told"),
+    };
+    for id in untold {
+        match daemon.with_store(|s| s.task(&id)) {
+            Ok(child) => {
+                tracing::info!(child = %id, "a sub-task's end is told to its parent after a restart");
+                tell_parent(daemon, &child);
+            }
+            Err(e) => tracing::warn!(child = %id, error = %e, "cannot read the sub-task"),
+        }
+    }
+}
+
+/// Tell `child`'s parent that it ended, once (see [`crate::store::Store::tell_parent`]), and hand the advice to the
+/// parent's running session, if any.
+fn tell_parent(daemon: &Daemon, child: &Task) {
     let (outcome, _) = outcome_of(daemon, child);
     let shown = cut_text(&outcome, neuraphage_ipc::task::MAX_EVENT_TEXT);
-    daemon.record(parent, EventKind::SubtaskEnded { child: child.id.clone(), outcome: shown });
-    if !daemon.with_store(|s| s.waited_on(&child.id)).unwrap_or(true) {
-        match crate::inbox::advise(daemon, parent, &format!("task {}", child.id), &outcome) {
-            Ok(_) => {}
-            Err(e) => tracing::info!(%parent, child = %child.id, error = %e, "the sub-task's outcome was not relayed"),
+    let advice = crate::inbox::validate(&outcome).is_ok().then_some(outcome.as_str());
+    match daemon.with_store(|s| s.tell_parent(&child.id, &shown, advice)) {
+        Ok(Some(told)) => {
+            if let Some((inbox, framed, true)) = told.advice {
+                daemon.mailboxes.hand(&told.parent, inbox, framed);
+            }
         }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(child = %child.id, error = %e, "the sub-task's end was not told to its parent"),
     }
 }
 
@@ -247,8 +270,8 @@ pub fn cancel_descendants(daemon: &Daemon, id: &TaskId) {
             Ok(task) => {
                 tracing::info!(%child, parent = %id, "sub-task cancelled with its parent");
                 daemon.workers.cancel(&child);
-                if !running && let Some(parent) = &task.parent {
-                    tell_parent(daemon, parent, &task);
+                if !running && task.parent.is_some() {
+                    tell_parent(daemon, &task);
                 }
             }
             Err(e) => tracing::warn!(%child, error = %e, "cannot cancel the sub-task"),

@@ -121,11 +121,27 @@ pub async fn schedule(daemon: Arc<Daemon>, broker: Arc<Broker>, shutdown: Cancel
     let sessions = TaskTracker::new();
     // Tasks that were Running when the last supervisor stopped go back to the queue; they resume from their
     // conversation.
+    // One the Watcher had stopped (V12 `watcher_stop`: paused, aborted) ends as the Watcher decided instead.
     let requeued = daemon.with_store(|s| s.list(Some(neuraphage_ipc::TaskState::Running)));
     for task in requeued.unwrap_or_default() {
-        tracing::info!(task = %task.id, "re-queued after a supervisor restart");
-        daemon.transition(&task.id, TaskStatus::Queued);
+        match daemon.with_store(|s| s.watcher_stop(&task.id)) {
+            Ok(Some(status)) => {
+                tracing::info!(task = %task.id, status = %status.state(), "the Watcher's stop, after a restart");
+                let parked = matches!(status, TaskStatus::WaitingForUser { .. });
+                crate::inbox::end_session(&daemon, &task.id, status);
+                if parked {
+                    crate::permissions::answer::after_park(&daemon, &task.id);
+                }
+                crate::subtasks::on_end(&daemon, &task.id);
+            }
+            _ => {
+                tracing::info!(task = %task.id, "re-queued after a supervisor restart");
+                daemon.transition(&task.id, TaskStatus::Queued);
+            }
+        }
     }
+    // Sub-tasks that ended just before the last supervisor died: their parents are told now.
+    crate::subtasks::tell_untold(&daemon);
     loop {
         start_ready(&daemon, &broker, &sessions, &shutdown);
         tokio::select! {

@@ -175,6 +175,28 @@ impl TestHome {
         self.supervisors.drain(..).map(|mut c| c.wait().expect("wait")).collect()
     }
 
+    /// Like [`TestHome::wait_supervisors`], but a supervisor still running after `within` is killed and the test
+    /// fails.
+    pub fn wait_supervisors_within(&mut self, within: Duration) -> Vec<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        for mut child in self.supervisors.drain(..) {
+            loop {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    out.push(status);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the supervisor did not exit within {within:?}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        out
+    }
+
     /// Send SIGTERM to a pid.
     pub fn terminate(pid: u32) {
         kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("SIGTERM");

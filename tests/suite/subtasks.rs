@@ -348,3 +348,56 @@ fn a_child_not_waited_for_reports_through_task_result_and_as_advice_in_the_next_
     assert_eq!(ended.len(), 1, "{ended:#?}");
     assert_eq!(ended[0]["data"]["child"], kid.as_str());
 }
+
+/// Issue 16 follow-up: a child's end and the parent's being told of it are separate steps; the supervisor is killed
+/// (SIGKILL, at a test crash point) right after the child's terminal status is stored and before its parent is told.
+/// After a restart the parent gets `SubtaskEnded` exactly once and, not waiting for the child, its outcome as advice.
+#[test]
+fn a_childs_end_lost_to_kill_9_before_its_parent_was_told_is_told_once_after_restart() {
+    let model = Model::start(policy(|r| {
+        let task = task_of(r);
+        if !task.starts_with("told parent") {
+            return end("crash child says hello");
+        }
+        let results = r.tool_results();
+        match results.len() {
+            0 => Step::Reply(Reply::tool("Task", json!({"description": "crash child", "wait": false}))),
+            _ if r.raw_body.contains("crash child says hello") => end("heard from the child"),
+            // Other work until the child's outcome comes in (bounded: never hearing fails the test, not hangs it).
+            n if n < 25 => Step::Reply(Reply::tool("Bash", json!({"command": format!("sleep 1; echo step {n}")}))),
+            _ => end("never heard from the child"),
+        }
+    }));
+    let mut home = TestHome::new();
+    let mut env = model.env();
+    env.push(("NEURAPHAGE_TEST_CRASH_AT".into(), "subtask_ended".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    home.start_supervisor_with(&pairs);
+    let parent = new_task(&home, "told parent", None);
+    // The supervisor kills itself at the crash point once the child's end is stored.
+    let exits = home.wait_supervisors_within(WITHIN);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(exits[0].signal(), Some(9), "the supervisor died at the crash point: {exits:?}");
+    let db = home.open_store();
+    let kid: String = db.query_row("SELECT id FROM tasks WHERE parent = ?1", [&parent], |r| r.get(0)).unwrap();
+    let (state, told): (String, Option<i64>) = db
+        .query_row("SELECT state, parent_told FROM tasks WHERE id = ?1", [&kid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((state.as_str(), told), ("Completed", Some(0)), "ended, its parent not told yet");
+    drop(db);
+
+    home.start_with_model(&model);
+    let done = wait_done(&home, &parent);
+    assert_eq!(done["status_detail"]["summary"], "heard from the child", "{done:#}");
+    let shown = home.show(&parent);
+    let events = shown["events"].as_array().unwrap();
+    let ended: Vec<&Value> = events.iter().filter(|e| e["kind"] == "subtask_ended").collect();
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    assert_eq!(ended[0]["data"]["child"], kid.as_str());
+    let from = format!("task {kid}");
+    let advice: Vec<&Value> = events.iter().filter(|e| e["kind"] == "advice" && e["data"]["from"] == from).collect();
+    assert_eq!(advice.len(), 1, "{advice:#?}");
+    let reqs = requests_of(&model, "told parent");
+    let last = &reqs.last().unwrap().raw_body;
+    assert!(last.contains(&format!("advice from=\\\"task {kid}\\\"")), "{last}");
+}

@@ -208,3 +208,73 @@ fn a_healthy_varied_task_of_100_turns_and_a_no_watch_task_are_never_flagged() {
     home.ok(&["task", "kill", &quiet]);
     assert!(interventions(&home).is_empty(), "a --no-watch task is not looked at");
 }
+
+/// The task's `worker_started` events, read from the store (`task show` lists only the newest events).
+fn worker_starts(home: &TestHome, id: &str) -> i64 {
+    home.open_store()
+        .query_row("SELECT count(*) FROM events WHERE task = ?1 AND kind = 'worker_started'", [id], |r| r.get(0))
+        .unwrap()
+}
+
+/// Issue 16 follow-up: a Watcher pause is stored when it is decided. The supervisor is killed (SIGKILL, at a test
+/// crash point) after the pause is decided and before the worker's session ended; after a restart the task waits for
+/// the user with the Watcher's diagnosis, and no worker runs it again (the old code queued it again).
+#[test]
+fn a_pause_survives_kill_9_before_the_session_ended() {
+    let model = Model::start(policy(|r| if is_judge(r) { verdict("pause") } else { failing() }));
+    let mut home = TestHome::new();
+    home.write_config(CONFIG);
+    let mut env = model.env();
+    env.push(("NEURAPHAGE_TEST_CRASH_AT".into(), "watcher_stopped".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    home.start_supervisor_with(&pairs);
+    let id = home.json(&["task", "new", "make the build pass", "--json"])["id"].as_str().unwrap().to_owned();
+    let exits = home.wait_supervisors_within(WITHIN);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(exits[0].signal(), Some(9), "the supervisor died at the crash point: {exits:?}");
+    let state: String =
+        home.open_store().query_row("SELECT state FROM tasks WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+    assert_eq!(state, "Running", "the session had not ended");
+    let starts = worker_starts(&home, &id);
+    let sent_before = model.double.requests().len();
+
+    home.start_with_model(&model);
+    let waiting = home.wait_status(&id, "WaitingForUser", WITHIN);
+    let prompt = waiting["status_detail"]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("Paused by the Watcher (same_failing_action)") && prompt.contains("DIAG-pause"),
+        "{prompt}"
+    );
+    // Long enough for the scheduler (every 2 s) and the Watcher (every 1 s) to have run a re-queued task again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(home.show(&id)["status"], "WaitingForUser");
+    assert_eq!(worker_starts(&home, &id), starts, "no worker ran the task after the restart");
+    assert_eq!(model.double.requests().len(), sent_before, "nothing was asked of the model after the restart");
+    let log = interventions(&home);
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["recommendation"], "pause");
+}
+
+/// Issue 16 follow-up: a task's judgements are budgeted (`watcher.max-judgements-per-hour`). With a budget of 1 and
+/// no cooldown, a task that ignores the nudge is flagged again at the next look and paused with the rules' finding,
+/// without a second router call; the intervention says why.
+#[test]
+fn past_its_judgement_budget_a_flagged_task_is_paused_without_a_router_call() {
+    let model = Model::start(policy(|r| if is_judge(r) { verdict("nudge") } else { failing() }));
+    let mut home = TestHome::new();
+    home.write_config(&format!("{CONFIG}  cooldown-secs: 0\n  max-judgements-per-hour: 1\n"));
+    home.start_with_model(&model);
+    let id = home.json(&["task", "new", "make the build pass", "--json"])["id"].as_str().unwrap().to_owned();
+    let waiting = home.wait_status(&id, "WaitingForUser", WITHIN);
+    let prompt = waiting["status_detail"]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("the same failing Bash call") && prompt.contains("watcher.max-judgements-per-hour is 1"),
+        "{prompt}"
+    );
+    let judged = model.double.requests().iter().filter(|r| is_judge(r)).count();
+    assert_eq!(judged, 1, "one judgement, then the budget");
+    let log = interventions(&home);
+    assert_eq!(log.len(), 2, "{log:#?}");
+    assert_eq!((log[0]["recommendation"].as_str(), log[0]["confidence"].as_u64()), (Some("pause"), Some(0)));
+    assert_eq!(log[1]["recommendation"], "nudge");
+}

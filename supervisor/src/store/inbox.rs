@@ -151,20 +151,9 @@ impl Store {
     /// whether the task runs now (then the caller hands it to the session's mailbox).
     pub fn send_advice(&mut self, id: &TaskId, from: &str, text: &str) -> Result<(u64, String, bool)> {
         let tx = self.conn.transaction()?;
-        let task = load(&tx, id)?;
-        let state = task.status.state();
-        if state.is_terminal() {
-            return Err(conflict(format!("{id} is {state}: advice goes only to a task that has not ended")));
-        }
-        let framed = frame_advice(from, text);
-        tx.execute(
-            "INSERT INTO inbox (task, at, text, answers, source) VALUES (?1, ?2, ?3, NULL, ?4)",
-            params![id.as_str(), to_millis(Utc::now()), framed, from],
-        )?;
-        let msg_id = tx.last_insert_rowid() as u64;
-        append_event(&tx, id, &EventKind::Advice { id: msg_id, from: from.to_owned(), text: cut(&framed) })?;
+        let sent = advise_in(&tx, id, from, text)?;
         tx.commit()?;
-        Ok((msg_id, framed, state == TaskState::Running))
+        Ok(sent)
     }
 
     /// The task's stored user input that no checkpoint's conversation holds yet, oldest first.
@@ -243,8 +232,11 @@ impl Store {
     /// task finished and re-queues it itself.
     pub fn end_session(&mut self, id: &TaskId, status: TaskStatus) -> Result<(Task, bool)> {
         let tx = self.conn.transaction()?;
+        // The session's end is stored: a Watcher's stop it was ended with is spent (V12).
+        tx.execute("UPDATE tasks SET watcher_stop = NULL WHERE id = ?1 AND watcher_stop IS NOT NULL", [id.as_str()])?;
         let task = load(&tx, id)?;
         if task.status.state().is_terminal() || task.status == status {
+            tx.commit()?;
             return Ok((task, false));
         }
         let pending: bool = tx.query_row(
@@ -261,6 +253,23 @@ impl Store {
         tx.commit()?;
         Ok((task, true))
     }
+}
+
+/// In a transaction: store advice for task `id` (see [`Store::send_advice`]).
+pub(super) fn advise_in(tx: &Transaction<'_>, id: &TaskId, from: &str, text: &str) -> Result<(u64, String, bool)> {
+    let task = load(tx, id)?;
+    let state = task.status.state();
+    if state.is_terminal() {
+        return Err(conflict(format!("{id} is {state}: advice goes only to a task that has not ended")));
+    }
+    let framed = frame_advice(from, text);
+    tx.execute(
+        "INSERT INTO inbox (task, at, text, answers, source) VALUES (?1, ?2, ?3, NULL, ?4)",
+        params![id.as_str(), to_millis(Utc::now()), framed, from],
+    )?;
+    let msg_id = tx.last_insert_rowid() as u64;
+    append_event(tx, id, &EventKind::Advice { id: msg_id, from: from.to_owned(), text: cut(&framed) })?;
+    Ok((msg_id, framed, state == TaskState::Running))
 }
 
 /// In a checkpoint's transaction: mark the user input its conversation now holds as delivered, and when it parks

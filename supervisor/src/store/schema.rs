@@ -200,6 +200,21 @@ CREATE TABLE knowledge_relays (
 ) STRICT;
 "#;
 
+/// Version 12 (issue 16 follow-ups): durability and the Watcher's log.
+/// - `parent_told`: a sub-task's end told to its parent — NULL: nothing to tell; 0: it ended (set in the transaction
+///   of its status) and its parent has not been told; 1: told (set in the transaction that records `SubtaskEnded`).
+///   A crash in between leaves 0, and the next start tells the parent, once.
+/// - `watcher_stop`: the status (JSON) the Watcher ended a running session with (pause, abort, escalate), stored with
+///   its `WatcherIntervened` event, cleared when the session's end is stored; a supervisor that died in between ends
+///   the task with it at the next start instead of queuing it again.
+/// - `events_by_kind`: the newest events of one kind across tasks (`neuraphage watcher log`) without a scan.
+const V12_DURABLE: &str = r#"
+ALTER TABLE tasks ADD COLUMN parent_told INTEGER;
+ALTER TABLE tasks ADD COLUMN watcher_stop TEXT;
+CREATE INDEX tasks_parent_untold ON tasks(id) WHERE parent_told = 0;
+CREATE INDEX events_by_kind ON events(kind);
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -214,6 +229,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V9_PERSONA),
         M::up(V10_SUBTASKS),
         M::up(V11_KNOWLEDGE),
+        M::up(V12_DURABLE),
     ])
 }
 

@@ -57,6 +57,15 @@ pub enum Created {
     Refused(String),
 }
 
+/// What [`Store::tell_parent`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Told {
+    /// The parent told.
+    pub parent: TaskId,
+    /// The advice stored for it, if any: its inbox id, its framed text, whether the parent is running.
+    pub advice: Option<(u64, String, bool)>,
+}
+
 impl Store {
     /// The child that the parent's call `call` created, if any.
     pub fn subtask_by_call(&self, parent: &TaskId, call: &str) -> Result<Option<Task>> {
@@ -146,6 +155,45 @@ impl Store {
         Ok(Created::New(task))
     }
 
+    /// Sub-tasks that ended and whose parent has not been told yet (V12 `parent_told = 0`), oldest first.
+    pub fn untold_subtasks(&self) -> Result<Vec<TaskId>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id FROM tasks WHERE parent_told = 0 ORDER BY created_at, id")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    /// Tell the parent of `child` (a sub-task that ended) so, once: in one transaction, `SubtaskEnded { outcome:
+    /// shown }` on the parent; for a child the parent does not wait for, `advice` (the outcome) as advice from
+    /// `task CHILD` in its next turn, unless the parent has ended; and the mark that it was told. `None` when there
+    /// is nothing to tell (told already, or not an ended sub-task).
+    pub fn tell_parent(&mut self, child: &TaskId, shown: &str, advice: Option<&str>) -> Result<Option<Told>> {
+        let tx = self.conn.transaction()?;
+        let (parent, untold, wait): (Option<String>, bool, bool) = tx.query_row(
+            "SELECT parent, parent_told IS 0, subtask_wait FROM tasks WHERE id = ?1",
+            [child.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let Some(parent) = parent.and_then(|p| p.parse::<TaskId>().ok()).filter(|_| untold) else {
+            return Ok(None);
+        };
+        append_event(&tx, &parent, &EventKind::SubtaskEnded { child: child.clone(), outcome: shown.to_owned() })?;
+        let advice = match advice.filter(|_| !wait) {
+            Some(text) => {
+                let parent_state = load(&tx, &parent)?.status.state();
+                if parent_state.is_terminal() {
+                    None
+                } else {
+                    Some(super::inbox::advise_in(&tx, &parent, &format!("task {child}"), text)?)
+                }
+            }
+            None => None,
+        };
+        tx.execute("UPDATE tasks SET parent_told = 1 WHERE id = ?1", [child.as_str()])?;
+        tx.commit()?;
+        Ok(Some(Told { parent, advice }))
+    }
+
     /// What the task and every sub-task under it, at every depth, cost.
     pub fn tree_cost(&self, id: &TaskId) -> Result<CostTotals> {
         let sql = format!(
@@ -233,6 +281,47 @@ mod tests {
         }
         let kinds: Vec<String> = s.detail(&top, 50).unwrap().events.iter().map(|e| e.kind.name().to_owned()).collect();
         assert_eq!(kinds.iter().filter(|k| *k == "subtask_created").count(), 1, "{kinds:?}");
+    }
+
+    #[test]
+    fn an_ended_child_is_told_to_its_parent_once_with_its_status() {
+        let (_dir, mut s) = store();
+        let top = s.create_task(&draft(None)).unwrap().id;
+        let waited = made(s.create_subtask(&draft(Some(&top)), "w", true, LIMITS).unwrap());
+        let free = made(s.create_subtask(&draft(Some(&top)), "f", false, LIMITS).unwrap());
+        assert!(s.untold_subtasks().unwrap().is_empty());
+        assert_eq!(s.tell_parent(&free.id, "early", Some("early")).unwrap(), None, "not ended: nothing to tell");
+        // The mark is set in the status's own transaction.
+        s.cancel(&waited.id, None).unwrap();
+        s.cancel(&free.id, None).unwrap();
+        s.cancel(&top, None).unwrap();
+        assert_eq!(s.untold_subtasks().unwrap(), vec![waited.id.clone(), free.id.clone()]);
+        let told = s.tell_parent(&waited.id, "W ended", Some("W ended")).unwrap().unwrap();
+        assert_eq!((told.parent, told.advice), (top.clone(), None), "a waited-for child is not advice");
+        // The parent has ended: the event, no advice.
+        assert_eq!(s.tell_parent(&free.id, "F ended", Some("F ended")).unwrap().unwrap().advice, None);
+        assert_eq!(s.tell_parent(&free.id, "F ended", Some("F ended")).unwrap(), None, "once");
+        assert!(s.untold_subtasks().unwrap().is_empty());
+        let ended: Vec<_> = s
+            .detail(&top, 50)
+            .unwrap()
+            .events
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::SubtaskEnded { .. }))
+            .collect();
+        assert_eq!(ended.len(), 2, "{ended:?}");
+    }
+
+    #[test]
+    fn a_child_not_waited_for_is_told_as_advice_to_a_live_parent() {
+        let (_dir, mut s) = store();
+        let top = s.create_task(&draft(None)).unwrap().id;
+        let free = made(s.create_subtask(&draft(Some(&top)), "f", false, LIMITS).unwrap());
+        s.cancel(&free.id, None).unwrap();
+        let told = s.tell_parent(&free.id, "F ended", Some("F ended")).unwrap().unwrap();
+        let (_, framed, running) = told.advice.unwrap();
+        assert!(framed.contains(&format!("task {}", free.id)) && framed.contains("F ended") && !running, "{framed}");
+        assert_eq!(s.pending_input(&top).unwrap().len(), 1);
     }
 
     #[test]

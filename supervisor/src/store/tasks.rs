@@ -383,6 +383,10 @@ pub(super) fn set_status(tx: &Transaction<'_>, task: &Task, status: TaskStatus) 
         "UPDATE tasks SET state = ?2, status = ?3, updated_at = ?4 WHERE id = ?1",
         params![task.id.as_str(), status.state().name(), to_json(&status)?, to_millis(Utc::now())],
     )?;
+    // A sub-task that ends has its parent to tell, in this same transaction (V12; told by `Store::tell_parent`).
+    if task.parent.is_some() && status.state().is_terminal() && !from.is_terminal() {
+        tx.execute("UPDATE tasks SET parent_told = 0 WHERE id = ?1", [task.id.as_str()])?;
+    }
     append_event(tx, &task.id, &EventKind::StatusChanged { from, to: status })
 }
 

@@ -1,13 +1,48 @@
-//! What the Watcher reads from the event log: a task's newest events of some kinds (its snapshot), and the newest
-//! events of one kind across tasks (`neuraphage watcher log`). Both bounded; rows that do not read back are left out.
+//! The Watcher in the store: a task's newest events of some kinds (its snapshot), the newest events of one kind
+//! across tasks (`neuraphage watcher log`, on the `events_by_kind` index of V12) — both bounded, rows that do not
+//! read back left out —, and the status it stops a running session with, stored with its intervention (V12).
 
-use neuraphage_ipc::{TaskEvent, TaskId};
-use rusqlite::params;
+use neuraphage_ipc::{EventKind, TaskEvent, TaskId, TaskState, TaskStatus};
+use rusqlite::{OptionalExtension, params};
 
-use super::{Store, from_json, from_millis};
+use super::tasks::{append_event, load};
+use super::{Store, from_json, from_millis, to_json};
 use crate::error::Result;
 
 impl Store {
+    /// Record the Watcher's `intervened` event on task `id` and, when it stops the running session (`stop`: pause,
+    /// abort, escalate), the status to end it with — in one transaction, so a supervisor that dies before the session
+    /// ends still ends the task so at its next start. Returns whether a stop was stored (only for a running task).
+    pub fn watcher_intervened(
+        &mut self,
+        id: &TaskId,
+        intervened: &EventKind,
+        stop: Option<&TaskStatus>,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let running = load(&tx, id)?.status.state() == TaskState::Running;
+        append_event(&tx, id, intervened)?;
+        let stored = match stop.filter(|_| running) {
+            Some(status) => {
+                tx.execute("UPDATE tasks SET watcher_stop = ?2 WHERE id = ?1", params![id.as_str(), to_json(status)?])?;
+                true
+            }
+            None => false,
+        };
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// The status the Watcher stopped task `id`'s session with, until that session's end is stored.
+    pub fn watcher_stop(&self, id: &TaskId) -> Result<Option<TaskStatus>> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT watcher_stop FROM tasks WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
     /// Task `id`'s newest `limit` events whose kind is one of `kinds`, oldest first.
     pub fn recent_events(&self, id: &TaskId, kinds: &[&str], limit: usize) -> Result<Vec<TaskEvent>> {
         let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
@@ -48,5 +83,48 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<TaskEvent>> {
             tracing::warn!(seq, error = %e, "an event row does not read back; left out");
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tasks::TaskDraft;
+    use neuraphage_ipc::{Priority, RunningPhase};
+
+    #[test]
+    fn a_stop_is_stored_with_its_event_for_a_running_task_and_spent_by_the_session_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db")).unwrap();
+        let draft = TaskDraft {
+            description: "d".into(),
+            priority: Priority::DEFAULT,
+            repo: None,
+            profile: None,
+            parent: None,
+            after: Vec::new(),
+            base_commit: None,
+            tier: None,
+            persona: None,
+            no_watch: false,
+        };
+        let id = s.create_task(&draft).unwrap().id;
+        let event = EventKind::WatcherIntervened {
+            rule: "r".into(),
+            recommendation: "pause".into(),
+            diagnosis: "d".into(),
+            confidence: 0,
+        };
+        let pause = TaskStatus::WaitingForUser { prompt: "Paused by the Watcher".into() };
+        // Not running: the event only.
+        assert!(!s.watcher_intervened(&id, &event, Some(&pause)).unwrap());
+        assert_eq!(s.watcher_stop(&id).unwrap(), None);
+        s.transition(&id, TaskStatus::Running { phase: RunningPhase::Initializing }).unwrap();
+        assert!(s.watcher_intervened(&id, &event, Some(&pause)).unwrap());
+        assert_eq!(s.watcher_stop(&id).unwrap(), Some(pause.clone()));
+        assert_eq!(s.newest_of_kind("watcher_intervened", 10).unwrap().len(), 2);
+        s.end_session(&id, pause.clone()).unwrap();
+        assert_eq!(s.watcher_stop(&id).unwrap(), None);
+        assert_eq!(s.task(&id).unwrap().status, pause);
     }
 }

@@ -1,7 +1,8 @@
 //! The Watcher's interventions: nudge (advice in the task's next turn, [`crate::inbox::advise`]), escalate (up one
 //! tier, as the broker's escalation does; the session stops and the task resumes on that tier), pause (the task's worker is stopped and the task waits for the user with
 //! the diagnosis), abort (the worker is stopped and the task fails with the diagnosis). Each is recorded as a
-//! `WatcherIntervened` event.
+//! `WatcherIntervened` event, in the transaction that stores the status the session is to end with (V12), so a
+//! supervisor crash before the session ends does not undo it.
 
 use neuraphage_ipc::{EventKind, TaskId, TaskStatus};
 
@@ -73,19 +74,28 @@ pub fn act(daemon: &Daemon, id: &TaskId, tier: Option<&str>, mut action: Action)
         Recommendation::Escalate => Some(TaskStatus::Queued),
         _ => None,
     };
-    daemon.record(
-        id,
-        EventKind::WatcherIntervened {
-            rule: action.rule.clone(),
-            recommendation: action.recommendation.name().to_owned(),
-            diagnosis: action.diagnosis.clone(),
-            confidence: action.confidence,
-        },
-    );
-    if let Some(status) = status {
-        // The session ends with this status instead of Cancelled (runner's `finish`).
-        daemon.watcher.stop_with(id, status);
-        daemon.workers.cancel(id);
+    let intervened = EventKind::WatcherIntervened {
+        rule: action.rule.clone(),
+        recommendation: action.recommendation.name().to_owned(),
+        diagnosis: action.diagnosis.clone(),
+        confidence: action.confidence,
+    };
+    // The event and the status the session ends with, together and durable before the worker is stopped: the
+    // session's end (runner's `finish`), or after a crash the next start, ends the task with it instead of Cancelled
+    // or a fresh queue.
+    match daemon.with_store(|s| s.watcher_intervened(id, &intervened, status.as_ref())) {
+        Ok(true) => {
+            crate::crash_point::at("watcher_stopped");
+            daemon.workers.cancel(id);
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(task = %id, error = %e, "cannot store the Watcher's intervention");
+            // Still stop the worker of a task the Watcher judged must not go on (it ends as Cancelled).
+            if matches!(action.recommendation, Recommendation::Pause | Recommendation::Abort) {
+                daemon.workers.cancel(id);
+            }
+        }
     }
     tracing::info!(task = %id, rule = %action.rule, recommendation = action.recommendation.name(), "the Watcher intervened");
     action.recommendation

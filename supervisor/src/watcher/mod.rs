@@ -3,10 +3,12 @@
 //! cheap [`rules`]; only a flagged task is judged by the `watcher` persona on the router tier ([`judge`]), and the
 //! verdict is carried out ([`act`]). A task that cannot be judged (no router tier reachable, an answer that does not
 //! read) is paused with the rules' finding: a stuck task never loops silently. A task is not flagged again for the
-//! same finding while its last intervention is fresh (`watcher.cooldown-secs`); whether a nudge helped (the pattern
+//! same finding while its last intervention is fresh (`watcher.cooldown-secs`), nor judged more than
+//! `watcher.max-judgements-per-hour` times an hour ([`budget`]: past it, paused with the rules' finding); whether a nudge helped (the pattern
 //! gone at the first look that sees new steps) is recorded as `WatcherOutcome`.
 
 pub mod act;
+pub mod budget;
 pub mod judge;
 pub mod rules;
 pub mod snapshot;
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use neuraphage_ipc::personas::WatcherEntry;
-use neuraphage_ipc::{EventKind, Task, TaskId, TaskState, TaskStatus};
+use neuraphage_ipc::{EventKind, Task, TaskId, TaskState};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -41,11 +43,20 @@ pub struct WatcherConfig {
     pub no_progress_mins: u64,
     /// Seconds during which a task is not flagged again for the same finding (default 300).
     pub cooldown_secs: u64,
+    /// Router judgements one task may cost in an hour (0 to 3600; default 4); past it a flagged task is paused with
+    /// the rules' finding ([`budget`]). 0: never judged.
+    pub max_judgements_per_hour: u32,
 }
 
 impl Default for WatcherConfig {
     fn default() -> WatcherConfig {
-        WatcherConfig { enabled: true, interval_secs: 30, no_progress_mins: 10, cooldown_secs: 300 }
+        WatcherConfig {
+            enabled: true,
+            interval_secs: 30,
+            no_progress_mins: 10,
+            cooldown_secs: 300,
+            max_judgements_per_hour: 4,
+        }
     }
 }
 
@@ -60,6 +71,12 @@ impl WatcherConfig {
         }
         if self.cooldown_secs > 7 * 86_400 {
             return Err(format!("watcher.cooldown-secs: {} is more than a week (604800)", self.cooldown_secs));
+        }
+        if self.max_judgements_per_hour > 3600 {
+            return Err(format!(
+                "watcher.max-judgements-per-hour: {} is not between 0 and 3600",
+                self.max_judgements_per_hour
+            ));
         }
         Ok(())
     }
@@ -79,7 +96,7 @@ struct Flag {
 #[derive(Debug, Default)]
 pub struct WatcherState {
     flags: Mutex<HashMap<TaskId, Flag>>,
-    stops: Mutex<HashMap<TaskId, TaskStatus>>,
+    judgements: Mutex<HashMap<TaskId, budget::Budget>>,
     /// Judgments asked of the router tier since the start.
     pub router_calls: AtomicU64,
 }
@@ -89,14 +106,12 @@ impl WatcherState {
         self.flags.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// End the task's running session with `status` (a pause or an abort) when its worker is cancelled.
-    pub fn stop_with(&self, id: &TaskId, status: TaskStatus) {
-        self.stops.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), status);
-    }
-
-    /// The status the Watcher ended the task's session with, if it did (taken: asked once per session's end).
-    pub fn take_stop(&self, id: &TaskId) -> Option<TaskStatus> {
-        self.stops.lock().unwrap_or_else(PoisonError::into_inner).remove(id)
+    /// Take one judgement from task `id`'s budget (`max` an hour) at `now`; `Err(used)` when it is spent. Budgets
+    /// with nothing in the last hour are forgotten.
+    fn take_judgement(&self, id: &TaskId, now: Instant, max: u32) -> std::result::Result<(), usize> {
+        let mut all = self.judgements.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|_, b| !b.is_idle(now));
+        all.entry(id.clone()).or_default().take(now, max)
     }
 }
 
@@ -219,11 +234,18 @@ pub async fn judge_and_act(daemon: Arc<Daemon>, snapshot: Snapshot, finding: Fin
             .map(|p| p.prompt.clone())
             .unwrap_or_else(|| crate::personas::WATCHER_PROMPT.into())
     });
-    let request = judge::request(system, snapshot::render(&snapshot, &finding));
-    daemon.watcher.router_calls.fetch_add(1, Ordering::Relaxed);
-    let verdict = match daemon.side_call(&snapshot.task, request, judge::JUDGE_WITHIN).await {
-        Ok(response) => judge::parse(&neuraphage_ipc::llm::text_of(&response.content)),
-        Err(failure) => Err(format!("the router tier could not be reached: {}", failure.message)),
+    let max = daemon.config().watcher.max_judgements_per_hour;
+    let verdict = match daemon.watcher.take_judgement(&snapshot.task, Instant::now(), max) {
+        Ok(()) => {
+            let request = judge::request(system, snapshot::render(&snapshot, &finding));
+            daemon.watcher.router_calls.fetch_add(1, Ordering::Relaxed);
+            match daemon.side_call(&snapshot.task, request, judge::JUDGE_WITHIN).await {
+                Ok(response) => judge::parse(&neuraphage_ipc::llm::text_of(&response.content))
+                    .map_err(|why| format!("unjudged: {why}")),
+                Err(failure) => Err(format!("unjudged: the router tier could not be reached: {}", failure.message)),
+            }
+        }
+        Err(used) => Err(budget::spent(used, max)),
     };
     let action = match verdict {
         Ok(v) => act::Action {
@@ -239,7 +261,7 @@ pub async fn judge_and_act(daemon: Arc<Daemon>, snapshot: Snapshot, finding: Fin
             act::Action {
                 rule: finding.rule.to_owned(),
                 recommendation: Recommendation::Pause,
-                diagnosis: format!("{} (unjudged: {why})", finding.detail),
+                diagnosis: format!("{} ({why})", finding.detail),
                 confidence: 0,
                 nudge: None,
             }
@@ -339,5 +361,8 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("watcher.interval-secs"));
         let bad = WatcherConfig { no_progress_mins: 20_000, ..WatcherConfig::default() };
         assert!(bad.validate().unwrap_err().contains("watcher.no-progress-mins"));
+        let bad = WatcherConfig { max_judgements_per_hour: 3601, ..WatcherConfig::default() };
+        assert!(bad.validate().unwrap_err().contains("watcher.max-judgements-per-hour: 3601"));
+        assert!(WatcherConfig { max_judgements_per_hour: 0, ..WatcherConfig::default() }.validate().is_ok());
     }
 }
