@@ -18,8 +18,14 @@ use crate::notices::{Notice, Notices};
 use crate::stats::Stats;
 use crate::tasks::TaskTable;
 
-/// Lines of a diff kept for the diff view.
-pub const MAX_DIFF_LINES: usize = 20_000;
+/// Lines of a diff kept for the diff view (the rest is counted, not kept: `neuraphage task diff` shows it all).
+pub const MAX_DIFF_LINES: usize = 5_000;
+
+/// Bytes of a diff kept for the diff view.
+pub const MAX_DIFF_BYTES: usize = 512 * 1024;
+
+/// Bytes of one diff line kept (a screen's width of it is shown; a minified file's line is cut here).
+pub const MAX_DIFF_LINE_BYTES: usize = 1024;
 
 /// Stream events buffered while the task list is being read.
 const MAX_BUFFERED: usize = 10_000;
@@ -78,7 +84,7 @@ pub struct DiffView {
     pub scroll: usize,
     /// Still loading.
     pub loading: bool,
-    /// Lines left out beyond [`MAX_DIFF_LINES`].
+    /// Lines left out beyond [`MAX_DIFF_LINES`] or [`MAX_DIFF_BYTES`] (the last kept line says so).
     pub cut: usize,
 }
 
@@ -359,9 +365,7 @@ impl App {
                             } else if patch.is_empty() {
                                 view.lines = vec!["(no changes)".to_owned()];
                             } else {
-                                let total = patch.lines().count();
-                                view.lines = patch.lines().take(MAX_DIFF_LINES).map(str::to_owned).collect();
-                                view.cut = total.saturating_sub(MAX_DIFF_LINES);
+                                (view.lines, view.cut) = bounded_diff(&patch, &id);
                             }
                         }
                         Ok(other) => view.lines = vec![format!("unexpected reply: {other:?}")],
@@ -401,6 +405,34 @@ impl App {
             _ => None,
         }
     }
+}
+
+/// A patch's first lines for the diff view: at most [`MAX_DIFF_LINES`] lines and [`MAX_DIFF_BYTES`] bytes, each
+/// line cut to [`MAX_DIFF_LINE_BYTES`]; when more is left, a last line says how many lines and where to see them.
+/// One pass over what is kept, one byte count over the rest: a huge patch costs no more than its size to skip.
+pub fn bounded_diff(patch: &str, task: &TaskId) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let (mut bytes, mut at) = (0, 0);
+    for line in patch.split_inclusive('\n') {
+        let text = line.strip_suffix('\n').unwrap_or(line);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        let kept = crate::text::cut(text, MAX_DIFF_LINE_BYTES);
+        if lines.len() >= MAX_DIFF_LINES || bytes + kept.len() > MAX_DIFF_BYTES {
+            break;
+        }
+        bytes += kept.len();
+        lines.push(kept.to_owned());
+        at += line.len();
+    }
+    let rest = &patch.as_bytes()[at..];
+    let cut = match rest {
+        [] => 0,
+        _ => rest.iter().filter(|b| **b == b'\n').count() + usize::from(rest.last() != Some(&b'\n')),
+    };
+    if cut > 0 {
+        lines.push(format!("… {cut} more lines, see `neuraphage task diff {task}`"));
+    }
+    (lines, cut)
 }
 
 #[cfg(test)]

@@ -276,6 +276,36 @@ fn diff_view() {
 }
 
 #[test]
+fn a_huge_diff_is_cut_to_its_bounds_with_a_note_saying_where_to_see_it() {
+    use neuraphage_tui::app::{MAX_DIFF_BYTES, MAX_DIFF_LINE_BYTES, MAX_DIFF_LINES, Mode};
+    let mut app = busy();
+    app.command(Command::Diff);
+    // A minified file's 8 MiB line (with an escape in it), then 300 000 short lines.
+    let mut patch = String::from("diff --git a/min.js b/min.js\n+");
+    patch.push_str(&"x\u{1b}]2;pwned\u{7}".repeat(8 * 1024 * 1024 / 12));
+    patch.push('\n');
+    for n in 0..300_000 {
+        patch.push_str(&format!("+line {n}\n"));
+    }
+    app.reply(ReplyTo::Diff(id(1)), Ok(ControlReply::Diff { task: id(1), base_commit: Some("abc".into()), patch }));
+    let Mode::Diff(view) = &app.mode else { panic!("{:?}", app.mode) };
+    assert!(view.lines.len() <= MAX_DIFF_LINES + 1, "{} lines kept", view.lines.len());
+    let kept: usize = view.lines.iter().map(String::len).sum();
+    assert!(kept <= MAX_DIFF_BYTES + 200, "{kept} bytes kept");
+    assert!(view.lines.iter().all(|l| l.len() <= MAX_DIFF_LINE_BYTES), "every line cut");
+    let shown = view.lines.len() - 3; // the header, the long line and the note around the `+line N` kept
+    assert_eq!(view.cut, 300_000 - shown);
+    assert_eq!(view.lines.last().unwrap(), &format!("… {} more lines, see `neuraphage task diff {}`", view.cut, id(1)));
+    app.command(Command::Bottom);
+    app.command(Command::ScrollUp(3));
+    insta::assert_snapshot!(snap(&app, 120, 12));
+    // The long line, escaped, cut to the width.
+    app.command(Command::Top);
+    let top = snap(&app, 120, 12);
+    assert!(top.contains("+x\\u{1b}]2;pwned\\u{7}x") && !top.contains('\u{1b}'), "{top}");
+}
+
+#[test]
 fn filter() {
     let mut app = busy();
     app.command(Command::CycleState); // Queued

@@ -149,7 +149,10 @@ pub fn diff(frame: &mut Frame<'_>, area: Rect, view: &DiffView, theme: &Theme) {
     let mut block = super::pane(Line::styled(title, theme.accent()), theme)
         .title_bottom(Line::styled(" j/k PgUp/PgDn g/G scroll · q/Esc close ", theme.dim()));
     if view.cut > 0 {
-        block = block.title_bottom(Line::styled(format!(" {} more lines not shown ", view.cut), theme.error()));
+        block = block.title_bottom(Line::styled(
+            format!(" {} more lines not shown: `neuraphage task diff {}` ", view.cut, view.task),
+            theme.error(),
+        ));
     }
     let inner = block.inner(area);
     frame.render_widget(block, area);
