@@ -71,7 +71,17 @@ pub enum Purpose {
     Filter,
     /// A message to a task.
     Message(TaskId),
+    /// Why a task's pending permission request is denied (optional: Enter on an empty line denies without one).
+    DenyReason {
+        /// The task.
+        task: TaskId,
+        /// Typed over the attached view (back to it afterwards), else over the dashboard.
+        attached: bool,
+    },
 }
+
+/// Bytes of a deny reason (the supervisor's limit, `MAX_REASON_BYTES`).
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// A diff being shown.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -255,6 +255,18 @@ fn attached() {
 }
 
 #[test]
+fn attached_typing_a_deny_reason() {
+    let mut app = busy();
+    app.selected = Some(id(2));
+    app.command(Command::Attach);
+    app.command(Command::Deny);
+    for c in "force-push rewrites \u{1b}[2J main".chars() {
+        app.command(Command::Input(c));
+    }
+    insta::assert_snapshot!(snap(&app, 120, 40));
+}
+
+#[test]
 fn help() {
     let mut app = busy();
     app.command(Command::Help);
