@@ -116,6 +116,13 @@ pub enum ReplyTo {
     Detail(TaskId),
     /// The diff view's patch.
     Diff(TaskId),
+    /// The conversation so far, asked for on attaching when the log was at `mark` ([`crate::live::LiveLog::mark`]).
+    Conversation {
+        /// The task.
+        task: TaskId,
+        /// Where its log was.
+        mark: u64,
+    },
     /// A user action; its outcome is said in the footer.
     Action(String),
 }
@@ -170,6 +177,7 @@ pub struct App {
     /// Stored events received while the task list is read, re-applied after it.
     buffered: Option<Vec<TaskEvent>>,
     fetching: HashSet<TaskId>,
+    fetching_conversation: HashSet<TaskId>,
     history_asked: bool,
 }
 
@@ -192,6 +200,7 @@ impl App {
             effects: Vec::new(),
             buffered: None,
             fetching: HashSet::new(),
+            fetching_conversation: HashSet::new(),
             history_asked: false,
         }
     }
@@ -314,6 +323,20 @@ impl App {
         }
     }
 
+    /// Ask for a task's conversation so far once (on attaching), marking where its log is now: the subscription
+    /// is already caught up, so what comes live from here follows the conversation (as `task attach` orders it).
+    pub(crate) fn load_conversation(&mut self, task: &TaskId) {
+        let log = self.logs.log_mut(task);
+        if log.conversation || !self.fetching_conversation.insert(task.clone()) {
+            return;
+        }
+        let mark = log.mark();
+        self.effects.push(Effect::Call(
+            ControlRequest::TaskLog { task: task.to_string() },
+            ReplyTo::Conversation { task: task.clone(), mark },
+        ));
+    }
+
     /// The task list (every page).
     pub fn tasks_listed(&mut self, tasks: Vec<Task>) {
         self.tasks.replace_all(tasks);
@@ -339,6 +362,7 @@ impl App {
         self.link = Link::Lost(why);
         self.buffered = None;
         self.fetching.clear();
+        self.fetching_conversation.clear();
     }
 
     /// A request's reply (`Err`: its refusal or failure, in words).
@@ -362,6 +386,20 @@ impl App {
             }
             (ReplyTo::Detail(id), _) => {
                 self.fetching.remove(&id);
+            }
+            (ReplyTo::Conversation { task, mark }, reply) => {
+                self.fetching_conversation.remove(&task);
+                match reply {
+                    Ok(ControlReply::Log { messages, .. }) => {
+                        self.logs.log_mut(&task).load_conversation(&messages, mark, &task)
+                    }
+                    Ok(other) => self.flash = Some((format!("unexpected reply to the conversation: {other:?}"), true)),
+                    // As `task attach`: say so and follow live (attaching again asks again).
+                    Err(e) => {
+                        self.flash =
+                            Some((format!("the conversation so far cannot be read now ({e}); following live"), true))
+                    }
+                }
             }
             (ReplyTo::Diff(id), reply) => {
                 if let Mode::Diff(view) = &mut self.mode

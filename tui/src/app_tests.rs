@@ -234,6 +234,7 @@ fn a_deny_reason_typed_attached_returns_to_the_attached_view_and_is_bounded() {
     listed(&mut app, vec![task(1, TaskStatus::WaitingForUser { prompt: "ok?".into() }, 0)]);
     app.take_effects();
     app.command(Command::Attach);
+    app.take_effects();
     app.command(Command::Deny);
     assert!(
         matches!(&app.mode, Mode::Prompt { purpose: Purpose::DenyReason { attached: true, .. }, .. }),

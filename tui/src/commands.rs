@@ -160,9 +160,10 @@ impl App {
             Command::ScrollDown(n) => self.scroll = self.scroll.saturating_sub(n),
             Command::Help => self.mode = Mode::Help,
             Command::Attach => {
-                if self.selected.is_some() {
+                if let Some(id) = self.selected.clone() {
                     self.mode = Mode::Attached { input: None };
                     self.scroll = 0;
+                    self.load_conversation(&id);
                 }
             }
             Command::Send => {
