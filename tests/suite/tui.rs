@@ -3,7 +3,8 @@
 //! `capture-pane`: it lists the tasks that wait first with the banner, approves a permission request, answers a
 //! question with a typed message, pauses and kills a task after confirming, attaches and detaches, shows a new
 //! task's streamed text as it comes, sets the pane's
-//! title (`np ⏳N ▶N ✓N`), and quits leaving every task as it was.
+//! title (`np ⏳N ▶N ✓N`), and quits leaving every task as it was; attaching to a task started before the dashboard
+//! shows its conversation so far, then its live tail; a deny's typed reason reaches the model.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -260,4 +261,60 @@ fn without_a_supervisor_it_says_so_and_leaves_the_terminal_alone() {
     let tmux = start_tui(&home);
     let screen = tmux.wait_text("EXITED 3");
     assert!(screen.contains("the supervisor is not running"), "{screen}");
+}
+
+#[test]
+fn attaching_shows_the_conversation_so_far_then_the_live_tail_and_a_deny_reason_reaches_the_model() {
+    let model = Model::start(policy(|r| {
+        let task = r.first_user_text().unwrap_or_default();
+        if r.tool_result_count() > 0 {
+            let reply = Reply::text("LIVE-TAIL after your answer").chunk_chars(4);
+            return Step::Reply(reply.delay(Duration::from_millis(20)).stop(StopReason::EndTurn));
+        }
+        if task.contains("deny-me") {
+            return Step::Reply(Reply::tool("Bash", json!({ "command": DEPLOY })));
+        }
+        Step::Reply(
+            Reply::text("BACKLOG-MARKER: I read the repository before you came.")
+                .with_tool("AskUser", json!({"question": "Which colour?", "options": ["red", "blue"]})),
+        )
+    }));
+    let mut home = TestHome::new();
+    home.write_config("security:\n  permissions:\n    ask-commands: [\"echo DEPLOY *\"]\n");
+    home.start_with_model(&model);
+    let asked = new_task(&home, "backlog-task");
+    home.wait_status(&asked, "WaitingForUser", WITHIN);
+    let denied = new_task(&home, "deny-me");
+    home.wait_status(&denied, "WaitingForUser", WITHIN);
+
+    // The dashboard starts after the model's text was streamed: only the stored conversation has it.
+    let tmux = start_tui(&home);
+    tmux.wait_text("2 tasks wait on you");
+    select(&tmux, "backlog-task", &asked);
+    tmux.keys(&["Enter"]);
+    tmux.wait_text("attached · d detach");
+    let screen = tmux.wait_text("BACKLOG-MARKER: I read the repository before you came.");
+    assert!(screen.contains("Which colour?"), "{screen}");
+    // Then the live tail: the answer's streamed reply, below the conversation.
+    tmux.keys(&["s"]);
+    tmux.wait_text("message ›");
+    tmux.type_text("blue");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_text("LIVE-TAIL after your answer");
+    let at = |text: &str| screen.find(text).unwrap_or_else(|| panic!("{text} not shown:\n{screen}"));
+    assert!(at("BACKLOG-MARKER") < at("LIVE-TAIL"), "{screen}");
+    home.wait_status(&asked, "Completed", WITHIN);
+    tmux.keys(&["d"]);
+    tmux.wait_text("Notifications");
+
+    // x asks why; the reason typed reaches the model with the refusal, as `task deny --reason` sends it.
+    select(&tmux, "deny-me", &denied);
+    tmux.keys(&["x"]);
+    tmux.wait_text("why (optional");
+    tmux.type_text("not on prod today");
+    tmux.keys(&["Enter"]);
+    tmux.wait_text("denied request #");
+    home.wait_status(&denied, "Completed", WITHIN);
+    let outputs = home.tool_outputs(&denied);
+    assert!(outputs.iter().any(|o| o.contains("not on prod today")), "the reason reached the model: {outputs:?}");
 }

@@ -18,8 +18,14 @@ use crate::notices::{Notice, Notices};
 use crate::stats::Stats;
 use crate::tasks::TaskTable;
 
-/// Lines of a diff kept for the diff view.
-pub const MAX_DIFF_LINES: usize = 20_000;
+/// Lines of a diff kept for the diff view (the rest is counted, not kept: `neuraphage task diff` shows it all).
+pub const MAX_DIFF_LINES: usize = 5_000;
+
+/// Bytes of a diff kept for the diff view.
+pub const MAX_DIFF_BYTES: usize = 512 * 1024;
+
+/// Bytes of one diff line kept (a screen's width of it is shown; a minified file's line is cut here).
+pub const MAX_DIFF_LINE_BYTES: usize = 1024;
 
 /// Stream events buffered while the task list is being read.
 const MAX_BUFFERED: usize = 10_000;
@@ -65,7 +71,17 @@ pub enum Purpose {
     Filter,
     /// A message to a task.
     Message(TaskId),
+    /// Why a task's pending permission request is denied (optional: Enter on an empty line denies without one).
+    DenyReason {
+        /// The task.
+        task: TaskId,
+        /// Typed over the attached view (back to it afterwards), else over the dashboard.
+        attached: bool,
+    },
 }
+
+/// Bytes of a deny reason (the supervisor's limit, `MAX_REASON_BYTES`).
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// A diff being shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +94,7 @@ pub struct DiffView {
     pub scroll: usize,
     /// Still loading.
     pub loading: bool,
-    /// Lines left out beyond [`MAX_DIFF_LINES`].
+    /// Lines left out beyond [`MAX_DIFF_LINES`] or [`MAX_DIFF_BYTES`] (the last kept line says so).
     pub cut: usize,
 }
 
@@ -100,6 +116,13 @@ pub enum ReplyTo {
     Detail(TaskId),
     /// The diff view's patch.
     Diff(TaskId),
+    /// The conversation so far, asked for on attaching when the log was at `mark` ([`crate::live::LiveLog::mark`]).
+    Conversation {
+        /// The task.
+        task: TaskId,
+        /// Where its log was.
+        mark: u64,
+    },
     /// A user action; its outcome is said in the footer.
     Action(String),
 }
@@ -154,6 +177,7 @@ pub struct App {
     /// Stored events received while the task list is read, re-applied after it.
     buffered: Option<Vec<TaskEvent>>,
     fetching: HashSet<TaskId>,
+    fetching_conversation: HashSet<TaskId>,
     history_asked: bool,
 }
 
@@ -176,6 +200,7 @@ impl App {
             effects: Vec::new(),
             buffered: None,
             fetching: HashSet::new(),
+            fetching_conversation: HashSet::new(),
             history_asked: false,
         }
     }
@@ -298,6 +323,20 @@ impl App {
         }
     }
 
+    /// Ask for a task's conversation so far once (on attaching), marking where its log is now: the subscription
+    /// is already caught up, so what comes live from here follows the conversation (as `task attach` orders it).
+    pub(crate) fn load_conversation(&mut self, task: &TaskId) {
+        let log = self.logs.log_mut(task);
+        if log.conversation || !self.fetching_conversation.insert(task.clone()) {
+            return;
+        }
+        let mark = log.mark();
+        self.effects.push(Effect::Call(
+            ControlRequest::TaskLog { task: task.to_string() },
+            ReplyTo::Conversation { task: task.clone(), mark },
+        ));
+    }
+
     /// The task list (every page).
     pub fn tasks_listed(&mut self, tasks: Vec<Task>) {
         self.tasks.replace_all(tasks);
@@ -323,6 +362,7 @@ impl App {
         self.link = Link::Lost(why);
         self.buffered = None;
         self.fetching.clear();
+        self.fetching_conversation.clear();
     }
 
     /// A request's reply (`Err`: its refusal or failure, in words).
@@ -347,6 +387,20 @@ impl App {
             (ReplyTo::Detail(id), _) => {
                 self.fetching.remove(&id);
             }
+            (ReplyTo::Conversation { task, mark }, reply) => {
+                self.fetching_conversation.remove(&task);
+                match reply {
+                    Ok(ControlReply::Log { messages, .. }) => {
+                        self.logs.log_mut(&task).load_conversation(&messages, mark, &task)
+                    }
+                    Ok(other) => self.flash = Some((format!("unexpected reply to the conversation: {other:?}"), true)),
+                    // As `task attach`: say so and follow live (attaching again asks again).
+                    Err(e) => {
+                        self.flash =
+                            Some((format!("the conversation so far cannot be read now ({e}); following live"), true))
+                    }
+                }
+            }
             (ReplyTo::Diff(id), reply) => {
                 if let Mode::Diff(view) = &mut self.mode
                     && view.task == id
@@ -359,9 +413,7 @@ impl App {
                             } else if patch.is_empty() {
                                 view.lines = vec!["(no changes)".to_owned()];
                             } else {
-                                let total = patch.lines().count();
-                                view.lines = patch.lines().take(MAX_DIFF_LINES).map(str::to_owned).collect();
-                                view.cut = total.saturating_sub(MAX_DIFF_LINES);
+                                (view.lines, view.cut) = bounded_diff(&patch, &id);
                             }
                         }
                         Ok(other) => view.lines = vec![format!("unexpected reply: {other:?}")],
@@ -401,6 +453,34 @@ impl App {
             _ => None,
         }
     }
+}
+
+/// A patch's first lines for the diff view: at most [`MAX_DIFF_LINES`] lines and [`MAX_DIFF_BYTES`] bytes, each
+/// line cut to [`MAX_DIFF_LINE_BYTES`]; when more is left, a last line says how many lines and where to see them.
+/// One pass over what is kept, one byte count over the rest: a huge patch costs no more than its size to skip.
+pub fn bounded_diff(patch: &str, task: &TaskId) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let (mut bytes, mut at) = (0, 0);
+    for line in patch.split_inclusive('\n') {
+        let text = line.strip_suffix('\n').unwrap_or(line);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        let kept = crate::text::cut(text, MAX_DIFF_LINE_BYTES);
+        if lines.len() >= MAX_DIFF_LINES || bytes + kept.len() > MAX_DIFF_BYTES {
+            break;
+        }
+        bytes += kept.len();
+        lines.push(kept.to_owned());
+        at += line.len();
+    }
+    let rest = &patch.as_bytes()[at..];
+    let cut = match rest {
+        [] => 0,
+        _ => rest.iter().filter(|b| **b == b'\n').count() + usize::from(rest.last() != Some(&b'\n')),
+    };
+    if cut > 0 {
+        lines.push(format!("… {cut} more lines, see `neuraphage task diff {task}`"));
+    }
+    (lines, cut)
 }
 
 #[cfg(test)]

@@ -109,7 +109,19 @@ fn keys_become_the_control_requests_the_cli_makes() {
     let id = TaskId::from_bits(1).to_string();
     app.command(Command::Approve);
     app.command(Command::ApproveAlways);
+    // x asks why first (optional): Enter on an empty line denies without a reason, a typed one is sent as the CLI's
+    // `task deny --reason`, and Esc keeps the request.
     app.command(Command::Deny);
+    app.command(Command::Submit);
+    app.command(Command::Deny);
+    for c in " not on prod ".chars() {
+        app.command(Command::Input(c));
+    }
+    app.command(Command::Submit);
+    app.command(Command::Deny);
+    app.command(Command::Input('n'));
+    app.command(Command::Cancel);
+    assert_eq!(app.mode, Mode::Dashboard);
     app.command(Command::PauseResume);
     app.command(Command::Retry);
     let requests: Vec<ControlRequest> = app
@@ -136,6 +148,13 @@ fn keys_become_the_control_requests_the_cli_makes() {
                 allow: false,
                 save: false,
                 reason: None,
+                request: None
+            },
+            ControlRequest::DecidePermission {
+                task: id.clone(),
+                allow: false,
+                save: false,
+                reason: Some("not on prod".into()),
                 request: None
             },
             ControlRequest::PauseTask { task: id.clone() },
@@ -207,4 +226,34 @@ fn history_feeds_notifications_but_never_a_status() {
     assert_eq!(app.tasks.get(&TaskId::from_bits(1)).unwrap().status.state(), TaskState::Running);
     assert_eq!(app.notices.iter().next().map(|n| n.text.clone()), Some("failed: boom".into()));
     assert!(app.notices.take_alerts().is_empty(), "no alert for the past");
+}
+
+#[test]
+fn a_deny_reason_typed_attached_returns_to_the_attached_view_and_is_bounded() {
+    let mut app = App::new(t0());
+    listed(&mut app, vec![task(1, TaskStatus::WaitingForUser { prompt: "ok?".into() }, 0)]);
+    app.take_effects();
+    app.command(Command::Attach);
+    app.take_effects();
+    app.command(Command::Deny);
+    assert!(
+        matches!(&app.mode, Mode::Prompt { purpose: Purpose::DenyReason { attached: true, .. }, .. }),
+        "{:?}",
+        app.mode
+    );
+    for _ in 0..MAX_REASON_BYTES {
+        app.command(Command::Input('é'));
+    }
+    app.command(Command::Submit);
+    assert_eq!(app.mode, Mode::Attached { input: None });
+    let effects = app.take_effects();
+    let [Effect::Call(ControlRequest::DecidePermission { allow: false, reason: Some(reason), .. }, _)] = &effects[..]
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(reason.len(), MAX_REASON_BYTES, "cut to the supervisor's limit on a character boundary");
+    app.command(Command::Deny);
+    app.command(Command::Cancel);
+    assert_eq!(app.mode, Mode::Attached { input: None });
+    assert!(app.take_effects().is_empty());
 }

@@ -1,11 +1,11 @@
 //! What keys do to the dashboard: each [`Command`] changes the [`App`]'s mode or selection, or asks for a control
-//! request (an [`Effect`]) — the same requests the CLI makes for `task approve|deny|send|pause|resume|kill|retry|
-//! diff|new`. Pure, like the rest of the state.
+//! request (an [`Effect`]) — the same requests the CLI makes for `task approve|deny [--reason]|send|pause|resume|
+//! kill|retry|diff|new|log`. Pure, like the rest of the state.
 
 use neuraphage_ipc::waiting::MAX_MESSAGE_BYTES;
 use neuraphage_ipc::{ControlRequest, MAX_DESCRIPTION_BYTES, NewTask, TaskId, TaskState};
 
-use crate::app::{App, DiffView, Effect, Mode, Purpose, ReplyTo};
+use crate::app::{App, DiffView, Effect, MAX_REASON_BYTES, Mode, Purpose, ReplyTo};
 use crate::keys::Command;
 use crate::tasks::Filter;
 
@@ -82,6 +82,7 @@ impl App {
                     self.scroll = 0;
                 }
                 Command::Send => *input = Some(String::new()),
+                Command::Deny => self.ask_deny_reason(true),
                 other => self.dashboard_command(other),
             },
             Mode::Dashboard | Mode::Prompt { .. } => self.dashboard_command(command),
@@ -92,13 +93,17 @@ impl App {
     fn typed(&mut self, command: Command) {
         let filter_changed = match (&mut self.mode, command) {
             (Mode::Prompt { text, purpose }, Command::Input(c)) => {
-                if text.len() < MAX_MESSAGE_BYTES.min(MAX_DESCRIPTION_BYTES) {
+                let max = match purpose {
+                    Purpose::DenyReason { .. } => MAX_REASON_BYTES,
+                    _ => MAX_MESSAGE_BYTES.min(MAX_DESCRIPTION_BYTES),
+                };
+                if text.len() + c.len_utf8() <= max {
                     text.push(c);
                 }
                 matches!(purpose, Purpose::Filter)
             }
             (Mode::Attached { input: Some(text) }, Command::Input(c)) => {
-                if text.len() < MAX_MESSAGE_BYTES {
+                if text.len() + c.len_utf8() <= MAX_MESSAGE_BYTES {
                     text.push(c);
                 }
                 false
@@ -117,6 +122,12 @@ impl App {
             }
             (Mode::Attached { input }, Command::Cancel) => {
                 *input = None;
+                false
+            }
+            (Mode::Prompt { purpose: Purpose::DenyReason { task, attached }, .. }, Command::Cancel) => {
+                let said = format!("not denied: {task} still waits");
+                self.mode = if *attached { Mode::Attached { input: None } } else { Mode::Dashboard };
+                self.flash = Some((said, false));
                 false
             }
             (Mode::Prompt { purpose, .. }, Command::Cancel) => {
@@ -149,9 +160,10 @@ impl App {
             Command::ScrollDown(n) => self.scroll = self.scroll.saturating_sub(n),
             Command::Help => self.mode = Mode::Help,
             Command::Attach => {
-                if self.selected.is_some() {
+                if let Some(id) = self.selected.clone() {
                     self.mode = Mode::Attached { input: None };
                     self.scroll = 0;
+                    self.load_conversation(&id);
                 }
             }
             Command::Send => {
@@ -180,21 +192,17 @@ impl App {
                 }
                 self.flash = None;
             }
-            Command::Approve | Command::ApproveAlways | Command::Deny => {
-                let (allow, save) = match command {
-                    Command::Approve => (true, false),
-                    Command::ApproveAlways => (true, true),
-                    _ => (false, false),
-                };
-                let what = if allow { "approve" } else { "deny" };
-                self.act(what, |task| ControlRequest::DecidePermission {
+            Command::Approve | Command::ApproveAlways => {
+                let save = command == Command::ApproveAlways;
+                self.act("approve", |task| ControlRequest::DecidePermission {
                     task,
-                    allow,
+                    allow: true,
                     save,
                     reason: None,
                     request: None,
                 });
             }
+            Command::Deny => self.ask_deny_reason(false),
             Command::PauseResume => {
                 let paused = self.selected_task().is_some_and(|t| t.status.state() == TaskState::Paused);
                 if paused {
@@ -222,6 +230,17 @@ impl App {
         }
     }
 
+    /// `x`: type why the selected task's pending request is denied (optional), then Enter denies it — the CLI's
+    /// `task deny ID [--reason TEXT]`.
+    fn ask_deny_reason(&mut self, attached: bool) {
+        match self.selected.clone() {
+            Some(task) => {
+                self.mode = Mode::Prompt { purpose: Purpose::DenyReason { task, attached }, text: String::new() }
+            }
+            None => self.flash = Some(("no task is selected".to_owned(), true)),
+        }
+    }
+
     fn keep_selection_shown(&mut self) {
         self.tasks.refresh();
         if self.selected.as_ref().is_none_or(|id| self.tasks.index_of(id).is_none()) {
@@ -245,6 +264,22 @@ impl App {
                 }
             }
             Mode::Prompt { purpose: Purpose::Message(id), text } => self.send(&id, text),
+            Mode::Prompt { purpose: Purpose::DenyReason { task, attached }, text } => {
+                let reason = Some(text.trim().to_owned()).filter(|r| !r.is_empty());
+                self.effects.push(Effect::Call(
+                    ControlRequest::DecidePermission {
+                        task: task.to_string(),
+                        allow: false,
+                        save: false,
+                        reason,
+                        request: None,
+                    },
+                    ReplyTo::Action("deny".into()),
+                ));
+                if attached {
+                    self.mode = Mode::Attached { input: None };
+                }
+            }
             Mode::Attached { input: Some(text) } => {
                 if let Some(id) = self.selected.clone() {
                     self.send(&id, text);

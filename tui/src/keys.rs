@@ -32,7 +32,7 @@ pub enum Command {
     Approve,
     /// Approve it and save a rule.
     ApproveAlways,
-    /// Deny it.
+    /// Deny it (a reason is typed first, optional).
     Deny,
     /// Type a message to the task.
     Send,
@@ -160,7 +160,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("d, Esc", "detach (back to the dashboard)"),
     ("a / y", "approve the task's pending permission request"),
     ("A", "approve always (also saves a rule)"),
-    ("x", "deny the pending request"),
+    ("x", "deny the pending request, saying why (optional)"),
     ("s", "send the task a message (answers its question)"),
     ("p", "pause / resume"),
     ("K", "kill the task (asks first)"),

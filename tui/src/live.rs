@@ -1,12 +1,17 @@
 //! The live pane's model: per task, what it is doing as it happens — the model's streamed text, each tool call as
 //! one line with its outcome, what the user and the supervisor said — and its plan (TodoWrite).
 //!
+//! Attaching loads the conversation so far ([`LiveLog::load_conversation`], from `TaskLog`, as `task attach`
+//! does): its last [`MAX_BACKLOG_MESSAGES`] messages / [`MAX_BACKLOG_BYTES`], with a note of what was left out, go
+//! before what arrived live since the request was made.
+//!
 //! Bounded: a task's log keeps its newest [`MAX_LOG_BYTES`] of text in at most [`MAX_ENTRIES`] entries, and logs are
 //! kept for at most [`MAX_LOGS`] tasks (the least recently active go first). Text is stored as the task wrote it
 //! and escaped when drawn.
 
 use std::collections::{HashMap, VecDeque};
 
+use neuraphage_ipc::llm::{ContentBlock, Message, Speaker};
 use neuraphage_ipc::task::{PlanItem, PlanStatus};
 use neuraphage_ipc::{EventKind, TaskEvent, TaskId, TaskStatus};
 
@@ -23,6 +28,15 @@ pub const MAX_LOGS: usize = 200;
 
 /// Most plan items kept.
 pub const MAX_PLAN_ITEMS: usize = 100;
+
+/// Messages of the conversation so far shown on attaching (the last ones).
+pub const MAX_BACKLOG_MESSAGES: usize = 40;
+
+/// Bytes of the conversation so far shown on attaching (the last ones; at least the last message, its text cut).
+pub const MAX_BACKLOG_BYTES: usize = 16 * 1024;
+
+/// Bytes of one text block of the conversation so far (its end is kept).
+const BACKLOG_BLOCK: usize = 4096;
 
 /// Bytes of one tool call's shown input or outcome.
 const TOOL_TEXT: usize = 512;
@@ -86,6 +100,10 @@ pub struct LiveLog {
     touched: u64,
     /// The lowest sequence number of a stored event applied.
     first_seq: Option<u64>,
+    /// Entries ever pushed (marks what arrived after a conversation was asked for).
+    pushed: u64,
+    /// The conversation so far was loaded (attaching does not ask again).
+    pub conversation: bool,
 }
 
 impl LiveLog {
@@ -95,6 +113,7 @@ impl LiveLog {
     }
 
     fn push(&mut self, entry: Entry) {
+        self.pushed += 1;
         self.bytes += entry.bytes();
         self.entries.push_back(entry);
         self.trim();
@@ -177,8 +196,120 @@ impl LiveLog {
         if !later.plan.is_empty() {
             self.plan = later.plan.clone();
         }
+        let (pushed, conversation) = (later.pushed, later.conversation);
         self.append(later);
+        // The count goes on from the live one: a mark taken before stays valid.
+        self.pushed = pushed;
+        self.conversation = conversation;
         self.seeded = true;
+    }
+
+    /// Where the log is now, to hand back to [`LiveLog::load_conversation`] with the conversation asked for now.
+    pub fn mark(&self) -> u64 {
+        self.pushed
+    }
+
+    /// The conversation so far (`TaskLog`, asked for at `mark`) in place of what the log held then: its last
+    /// [`MAX_BACKLOG_MESSAGES`] messages within [`MAX_BACKLOG_BYTES`] (a note says how many earlier ones, how big,
+    /// and where to read them all), then what arrived live since `mark` (with the text streaming at `mark`, which
+    /// no stored message holds yet). A tool call already in the conversation is not repeated.
+    pub fn load_conversation(&mut self, messages: &[Message], mark: u64, task: &TaskId) {
+        let since = if self.pushed >= mark { (self.pushed - mark) as usize } else { self.entries.len() };
+        let mut keep_from = self.entries.len().saturating_sub(since);
+        if keep_from > 0 && matches!(self.entries.get(keep_from - 1), Some(Entry::Text(_))) {
+            keep_from -= 1;
+        }
+        let later: Vec<Entry> = self.entries.drain(keep_from..).collect();
+        // The last messages within the bounds (at least one).
+        let mut start = messages.len();
+        let mut bytes = 0;
+        while start > 0 && messages.len() - start < MAX_BACKLOG_MESSAGES {
+            let size = message_bytes(&messages[start - 1]);
+            if start < messages.len() && bytes + size > MAX_BACKLOG_BYTES {
+                break;
+            }
+            bytes += size;
+            start -= 1;
+        }
+        let mut log = LiveLog { plan: std::mem::take(&mut self.plan), ..LiveLog::default() };
+        if start > 0 {
+            let left: usize = messages[..start].iter().map(message_bytes).sum();
+            log.note(
+                NoteKind::Status,
+                &format!(
+                    "… {start} earlier message{} ({} KiB) not shown; all of it: `neuraphage task log {task}`",
+                    if start == 1 { "" } else { "s" },
+                    left.div_ceil(1024)
+                ),
+            );
+        }
+        for message in &messages[start..] {
+            log.message(message);
+        }
+        for entry in later {
+            if let Entry::Tool { id, outcome, .. } = &entry
+                && let Some(Entry::Tool { outcome: known, .. }) =
+                    log.entries.iter_mut().find(|e| matches!(e, Entry::Tool { id: i, .. } if i == id))
+            {
+                if known.is_none() {
+                    *known = outcome.clone();
+                }
+                continue;
+            }
+            log.push(entry);
+        }
+        log.gaps = self.gaps;
+        log.first_seq = self.first_seq;
+        log.pushed = self.pushed;
+        log.touched = self.touched;
+        log.seeded = true;
+        log.conversation = true;
+        *self = log;
+    }
+
+    /// One stored message as entries: text as text (the user's as a note), each tool call as one line completed by
+    /// its result.
+    fn message(&mut self, message: &Message) {
+        for block in &message.content {
+            match block {
+                ContentBlock::Text { text } if !text.trim().is_empty() => {
+                    let tail = tail_of(text, BACKLOG_BLOCK);
+                    match message.role {
+                        Speaker::Assistant => {
+                            // Each message's text on its own (text() would join it to the previous one).
+                            self.push(Entry::Text(tail.into_owned()));
+                        }
+                        Speaker::User => self.note(NoteKind::User, &format!("user: {tail}")),
+                    }
+                }
+                ContentBlock::ToolUse { id, name, input } => self.push(Entry::Tool {
+                    id: cut(id, 256).to_owned(),
+                    tool: cut(name, 64).to_owned(),
+                    input: tool_input(name, &input.to_string()),
+                    outcome: None,
+                }),
+                ContentBlock::ToolResult { tool_use_id, content, is_error } => {
+                    let line = cut(content.lines().find(|l| !l.trim().is_empty()).unwrap_or(""), TOOL_TEXT).to_owned();
+                    let found = self.entries.iter_mut().rev().find_map(|e| match e {
+                        Entry::Tool { id, outcome, .. } if id == tool_use_id => Some(outcome),
+                        _ => None,
+                    });
+                    match found {
+                        Some(outcome) => {
+                            self.bytes += line.len();
+                            *outcome = Some((*is_error, line));
+                        }
+                        None => self.push(Entry::Tool {
+                            id: cut(tool_use_id, 256).to_owned(),
+                            tool: "tool".to_owned(),
+                            input: String::new(),
+                            outcome: Some((*is_error, line)),
+                        }),
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Apply one stored event about this task.
@@ -288,6 +419,32 @@ impl LiveLog {
             _ => {}
         }
     }
+}
+
+/// What a stored message weighs against [`MAX_BACKLOG_BYTES`]: its text as shown (each block cut).
+fn message_bytes(message: &Message) -> usize {
+    message
+        .content
+        .iter()
+        .map(|b| match b {
+            ContentBlock::Text { text } => text.len().min(BACKLOG_BLOCK),
+            ContentBlock::ToolUse { name, .. } => name.len() + TOOL_TEXT,
+            ContentBlock::ToolResult { .. } => TOOL_TEXT,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The last `max` bytes of `text`, on a character boundary, with `…` in front when cut.
+fn tail_of(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..]).into()
 }
 
 /// A status change as a log line.

@@ -254,6 +254,102 @@ fn attached() {
     insta::assert_snapshot!(snap(&app, 120, 40));
 }
 
+/// Attaching asks for the conversation so far (`TaskLog`, as `task attach`), once; it shows its last messages
+/// within the bounds with a note of what was left out, then what arrived live after the request, escaped.
+#[test]
+fn attaching_shows_the_conversation_so_far_then_the_live_tail() {
+    use neuraphage_ipc::ControlRequest;
+    use neuraphage_ipc::llm::{ContentBlock, Message, Speaker};
+    use neuraphage_tui::app::Effect;
+    use neuraphage_tui::live::{Entry, MAX_BACKLOG_BYTES, MAX_BACKLOG_MESSAGES};
+    let mut app = busy();
+    app.selected = Some(id(2));
+    app.stream(text(2, "streaming when you came: "));
+    app.command(Command::Attach);
+    let effects = app.take_effects();
+    let mark = match &effects[..] {
+        [Effect::Call(ControlRequest::TaskLog { task }, ReplyTo::Conversation { task: t, mark })]
+            if *task == id(2).to_string() && *t == id(2) =>
+        {
+            *mark
+        }
+        other => panic!("{other:?}"),
+    };
+    // While the conversation is read: more of the streamed text, then a tool call.
+    app.stream(text(2, "still streaming"));
+    app.stream(ev(
+        60,
+        2,
+        EventKind::ToolCall {
+            tool: "Bash".into(),
+            tool_use_id: "live-1".into(),
+            input: r#"{"command":"git push"}"#.into(),
+        },
+    ));
+    let mut messages = vec![Message::user_text("fix login bug")];
+    for n in 0..100 {
+        messages.push(Message {
+            role: Speaker::Assistant,
+            content: vec![
+                ContentBlock::Text { text: format!("turn {n}: looking \u{1b}]2;pwned\u{7} at it") },
+                ContentBlock::ToolUse {
+                    id: format!("t{n}"),
+                    name: "Read".into(),
+                    input: serde_json::json!({"file_path": format!("src/f{n}.rs")}),
+                },
+            ],
+        });
+        messages.push(Message {
+            role: Speaker::User,
+            content: vec![ContentBlock::ToolResult {
+                tool_use_id: format!("t{n}"),
+                content: format!("fn f{n}() {{}}\n"),
+                is_error: false,
+            }],
+        });
+    }
+    messages.push(Message {
+        role: Speaker::Assistant,
+        content: vec![ContentBlock::Text { text: "I need to push: may I?".into() }],
+    });
+    app.reply(
+        ReplyTo::Conversation { task: id(2), mark },
+        Ok(ControlReply::Log { task: id(2), messages: messages.clone() }),
+    );
+    let log = app.logs.get(&id(2)).unwrap();
+    let entries: Vec<&Entry> = log.entries().iter().collect();
+    let Entry::Note(_, note) = entries[0] else { panic!("{entries:?}") };
+    assert!(
+        note.starts_with("… ") && note.ends_with(&format!("not shown; all of it: `neuraphage task log {}`", id(2))),
+        "{note}"
+    );
+    let shown: usize = note[4..].split(' ').next().unwrap().parse().unwrap();
+    assert!(messages.len() - shown <= MAX_BACKLOG_MESSAGES, "{shown} left out");
+    let text_bytes: usize = entries.iter().map(|e| if let Entry::Text(t) = e { t.len() } else { 0 }).sum();
+    assert!(text_bytes <= MAX_BACKLOG_BYTES + 64, "{text_bytes}");
+    // The live tail last: the text streaming when attaching (whole), then the call made since.
+    let n = entries.len();
+    assert_eq!(entries[n - 2], &Entry::Text("streaming when you came: still streaming".into()));
+    assert!(matches!(entries[n - 1], Entry::Tool { id, .. } if id == "live-1"));
+    // Attaching again does not ask again.
+    app.command(Command::Detach);
+    app.command(Command::Attach);
+    assert!(app.take_effects().iter().all(|e| !matches!(e, Effect::Call(ControlRequest::TaskLog { .. }, _))));
+    insta::assert_snapshot!(snap(&app, 120, 40));
+}
+
+#[test]
+fn attached_typing_a_deny_reason() {
+    let mut app = busy();
+    app.selected = Some(id(2));
+    app.command(Command::Attach);
+    app.command(Command::Deny);
+    for c in "force-push rewrites \u{1b}[2J main".chars() {
+        app.command(Command::Input(c));
+    }
+    insta::assert_snapshot!(snap(&app, 120, 40));
+}
+
 #[test]
 fn help() {
     let mut app = busy();
@@ -273,6 +369,36 @@ fn diff_view() {
     );
     app.command(Command::ScrollDown(1));
     insta::assert_snapshot!(snap(&app, 120, 40));
+}
+
+#[test]
+fn a_huge_diff_is_cut_to_its_bounds_with_a_note_saying_where_to_see_it() {
+    use neuraphage_tui::app::{MAX_DIFF_BYTES, MAX_DIFF_LINE_BYTES, MAX_DIFF_LINES, Mode};
+    let mut app = busy();
+    app.command(Command::Diff);
+    // A minified file's 8 MiB line (with an escape in it), then 300 000 short lines.
+    let mut patch = String::from("diff --git a/min.js b/min.js\n+");
+    patch.push_str(&"x\u{1b}]2;pwned\u{7}".repeat(8 * 1024 * 1024 / 12));
+    patch.push('\n');
+    for n in 0..300_000 {
+        patch.push_str(&format!("+line {n}\n"));
+    }
+    app.reply(ReplyTo::Diff(id(1)), Ok(ControlReply::Diff { task: id(1), base_commit: Some("abc".into()), patch }));
+    let Mode::Diff(view) = &app.mode else { panic!("{:?}", app.mode) };
+    assert!(view.lines.len() <= MAX_DIFF_LINES + 1, "{} lines kept", view.lines.len());
+    let kept: usize = view.lines.iter().map(String::len).sum();
+    assert!(kept <= MAX_DIFF_BYTES + 200, "{kept} bytes kept");
+    assert!(view.lines.iter().all(|l| l.len() <= MAX_DIFF_LINE_BYTES), "every line cut");
+    let shown = view.lines.len() - 3; // the header, the long line and the note around the `+line N` kept
+    assert_eq!(view.cut, 300_000 - shown);
+    assert_eq!(view.lines.last().unwrap(), &format!("… {} more lines, see `neuraphage task diff {}`", view.cut, id(1)));
+    app.command(Command::Bottom);
+    app.command(Command::ScrollUp(3));
+    insta::assert_snapshot!(snap(&app, 120, 12));
+    // The long line, escaped, cut to the width.
+    app.command(Command::Top);
+    let top = snap(&app, 120, 12);
+    assert!(top.contains("+x\\u{1b}]2;pwned\\u{7}x") && !top.contains('\u{1b}'), "{top}");
 }
 
 #[test]

@@ -15,14 +15,19 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::{Block, BorderType};
 
-use crate::app::{App, Mode};
+use crate::app::{App, Mode, Purpose};
 use crate::theme::Theme;
 
 /// Draw the screen.
 pub fn draw(frame: &mut Frame<'_>, app: &App, theme: &Theme) {
     let area = frame.area();
     match &app.mode {
-        Mode::Attached { input } => overlay::attached(frame, area, app, theme, input.as_deref()),
+        Mode::Attached { input } => {
+            overlay::attached(frame, area, app, theme, input.as_deref().map(|t| ("message › ".to_owned(), t)))
+        }
+        Mode::Prompt { purpose: purpose @ Purpose::DenyReason { attached: true, .. }, text } => {
+            overlay::attached(frame, area, app, theme, Some((overlay::prompt_label(purpose), text)))
+        }
         Mode::Diff(view) => overlay::diff(frame, area, view, theme),
         mode => {
             dashboard(frame, area, app, theme);

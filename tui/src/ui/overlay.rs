@@ -15,12 +15,7 @@ use crate::theme::Theme;
 /// The bottom line: the input line while typing, else the last outcome, else the key hints.
 pub fn footer(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme) {
     if let Mode::Prompt { purpose, text } = &app.mode {
-        let label = match purpose {
-            Purpose::NewTask => "new task › ".to_owned(),
-            Purpose::Filter => "filter › ".to_owned(),
-            Purpose::Message(id) => format!("message to {id} › "),
-        };
-        input_line(frame, area, &label, text, theme);
+        input_line(frame, area, &prompt_label(purpose), text, theme);
         return;
     }
     let line = match &app.flash {
@@ -36,6 +31,16 @@ pub fn footer(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme) {
         ),
     };
     frame.render_widget(Paragraph::new(line), area);
+}
+
+/// What an input line is for, as its label.
+pub fn prompt_label(purpose: &Purpose) -> String {
+    match purpose {
+        Purpose::NewTask => "new task › ".to_owned(),
+        Purpose::Filter => "filter › ".to_owned(),
+        Purpose::Message(id) => format!("message to {id} › "),
+        Purpose::DenyReason { task, .. } => format!("deny {task}, why (optional; Enter denies, Esc keeps) › "),
+    }
 }
 
 /// An input line with its cursor; the text's end is kept in view.
@@ -95,8 +100,8 @@ pub fn confirm_kill(frame: &mut Frame<'_>, area: Rect, app: &App, id: &TaskId, t
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-/// One task full-screen, with its input line.
-pub fn attached(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme, input: Option<&str>) {
+/// One task full-screen, with its input line (`input`: its label and what is typed so far).
+pub fn attached(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme, input: Option<(String, &str)>) {
     let [main, bottom] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
     let Some(task) = app.selected_task() else {
         frame.render_widget(Paragraph::new("the task is gone · d: back"), main);
@@ -122,7 +127,7 @@ pub fn attached(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme, inp
     );
     frame.render_widget(Paragraph::new(rows), inner);
     match input {
-        Some(text) => input_line(frame, bottom, "message › ", text, theme),
+        Some((label, text)) => input_line(frame, bottom, &label, text, theme),
         None => {
             let line = match &app.flash {
                 Some((text, error)) => Line::styled(
@@ -149,7 +154,10 @@ pub fn diff(frame: &mut Frame<'_>, area: Rect, view: &DiffView, theme: &Theme) {
     let mut block = super::pane(Line::styled(title, theme.accent()), theme)
         .title_bottom(Line::styled(" j/k PgUp/PgDn g/G scroll · q/Esc close ", theme.dim()));
     if view.cut > 0 {
-        block = block.title_bottom(Line::styled(format!(" {} more lines not shown ", view.cut), theme.error()));
+        block = block.title_bottom(Line::styled(
+            format!(" {} more lines not shown: `neuraphage task diff {}` ", view.cut, view.task),
+            theme.error(),
+        ));
     }
     let inner = block.inner(area);
     frame.render_widget(block, area);
