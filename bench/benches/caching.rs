@@ -33,8 +33,9 @@ fn main() {
         model.double.anthropic_base_url(),
         model.double.openai_base_url()
     ));
+    // The Watcher off: the task repeats one Read by design; this measures caching alone.
     home.write_config(
-        "model-tiers:\n  worker: { provider: anthropic, model: claude-sonnet-4-5, pool: main }\n  expert: { provider: anthropic, model: claude-sonnet-4-5, pool: main, prompt-caching: false }\n  router: { provider: openai, model: gpt-4.1, pool: oai }\n",
+        "watcher:\n  enabled: false\nmodel-tiers:\n  worker: { provider: anthropic, model: claude-sonnet-4-5, pool: main }\n  expert: { provider: anthropic, model: claude-sonnet-4-5, pool: main, prompt-caching: false }\n  router: { provider: openai, model: gpt-4.1, pool: oai }\n",
     );
     home.start_supervisor();
     let repo = home.git_repo("app");

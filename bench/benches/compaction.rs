@@ -41,8 +41,10 @@ fn main() {
         ..DoubleConfig::default()
     });
     let mut home = TestHome::new();
+    // The task reads the same file with the same result every turn by design: the Watcher would rightly pause it
+    // (same action and result), so it is off here; this measures compaction alone.
     home.write_config(&format!(
-        "max-iterations: 1000\nmodel-tiers:\n  router: {{ provider: anthropic, model: m-router, pool: anthropic }}\n  \
+        "max-iterations: 1000\nwatcher:\n  enabled: false\nmodel-tiers:\n  router: {{ provider: anthropic, model: m-router, pool: anthropic }}\n  \
          worker: {{ provider: anthropic, model: m-worker, pool: anthropic, context-tokens: {WINDOW} }}\n"
     ));
     let repo = home.git_repo("app");

@@ -105,8 +105,9 @@ fn forty_turns_cost_five_times_fewer_uncached_tokens_with_caching_and_breakpoint
     let model = forty_turns();
     let mut home = TestHome::new();
     home.write_keys(&keys_yaml(&model.double));
+    // The Watcher off: the task repeats one Read by design (a pass inside a slow run would judge it).
     home.write_config(
-        "model-tiers:\n  worker: { provider: anthropic, model: claude-sonnet-4-5, pool: main }\n  expert: { provider: anthropic, model: claude-sonnet-4-5, pool: main, prompt-caching: false }\n",
+        "watcher:\n  enabled: false\nmodel-tiers:\n  worker: { provider: anthropic, model: claude-sonnet-4-5, pool: main }\n  expert: { provider: anthropic, model: claude-sonnet-4-5, pool: main, prompt-caching: false }\n",
     );
     home.start_supervisor();
     let repo = home.git_repo("app");

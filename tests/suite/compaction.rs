@@ -23,10 +23,13 @@ const BIG_FILE: &str = "big.txt";
 /// The tiers of every test here: a router with its own model (the summaries), a worker with a small window.
 fn config(worker_window: u64) -> String {
     format!(
-        "model-tiers:\n  router: {{ provider: anthropic, model: m-router, pool: anthropic }}\n  \
+        "watcher:\n  enabled: false\nmodel-tiers:\n  router: {{ provider: anthropic, model: m-router, pool: anthropic }}\n  \
          worker: {{ provider: anthropic, model: m-worker, pool: anthropic, context-tokens: {worker_window} }}\n"
     )
 }
+
+// The Watcher is off above: these tasks read the same file with the same result by design (its rule would pause them
+// if a pass fell inside a slow run), and the router here answers summaries, not verdicts.
 
 /// A repository holding a 10 KiB file.
 fn repo_with_big_file(home: &TestHome) -> std::path::PathBuf {

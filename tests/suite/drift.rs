@@ -27,6 +27,8 @@ fn eleven_failing_commands_make_the_task_wait_and_a_message_resumes_it() {
         }
     }));
     let mut home = TestHome::new();
+    // The drift guard alone: the Watcher would judge the same failing command first (its rule holds at 3).
+    home.write_config("watcher:\n  enabled: false\n");
     home.start_with_model(&model);
     let id = new_task(&home, "keep failing");
     let waiting = home.wait_status(&id, "WaitingForUser", WITHIN);
@@ -53,7 +55,7 @@ fn max_iterations_makes_the_task_wait_and_a_message_gives_it_a_new_budget() {
         _ => Step::Reply(Reply::text("finished").stop(StopReason::EndTurn)),
     }));
     let mut home = TestHome::new();
-    home.write_config("max-iterations: 3\n");
+    home.write_config("max-iterations: 3\nwatcher:\n  enabled: false\n");
     home.start_with_model(&model);
     let id = new_task(&home, "take many turns");
     let waiting = home.wait_status(&id, "WaitingForUser", WITHIN);
@@ -74,7 +76,7 @@ fn a_worker_killed_mid_task_goes_on_counting_its_turns() {
         Step::Reply(Reply::tool("Read", json!({"file_path": format!("missing-{n}.txt")})))
     }));
     let mut home = TestHome::new();
-    home.write_config("max-iterations: 3\n");
+    home.write_config("max-iterations: 3\nwatcher:\n  enabled: false\n");
     let mut env = model.env();
     env.push(("NEURAPHAGE_TEST_PAUSE_AFTER".to_owned(), "tool_completed".to_owned()));
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
