@@ -208,7 +208,7 @@ pub fn stat_line(files: usize, added: usize, deleted: usize) -> String {
     format!("{files} file{s} changed, +{added} \u{2212}{deleted}")
 }
 
-/// After a task\'s session ended (its status is stored): if it is a sub-task that has ended, tell its parent
+/// After a task's session ended (its status is stored): if it is a sub-task that has ended, tell its parent
 /// (`SubtaskEnded`; and, for a child it does not wait for, its outcome as advice in its next turn) and wake the
 /// scheduler (a parent waiting for it may go back to the queue).
 pub fn on_end(daemon: &Daemon, id: &TaskId) {
