@@ -716,6 +716,31 @@ pub struct TaskDetail {
     pub tree_cost: crate::cost::CostTotals,
 }
 
+/// Most items in a task's plan.
+pub const MAX_PLAN_ITEMS: usize = 100;
+/// Longest plan item, in characters.
+pub const MAX_PLAN_ITEM_CHARS: usize = 500;
+/// Most bytes of a plan's item texts together (a `plan_updated` event carries the whole plan each time: 100 items of
+/// 500 four-byte characters made each one 200 KB).
+pub const MAX_PLAN_BYTES: usize = 16 * 1024;
+
+/// `plan` within the bounds ([`MAX_PLAN_ITEMS`] items of at most [`MAX_PLAN_ITEM_CHARS`] characters,
+/// [`MAX_PLAN_BYTES`] in all): the items past a bound are left out, a long item's text cut. (The worker's `TodoWrite`
+/// refuses a plan over them; whoever receives one bounds it again.)
+pub fn bounded_plan(plan: &[PlanItem]) -> Vec<PlanItem> {
+    let mut bytes = 0;
+    let mut out = Vec::new();
+    for item in plan.iter().take(MAX_PLAN_ITEMS) {
+        let content: String = item.content.chars().take(MAX_PLAN_ITEM_CHARS).collect();
+        bytes += content.len();
+        if bytes > MAX_PLAN_BYTES {
+            break;
+        }
+        out.push(PlanItem { content, status: item.status });
+    }
+    out
+}
+
 /// One item of a task's plan (the `TodoWrite` tool's list).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanItem {

@@ -6,6 +6,8 @@
 //! or a restarted supervisor does not start a fresh count), then goes on in memory. At the cap one more event,
 //! [`EventKind::EventsCapped`], says so; past it, events of that kind are only logged.
 //!
+//! A plan (`TodoWrite`) is recorded with its checkpoint; its `plan_updated` event is capped the same way.
+//!
 //! Kinds the task cannot repeat at will (created, status changes, escalations, revoked keys) are not capped;
 //! checkpoints are bounded by the loop itself (`max-iterations` turns of at most
 //! `MAX_TOOL_CALLS_PER_TURN` tools each).
@@ -20,10 +22,15 @@ pub const MAX_PROXY_DECISIONS: u64 = 10_000;
 /// Events recorded per task of each kind a worker's life causes (start, sandbox report, exit, loss), and commits.
 pub const MAX_WORKER_EVENTS: u64 = 1_000;
 
+/// `plan_updated` events recorded per task (each carries the whole plan, up to `MAX_PLAN_BYTES`; the plan itself is
+/// stored with the task past the cap all the same).
+pub const MAX_PLAN_EVENTS: u64 = 1_000;
+
 /// The cap on events of this kind per task, if the task can cause them in volume.
 pub fn cap_of(kind: &EventKind) -> Option<u64> {
     match kind {
         EventKind::ProxyDecision { .. } => Some(MAX_PROXY_DECISIONS),
+        EventKind::PlanUpdated { .. } => Some(MAX_PLAN_EVENTS),
         EventKind::WorkerStarted { .. }
         | EventKind::Sandboxed { .. }
         | EventKind::WorkerExited { .. }

@@ -247,7 +247,14 @@ impl Daemon {
 
     /// Persist a checkpoint whose conversation is committed at `commit`.
     pub fn checkpoint(&self, id: &TaskId, cp: &Checkpoint, commit: &str) -> std::result::Result<(), String> {
-        self.store().and_then(|mut s| s.checkpoint(id, cp, commit)).map_err(|e| e.to_string())
+        let plan_event = match &cp.plan {
+            Some(_) => {
+                let kind = EventKind::PlanUpdated { items: Vec::new() };
+                self.event_caps.admit(id, &kind, || self.store().and_then(|s| s.count_events(id, kind.name())))
+            }
+            None => Admission::Record,
+        };
+        self.store().and_then(|mut s| s.checkpoint_capped(id, cp, commit, plan_event)).map_err(|e| e.to_string())
     }
 
     /// The live event bus.

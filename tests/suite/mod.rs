@@ -2,6 +2,7 @@
 
 mod attacks;
 mod attacks_context;
+mod attacks_loop;
 mod attacks_net;
 mod attacks_ns;
 mod attacks_tasks;

@@ -130,7 +130,8 @@ impl Instructions {
                 Ok(Some((text, cut))) => {
                     // Its text cannot close the block it is framed in; lossy UTF-8 (an invalid byte becomes a
                     // 3-byte U+FFFD) and the defusing can grow it: cut again to what the budget left.
-                    let mut text = crate::context::defuse(&text, "repository-instructions");
+                    // (Nor pose as another frame of ours: the user's instructions, advice from the Watcher.)
+                    let mut text = crate::context::defuse_frames(&text);
                     let over = text.len() > self.remaining;
                     if over {
                         let mut at = self.remaining;
@@ -148,7 +149,7 @@ impl Instructions {
                     }
                     // A folder's name is the repository's: one line, escaped, in the block's heading.
                     let path = crate::context::clean(&rel.to_string_lossy(), 300);
-                    return Some(Loaded { path: crate::context::defuse(&path, "repository-instructions"), text });
+                    return Some(Loaded { path: crate::context::defuse_frames(&path), text });
                 }
             }
         }

@@ -160,7 +160,9 @@ pub fn parse(path: &str, text: &str) -> Result<Skill, String> {
         Some(Field::Text(_)) | None => return Err("the front matter has no `description`".into()),
         Some(Field::Other) => return Err("`description` must be a string".into()),
     };
+    // One line in the system prompt's skills list: it cannot open a frame that poses as the user's instructions.
     let description = clean(description.split_whitespace().collect::<Vec<_>>().join(" ").as_str(), MAX_DESCRIPTION);
+    let description = crate::context::defuse_frames(&description);
     Ok(Skill { name, description, body: body.trim_start_matches(['\r', '\n']).to_owned(), path: path.to_owned() })
 }
 

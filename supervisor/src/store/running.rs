@@ -9,6 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use super::tasks::{append_event, change_status, load, set_status};
 use super::{Store, to_json, to_millis};
 use crate::error::Result;
+use crate::event_caps::Admission;
 
 /// A Queued task whose blocker can never complete, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +162,18 @@ impl Store {
     /// Persist an acknowledged checkpoint (its conversation is already committed at `commit`), its event, and the
     /// running phase it implies.
     pub fn checkpoint(&mut self, id: &TaskId, cp: &Checkpoint, commit: &str) -> Result<()> {
+        self.checkpoint_capped(id, cp, commit, Admission::Record)
+    }
+
+    /// [`Store::checkpoint`], its plan's `plan_updated` event as `plan_event` admits it (the task's cap on those
+    /// events, [`crate::event_caps`]; the plan itself is stored with the task all the same).
+    pub fn checkpoint_capped(
+        &mut self,
+        id: &TaskId,
+        cp: &Checkpoint,
+        commit: &str,
+        plan_event: Admission,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO checkpoints (task, seq, kind, iteration, data, commit_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -186,9 +199,19 @@ impl Store {
         super::inbox::on_checkpoint(&tx, id, cp)?;
         if let Some(plan) = &cp.plan {
             // The plan (TodoWrite) is stored with the task, and its event recorded, with the checkpoint.
-            let items: Vec<_> = plan.iter().take(MAX_PLAN_ITEMS).map(bounded_item).collect();
+            // (A checkpoint is the worker's word: bounded again here.)
+            let items = neuraphage_ipc::task::bounded_plan(plan);
             tx.execute("UPDATE tasks SET plan = ?2 WHERE id = ?1", params![id.as_str(), to_json(&items)?])?;
-            append_event(&tx, id, &EventKind::PlanUpdated { items })?;
+            match plan_event {
+                Admission::Record => append_event(&tx, id, &EventKind::PlanUpdated { items })?,
+                Admission::RecordLast { cap } => {
+                    append_event(&tx, id, &EventKind::PlanUpdated { items })?;
+                    append_event(&tx, id, &EventKind::EventsCapped { capped: "plan_updated".to_owned(), cap })?;
+                }
+                Admission::Drop => {
+                    tracing::info!(task = %id, "over the task's cap on plan_updated events: not recorded")
+                }
+            }
         }
         // A tool's start or end is also a tool-call event, in the same transaction (no second sync before the ack).
         if let Some(kind) = crate::tool_events::from_checkpoint(cp) {
@@ -251,13 +274,4 @@ impl Store {
             )
             .optional()?)
     }
-}
-
-/// Most plan items stored (the worker's `TodoWrite` caps at 100 too; a checkpoint is the worker's word, so bounded
-/// again here).
-pub const MAX_PLAN_ITEMS: usize = 100;
-
-/// A plan item with its text cut to 500 characters.
-fn bounded_item(item: &PlanItem) -> PlanItem {
-    PlanItem { content: item.content.chars().take(500).collect(), status: item.status }
 }

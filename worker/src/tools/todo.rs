@@ -1,7 +1,8 @@
 //! `TodoWrite {todos: [{content, status}]}`: the task's plan, as Claude Code has it. The whole list is given each
 //! time; the agent loop puts it in the call's `tool_completed` checkpoint and the supervisor stores it with the task
 //! (`task show` prints it). Bookkeeping only: it touches no file. Status `pending`, `in_progress`, `completed` (or
-//! `done`); at most [`MAX_ITEMS`] items of at most [`MAX_CONTENT`] characters.
+//! `done`); at most [`MAX_ITEMS`] items of at most [`MAX_CONTENT`] characters, [`MAX_BYTES`] bytes in all (each
+//! update is an event the user's tools read: a plan over them is refused, nothing saved).
 
 use neuraphage_ipc::llm::ToolDefinition;
 use neuraphage_ipc::task::{PlanItem, PlanStatus};
@@ -13,9 +14,11 @@ use super::ToolOutcome;
 /// The tool's name.
 pub const NAME: &str = "TodoWrite";
 /// Most items in a plan.
-pub const MAX_ITEMS: usize = 100;
+pub const MAX_ITEMS: usize = neuraphage_ipc::task::MAX_PLAN_ITEMS;
 /// Longest item, in characters.
-pub const MAX_CONTENT: usize = 500;
+pub const MAX_CONTENT: usize = neuraphage_ipc::task::MAX_PLAN_ITEM_CHARS;
+/// Most bytes of the items' texts together.
+pub const MAX_BYTES: usize = neuraphage_ipc::task::MAX_PLAN_BYTES;
 
 #[derive(Debug, Deserialize)]
 struct Input {
@@ -93,6 +96,13 @@ pub fn parse(input: &Value) -> Result<Vec<PlanItem>, ToolOutcome> {
         };
         items.push(PlanItem { content: content.to_owned(), status });
     }
+    let bytes: usize = items.iter().map(|i| i.content.len()).sum();
+    if bytes > MAX_BYTES {
+        return Err(ToolOutcome::error(format!(
+            "TodoWrite: the plan's items hold {bytes} bytes of text, over {MAX_BYTES} bytes in all; shorten them \
+             (a few words each); nothing was saved"
+        )));
+    }
     Ok(items)
 }
 
@@ -131,5 +141,11 @@ mod tests {
         let many: Vec<Value> = (0..101).map(|i| json!({"content": format!("{i}"), "status": "pending"})).collect();
         assert!(parse(&json!({"todos": many})).unwrap_err().content.contains("at most 100"));
         assert_eq!(parse(&json!({"todos": []})).unwrap(), Vec::new());
+        // 100 items of 500 four-byte characters: 200 KB in each plan event before.
+        let wide: Vec<Value> = (0..100).map(|_| json!({"content": "😀".repeat(500), "status": "pending"})).collect();
+        let err = parse(&json!({"todos": wide})).unwrap_err().content;
+        assert!(err.contains("200000 bytes") && err.contains("nothing was saved"), "{err}");
+        let fits: Vec<Value> = (0..100).map(|_| json!({"content": "x".repeat(160), "status": "pending"})).collect();
+        assert_eq!(parse(&json!({"todos": fits})).unwrap().len(), 100, "control: a plan within the bound");
     }
 }
