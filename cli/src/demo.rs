@@ -113,7 +113,7 @@ async fn scenario(paths: &Paths, repo: &Path, env: &[(String, String)]) -> Resul
         step(&format!("neuraphage task diff {}", short(&t.id)))?;
         let branch = t.branch.as_deref().unwrap_or("(none)");
         say(&format!("# branch {branch}: {}\n", output::status_line(&t.status)))?;
-        match client.call(ControlRequest::TaskDiff { task: t.id.to_string() }).await {
+        match client.call(ControlRequest::TaskDiff { task: t.id.to_string(), max_bytes: None }).await {
             Ok(ControlReply::Diff { patch, .. }) => say(if patch.is_empty() { "(no changes)\n" } else { &patch })?,
             Ok(other) => return Err(unexpected(other)),
             Err(CliError::Refused(e)) => say(&format!("{}\n", e.message))?,

@@ -66,7 +66,8 @@ pub async fn run(paths: &Paths, command: TaskCommand) -> Result<(), CliError> {
             }
         }
         TaskCommand::Diff(args) => {
-            let reply = Client::connect(paths).await?.call(ControlRequest::TaskDiff { task: args.id }).await?;
+            let reply =
+                Client::connect(paths).await?.call(ControlRequest::TaskDiff { task: args.id, max_bytes: None }).await?;
             let ControlReply::Diff { task, base_commit, patch } = reply else { return Err(unexpected(reply)) };
             if args.out.json {
                 output::json(&serde_json::json!({ "task": task, "base_commit": base_commit, "patch": patch }))

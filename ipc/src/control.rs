@@ -17,6 +17,8 @@ pub const MAX_REQUEST_FRAME: usize = 1024 * 1024;
 
 /// Largest reply frame a client accepts from the supervisor.
 pub const MAX_REPLY_FRAME: usize = 64 * 1024 * 1024;
+/// The most patch bytes a [`ControlReply::Diff`] carries (the rest is counted, not kept): well inside a reply frame.
+pub const MAX_DIFF_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Chosen by the client, echoed in the reply.
 pub type RequestId = u64;
@@ -70,10 +72,14 @@ pub enum ControlRequest {
         /// The task it waits for (id or prefix).
         on: String,
     },
-    /// The task's changes against its base commit, as a patch.
+    /// The task's changes against its base commit, as a patch, cut at `max_bytes` (never more than
+    /// [`MAX_DIFF_BYTES`]) with a last line saying how much was left out.
     TaskDiff {
         /// The task id or a unique prefix.
         task: String,
+        /// The most patch bytes wanted (the TUI asks for what it shows); `None`: up to [`MAX_DIFF_BYTES`].
+        #[serde(default)]
+        max_bytes: Option<u64>,
     },
     /// The task's conversation with the model.
     TaskLog {

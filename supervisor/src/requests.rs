@@ -312,7 +312,7 @@ impl Daemon {
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
             }
-            ControlRequest::TaskDiff { task } => {
+            ControlRequest::TaskDiff { task, max_bytes } => {
                 let task = {
                     let store = self.store()?;
                     let id = store.resolve(&task)?;
@@ -320,7 +320,10 @@ impl Daemon {
                 };
                 let dirs = crate::runner::TaskDirs::new(&self.paths.home, &task.id);
                 let live = !task.status.state().is_terminal();
-                let patch = crate::task_commit::diff(self, &task, &dirs, live).map_err(|e| {
+                let max = max_bytes
+                    .unwrap_or(neuraphage_ipc::control::MAX_DIFF_BYTES)
+                    .min(neuraphage_ipc::control::MAX_DIFF_BYTES);
+                let patch = crate::task_commit::diff(self, &task, &dirs, live, max).map_err(|e| {
                     SupervisorError::refused(ErrorCode::Conflict, format!("{}: no diff yet ({e})", task.id))
                 })?;
                 ControlReply::Diff { task: task.id, base_commit: task.base_commit, patch }

@@ -86,7 +86,8 @@ pub fn end(daemon: &Daemon, task: &Task, dirs: &TaskDirs, message: &str, keep: b
 
 /// The task's changes against its base as a patch: for a running task (`live`), of its worktree's files as they are
 /// now, snapshotted into its PRIVATE repository (the user's object store gets nothing); else of its branch.
-pub fn diff(daemon: &Daemon, task: &Task, dirs: &TaskDirs, live: bool) -> Result<String, String> {
+/// The task's changes against its base as a patch of at most `max` bytes (see [`patch`]).
+pub fn diff(daemon: &Daemon, task: &Task, dirs: &TaskDirs, live: bool, max: u64) -> Result<String, String> {
     let (Some(repo), Some(base)) = (&task.repo, &task.base_commit) else { return Ok(String::new()) };
     let base = Oid::from_str(base).map_err(|e| e.message().to_owned())?;
     let msg = |e: git2::Error| e.message().to_owned();
@@ -101,24 +102,90 @@ pub fn diff(daemon: &Daemon, task: &Task, dirs: &TaskDirs, live: bool) -> Result
                 .map_err(msg)?
                 .id()
         };
-        return patch(&private, base, tip).map_err(msg);
+        return patch(&private, base, tip, max).map_err(msg);
     }
     let user = open(Path::new(repo)).map_err(msg)?;
     let tip = user.find_reference(&private_repo::branch_ref(&task.id)).and_then(|r| r.peel_to_tree()).map_err(msg)?;
-    patch(&user, base, tip.id()).map_err(msg)
+    patch(&user, base, tip.id(), max).map_err(msg)
 }
 
-fn patch(repo: &git2::Repository, base: Oid, tip: Oid) -> Result<String, git2::Error> {
+/// The patch from `base` (a commit) to `tip` (a tree), whole lines only, at most `max` bytes: what the task wrote can
+/// be as large as its disk allowance, so past `max` lines are only counted, and a last line says how many were left
+/// out and where the whole diff is.
+fn patch(repo: &git2::Repository, base: Oid, tip: Oid, max: u64) -> Result<String, git2::Error> {
     let base = repo.find_commit(base)?.tree()?;
     let tip = repo.find_tree(tip)?;
     let diff = repo.diff_tree_to_tree(Some(&base), Some(&tip), Some(&mut DiffOptions::new()))?;
     let mut patch = Vec::new();
+    let (mut left_lines, mut left_bytes) = (0u64, 0u64);
     diff.print(DiffFormat::Patch, |_, _, line| {
-        if matches!(line.origin(), '+' | '-' | ' ') {
+        let origin = matches!(line.origin(), '+' | '-' | ' ');
+        let len = line.content().len() as u64 + u64::from(origin);
+        if left_lines > 0 || patch.len() as u64 + len > max {
+            left_lines += 1;
+            left_bytes += len;
+            return true;
+        }
+        if origin {
             patch.push(line.origin() as u8);
         }
         patch.extend_from_slice(line.content());
         true
     })?;
-    Ok(String::from_utf8_lossy(&patch).into_owned())
+    let mut text = String::from_utf8_lossy(&patch).into_owned();
+    if left_lines > 0 {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "[neuraphage: the diff is cut here: {left_lines} more lines ({left_bytes} bytes) left out; the whole \
+             change is on the task's branch]\n"
+        ));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository whose first commit is empty and a tree holding `lines` numbered lines in one file.
+    fn repo_with_change(lines: usize) -> (tempfile::TempDir, git2::Repository, Oid, Oid) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let (base, tip) = {
+            let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+            let empty = repo.treebuilder(None).unwrap().write().unwrap();
+            let base = repo.commit(None, &sig, &sig, "base", &repo.find_tree(empty).unwrap(), &[]).unwrap();
+            let text: String = (0..lines).map(|i| format!("line {i:06}\n")).collect();
+            let blob = repo.blob(text.as_bytes()).unwrap();
+            let mut tree = repo.treebuilder(None).unwrap();
+            tree.insert("big.txt", blob, 0o100644).unwrap();
+            (base, tree.write().unwrap())
+        };
+        (dir, repo, base, tip)
+    }
+
+    #[test]
+    fn a_patch_past_its_bound_is_cut_at_a_line_with_a_note_counting_the_rest() {
+        let (_dir, repo, base, tip) = repo_with_change(10_000);
+        // Control: unbounded, every line is there and no note.
+        let whole = patch(&repo, base, tip, u64::MAX).unwrap();
+        assert!(whole.contains("+line 009999\n") && !whole.contains("[neuraphage"), "{}", &whole[..200]);
+        let cut = patch(&repo, base, tip, 4096).unwrap();
+        let (kept, note) = cut.trim_end().rsplit_once('\n').unwrap();
+        assert!(kept.len() <= 4096, "{} bytes kept", kept.len());
+        assert!(kept.starts_with("diff --git a/big.txt b/big.txt") && kept.ends_with(char::is_numeric), "{kept}");
+        let kept_lines = kept.lines().filter(|l| l.starts_with("+line")).count();
+        let left = whole.lines().count() - kept.lines().count();
+        assert_eq!(
+            note,
+            format!(
+                "[neuraphage: the diff is cut here: {left} more lines ({} bytes) left out; the whole change is on \
+                 the task's branch]",
+                whole.len() - kept.len() - 1
+            )
+        );
+        assert!(kept_lines > 100 && kept_lines < 10_000, "{kept_lines}");
+    }
 }

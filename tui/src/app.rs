@@ -27,6 +27,13 @@ pub const MAX_DIFF_BYTES: usize = 512 * 1024;
 /// Bytes of one diff line kept (a screen's width of it is shown; a minified file's line is cut here).
 pub const MAX_DIFF_LINE_BYTES: usize = 1024;
 
+/// Patch bytes asked of the supervisor for the diff view (it cuts there, and says so in a last line): the view keeps
+/// far less, the rest is only counted.
+pub const DIFF_ASKED_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How the supervisor's last line of a patch it cut begins.
+const SUPERVISOR_CUT: &str = "[neuraphage: the diff is cut here:";
+
 /// Stream events buffered while the task list is being read.
 const MAX_BUFFERED: usize = 10_000;
 
@@ -478,7 +485,13 @@ pub fn bounded_diff(patch: &str, task: &TaskId) -> (Vec<String>, usize) {
         _ => rest.iter().filter(|b| **b == b'\n').count() + usize::from(rest.last() != Some(&b'\n')),
     };
     if cut > 0 {
-        lines.push(format!("… {cut} more lines, see `neuraphage task diff {task}`"));
+        // Past what the supervisor sent there is more still (its last line says so): the count is a lower bound.
+        let shown = if patch.trim_end().rsplit('\n').next().is_some_and(|l| l.starts_with(SUPERVISOR_CUT)) {
+            format!("more than {}", cut - 1)
+        } else {
+            cut.to_string()
+        };
+        lines.push(format!("… {shown} more lines, see `neuraphage task diff {task}`"));
     }
     (lines, cut)
 }

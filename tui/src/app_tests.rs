@@ -257,3 +257,18 @@ fn a_deny_reason_typed_attached_returns_to_the_attached_view_and_is_bounded() {
     assert_eq!(app.mode, Mode::Attached { input: None });
     assert!(app.take_effects().is_empty());
 }
+
+#[test]
+fn a_diff_the_supervisor_cut_is_said_to_have_more_than_the_lines_counted() {
+    let id = task(1, TaskStatus::Queued, 0).id;
+    let body: String = (0..6_000).map(|i| format!("+line {i}\n")).collect();
+    // Control: a patch the supervisor sent whole gives the exact count.
+    let (_, cut) = bounded_diff(&body, &id);
+    assert_eq!(cut, 1_000);
+    let (lines, _) = bounded_diff(&body, &id);
+    assert_eq!(lines.last().unwrap(), &format!("… 1000 more lines, see `neuraphage task diff {id}`"));
+    let sent = format!("{body}[neuraphage: the diff is cut here: 9 more lines (90 bytes) left out; the whole …]\n");
+    let (lines, cut) = bounded_diff(&sent, &id);
+    assert_eq!(cut, 1_001);
+    assert_eq!(lines.last().unwrap(), &format!("… more than 1000 more lines, see `neuraphage task diff {id}`"));
+}

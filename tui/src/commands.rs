@@ -221,8 +221,12 @@ impl App {
                 if let Some(id) = self.selected.clone() {
                     self.mode =
                         Mode::Diff(DiffView { task: id.clone(), lines: Vec::new(), scroll: 0, loading: true, cut: 0 });
-                    self.effects
-                        .push(Effect::Call(ControlRequest::TaskDiff { task: id.to_string() }, ReplyTo::Diff(id)));
+                    // The supervisor cuts the patch for us: what the view keeps, with room for long lines to count.
+                    let max_bytes = Some(crate::app::DIFF_ASKED_BYTES);
+                    self.effects.push(Effect::Call(
+                        ControlRequest::TaskDiff { task: id.to_string(), max_bytes },
+                        ReplyTo::Diff(id),
+                    ));
                 }
             }
             Command::Detach | Command::Yes | Command::Quit => {}
