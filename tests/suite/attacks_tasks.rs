@@ -291,3 +291,43 @@ fn a_child_does_not_outlive_its_parents_end() {
     // The control's child is still there.
     assert_eq!(home.show(&kept)["status"], "WaitingForUser");
 }
+
+/// The same, across a `kill -9`: the supervisor dies (test crash point `task_ended`) after the parent's end is stored
+/// and before its live child is cancelled; the child is then still live in the store (the state the probe leaves),
+/// and the next start cancels it.
+#[test]
+fn a_child_left_live_by_a_crash_at_its_parents_end_is_cancelled_at_the_next_start() {
+    let model = Model::start(policy(|r| {
+        let end = |t: &str| Step::Reply(Reply::text(t).stop(StopReason::EndTurn));
+        let first = r.first_user_text().unwrap_or_default();
+        let n = r.tool_result_count();
+        if first.starts_with("CRASHING parent") {
+            return match n {
+                0 => Step::Reply(Reply::tool("Task", json!({"description": "ASKING child", "wait": false}))),
+                _ => end("parent done"),
+            };
+        }
+        if n == 0 { Step::Reply(Reply::tool("AskUser", json!({"question": "Which colour?"}))) } else { end("child") }
+    }));
+    let mut home = TestHome::new();
+    home.write_config("watcher:\n  enabled: false\n");
+    let mut env = model.env();
+    env.push(("NEURAPHAGE_TEST_CRASH_AT".into(), "task_ended".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    home.start_supervisor_with(&pairs);
+    let parent = id_of(&home.json(&["task", "new", "CRASHING parent", "--json"]));
+    let exits = home.wait_supervisors_within(WITHIN);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(exits[0].signal(), Some(9), "the supervisor died at the crash point: {exits:?}");
+    let db = home.open_store();
+    let state =
+        |id: &str| -> String { db.query_row("SELECT state FROM tasks WHERE id = ?1", [id], |r| r.get(0)).unwrap() };
+    let kid: String = db.query_row("SELECT id FROM tasks WHERE parent = ?1", [&parent], |r| r.get(0)).unwrap();
+    assert_eq!(state(&parent), "Completed");
+    assert!(!["Completed", "Failed", "Cancelled"].contains(&state(&kid).as_str()), "the child was left live");
+    drop(db);
+
+    home.start_with_model(&model);
+    let shown = home.wait_status(&kid, "Cancelled", WITHIN);
+    assert!(shown.to_string().contains(&format!("its parent {parent} ended (Completed)")), "{shown:#}");
+}
