@@ -405,7 +405,7 @@ impl Daemon {
                     crate::subtasks::on_end(self, &id);
                 }
                 // Its sub-tasks, at every depth, are cancelled with it.
-                crate::subtasks::cancel_descendants(self, &id);
+                crate::subtasks::cancel_descendants(self, &id, &format!("its parent {id} was killed"));
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
             }

@@ -85,6 +85,22 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
                 },
                 None => None,
             };
+            // Cost: a child runs on no higher tier than its parent's as it stands now (red team).
+            let parent_tier = daemon
+                .with_store(|s| s.task(&parent.id))
+                .ok()
+                .and_then(|t| t.tier)
+                .or_else(|| parent.tier.clone())
+                .unwrap_or_else(|| neuraphage_ipc::broker::DEFAULT_TIER.to_owned());
+            if let Some(asked) = tier.as_deref()
+                && above(asked, &parent_tier)
+            {
+                return refused(format!(
+                    "Task refused: tier {:?} is above this task's tier {parent_tier:?}; a sub-task runs on its \
+                     parent's tier or a lower one",
+                    cut_text(asked, 16)
+                ));
+            }
             let asked = persona.is_some();
             let new = NewTask {
                 description,
@@ -98,13 +114,41 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
                 persona,
                 no_watch: parent.no_watch,
             };
-            let draft = match daemon.new_task_draft(new, Some(parent)) {
+            let mut draft = match daemon.new_task_draft(new, Some(parent)) {
                 Ok(draft) => draft,
                 Err(e) => return refused(format!("Task refused: {}", e.to_control_error().message)),
             };
+            // A persona's tier (asked or chosen by the rules) is capped at the parent's.
+            if draft.tier.as_deref().is_some_and(|t| above(t, &parent_tier)) {
+                draft.tier = Some(parent_tier.clone());
+            }
+            // Tools: a parent whose persona limits its tools makes children within the same limit.
+            let mut inherited = false;
+            let (_, parent_tools) = daemon.personas.for_start(parent.persona.as_deref());
+            if let Some(parent_tools) = parent_tools {
+                let (_, child_tools) = daemon.personas.for_start(draft.persona.as_deref());
+                if !within(child_tools.as_deref(), &parent_tools) {
+                    if asked {
+                        return refused(format!(
+                            "Task refused: persona {:?} may use tools this task's persona {:?} may not; a sub-task's \
+                             tools are within its parent's",
+                            draft.persona.as_deref().unwrap_or(""),
+                            parent.persona.as_deref().unwrap_or("")
+                        ));
+                    }
+                    draft.persona = parent.persona.clone();
+                    inherited = true;
+                }
+            }
             match daemon.with_store(|s| s.create_subtask(&draft, call, wait, limits(daemon))) {
                 Ok(Created::New(child)) => {
-                    crate::personas::record_selected(daemon, &child, asked);
+                    match (inherited, child.persona.clone()) {
+                        (true, Some(persona)) => {
+                            let reason = "its parent's persona (a sub-task's tools are within its parent's)".into();
+                            daemon.record(&child.id, neuraphage_ipc::EventKind::PersonaSelected { persona, reason });
+                        }
+                        _ => crate::personas::record_selected(daemon, &child, asked),
+                    }
                     tracing::info!(parent = %parent.id, child = %child.id, wait, "sub-task created");
                     daemon.workers.wake.notify_one();
                     standing(daemon, &child, wait)
@@ -132,6 +176,17 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
             }
         }
     }
+}
+
+/// Whether tier `tier` is above tier `of` (an unknown name is above none: it is refused as a name elsewhere).
+pub fn above(tier: &str, of: &str) -> bool {
+    let rank = |t: &str| neuraphage_ipc::broker::TIER_NAMES.iter().position(|n| *n == t);
+    matches!((rank(tier), rank(of)), (Some(a), Some(b)) if a > b)
+}
+
+/// Whether a child's allowed tools (`None`: every tool) are within its parent's.
+pub fn within(child: Option<&[String]>, parent: &[String]) -> bool {
+    child.is_some_and(|c| c.iter().all(|t| parent.contains(t)))
 }
 
 /// The parent's branch as it stands, its uncommitted work committed first: the child's base.
@@ -211,15 +266,35 @@ pub fn stat_line(files: usize, added: usize, deleted: usize) -> String {
 /// After a task's session ended (its status is stored): if it is a sub-task that has ended, tell its parent
 /// (`SubtaskEnded`; and, for a child it does not wait for, its outcome as advice in its next turn) and wake the
 /// scheduler (a parent waiting for it may go back to the queue).
+///
+/// A task that ended (any way: completed, failed, killed) also ends its live sub-tasks, at every depth: a child
+/// does not outlive its parent, running up cost for an outcome no one will read (red team). A crash before that is
+/// repaired at the next start ([`cancel_orphans`]).
 pub fn on_end(daemon: &Daemon, id: &TaskId) {
     let Ok(task) = daemon.with_store(|s| s.task(id)) else { return };
-    if task.parent.is_none() || !task.status.state().is_terminal() {
+    if !task.status.state().is_terminal() {
         return;
     }
-    // Between the child's status and its parent's being told: a crash here is repaired at the next start.
-    crate::crash_point::at("subtask_ended");
-    tell_parent(daemon, &task);
+    if task.parent.is_some() {
+        // Between the child's status and its parent's being told: a crash here is repaired at the next start.
+        crate::crash_point::at("subtask_ended");
+        tell_parent(daemon, &task);
+    }
+    crate::crash_point::at("task_ended");
+    cancel_descendants(daemon, id, &format!("its parent {id} ended ({})", task.status.state()));
     daemon.workers.wake.notify_one();
+}
+
+/// At start: the live sub-tasks of tasks that ended (the supervisor died before [`on_end`] ended them) are cancelled.
+pub fn cancel_orphans(daemon: &Daemon) {
+    let orphans = match daemon.with_store(|s| s.orphaned_subtasks()) {
+        Ok(orphans) => orphans,
+        Err(e) => return tracing::error!(error = %e, "cannot read the sub-tasks of tasks that ended"),
+    };
+    for (parent, state) in orphans {
+        tracing::info!(task = %parent, "the live sub-tasks of a task that ended are cancelled after a restart");
+        cancel_descendants(daemon, &parent, &format!("its parent {parent} ended ({state})"));
+    }
 }
 
 /// At start: every sub-task that ended without its parent being told (the supervisor died in between) is told now.
@@ -256,15 +331,15 @@ fn tell_parent(daemon: &Daemon, child: &Task) {
     }
 }
 
-/// `task kill` of `id`: cancel its live sub-tasks, at every depth (each cancellation is the child's status event;
+/// `task kill` of `id`, or its end: cancel its live sub-tasks, at every depth (each cancellation is the child's status event;
 /// one not running is also told to its parent here — a running one is when its session ends).
-pub fn cancel_descendants(daemon: &Daemon, id: &TaskId) {
+pub fn cancel_descendants(daemon: &Daemon, id: &TaskId, why: &str) {
     let live = match daemon.with_store(|s| s.live_descendants(id)) {
         Ok(live) => live,
         Err(e) => return tracing::error!(task = %id, error = %e, "cannot read the task's sub-tasks"),
     };
     for child in live {
-        let reason = format!("its parent {id} was killed");
+        let reason = why.to_owned();
         let running = daemon.workers.is_running(&child);
         match daemon.with_store(|s| s.cancel(&child, Some(reason))) {
             Ok(task) => {
@@ -282,6 +357,17 @@ pub fn cancel_descendants(daemon: &Daemon, id: &TaskId) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_child_is_never_above_its_parent_in_tier_or_tools() {
+        use super::{above, within};
+        assert!(above("expert", "worker") && above("worker", "router") && above("expert", "router"));
+        assert!(!above("worker", "worker") && !above("router", "expert") && !above("boss", "router"));
+        let parent: Vec<String> = ["Read", "Task"].iter().map(|s| (*s).to_owned()).collect();
+        assert!(within(Some(&["Read".to_owned()]), &parent));
+        assert!(!within(Some(&["Read".to_owned(), "Bash".to_owned()]), &parent));
+        assert!(!within(None, &parent), "every tool is not within a limited list");
+    }
+
     #[test]
     fn stat_lines_read_like_git() {
         assert_eq!(super::stat_line(1, 3, 0), "1 file changed, +3 \u{2212}0");

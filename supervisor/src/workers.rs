@@ -142,6 +142,8 @@ pub async fn schedule(daemon: Arc<Daemon>, broker: Arc<Broker>, shutdown: Cancel
     }
     // Sub-tasks that ended just before the last supervisor died: their parents are told now.
     crate::subtasks::tell_untold(&daemon);
+    // Live sub-tasks of tasks that ended just before it died: cancelled now, as their parent's end would have.
+    crate::subtasks::cancel_orphans(&daemon);
     loop {
         start_ready(&daemon, &broker, &sessions, &shutdown);
         tokio::select! {

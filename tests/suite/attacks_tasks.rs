@@ -151,3 +151,183 @@ fn task_result_on_an_unrelated_task_leaks_nothing_and_on_its_own_child_answers()
         "{outputs:?}"
     );
 }
+
+/// Red team of issue 16: the tier and the tools a sub-task runs with. A hostile task on the cheap tier asks for a
+/// child on the expert tier (refused, the tiers named), and for a child whose persona's tier is expert (it runs on
+/// its parent's tier); a task whose persona limits its tools asks for a child of a persona with every tool (refused),
+/// and without naming one gets a child within its own tools. The controls: a top task with the same persona does run
+/// on the expert tier and is offered Bash, so both probes could have succeeded.
+#[test]
+fn a_sub_task_costs_no_more_and_may_do_no_more_than_its_parent() {
+    const TIERED: &str = "watcher:\n  enabled: false\nmodel-tiers:\n  \
+                          router: { provider: anthropic, model: m-router, pool: anthropic }\n  \
+                          worker: { provider: anthropic, model: m-worker, pool: anthropic }\n  \
+                          expert: { provider: anthropic, model: m-expert, pool: anthropic }\n";
+    let model = Model::start(policy(|r| {
+        let end = |t: &str| Step::Reply(Reply::text(t).stop(StopReason::EndTurn));
+        let first = r.first_user_text().unwrap_or_default();
+        let n = r.tool_result_count();
+        let task = |v: Value| Step::Reply(Reply::tool("Task", v));
+        if first.starts_with("CHEAP parent") {
+            return match n {
+                0 => task(json!({"description": "CHILD-ASKED-EXPERT", "tier": "expert"})),
+                1 => task(json!({"description": "CHILD-SENIOR work", "persona": "senior"})),
+                _ => end("cheap parent done"),
+            };
+        }
+        if first.starts_with("NARROW parent") {
+            return match n {
+                0 => task(json!({"description": "CHILD-WIDE work", "persona": "mid"})),
+                1 => task(json!({"description": "CHILD-PLAIN work"})),
+                _ => end("narrow parent done"),
+            };
+        }
+        end("child done")
+    }));
+    let mut home = TestHome::new();
+    home.write_config(TIERED);
+    std::fs::write(
+        home.root().join("home").join("personas.yaml"),
+        "personas:\n  lookonly:\n    name: Look only\n    model-tier: worker\n    allowed-tools: [Read, Task]\n",
+    )
+    .unwrap();
+    home.start_with_model(&model);
+    let tools_of = |r: &RecordedRequest| -> Vec<String> {
+        r.body["tools"]
+            .as_array()
+            .map(|t| t.iter().map(|t| t["name"].as_str().unwrap_or("").to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let requests_of = |prefix: &str| -> Vec<RecordedRequest> {
+        model
+            .double
+            .requests()
+            .into_iter()
+            .filter(|r| r.first_user_text().unwrap_or_default().starts_with(prefix))
+            .collect()
+    };
+
+    // Controls: the senior persona on a top task runs on the expert tier and is offered Bash.
+    let control = id_of(&home.json(&["task", "new", "CONTROL top", "--persona", "senior", "--json"]));
+    home.wait_status(&control, "Completed", WITHIN);
+    let control_req = requests_of("CONTROL top").remove(0);
+    assert_eq!(control_req.model(), Some("m-expert"));
+    assert!(tools_of(&control_req).contains(&"Bash".to_owned()), "{:?}", tools_of(&control_req));
+
+    // Cost: the cheap parent.
+    let cheap = id_of(&home.json(&["task", "new", "CHEAP parent", "--tier", "router", "--json"]));
+    home.wait_status(&cheap, "Completed", WITHIN);
+    let outputs = home.tool_outputs(&cheap);
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert!(outputs[0].contains("tier \"expert\" is above this task's tier \"router\""), "{outputs:?}");
+    assert!(requests_of("CHILD-ASKED-EXPERT").is_empty(), "the refused child never ran");
+    let senior = requests_of("CHILD-SENIOR");
+    assert!(!senior.is_empty() && senior.iter().all(|r| r.model() == Some("m-router")), "the parent's tier");
+    assert!(outputs[1].contains("child done"), "{outputs:?}");
+
+    // Tools: the parent limited to Read and Task.
+    let narrow = id_of(&home.json(&["task", "new", "NARROW parent", "--persona", "lookonly", "--json"]));
+    home.wait_status(&narrow, "Completed", WITHIN);
+    let outputs = home.tool_outputs(&narrow);
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert!(outputs[0].contains("persona \"mid\" may use tools"), "{outputs:?}");
+    assert!(requests_of("CHILD-WIDE").is_empty(), "the refused child never ran");
+    let plain = requests_of("CHILD-PLAIN");
+    assert!(!plain.is_empty(), "the child ran");
+    for r in &plain {
+        let tools = tools_of(r);
+        assert!(!tools.contains(&"Bash".to_owned()) && tools.contains(&"Read".to_owned()), "{tools:?}");
+    }
+    let kid = home.show(&narrow)["children"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(home.show(&kid)["persona"], "lookonly");
+}
+
+/// Red team of issue 16: a child that its parent did not wait for does not outlive the parent's end (it would run
+/// up cost for an outcome no one reads). The child asks the user a question and would wait for ever; its parent
+/// completes; the child is cancelled, naming why. The control: the same child under a parent still alive (waiting
+/// for the user itself) does stay, waiting for the user.
+#[test]
+fn a_child_does_not_outlive_its_parents_end() {
+    let model = Model::start(policy(|r| {
+        let end = |t: &str| Step::Reply(Reply::text(t).stop(StopReason::EndTurn));
+        let first = r.first_user_text().unwrap_or_default();
+        let n = r.tool_result_count();
+        let ask = || Step::Reply(Reply::tool("AskUser", json!({"question": "Which colour?"})));
+        if first.starts_with("ENDING parent") || first.starts_with("LIVING parent") {
+            return match n {
+                0 => Step::Reply(Reply::tool("Task", json!({"description": "ASKING child", "wait": false}))),
+                1 if first.starts_with("LIVING") => ask(),
+                _ => end("parent done"),
+            };
+        }
+        if n == 0 { ask() } else { end("child done") }
+    }));
+    let mut home = TestHome::new();
+    home.write_config("watcher:\n  enabled: false\n");
+    home.start_with_model(&model);
+    let kid_of = |parent: &str| -> String {
+        let deadline = std::time::Instant::now() + WITHIN;
+        loop {
+            if let Some(id) = home.show(parent)["children"][0]["id"].as_str() {
+                return id.to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "no child of {parent}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // Control: a live parent's child waits for the user.
+    let living = id_of(&home.json(&["task", "new", "LIVING parent", "--json"]));
+    home.wait_status(&living, "WaitingForUser", WITHIN);
+    let kept = kid_of(&living);
+    home.wait_status(&kept, "WaitingForUser", WITHIN);
+
+    // The attack: the parent ends while its child is live.
+    let ending = id_of(&home.json(&["task", "new", "ENDING parent", "--json"]));
+    home.wait_status(&ending, "Completed", WITHIN);
+    let orphan = kid_of(&ending);
+    let shown = home.wait_status(&orphan, "Cancelled", WITHIN);
+    assert!(shown.to_string().contains(&format!("its parent {ending} ended (Completed)")), "{shown:#}");
+    // The control's child is still there.
+    assert_eq!(home.show(&kept)["status"], "WaitingForUser");
+}
+
+/// The same, across a `kill -9`: the supervisor dies (test crash point `task_ended`) after the parent's end is stored
+/// and before its live child is cancelled; the child is then still live in the store (the state the probe leaves),
+/// and the next start cancels it.
+#[test]
+fn a_child_left_live_by_a_crash_at_its_parents_end_is_cancelled_at_the_next_start() {
+    let model = Model::start(policy(|r| {
+        let end = |t: &str| Step::Reply(Reply::text(t).stop(StopReason::EndTurn));
+        let first = r.first_user_text().unwrap_or_default();
+        let n = r.tool_result_count();
+        if first.starts_with("CRASHING parent") {
+            return match n {
+                0 => Step::Reply(Reply::tool("Task", json!({"description": "ASKING child", "wait": false}))),
+                _ => end("parent done"),
+            };
+        }
+        if n == 0 { Step::Reply(Reply::tool("AskUser", json!({"question": "Which colour?"}))) } else { end("child") }
+    }));
+    let mut home = TestHome::new();
+    home.write_config("watcher:\n  enabled: false\n");
+    let mut env = model.env();
+    env.push(("NEURAPHAGE_TEST_CRASH_AT".into(), "task_ended".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    home.start_supervisor_with(&pairs);
+    let parent = id_of(&home.json(&["task", "new", "CRASHING parent", "--json"]));
+    let exits = home.wait_supervisors_within(WITHIN);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(exits[0].signal(), Some(9), "the supervisor died at the crash point: {exits:?}");
+    let db = home.open_store();
+    let state =
+        |id: &str| -> String { db.query_row("SELECT state FROM tasks WHERE id = ?1", [id], |r| r.get(0)).unwrap() };
+    let kid: String = db.query_row("SELECT id FROM tasks WHERE parent = ?1", [&parent], |r| r.get(0)).unwrap();
+    assert_eq!(state(&parent), "Completed");
+    assert!(!["Completed", "Failed", "Cancelled"].contains(&state(&kid).as_str()), "the child was left live");
+    drop(db);
+
+    home.start_with_model(&model);
+    let shown = home.wait_status(&kid, "Cancelled", WITHIN);
+    assert!(shown.to_string().contains(&format!("its parent {parent} ended (Completed)")), "{shown:#}");
+}

@@ -163,6 +163,20 @@ impl Store {
         Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
+    /// Tasks that ended with a sub-task still live under them (an end the supervisor died before cascading), and
+    /// how each ended.
+    pub fn orphaned_subtasks(&self) -> Result<Vec<(TaskId, String)>> {
+        let sql = format!(
+            "SELECT DISTINCT p.id, p.state FROM tasks c JOIN tasks p ON c.parent = p.id
+             WHERE c.state NOT IN {ENDED} AND p.state IN {ENDED} ORDER BY p.created_at, p.id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().filter_map(|(id, state)| Some((id.parse().ok()?, state))).collect())
+    }
+
     /// Tell the parent of `child` (a sub-task that ended) so, once: in one transaction, `SubtaskEnded { outcome:
     /// shown }` on the parent; for a child the parent does not wait for, `advice` (the outcome) as advice from
     /// `task CHILD` in its next turn, unless the parent has ended; and the mark that it was told. `None` when there
@@ -322,6 +336,21 @@ mod tests {
         let (_, framed, running) = told.advice.unwrap();
         assert!(framed.contains(&format!("task {}", free.id)) && framed.contains("F ended") && !running, "{framed}");
         assert_eq!(s.pending_input(&top).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn live_children_of_an_ended_task_are_orphans() {
+        let (_dir, mut s) = store();
+        let top = s.create_task(&draft(None)).unwrap().id;
+        let kid = made(s.create_subtask(&draft(Some(&top)), "k", false, LIMITS).unwrap());
+        let ended = made(s.create_subtask(&draft(Some(&top)), "e", false, LIMITS).unwrap());
+        s.cancel(&ended.id, None).unwrap();
+        // The control: a live parent has no orphans.
+        assert!(s.orphaned_subtasks().unwrap().is_empty());
+        s.cancel(&top, None).unwrap();
+        assert_eq!(s.orphaned_subtasks().unwrap(), vec![(top.clone(), "Cancelled".to_owned())]);
+        s.cancel(&kid.id, None).unwrap();
+        assert!(s.orphaned_subtasks().unwrap().is_empty());
     }
 
     #[test]

@@ -13,14 +13,18 @@ impl Store {
     /// Record the Watcher's `intervened` event on task `id` and, when it stops the running session (`stop`: pause,
     /// abort, escalate), the status to end it with — in one transaction, so a supervisor that dies before the session
     /// ends still ends the task so at its next start. Returns whether a stop was stored (only for a running task).
+    ///
+    /// `session` is the judged session's `worker_started` seq ([`Store::session_seq`]): a stop for a session that has
+    /// ended since is not stored (it would end the next session, which was never judged).
     pub fn watcher_intervened(
         &mut self,
         id: &TaskId,
+        session: u64,
         intervened: &EventKind,
         stop: Option<&TaskStatus>,
     ) -> Result<bool> {
         let tx = self.conn.transaction()?;
-        let running = load(&tx, id)?.status.state() == TaskState::Running;
+        let running = load(&tx, id)?.status.state() == TaskState::Running && session_seq(&tx, id)? == session;
         append_event(&tx, id, intervened)?;
         let stored = match stop.filter(|_| running) {
             Some(status) => {
@@ -31,6 +35,11 @@ impl Store {
         };
         tx.commit()?;
         Ok(stored)
+    }
+
+    /// The seq of task `id`'s newest `worker_started` event (0: none): which session it is in.
+    pub fn session_seq(&self, id: &TaskId) -> Result<u64> {
+        session_seq(&self.conn, id)
     }
 
     /// The status the Watcher stopped task `id`'s session with, until that session's end is stored.
@@ -64,6 +73,15 @@ impl Store {
         let rows = stmt.query_map(params![kind, limit.min(100_000) as i64], row)?;
         Ok(rows.filter_map(|r| r.ok().flatten()).collect())
     }
+}
+
+fn session_seq(conn: &rusqlite::Connection, id: &TaskId) -> Result<u64> {
+    let seq: i64 = conn.query_row(
+        "SELECT coalesce(max(seq), 0) FROM events WHERE task = ?1 AND kind = 'worker_started'",
+        [id.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(seq as u64)
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<TaskEvent>> {
@@ -117,12 +135,21 @@ mod tests {
         };
         let pause = TaskStatus::WaitingForUser { prompt: "Paused by the Watcher".into() };
         // Not running: the event only.
-        assert!(!s.watcher_intervened(&id, &event, Some(&pause)).unwrap());
+        assert!(!s.watcher_intervened(&id, 0, &event, Some(&pause)).unwrap());
         assert_eq!(s.watcher_stop(&id).unwrap(), None);
         s.transition(&id, TaskStatus::Running { phase: RunningPhase::Initializing }).unwrap();
-        assert!(s.watcher_intervened(&id, &event, Some(&pause)).unwrap());
+        s.record(&id, EventKind::WorkerStarted { pid: 1, workdir: String::new() }).unwrap();
+        let judged = s.session_seq(&id).unwrap();
+        assert!(judged > 0);
+        // Red team: a verdict on that session, stored after a new session started, stops nothing.
+        s.record(&id, EventKind::WorkerStarted { pid: 2, workdir: String::new() }).unwrap();
+        assert!(!s.watcher_intervened(&id, judged, &event, Some(&pause)).unwrap());
+        assert_eq!(s.watcher_stop(&id).unwrap(), None);
+        // The control: on the session it judged, it is stored.
+        let judged = s.session_seq(&id).unwrap();
+        assert!(s.watcher_intervened(&id, judged, &event, Some(&pause)).unwrap());
         assert_eq!(s.watcher_stop(&id).unwrap(), Some(pause.clone()));
-        assert_eq!(s.newest_of_kind("watcher_intervened", 10).unwrap().len(), 2);
+        assert_eq!(s.newest_of_kind("watcher_intervened", 10).unwrap().len(), 3);
         s.end_session(&id, pause.clone()).unwrap();
         assert_eq!(s.watcher_stop(&id).unwrap(), None);
         assert_eq!(s.task(&id).unwrap().status, pause);

@@ -33,9 +33,22 @@ pub fn next_tier(tier: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// Carry out `action` on running task `id` (on tier `tier`); returns what was done (a nudge that cannot be stored,
-/// or an escalation past the top tier, becomes a pause: a flagged task never goes on silently).
-pub fn act(daemon: &Daemon, id: &TaskId, tier: Option<&str>, mut action: Action) -> Recommendation {
+/// Carry out `action` on running task `id` (on tier `tier`) in its session `session` (its `worker_started` event's
+/// seq); returns what was done (a nudge that cannot be stored, or an escalation past the top tier, becomes a pause:
+/// a flagged task never goes on silently). A verdict on a session that has ended since (the judge took its time, the
+/// task went on in a new session) is not carried out on the next one (red team): nothing is done.
+pub fn act(daemon: &Daemon, id: &TaskId, tier: Option<&str>, session: u64, mut action: Action) -> Recommendation {
+    match daemon.with_store(|s| s.session_seq(id)) {
+        Ok(now) if now == session => {}
+        Ok(now) => {
+            tracing::info!(task = %id, judged = session, now, "the Watcher's verdict is on a session that ended; not acted on");
+            return Recommendation::Continue;
+        }
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e, "cannot read the task's session; the Watcher's verdict is not acted on");
+            return Recommendation::Continue;
+        }
+    }
     match action.recommendation {
         Recommendation::Continue => {}
         Recommendation::Nudge => {
@@ -83,7 +96,7 @@ pub fn act(daemon: &Daemon, id: &TaskId, tier: Option<&str>, mut action: Action)
     // The event and the status the session ends with, together and durable before the worker is stopped: the
     // session's end (runner's `finish`), or after a crash the next start, ends the task with it instead of Cancelled
     // or a fresh queue.
-    match daemon.with_store(|s| s.watcher_intervened(id, &intervened, status.as_ref())) {
+    match daemon.with_store(|s| s.watcher_intervened(id, session, &intervened, status.as_ref())) {
         Ok(true) => {
             crate::crash_point::at("watcher_stopped");
             daemon.workers.cancel(id);

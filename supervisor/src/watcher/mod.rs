@@ -182,8 +182,10 @@ pub fn select_flagged(daemon: &Daemon) -> Result<Vec<(Snapshot, Finding)>> {
     // The store is locked per task (a pass over many tasks must not hold up their checkpoints).
     let mut looks = Vec::with_capacity(running.len());
     for task in running {
-        let events = daemon.with_store(|s| s.recent_events(&task.id, &snapshot::KINDS, snapshot::MAX_EVENTS))?;
-        let snapshot = snapshot::build(&task, &events, Utc::now());
+        let (events, session) = daemon.with_store(|s| {
+            Ok((s.recent_events(&task.id, &snapshot::KINDS, snapshot::MAX_EVENTS)?, s.session_seq(&task.id)?))
+        })?;
+        let snapshot = Snapshot { session, ..snapshot::build(&task, &events, Utc::now()) };
         let finding = rules::check(&snapshot.facts, no_progress);
         looks.push(Look { snapshot, finding });
     }
@@ -267,8 +269,8 @@ pub async fn judge_and_act(daemon: Arc<Daemon>, snapshot: Snapshot, finding: Fin
             }
         }
     };
-    let (d, id, tier) = (daemon.clone(), snapshot.task.clone(), snapshot.tier.clone());
-    let done = tokio::task::spawn_blocking(move || act::act(&d, &id, tier.as_deref(), action))
+    let (d, id, tier, session) = (daemon.clone(), snapshot.task.clone(), snapshot.tier.clone(), snapshot.session);
+    let done = tokio::task::spawn_blocking(move || act::act(&d, &id, tier.as_deref(), session, action))
         .await
         .unwrap_or(Recommendation::Continue);
     // Whether a nudge helped is judged on the steps after it was stored.

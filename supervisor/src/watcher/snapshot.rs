@@ -46,6 +46,9 @@ pub struct Snapshot {
     pub tokens: u64,
     /// The sequence number of the newest step's event (0: none): a later look with a higher one saw new steps.
     pub last_step_seq: u64,
+    /// The session judged: its `worker_started` event's sequence number (0: unknown, set by the Watcher's pass from
+    /// [`crate::store::Store::session_seq`]). A verdict acts only on that session (red team).
+    pub session: u64,
 }
 
 /// The snapshot of `task` from its events (oldest first; at most [`MAX_EVENTS`] of [`KINDS`]) at `now`.
@@ -112,6 +115,7 @@ pub fn build(task: &Task, events: &[TaskEvent], now: DateTime<Utc>) -> Snapshot 
         iterations,
         tokens,
         last_step_seq,
+        session: 0,
     }
 }
 
