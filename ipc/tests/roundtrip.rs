@@ -198,7 +198,8 @@ fn request() -> impl Strategy<Value = ControlRequest> {
         text().prop_map(|task| ControlRequest::ShowTask { task }),
         (text(), text()).prop_map(|(task, on)| ControlRequest::AddDependency { task, on }),
         (text(), option::of(text())).prop_map(|(task, reason)| ControlRequest::KillTask { task, reason }),
-        text().prop_map(|task| ControlRequest::TaskDiff { task }),
+        (text(), proptest::option::of(any::<u64>()))
+            .prop_map(|(task, max_bytes)| ControlRequest::TaskDiff { task, max_bytes }),
         text().prop_map(|task| ControlRequest::TaskLog { task }),
         text().prop_map(|task| ControlRequest::RetryTask { task }),
         Just(ControlRequest::ListLocks),
