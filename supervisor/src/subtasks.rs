@@ -178,6 +178,13 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
     }
 }
 
+/// For a sub-task, its parent's tier as it stands now (the highest it may run on); `None` for a top-level task.
+pub fn parent_tier(daemon: &Daemon, id: &TaskId) -> Option<String> {
+    let parent = daemon.with_store(|s| s.task(id)).ok()?.parent?;
+    let tier = daemon.with_store(|s| s.task(&parent)).ok().and_then(|p| p.tier);
+    Some(tier.unwrap_or_else(|| neuraphage_ipc::broker::DEFAULT_TIER.to_owned()))
+}
+
 /// Whether tier `tier` is above tier `of` (an unknown name is above none: it is refused as a name elsewhere).
 pub fn above(tier: &str, of: &str) -> bool {
     let rank = |t: &str| neuraphage_ipc::broker::TIER_NAMES.iter().position(|n| *n == t);

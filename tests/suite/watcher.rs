@@ -155,6 +155,45 @@ fn escalate_resumes_the_task_on_the_next_tier() {
 }
 
 #[test]
+fn escalate_never_lifts_a_sub_task_above_its_parents_tier_it_pauses_it() {
+    // The parent (worker tier) makes one child and waits; the child loops on a failing command; the judge says
+    // escalate (as hostile tool output could talk it into). Control: the test above, where a top-level task escalates.
+    let model = Model::start(policy(|r| {
+        let task = r.first_user_text().unwrap_or_default();
+        if is_judge(r) {
+            verdict("escalate")
+        } else if r.model() == Some("m-expert") {
+            Step::Reply(Reply::text("the expert ran").stop(StopReason::EndTurn))
+        } else if task.contains("make a child") && r.tool_result_count() == 0 {
+            Step::Reply(Reply::tool("Task", json!({"description": "child: make the build pass"})))
+        } else if task.contains("make a child") {
+            Step::Reply(Reply::text("parent done").stop(StopReason::EndTurn))
+        } else {
+            failing()
+        }
+    }));
+    let mut home = TestHome::new();
+    let expert = "  expert: { provider: anthropic, model: m-expert, pool: anthropic }\nmax-iterations";
+    home.write_config(&CONFIG.replacen("max-iterations", expert, 1));
+    home.start_with_model(&model);
+    let parent =
+        home.json(&["task", "new", "make a child", "--tier", "worker", "--json"])["id"].as_str().unwrap().to_owned();
+    let child = loop {
+        let listed = home.json(&["task", "list", "--json"]);
+        if let Some(c) = listed.as_array().unwrap().iter().find(|t| t["parent"].as_str() == Some(parent.as_str())) {
+            break c["id"].as_str().unwrap().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let waiting = home.wait_status(&child, "WaitingForUser", WITHIN);
+    let prompt = waiting["status_detail"]["prompt"].as_str().unwrap();
+    assert!(prompt.contains("does not go above its parent's tier, worker"), "{prompt}");
+    assert_ne!(waiting["tier"], "expert", "{waiting:#}");
+    assert!(model.double.requests().iter().all(|r| r.model() != Some("m-expert")), "the expert tier was used");
+    assert_eq!(interventions(&home)[0]["recommendation"], "pause");
+}
+
+#[test]
 fn a_router_tier_that_cannot_answer_pauses_the_task_with_the_rules_finding() {
     let model = Model::start(policy(|r| if is_judge(r) { Step::http_error(400) } else { failing() }));
     let (home, id) = start(&model);

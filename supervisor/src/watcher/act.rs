@@ -60,6 +60,16 @@ pub fn act(daemon: &Daemon, id: &TaskId, tier: Option<&str>, session: u64, mut a
             }
         }
         Recommendation::Escalate => match next_tier(tier) {
+            // A sub-task never runs above its parent's tier (it would cost more than the task that made it): the
+            // Watcher pauses it instead, for the user to decide.
+            Some(to)
+                if let Some(cap) =
+                    crate::subtasks::parent_tier(daemon, id).filter(|p| crate::subtasks::above(to, p)) =>
+            {
+                action.diagnosis =
+                    format!("{} (a sub-task does not go above its parent's tier, {cap})", action.diagnosis);
+                action.recommendation = Recommendation::Pause;
+            }
             Some(to) => {
                 let from = tier.unwrap_or(neuraphage_ipc::broker::DEFAULT_TIER);
                 let reason = format!("the Watcher: {}", action.diagnosis);
