@@ -39,18 +39,7 @@ fn one_pass() {
     let mut store = Store::open(&db).unwrap();
     let mut tasks = Vec::new();
     for n in 0..TASKS {
-        let draft = TaskDraft {
-            description: format!("task {n}"),
-            priority: Priority::try_from(2).unwrap(),
-            repo: None,
-            profile: None,
-            parent: None,
-            after: Vec::new(),
-            base_commit: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-        };
+        let draft = TaskDraft { priority: Priority::try_from(2).unwrap(), ..TaskDraft::new(format!("task {n}")) };
         tasks.push(store.create_task(&draft).unwrap());
     }
     drop(store);

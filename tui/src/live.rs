@@ -267,6 +267,28 @@ impl LiveLog {
         *self = log;
     }
 
+    /// A tool's result: its first non-blank line completes the line of its call (newest first), or stands alone
+    /// when the call is not shown.
+    fn tool_outcome(&mut self, tool_use_id: &str, tool: &str, is_error: bool, result: &str) {
+        let line = cut(result.lines().find(|l| !l.trim().is_empty()).unwrap_or(""), TOOL_TEXT).to_owned();
+        let found = self.entries.iter_mut().rev().find_map(|e| match e {
+            Entry::Tool { id, outcome, .. } if id == tool_use_id => Some(outcome),
+            _ => None,
+        });
+        match found {
+            Some(outcome) => {
+                self.bytes += line.len();
+                *outcome = Some((is_error, line));
+            }
+            None => self.push(Entry::Tool {
+                id: cut(tool_use_id, 256).to_owned(),
+                tool: cut(tool, 64).to_owned(),
+                input: String::new(),
+                outcome: Some((is_error, line)),
+            }),
+        }
+    }
+
     /// One stored message as entries: text as text (the user's as a note), each tool call as one line completed by
     /// its result.
     fn message(&mut self, message: &Message) {
@@ -289,23 +311,7 @@ impl LiveLog {
                     outcome: None,
                 }),
                 ContentBlock::ToolResult { tool_use_id, content, is_error } => {
-                    let line = cut(content.lines().find(|l| !l.trim().is_empty()).unwrap_or(""), TOOL_TEXT).to_owned();
-                    let found = self.entries.iter_mut().rev().find_map(|e| match e {
-                        Entry::Tool { id, outcome, .. } if id == tool_use_id => Some(outcome),
-                        _ => None,
-                    });
-                    match found {
-                        Some(outcome) => {
-                            self.bytes += line.len();
-                            *outcome = Some((*is_error, line));
-                        }
-                        None => self.push(Entry::Tool {
-                            id: cut(tool_use_id, 256).to_owned(),
-                            tool: "tool".to_owned(),
-                            input: String::new(),
-                            outcome: Some((*is_error, line)),
-                        }),
-                    }
+                    self.tool_outcome(tool_use_id, "tool", *is_error, content);
                 }
                 _ => {}
             }
@@ -328,23 +334,7 @@ impl LiveLog {
                 }
             }
             EventKind::ToolResult { tool_use_id, is_error, result, tool } => {
-                let line = cut(result.lines().find(|l| !l.trim().is_empty()).unwrap_or(""), TOOL_TEXT).to_owned();
-                let found = self.entries.iter_mut().rev().find_map(|e| match e {
-                    Entry::Tool { id, outcome, .. } if id == tool_use_id => Some(outcome),
-                    _ => None,
-                });
-                match found {
-                    Some(outcome) => {
-                        self.bytes += line.len();
-                        *outcome = Some((*is_error, line));
-                    }
-                    None => self.push(Entry::Tool {
-                        id: cut(tool_use_id, 256).to_owned(),
-                        tool: cut(tool, 64).to_owned(),
-                        input: String::new(),
-                        outcome: Some((*is_error, line)),
-                    }),
-                }
+                self.tool_outcome(tool_use_id, tool, *is_error, result);
             }
             EventKind::StatusChanged { to, .. } => {
                 let (kind, text) = status_note(to);

@@ -105,7 +105,6 @@ pub(super) fn totals(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CostT
 
 #[cfg(test)]
 mod tests {
-    use neuraphage_ipc::Priority;
     use pretty_assertions::assert_eq;
 
     use super::*;
@@ -120,18 +119,7 @@ mod tests {
     fn usage_is_summed_per_task_model_and_day() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("db")).unwrap();
-        let draft = |d: &str| TaskDraft {
-            description: d.into(),
-            priority: Priority::DEFAULT,
-            repo: None,
-            profile: None,
-            parent: None,
-            after: Vec::new(),
-            base_commit: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-        };
+        let draft = |d: &str| TaskDraft::new(d);
         let a = store.create_task(&draft("a")).unwrap().id;
         let b = store.create_task(&draft("b")).unwrap().id;
         let prices = PriceTable::default();

@@ -327,7 +327,6 @@ fn options_of(cp: &Checkpoint, call: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use neuraphage_ipc::Priority;
     use neuraphage_ipc::llm::Message;
     use neuraphage_ipc::worker::Checkpoint;
 
@@ -337,18 +336,7 @@ mod tests {
     fn store_with_task() -> (tempfile::TempDir, Store, TaskId) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("t.db")).unwrap();
-        let draft = TaskDraft {
-            description: "d".into(),
-            priority: Priority::DEFAULT,
-            repo: None,
-            profile: None,
-            parent: None,
-            after: vec![],
-            base_commit: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-        };
+        let draft = TaskDraft::new("d");
         let id = store.create_task(&draft).unwrap().id;
         (dir, store, id)
     }

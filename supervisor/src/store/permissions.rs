@@ -380,18 +380,7 @@ mod tests {
     fn store_with_task() -> (tempfile::TempDir, Store, TaskId) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("db")).unwrap();
-        let draft = TaskDraft {
-            description: "t".into(),
-            priority: neuraphage_ipc::Priority::DEFAULT,
-            repo: None,
-            profile: None,
-            parent: None,
-            after: Vec::new(),
-            base_commit: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-        };
+        let draft = TaskDraft::new("t");
         let id = store.create_task(&draft).unwrap().id;
         (dir, store, id)
     }

@@ -224,7 +224,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use neuraphage_ipc::Priority;
 
     const LIMITS: Limits = Limits { max_depth: 3, max_live: 8 };
 
@@ -239,18 +238,7 @@ mod tests {
     }
 
     fn draft(parent: Option<&TaskId>) -> TaskDraft {
-        TaskDraft {
-            description: "d".into(),
-            priority: Priority::DEFAULT,
-            repo: None,
-            profile: None,
-            parent: parent.cloned(),
-            after: Vec::new(),
-            base_commit: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-        }
+        TaskDraft { parent: parent.cloned(), ..TaskDraft::new("d") }
     }
 
     fn store() -> (tempfile::TempDir, Store) {

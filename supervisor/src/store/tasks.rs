@@ -40,6 +40,25 @@ pub struct TaskDraft {
     pub no_watch: bool,
 }
 
+impl TaskDraft {
+    /// A draft of `description` with every other field at its default: normal priority, no repository, profile,
+    /// parent, dependencies, tier or persona, watched (tests and benches build on it with `..`).
+    pub fn new(description: impl Into<String>) -> TaskDraft {
+        TaskDraft {
+            description: description.into(),
+            priority: Priority::DEFAULT,
+            repo: None,
+            profile: None,
+            parent: None,
+            after: Vec::new(),
+            base_commit: None,
+            tier: None,
+            persona: None,
+            no_watch: false,
+        }
+    }
+}
+
 const TASK_COLUMNS: &str = "id, status, priority, description, repo, profile, parent, created_at, updated_at, base_commit, branch, tier, persona, no_watch";
 
 /// A task from its row; a row that does not read back names the task in the error.

@@ -10,18 +10,7 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn draft(description: &str, after: Vec<TaskId>) -> TaskDraft {
-    TaskDraft {
-        description: description.into(),
-        priority: Priority::DEFAULT,
-        repo: None,
-        profile: None,
-        parent: None,
-        after,
-        base_commit: None,
-        tier: None,
-        persona: None,
-        no_watch: false,
-    }
+    TaskDraft { after, ..TaskDraft::new(description) }
 }
 
 fn code(err: SupervisorError) -> ErrorCode {

@@ -108,24 +108,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<TaskEvent>> {
 mod tests {
     use super::*;
     use crate::store::tasks::TaskDraft;
-    use neuraphage_ipc::{Priority, RunningPhase};
+    use neuraphage_ipc::RunningPhase;
 
     #[test]
     fn a_stop_is_stored_with_its_event_for_a_running_task_and_spent_by_the_session_end() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("db")).unwrap();
-        let draft = TaskDraft {
-            description: "d".into(),
-            priority: Priority::DEFAULT,
-            repo: None,
-            profile: None,
-            parent: None,
-            after: Vec::new(),
-            base_commit: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-        };
+        let draft = TaskDraft::new("d");
         let id = s.create_task(&draft).unwrap().id;
         let event = EventKind::WatcherIntervened {
             rule: "r".into(),
