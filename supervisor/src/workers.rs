@@ -134,6 +134,11 @@ pub async fn schedule(daemon: Arc<Daemon>, broker: Arc<Broker>, shutdown: Cancel
                 }
                 crate::subtasks::on_end(&daemon, &task.id);
             }
+            // A pause the user asked for (acknowledged) before the session reached its next checkpoint.
+            _ if daemon.with_store(|s| s.pause_requested(&task.id)).unwrap_or(false) => {
+                tracing::info!(task = %task.id, "paused after a supervisor restart, as asked before it");
+                crate::inbox::end_session(&daemon, &task.id, TaskStatus::Paused);
+            }
             _ => {
                 tracing::info!(task = %task.id, "re-queued after a supervisor restart");
                 daemon.transition(&task.id, TaskStatus::Queued);

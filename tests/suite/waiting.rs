@@ -248,6 +248,32 @@ fn kill_9_of_the_worker_as_it_asks_loses_neither_question_nor_answer() {
 }
 
 #[test]
+fn an_acknowledged_pause_survives_kill_9_of_the_supervisor_before_the_next_checkpoint() {
+    let model = Model::start(policy(|r| match r.tool_result_count() {
+        0 => Step::Reply(Reply::tool("Bash", json!({"command": "sleep 4; echo slept"}))),
+        _ => Step::Reply(Reply::text("done").stop(StopReason::EndTurn)),
+    }));
+    let mut home = TestHome::new();
+    home.start_with_model(&model);
+    let id = id_of(&home.json(&["task", "new", "a long command", "--json"]));
+    let worker = home.worker_in_tool(&id, WITHIN);
+    let out = home.ok(&["task", "pause", &id]);
+    assert!(out.contains("pausing at its next checkpoint"), "{out}");
+    // Acknowledged, then the supervisor dies while the command still runs (no checkpoint since the pause).
+    home.kill9_supervisors();
+    wait_gone(worker);
+    let requests = model.double.requests().len();
+    home.start_with_model(&model);
+    let shown = home.wait_status(&id, "Paused", WITHIN);
+    assert_eq!(shown["status"], "Paused", "{shown:#}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(model.double.requests().len(), requests, "a paused task makes no model call after the restart");
+    // Control: the pause is spent; resume runs the task to its end.
+    assert_eq!(home.json(&["task", "resume", &id, "--json"])["status"], "Queued");
+    assert_eq!(home.wait_ended(&[&id], WITHIN)[0]["status"], "Completed");
+}
+
+#[test]
 fn pause_and_resume() {
     let model = Model::start(policy(|r| {
         let asker = r.first_user_text().unwrap_or_default().contains("asker");

@@ -173,7 +173,13 @@ impl Store {
         let tx = self.conn.transaction()?;
         let task = load(&tx, id)?;
         match task.status.state() {
-            TaskState::Running => return Ok((task, true)),
+            TaskState::Running => {
+                // Stored before the acknowledgement: a supervisor that dies before the next checkpoint pauses the
+                // task at its next start (V13).
+                tx.execute("UPDATE tasks SET pause_requested = 1 WHERE id = ?1", [id.as_str()])?;
+                tx.commit()?;
+                return Ok((task, true));
+            }
             TaskState::Paused => return Ok((task, false)),
             s if s.is_terminal() => return Err(conflict(format!("{id} is {s}; there is nothing to pause"))),
             _ => set_status(&tx, &task, TaskStatus::Paused)?,
@@ -181,6 +187,15 @@ impl Store {
         let task = load(&tx, id)?;
         tx.commit()?;
         Ok((task, false))
+    }
+
+    /// Whether a pause was asked of running task `id` and not yet spent (V13).
+    pub fn pause_requested(&self, id: &TaskId) -> Result<bool> {
+        let asked: Option<bool> = self
+            .conn
+            .query_row("SELECT pause_requested FROM tasks WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(asked.unwrap_or(false))
     }
 
     /// Queue a Paused task again; any other state is refused.

@@ -215,6 +215,13 @@ CREATE INDEX tasks_parent_untold ON tasks(id) WHERE parent_told = 0;
 CREATE INDEX events_by_kind ON events(kind);
 "#;
 
+/// Version 13: `pause_requested` — `task pause` of a running task, stored before its acknowledgement (the worker
+/// stops at its next checkpoint); a supervisor that died before then pauses the task at the next start instead of
+/// queuing it again. Spent by any status change away from Running.
+const V13_PAUSE: &str = r#"
+ALTER TABLE tasks ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -230,6 +237,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V10_SUBTASKS),
         M::up(V11_KNOWLEDGE),
         M::up(V12_DURABLE),
+        M::up(V13_PAUSE),
     ])
 }
 

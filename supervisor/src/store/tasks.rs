@@ -399,7 +399,9 @@ fn wait_path(tx: &Transaction<'_>, from: &TaskId, to: &TaskId) -> Result<Option<
 pub(super) fn set_status(tx: &Transaction<'_>, task: &Task, status: TaskStatus) -> Result<()> {
     let from = task.status.state();
     tx.execute(
-        "UPDATE tasks SET state = ?2, status = ?3, updated_at = ?4 WHERE id = ?1",
+        // A pause asked of a running task (V13) holds only while it runs: any other state spends it.
+        "UPDATE tasks SET state = ?2, status = ?3, updated_at = ?4,
+                          pause_requested = (pause_requested AND ?2 = 'Running') WHERE id = ?1",
         params![task.id.as_str(), status.state().name(), to_json(&status)?, to_millis(Utc::now())],
     )?;
     // A sub-task that ends has its parent to tell, in this same transaction (V12; told by `Store::tell_parent`).
