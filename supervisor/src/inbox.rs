@@ -150,11 +150,12 @@ fn special(daemon: &Daemon, id: &TaskId, command: &str) -> Result<ControlReply> 
             daemon.with_store(|s| s.cancel(id, Some("cancelled by /cancel".into())))?;
             let running = daemon.workers.is_running(id);
             daemon.workers.cancel(id);
-            // As `task kill`: a sub-task with no session to end is told to its parent now.
+            // As `task kill`: its sub-tasks first (theirs is this reason), then a sub-task with no session to end
+            // is told to its parent now.
+            crate::subtasks::cancel_descendants(daemon, id, &format!("its parent {id} was cancelled"));
             if !running {
                 crate::subtasks::on_end(daemon, id);
             }
-            crate::subtasks::cancel_descendants(daemon, id, &format!("its parent {id} was cancelled"));
             daemon.workers.wake.notify_one();
             "cancelled".to_owned()
         }

@@ -400,12 +400,12 @@ impl Daemon {
                 tracing::info!(task = %id, "task cancelled");
                 let running = self.workers.is_running(&id);
                 self.workers.cancel(&id);
+                // Its sub-tasks, at every depth, are cancelled with it (first: theirs is the kill's reason).
+                crate::subtasks::cancel_descendants(self, &id, &format!("its parent {id} was killed"));
                 // A sub-task with no session to end is told to its parent now (a running one, when its session ends).
                 if !running {
                     crate::subtasks::on_end(self, &id);
                 }
-                // Its sub-tasks, at every depth, are cancelled with it.
-                crate::subtasks::cancel_descendants(self, &id, &format!("its parent {id} was killed"));
                 self.workers.wake.notify_one();
                 ControlReply::Task(task)
             }

@@ -1,5 +1,5 @@
 //! Sub-tasks (issue 16): the supervisor's side of the `Task` and `TaskResult` tools, a child's end told to its parent,
-//! and a parent's kill cascading to its tree.
+//! and a task's end (kill included) cascading to its live tree.
 //!
 //! A child is made through the same path as `task new` ([`Daemon::new_task_draft`]: the same checks, and whatever
 //! resolution that path does, e.g. personas), once per parent call id: its repository and profile are the parent's

@@ -244,8 +244,8 @@ fn a_sub_task_costs_no_more_and_may_do_no_more_than_its_parent() {
 
 /// Red team of issue 16: a child that its parent did not wait for does not outlive the parent's end (it would run
 /// up cost for an outcome no one reads). The child asks the user a question and would wait for ever; its parent
-/// completes; the child is cancelled, naming why. The control: the same child under a parent still alive (waiting
-/// for the user itself) does stay, waiting for the user.
+/// completes; the child is cancelled, naming why, and a message to it does not queue it again. The control: the same
+/// child under a parent still alive (waiting for the user itself) does stay, waiting for the user.
 #[test]
 fn a_child_does_not_outlive_its_parents_end() {
     let model = Model::start(policy(|r| {
@@ -290,6 +290,11 @@ fn a_child_does_not_outlive_its_parents_end() {
     assert!(shown.to_string().contains(&format!("its parent {ending} ended (Completed)")), "{shown:#}");
     // The control's child is still there.
     assert_eq!(home.show(&kept)["status"], "WaitingForUser");
+    // Nor does a message bring the cancelled child back to run for no one (it was a follow-up, queued again, and
+    // the next start cancelled it once more): refused, saying why, and the child stays Cancelled.
+    let (_, err) = home.fails(&["task", "send", &orphan, "Blue. Go on."]);
+    assert!(err.contains(&format!("sub-task of {ending}, which is Completed")), "{err}");
+    assert_eq!(home.show(&orphan)["status"], "Cancelled");
 }
 
 /// The same, across a `kill -9`: the supervisor dies (test crash point `task_ended`) after the parent's end is stored

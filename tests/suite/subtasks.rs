@@ -238,6 +238,8 @@ fn killing_the_parent_cancels_its_children() {
     assert_eq!(ended[0]["status"], "Cancelled", "{:#}", ended[0]);
     let reason = ended[0]["status_detail"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains(&boss), "the cancellation names the parent: {reason}");
+    // The kill's own reason (the blocked parent had no session: its end's cascade must not come first).
+    assert_eq!(reason, format!("its parent {boss} was killed"));
     assert_eq!(home.show(&boss)["status"], "Cancelled");
     assert_eq!(requests_of(&model, "slow child").len(), 1, "the child never went on");
 }

@@ -131,6 +131,10 @@ impl Store {
             (None, TaskState::WaitingForUser) => ("resumes the task: queued again".to_owned(), true),
             (None, _) => ("kept for the next turn".to_owned(), false),
         };
+        if requeue {
+            // Nothing is stored: the transaction is dropped with the refusal.
+            super::subtasks::refuse_if_parent_ended(&tx, &task, "be queued again by a message")?;
+        }
         let event = EventKind::UserMessage { id: msg_id, text: cut(text), delivery: delivery.clone() };
         append_event(&tx, id, &event)?;
         if question.is_some() {

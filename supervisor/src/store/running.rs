@@ -73,7 +73,7 @@ impl Store {
     }
 
     /// Queue a Failed, WaitingForUser or Paused task again (it resumes from its conversation); any other state is
-    /// refused.
+    /// refused, and so is a sub-task whose parent has ended.
     pub fn retry(&mut self, id: &TaskId) -> Result<Task> {
         let task = self.task(id)?;
         if !matches!(task.status.state(), TaskState::Failed | TaskState::WaitingForUser | TaskState::Paused) {
@@ -83,6 +83,7 @@ impl Store {
             ));
         }
         let tx = self.conn.transaction()?;
+        super::subtasks::refuse_if_parent_ended(&tx, &task, "be retried")?;
         set_status(&tx, &task, TaskStatus::Queued)?;
         let task = load(&tx, id)?;
         tx.commit()?;

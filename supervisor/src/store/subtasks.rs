@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::Store;
 use super::tasks::{TaskDraft, append_event, insert_task, load};
-use crate::error::Result;
+use crate::error::{Result, SupervisorError};
 
 /// Most ancestors followed (a guard against a corrupt parent chain; the depth limit is far lower).
 const MAX_CHAIN: u32 = 64;
@@ -64,6 +64,25 @@ pub struct Told {
     pub parent: TaskId,
     /// The advice stored for it, if any: its inbox id, its framed text, whether the parent is running.
     pub advice: Option<(u64, String, bool)>,
+}
+
+/// Refuse to queue again sub-task `task` (`what`: the user's action, e.g. `be retried`) when its parent has ended:
+/// a child does not outlive its parent (its live sub-tasks are cancelled at its end, and at the next start after a
+/// crash — a child queued again afterwards would run for no one and be cancelled at the next start).
+pub(super) fn refuse_if_parent_ended(conn: &rusqlite::Connection, task: &Task, what: &str) -> Result<()> {
+    let Some(parent) = &task.parent else { return Ok(()) };
+    let state = load(conn, parent)?.status.state();
+    if !state.is_terminal() {
+        return Ok(());
+    }
+    Err(SupervisorError::refused(
+        neuraphage_ipc::ErrorCode::Conflict,
+        format!(
+            "{} is a sub-task of {parent}, which is {state}: a sub-task does not outlive its parent, so it cannot \
+             {what}; go on with {parent} instead (`neuraphage task send {parent} ...` or `task retry`)",
+            task.id
+        ),
+    ))
 }
 
 impl Store {
@@ -324,6 +343,31 @@ mod tests {
         let (_, framed, running) = told.advice.unwrap();
         assert!(framed.contains(&format!("task {}", free.id)) && framed.contains("F ended") && !running, "{framed}");
         assert_eq!(s.pending_input(&top).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_sub_task_whose_parent_ended_is_not_queued_again() {
+        use neuraphage_ipc::{TaskState, TaskStatus};
+        let (_dir, mut s) = store();
+        let top = s.create_task(&draft(None)).unwrap().id;
+        let kid = made(s.create_subtask(&draft(Some(&top)), "k", false, LIMITS).unwrap()).id;
+        let failed = TaskStatus::Failed { error: "e".into(), recoverable: true };
+        // The control: under a live parent, a failed child is retried, a cancelled one queued again by a message.
+        s.transition(&kid, failed.clone()).unwrap();
+        assert_eq!(s.retry(&kid).unwrap().status.state(), TaskState::Queued);
+        s.cancel(&kid, None).unwrap();
+        assert_eq!(s.send_message(&kid, "go on", false).unwrap().task.status.state(), TaskState::Queued);
+        // The parent ends (its live child is cancelled with it); neither brings the child back.
+        s.transition(&kid, failed.clone()).unwrap();
+        s.transition(&top, TaskStatus::Completed { summary: None }).unwrap();
+        let err = s.retry(&kid).unwrap_err().to_control_error().message;
+        assert!(err.contains(&format!("sub-task of {top}, which is Completed")) && err.contains("be retried"), "{err}");
+        s.cancel(&top, None).unwrap_err();
+        let err = s.send_message(&kid, "go on", false).unwrap_err().to_control_error().message;
+        assert!(err.contains("does not outlive its parent"), "{err}");
+        // Nothing changed: still Failed, no message stored (the one pending is the control's).
+        assert_eq!(s.task(&kid).unwrap().status, failed);
+        assert_eq!(s.pending_input(&kid).unwrap().len(), 1);
     }
 
     #[test]

@@ -408,6 +408,14 @@ pub(super) fn set_status(tx: &Transaction<'_>, task: &Task, status: TaskStatus) 
     if task.parent.is_some() && status.state().is_terminal() && !from.is_terminal() {
         tx.execute("UPDATE tasks SET parent_told = 0 WHERE id = ?1", [task.id.as_str()])?;
     }
+    // A new session starts: a Watcher's stop stored for an earlier one (V12 `watcher_stop`, left if the supervisor
+    // died before that session's end was stored, e.g. after a `task kill`) never ends this one.
+    if status.state() == TaskState::Running && from != TaskState::Running {
+        tx.execute(
+            "UPDATE tasks SET watcher_stop = NULL WHERE id = ?1 AND watcher_stop IS NOT NULL",
+            [task.id.as_str()],
+        )?;
+    }
     append_event(tx, &task.id, &EventKind::StatusChanged { from, to: status })
 }
 

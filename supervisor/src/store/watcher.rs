@@ -143,4 +143,42 @@ mod tests {
         assert_eq!(s.watcher_stop(&id).unwrap(), None);
         assert_eq!(s.task(&id).unwrap().status, pause);
     }
+
+    #[test]
+    fn a_stop_left_by_a_session_whose_end_was_not_stored_never_ends_the_next_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db")).unwrap();
+        let draft = TaskDraft {
+            description: "d".into(),
+            priority: Priority::DEFAULT,
+            repo: None,
+            profile: None,
+            parent: None,
+            after: Vec::new(),
+            base_commit: None,
+            tier: None,
+            persona: None,
+            no_watch: false,
+        };
+        let id = s.create_task(&draft).unwrap().id;
+        let event = EventKind::WatcherIntervened {
+            rule: "r".into(),
+            recommendation: "abort".into(),
+            diagnosis: "d".into(),
+            confidence: 0,
+        };
+        let abort = TaskStatus::Failed { error: "Aborted by the Watcher".into(), recoverable: false };
+        s.transition(&id, TaskStatus::Running { phase: RunningPhase::Initializing }).unwrap();
+        s.record(&id, EventKind::WorkerStarted { pid: 1, workdir: String::new() }).unwrap();
+        let judged = s.session_seq(&id).unwrap();
+        assert!(s.watcher_intervened(&id, judged, &event, Some(&abort)).unwrap());
+        // `task kill` is stored; the supervisor dies before the session's end is (no `end_session`).
+        s.cancel(&id, None).unwrap();
+        // The control: the stop is still stored (what the probe below could have found).
+        assert_eq!(s.watcher_stop(&id).unwrap(), Some(abort.clone()));
+        // A follow-up queues it again and a new session starts: the old stop is not this session's.
+        s.send_message(&id, "go on", false).unwrap();
+        s.transition(&id, TaskStatus::Running { phase: RunningPhase::Initializing }).unwrap();
+        assert_eq!(s.watcher_stop(&id).unwrap(), None, "a stop of an earlier session would end this one");
+    }
 }
