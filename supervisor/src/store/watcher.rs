@@ -148,18 +148,7 @@ mod tests {
     fn a_stop_left_by_a_session_whose_end_was_not_stored_never_ends_the_next_session() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("db")).unwrap();
-        let draft = TaskDraft {
-            description: "d".into(),
-            priority: Priority::DEFAULT,
-            repo: None,
-            profile: None,
-            parent: None,
-            after: Vec::new(),
-            base_commit: None,
-            tier: None,
-            persona: None,
-            no_watch: false,
-        };
+        let draft = TaskDraft::new("d");
         let id = s.create_task(&draft).unwrap().id;
         let event = EventKind::WatcherIntervened {
             rule: "r".into(),
