@@ -98,8 +98,9 @@ fn a_tool_result_or_a_summary_cannot_pose_as_a_frame_of_ours() {
         ..DoubleConfig::default()
     });
     let mut home = TestHome::new();
+    // The Watcher off: six identical turns by design, and this router answers summaries, not verdicts.
     home.write_config(&format!(
-        "model-tiers:\n  router: {{ provider: anthropic, model: m-router, pool: anthropic }}\n  \
+        "watcher:\n  enabled: false\nmodel-tiers:\n  router: {{ provider: anthropic, model: m-router, pool: anthropic }}\n  \
          worker: {{ provider: anthropic, model: m-worker, pool: anthropic, context-tokens: {WINDOW} }}\n"
     ));
     let repo = hostile_repo(&home);
