@@ -46,7 +46,7 @@ fn receive_one(handoff: &OwnedFd) -> anyhow::Result<Option<(LinkGrant, UnixStrea
         // A bare task id (an older supervisor): the default priority and tier.
         Err(_) => {
             let task: TaskId = std::str::from_utf8(&data)?.parse().map_err(anyhow::Error::msg)?;
-            LinkGrant { task, priority: 2, tier: None }
+            LinkGrant { task, priority: 2, tier: None, tree: None }
         }
     };
     let stream = UnixStream::from(fd);

@@ -2,7 +2,8 @@
 //!
 //! Requests wait in one queue per pool, ordered by task priority (0 first); among equal priorities the task that
 //! has been served least goes first (fair queuing by task, not by request: a task sending many requests does not
-//! crowd out one sending few). A request goes to the key with the most headroom that can take its reservation
+//! crowd out one sending few; the router counts a sub-task as its tree's top-level task, so making sub-tasks does not
+//! multiply a task's share). A request goes to the key with the most headroom that can take its reservation
 //! ([`KeyLimiter`]); when none can, the queue waits until the earliest moment one can, and then releases the request
 //! first in order: as a key's bucket refills one request at a time, a priority-0 request that joins the queue is sent
 //! at the next refill, whatever the backlog. An answer's rate-limit headers are learnt as soon as its head arrives

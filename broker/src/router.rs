@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neuraphage_ipc::TaskId;
-use neuraphage_ipc::broker::{BrokerSettings, DEFAULT_TIER, TIER_NAMES};
+use neuraphage_ipc::broker::{BrokerSettings, DEFAULT_TIER, LinkGrant, TIER_NAMES};
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, LlmErrorKind, LlmFailure, StreamDelta};
 
 use crate::keys::PoolConfig;
@@ -66,6 +66,8 @@ pub struct Routes {
 pub struct Caller {
     /// The task.
     pub task: TaskId,
+    /// What fair queuing counts it as: its tree's top-level task (see [`LinkGrant::tree`]).
+    pub tree: TaskId,
     /// 0 (first) … 4.
     pub priority: u8,
     /// The tier it runs on; `None`: the default.
@@ -76,9 +78,15 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A task's caller, on `tier`.
+    /// A task's caller, on `tier`, counted as its own tree.
     pub fn new(task: TaskId, priority: u8, tier: Option<String>) -> Caller {
-        Caller { task, priority, tier, cached: 0 }
+        Caller { tree: task.clone(), task, priority, tier, cached: 0 }
+    }
+
+    /// The caller the supervisor granted a link or a call to: counted as its tree.
+    pub fn of(grant: &LinkGrant) -> Caller {
+        let tree = grant.tree.clone().unwrap_or_else(|| grant.task.clone());
+        Caller { tree, ..Caller::new(grant.task.clone(), grant.priority, grant.tier.clone()) }
     }
 }
 
@@ -260,7 +268,7 @@ impl Routes {
                     );
                     on_notice(Notice::Queued(Some(detail)));
                 };
-                pool.acquire(&caller.task, caller.priority, cost, avoid, &mut on_wait).await?
+                pool.acquire(&caller.tree, caller.priority, cost, avoid, &mut on_wait).await?
             };
             if queued {
                 on_notice(Notice::Queued(None));

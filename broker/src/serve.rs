@@ -34,7 +34,7 @@ pub async fn worker(
     // Dropped when this function returns (the link closed): the task's locks are freed at once.
     let lease = locks.lease(grant.task.clone());
     // The task as the supervisor described it; escalation moves its tier for the rest of this link's life.
-    let mut caller = Caller::new(grant.task.clone(), grant.priority, grant.tier.clone());
+    let mut caller = Caller::of(&grant);
     loop {
         let (id, request) = match link.recv().await {
             Ok(Some(WorkerToBroker::Complete { id, request })) => (id, request),
@@ -113,7 +113,7 @@ pub async fn supervisor_call(
     if request.tier.is_none() {
         request.tier = Some(grant.tier.clone().unwrap_or_else(|| neuraphage_ipc::broker::DEFAULT_TIER.to_owned()));
     }
-    let mut caller = Caller::new(grant.task.clone(), grant.priority, grant.tier.clone());
+    let mut caller = Caller::of(&grant);
     let task = grant.task.clone();
     let notices = events.clone();
     let mut on_notice = move |notice: Notice| {

@@ -42,6 +42,10 @@ pub struct LinkGrant {
     pub priority: u8,
     /// Its model tier (`router`, `worker`, `expert`); `None`: the default tier.
     pub tier: Option<String>,
+    /// The top-level task of its tree (a sub-task's first ancestor without a parent); `None`: the task itself. The
+    /// broker shares a key fairly between trees, so a task that makes sub-tasks does not multiply its share.
+    #[serde(default)]
+    pub tree: Option<TaskId>,
 }
 
 /// One model tier of `neuraphage.yaml`: which provider, model and key pool it uses.

@@ -701,7 +701,7 @@ proptest! {
 
     #[test]
     fn link_grants_round_trip(task in task_id(), priority in any::<u8>(), tier in option::of(text())) {
-        round_trips(&LinkGrant { task, priority, tier })?;
+        round_trips(&LinkGrant { tree: Some(task.clone()), task, priority, tier })?;
     }
 
     #[test]

@@ -23,7 +23,7 @@ use neuraphage_ipc::broker::{
 };
 use neuraphage_ipc::llm::{ChatRequest, ChatResponse, LlmErrorKind, LlmFailure};
 use neuraphage_ipc::lock::LockTableView;
-use neuraphage_ipc::{EventKind, Link, Role, Task, TaskId};
+use neuraphage_ipc::{EventKind, Link, Role, TaskId};
 use tokio::sync::{mpsc, oneshot};
 
 use tokio::net::UnixStream;
@@ -62,9 +62,11 @@ type ReloadAnswer = oneshot::Sender<Result<Vec<String>, String>>;
 /// New settings for the broker, and where its answer goes.
 type Reload = (BrokerSettings, ReloadAnswer);
 
-/// What the supervisor tells the broker about a task's worker link.
-pub fn grant(task: &Task) -> LinkGrant {
-    LinkGrant { task: task.id.clone(), priority: task.priority.get(), tier: task.tier.clone() }
+/// What the supervisor tells the broker about a task's worker link (or a call on its behalf): the task as stored
+/// now — its priority, its tier (an escalation moves it) and its tree's top-level task (fair queuing counts trees).
+pub fn grant(daemon: &Daemon, id: &TaskId) -> crate::error::Result<LinkGrant> {
+    let (task, tree) = daemon.with_store(|s| Ok((s.task(id)?, s.root_of(id)?)))?;
+    Ok(LinkGrant { priority: task.priority.get(), tier: task.tier.clone(), tree: Some(tree), task: task.id })
 }
 
 /// A question for the broker: send the lock table here.
@@ -303,9 +305,8 @@ pub async fn keep_alive(
                 }
             }
         }
-        let grant_of = |id: &TaskId| match workers.with_store(|s| s.task(id)) {
-            Ok(task) => grant(&task),
-            Err(_) => LinkGrant { task: id.clone(), priority: 2, tier: None },
+        let grant_of = |id: &TaskId| {
+            grant(&workers, id).unwrap_or_else(|_| LinkGrant { task: id.clone(), priority: 2, tier: None, tree: None })
         };
         workers.workers.relink_all(&broker, grant_of);
     }

@@ -169,8 +169,8 @@ impl Daemon {
             retryable: false,
             retry_after_ms: None,
         };
-        let grant = match self.with_store(|s| s.task(task)) {
-            Ok(t) => crate::broker_link::grant(&t),
+        let grant = match crate::broker_link::grant(self, task) {
+            Ok(grant) => grant,
             Err(e) => return Err(failure(format!("{task}: {e}"))),
         };
         let broker = self.broker.get().ok_or_else(|| failure("the broker is not running yet".to_owned()))?;

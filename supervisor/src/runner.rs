@@ -295,8 +295,13 @@ async fn worker_session(
     drop(broker_theirs);
     // The broker gets the other end of the worker's broker link; the supervisor keeps no copy.
     // Its priority and tier as stored now (an escalation during an earlier worker's life moved the tier).
-    let current = daemon.with_store(|s| s.task(&task.id)).unwrap_or_else(|_| task.clone());
-    broker.hand_over(&crate::broker_link::grant(&current), std::os::fd::OwnedFd::from(broker_ours))?;
+    let grant = crate::broker_link::grant(daemon, &task.id).unwrap_or_else(|_| neuraphage_ipc::broker::LinkGrant {
+        task: task.id.clone(),
+        priority: task.priority.get(),
+        tier: task.tier.clone(),
+        tree: None,
+    });
+    broker.hand_over(&grant, std::os::fd::OwnedFd::from(broker_ours))?;
 
     let stream = UnixStream::from_std(sup_ours).map_err(|e| e.to_string())?;
     let mut link: WorkerLink = Link::new(stream, MAX_WORKER_FRAME);

@@ -409,3 +409,64 @@ fn sighup_reloads_the_configuration_and_a_bad_one_leaves_the_supervisor_serving(
     assert_eq!(done["status"], "Completed", "{done:#}");
     assert!(model.double.requests().iter().all(|r| r.model() == Some("m-hup")), "the reloaded tier's model is used");
 }
+
+#[test]
+fn a_task_that_makes_sub_tasks_does_not_multiply_its_share_of_a_key() {
+    // One lone task and one tree (a parent and three sub-tasks it does not wait for) on one key limited to 10
+    // requests a second: the key is shared between the two trees, not between the five tasks.
+    const TOTAL: usize = 160;
+    let answered = Arc::new(Mutex::new(0usize));
+    let model = Model::start_with(DoubleConfig {
+        keys: vec![("sk-rl-tree".into(), limited(10))],
+        window: Some(Duration::from_secs(1)),
+        policy: Some(policy(move |r| {
+            let text = r.first_user_text().unwrap_or_default();
+            let mut n = answered.lock().unwrap();
+            *n += 1;
+            if text.contains("parent") && r.tool_result_count() == 0 {
+                let mut reply = Reply::new();
+                for i in 1..=3 {
+                    reply = reply.with_tool(
+                        "Task",
+                        serde_json::json!({"description": format!("rl-tree child {i}"), "wait": false}),
+                    );
+                }
+                Step::Reply(reply)
+            } else if *n > TOTAL {
+                Step::Reply(Reply::text("done").stop(StopReason::EndTurn))
+            } else {
+                Step::Reply(Reply::text("more").stop(StopReason::MaxTokens))
+            }
+        })),
+        ..DoubleConfig::default()
+    });
+    let mut home = TestHome::new();
+    home.write_keys(&keys_yaml(&model.double, 1.0, &["sk-rl-tree"]));
+    home.write_config("max-concurrent: 8\nmax-iterations: 400\nwatcher:\n  enabled: false\n");
+    home.start_supervisor();
+    let lone = new_task(&home, "rl-lone keep going", &[]);
+    let parent = new_task(&home, "rl-tree parent keep going", &[]);
+    for t in home.wait_ended(&[&lone, &parent], WITHIN) {
+        assert_eq!(t["status"], "Completed", "{t:#}");
+    }
+    let requests = model.double.requests();
+    let who: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            let text = r.first_user_text().unwrap_or_default();
+            text.split_whitespace().next().unwrap_or("?").to_owned()
+                + if text.contains("child") { " child" } else { "" }
+        })
+        .collect();
+    // From when all five tasks were waiting on the key (each had made three requests) to the end of the budget.
+    let third_of = |name: &str| who.iter().enumerate().filter(|(_, w)| w.as_str() == name).nth(2).map(|(i, _)| i);
+    let names = ["rl-lone", "rl-tree", "rl-tree child"];
+    assert!(who.iter().any(|w| w == "rl-tree child"), "no child ran: {who:?}");
+    let from = names.iter().map(|n| third_of(n).unwrap_or(usize::MAX)).max().unwrap();
+    let to = TOTAL.min(who.len());
+    assert!(to > from + 40, "too short a shared period ({from}..{to}): {who:?}");
+    let lone_share = who[from..to].iter().filter(|w| w.as_str() == "rl-lone").count() as f64 / (to - from) as f64;
+    eprintln!("lone task's share of {} requests: {lone_share:.2}", to - from);
+    // Fair by task it would be 1 in 5; fair by tree, 1 in 2.
+    assert!((0.38..=0.62).contains(&lone_share), "the lone task had {lone_share:.2} of the key against a tree of four");
+}

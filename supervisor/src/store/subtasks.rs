@@ -134,6 +134,24 @@ impl Store {
         Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
+    /// The top-level task of `id`'s tree: its first ancestor without a parent (itself when it has none).
+    pub fn root_of(&self, id: &TaskId) -> Result<TaskId> {
+        let mut at = id.clone();
+        // Depth is bounded by max-subtask-depth; the bound here only guards against a damaged store.
+        for _ in 0..64 {
+            let parent: Option<String> = self
+                .conn
+                .query_row("SELECT parent FROM tasks WHERE id = ?1", [at.as_str()], |r| r.get(0))
+                .optional()?
+                .flatten();
+            match parent.and_then(|p| p.parse().ok()) {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+        Ok(at)
+    }
+
     /// Whether the parent waits for this child (its `Task` call had `wait: true`).
     pub fn waited_on(&self, child: &TaskId) -> Result<bool> {
         Ok(self.conn.query_row("SELECT subtask_wait FROM tasks WHERE id = ?1", [child.as_str()], |r| r.get(0))?)
