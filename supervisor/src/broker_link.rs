@@ -65,7 +65,7 @@ type Reload = (BrokerSettings, ReloadAnswer);
 /// What the supervisor tells the broker about a task's worker link (or a call on its behalf): the task as stored
 /// now — its priority, its tier (an escalation moves it) and its tree's top-level task (fair queuing counts trees).
 pub fn grant(daemon: &Daemon, id: &TaskId) -> crate::error::Result<LinkGrant> {
-    let (task, tree) = daemon.with_store(|s| Ok((s.task(id)?, s.root_of(id)?)))?;
+    let (task, (_, tree)) = daemon.with_store(|s| Ok((s.task(id)?, s.depth_and_root(id)?)))?;
     Ok(LinkGrant { priority: task.priority.get(), tier: task.tier.clone(), tree: Some(tree), task: task.id })
 }
 

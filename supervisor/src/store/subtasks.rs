@@ -134,24 +134,6 @@ impl Store {
         Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
-    /// The top-level task of `id`'s tree: its first ancestor without a parent (itself when it has none).
-    pub fn root_of(&self, id: &TaskId) -> Result<TaskId> {
-        let mut at = id.clone();
-        // Depth is bounded by max-subtask-depth; the bound here only guards against a damaged store.
-        for _ in 0..64 {
-            let parent: Option<String> = self
-                .conn
-                .query_row("SELECT parent FROM tasks WHERE id = ?1", [at.as_str()], |r| r.get(0))
-                .optional()?
-                .flatten();
-            match parent.and_then(|p| p.parse().ok()) {
-                Some(parent) => at = parent,
-                None => break,
-            }
-        }
-        Ok(at)
-    }
-
     /// Whether the parent waits for this child (its `Task` call had `wait: true`).
     pub fn waited_on(&self, child: &TaskId) -> Result<bool> {
         Ok(self.conn.query_row("SELECT subtask_wait FROM tasks WHERE id = ?1", [child.as_str()], |r| r.get(0))?)
@@ -334,7 +316,12 @@ mod tests {
         s.cancel(&waited.id, None).unwrap();
         s.cancel(&free.id, None).unwrap();
         s.cancel(&top, None).unwrap();
-        assert_eq!(s.untold_subtasks().unwrap(), vec![waited.id.clone(), free.id.clone()]);
+        // Both, in creation order — two made in the same millisecond come in id order, so compare as sets.
+        let mut untold = s.untold_subtasks().unwrap();
+        untold.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut both = vec![waited.id.clone(), free.id.clone()];
+        both.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(untold, both);
         let told = s.tell_parent(&waited.id, "W ended", Some("W ended")).unwrap().unwrap();
         assert_eq!((told.parent, told.advice), (top.clone(), None), "a waited-for child is not advice");
         // The parent has ended: the event, no advice.
