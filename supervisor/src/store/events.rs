@@ -28,25 +28,10 @@ impl Store {
                  LIMIT ?3",
             )?,
         };
-        let rows = stmt.query_map(params![after, through, limit, task.map(TaskId::as_str)], |r| {
-            let seq = r.get::<_, i64>(0)? as u64;
-            let decoded = (|| -> rusqlite::Result<TaskEvent> {
-                let task: String = r.get(1)?;
-                Ok(TaskEvent {
-                    seq,
-                    task: task.parse().map_err(|e: String| super::tasks::conversion(1, e))?,
-                    at: from_millis(r.get(2)?)?,
-                    kind: from_json(3, &r.get::<_, String>(3)?)?,
-                })
-            })();
-            Ok((seq, decoded))
-        })?;
+        let rows = stmt.query_map(params![after, through, limit, task.map(TaskId::as_str)], event_row)?;
         let mut events = Vec::new();
         for row in rows {
-            match row? {
-                (_, Ok(event)) => events.push(event),
-                (seq, Err(e)) => tracing::warn!(seq, error = %e, "an event row does not read back; left out"),
-            }
+            events.extend(row?);
         }
         Ok(events)
     }
@@ -56,6 +41,28 @@ impl Store {
         let seq: Option<i64> =
             self.conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).optional()?.flatten();
         Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+}
+
+/// One `seq, task, at, data` row of the events table as an event; a row that does not read back is logged and
+/// `None` (so one bad row cannot stop a stream or a listing).
+pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<TaskEvent>> {
+    let seq = r.get::<_, i64>(0)? as u64;
+    let decoded = (|| -> rusqlite::Result<TaskEvent> {
+        let task: String = r.get(1)?;
+        Ok(TaskEvent {
+            seq,
+            task: task.parse().map_err(|e: String| super::tasks::conversion(1, e))?,
+            at: from_millis(r.get(2)?)?,
+            kind: from_json(3, &r.get::<_, String>(3)?)?,
+        })
+    })();
+    match decoded {
+        Ok(e) => Ok(Some(e)),
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "an event row does not read back; left out");
+            Ok(None)
+        }
     }
 }
 

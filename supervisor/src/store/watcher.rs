@@ -5,8 +5,9 @@
 use neuraphage_ipc::{EventKind, TaskEvent, TaskId, TaskState, TaskStatus};
 use rusqlite::{OptionalExtension, params};
 
+use super::events::event_row;
 use super::tasks::{append_event, load};
-use super::{Store, from_json, from_millis, to_json};
+use super::{Store, to_json};
 use crate::error::Result;
 
 impl Store {
@@ -59,7 +60,7 @@ impl Store {
             "SELECT seq, task, at, data FROM events
              WHERE task = ?1 AND kind IN (SELECT value FROM json_each(?2)) ORDER BY seq DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![id.as_str(), kinds, limit.min(100_000) as i64], row)?;
+        let rows = stmt.query_map(params![id.as_str(), kinds, limit.min(100_000) as i64], event_row)?;
         let mut events: Vec<TaskEvent> = rows.filter_map(|r| r.ok().flatten()).collect();
         events.reverse();
         Ok(events)
@@ -70,7 +71,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT seq, task, at, data FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT ?2")?;
-        let rows = stmt.query_map(params![kind, limit.min(100_000) as i64], row)?;
+        let rows = stmt.query_map(params![kind, limit.min(100_000) as i64], event_row)?;
         Ok(rows.filter_map(|r| r.ok().flatten()).collect())
     }
 }
@@ -82,26 +83,6 @@ fn session_seq(conn: &rusqlite::Connection, id: &TaskId) -> Result<u64> {
         |r| r.get(0),
     )?;
     Ok(seq as u64)
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<TaskEvent>> {
-    let seq = r.get::<_, i64>(0)? as u64;
-    let decoded = (|| -> rusqlite::Result<TaskEvent> {
-        let task: String = r.get(1)?;
-        Ok(TaskEvent {
-            seq,
-            task: task.parse().map_err(|e: String| super::tasks::conversion(1, e))?,
-            at: from_millis(r.get(2)?)?,
-            kind: from_json(3, &r.get::<_, String>(3)?)?,
-        })
-    })();
-    match decoded {
-        Ok(e) => Ok(Some(e)),
-        Err(e) => {
-            tracing::warn!(seq, error = %e, "an event row does not read back; left out");
-            Ok(None)
-        }
-    }
 }
 
 #[cfg(test)]
