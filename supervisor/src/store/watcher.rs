@@ -91,18 +91,23 @@ mod tests {
     use crate::store::tasks::TaskDraft;
     use neuraphage_ipc::RunningPhase;
 
-    #[test]
-    fn a_stop_is_stored_with_its_event_for_a_running_task_and_spent_by_the_session_end() {
+    /// A store holding one queued task, and a Watcher intervention recommending `recommendation`.
+    fn one_task_and_an_intervention(recommendation: &str) -> (tempfile::TempDir, Store, TaskId, EventKind) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("db")).unwrap();
-        let draft = TaskDraft::new("d");
-        let id = s.create_task(&draft).unwrap().id;
+        let id = s.create_task(&TaskDraft::new("d")).unwrap().id;
         let event = EventKind::WatcherIntervened {
             rule: "r".into(),
-            recommendation: "pause".into(),
+            recommendation: recommendation.into(),
             diagnosis: "d".into(),
             confidence: 0,
         };
+        (dir, s, id, event)
+    }
+
+    #[test]
+    fn a_stop_is_stored_with_its_event_for_a_running_task_and_spent_by_the_session_end() {
+        let (_dir, mut s, id, event) = one_task_and_an_intervention("pause");
         let pause = TaskStatus::WaitingForUser { prompt: "Paused by the Watcher".into() };
         // Not running: the event only.
         assert!(!s.watcher_intervened(&id, 0, &event, Some(&pause)).unwrap());
@@ -127,16 +132,7 @@ mod tests {
 
     #[test]
     fn a_stop_left_by_a_session_whose_end_was_not_stored_never_ends_the_next_session() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db")).unwrap();
-        let draft = TaskDraft::new("d");
-        let id = s.create_task(&draft).unwrap().id;
-        let event = EventKind::WatcherIntervened {
-            rule: "r".into(),
-            recommendation: "abort".into(),
-            diagnosis: "d".into(),
-            confidence: 0,
-        };
+        let (_dir, mut s, id, event) = one_task_and_an_intervention("abort");
         let abort = TaskStatus::Failed { error: "Aborted by the Watcher".into(), recoverable: false };
         s.transition(&id, TaskStatus::Running { phase: RunningPhase::Initializing }).unwrap();
         s.record(&id, EventKind::WorkerStarted { pid: 1, workdir: String::new() }).unwrap();
