@@ -138,6 +138,17 @@ fn start(home: &mut TestHome, model: &Model, bus: &Bus) {
     home.start_supervisor_with(&pairs);
 }
 
+/// A supervisor on `bus` whose configuration (`config`, given the speech script's path) speaks through
+/// [`speech_script`]; the home and the file the script writes what it was given to.
+fn start_speaking(model: &Model, bus: &Bus, config: impl FnOnce(&Path) -> String) -> (TestHome, PathBuf) {
+    let mut home = TestHome::new();
+    let spoken = home.root().join("spoken.txt");
+    let script = speech_script(&home, &spoken);
+    home.write_config(&config(&script));
+    start(&mut home, model, bus);
+    (home, spoken)
+}
+
 fn new_task(home: &TestHome, description: &str) -> String {
     home.json(&["task", "new", description, "--json"])["id"].as_str().unwrap().to_owned()
 }
@@ -146,14 +157,12 @@ fn new_task(home: &TestHome, description: &str) -> String {
 fn a_waiting_task_is_notified_on_the_session_bus_and_spoken() {
     let bus = Bus::start();
     let model = asking_model();
-    let mut home = TestHome::new();
-    let spoken = home.root().join("spoken.txt");
-    let script = speech_script(&home, &spoken);
-    home.write_config(&format!(
-        "notifications:\n  on: [waiting, completed]\n  desktop: true\n  tts-command: [\"{}\", \"--voice\", \"en\"]\n  coalesce-ms: 300\n",
-        script.display()
-    ));
-    start(&mut home, &model, &bus);
+    let (home, spoken) = start_speaking(&model, &bus, |script| {
+        format!(
+            "notifications:\n  on: [waiting, completed]\n  desktop: true\n  tts-command: [\"{}\", \"--voice\", \"en\"]\n  coalesce-ms: 300\n",
+            script.display()
+        )
+    });
     assert!(bus.notifies().is_empty(), "the control: nothing before a task waits");
     let id = new_task(&home, "pick a colour for the logo");
     let call = bus.wait_for("the waiting task", |c| c.contains(&id) && c.contains("needs you"));
@@ -188,14 +197,9 @@ fn a_waiting_task_is_notified_on_the_session_bus_and_spoken() {
 fn muted_nothing_is_sent_and_unmuted_it_is() {
     let bus = Bus::start();
     let model = asking_model();
-    let mut home = TestHome::new();
-    let spoken = home.root().join("spoken.txt");
-    let script = speech_script(&home, &spoken);
-    home.write_config(&format!(
-        "notifications:\n  on: [waiting]\n  tts-command: [\"{}\"]\n  coalesce-ms: 200\n",
-        script.display()
-    ));
-    start(&mut home, &model, &bus);
+    let (home, spoken) = start_speaking(&model, &bus, |script| {
+        format!("notifications:\n  on: [waiting]\n  tts-command: [\"{}\"]\n  coalesce-ms: 200\n", script.display())
+    });
     home.ok(&["notify", "mute"]);
     let quiet = new_task(&home, "quiet one");
     home.wait_status(&quiet, "WaitingForUser", WITHIN);
@@ -243,14 +247,9 @@ fn a_hostile_question_is_escaped_and_cut_in_the_notification() {
         0 => Step::Reply(Reply::tool("AskUser", json!({ "question": question }))),
         _ => Step::Reply(Reply::text("thanks").stop(StopReason::EndTurn)),
     }));
-    let mut home = TestHome::new();
-    let spoken = home.root().join("spoken.txt");
-    let script = speech_script(&home, &spoken);
-    home.write_config(&format!(
-        "notifications:\n  on: [waiting]\n  tts-command: [\"{}\"]\n  coalesce-ms: 200\n",
-        script.display()
-    ));
-    start(&mut home, &model, &bus);
+    let (home, spoken) = start_speaking(&model, &bus, |script| {
+        format!("notifications:\n  on: [waiting]\n  tts-command: [\"{}\"]\n  coalesce-ms: 200\n", script.display())
+    });
     let id = new_task(&home, "a <i>hostile</i> task");
     let call = bus.wait_for("the waiting task", |c| c.contains(&id));
     // No notification server answers on this bus, so whether it reads markup is unknown: the body is escaped.

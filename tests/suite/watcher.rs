@@ -21,6 +21,12 @@ const CONFIG: &str = "model-tiers:\n  router: { provider: anthropic, model: m-ro
                       max-iterations: 1000\ndrift:\n  max-consecutive-failures: 0\n\
                       watcher:\n  interval-secs: 1\n";
 
+/// [`CONFIG`] with an expert tier too (the tier lines end just before `max-iterations`).
+fn config_with_expert() -> String {
+    let expert = "  expert: { provider: anthropic, model: m-expert, pool: anthropic }\nmax-iterations";
+    CONFIG.replacen("max-iterations", expert, 1)
+}
+
 const NUDGE: &str = "WATCHER-NUDGE: stop running that command, list the folder first";
 
 fn is_judge(r: &RecordedRequest) -> bool {
@@ -142,9 +148,7 @@ fn escalate_resumes_the_task_on_the_next_tier() {
         }
     }));
     let mut home = TestHome::new();
-    // An expert tier too (the tier lines end just before `max-iterations`).
-    let expert = "  expert: { provider: anthropic, model: m-expert, pool: anthropic }\nmax-iterations";
-    home.write_config(&CONFIG.replacen("max-iterations", expert, 1));
+    home.write_config(&config_with_expert());
     home.start_with_model(&model);
     let id = home.json(&["task", "new", "make the build pass", "--json"])["id"].as_str().unwrap().to_owned();
     let done = home.wait_status(&id, "Completed", WITHIN);
@@ -173,8 +177,7 @@ fn escalate_never_lifts_a_sub_task_above_its_parents_tier_it_pauses_it() {
         }
     }));
     let mut home = TestHome::new();
-    let expert = "  expert: { provider: anthropic, model: m-expert, pool: anthropic }\nmax-iterations";
-    home.write_config(&CONFIG.replacen("max-iterations", expert, 1));
+    home.write_config(&config_with_expert());
     home.start_with_model(&model);
     let parent =
         home.json(&["task", "new", "make a child", "--tier", "worker", "--json"])["id"].as_str().unwrap().to_owned();
