@@ -86,12 +86,7 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
                 None => None,
             };
             // Cost: a child runs on no higher tier than its parent's as it stands now (red team).
-            let parent_tier = daemon
-                .with_store(|s| s.task(&parent.id))
-                .ok()
-                .and_then(|t| t.tier)
-                .or_else(|| parent.tier.clone())
-                .unwrap_or_else(|| neuraphage_ipc::broker::DEFAULT_TIER.to_owned());
+            let parent_tier = tier_now(daemon, &parent.id, parent.tier.as_deref());
             if let Some(asked) = tier.as_deref()
                 && above(asked, &parent_tier)
             {
@@ -181,8 +176,17 @@ fn answer_now(daemon: &Daemon, parent: &Task, dirs: &TaskDirs, call: &str, reque
 /// For a sub-task, its parent's tier as it stands now (the highest it may run on); `None` for a top-level task.
 pub fn parent_tier(daemon: &Daemon, id: &TaskId) -> Option<String> {
     let parent = daemon.with_store(|s| s.task(id)).ok()?.parent?;
-    let tier = daemon.with_store(|s| s.task(&parent)).ok().and_then(|p| p.tier);
-    Some(tier.unwrap_or_else(|| neuraphage_ipc::broker::DEFAULT_TIER.to_owned()))
+    Some(tier_now(daemon, &parent, None))
+}
+
+/// Task `id`'s tier as stored now (an escalation moves it), else `fallback`, else the default tier.
+fn tier_now(daemon: &Daemon, id: &TaskId, fallback: Option<&str>) -> String {
+    daemon
+        .with_store(|s| s.task(id))
+        .ok()
+        .and_then(|t| t.tier)
+        .or_else(|| fallback.map(str::to_owned))
+        .unwrap_or_else(|| neuraphage_ipc::broker::DEFAULT_TIER.to_owned())
 }
 
 /// Whether tier `tier` is above tier `of` (an unknown name is above none: it is refused as a name elsewhere).
