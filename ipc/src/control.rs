@@ -19,6 +19,8 @@ pub const MAX_REQUEST_FRAME: usize = 1024 * 1024;
 pub const MAX_REPLY_FRAME: usize = 64 * 1024 * 1024;
 /// The most patch bytes a [`ControlReply::Diff`] carries (the rest is counted, not kept): well inside a reply frame.
 pub const MAX_DIFF_BYTES: u64 = 32 * 1024 * 1024;
+/// How the last line of a patch cut at its bound begins (it goes on to count what was left out).
+pub const DIFF_CUT_NOTE: &str = "[neuraphage: the diff is cut here:";
 
 /// Chosen by the client, echoed in the reply.
 pub type RequestId = u64;

@@ -138,8 +138,8 @@ fn patch(repo: &git2::Repository, base: Oid, tip: Oid, max: u64) -> Result<Strin
             text.push('\n');
         }
         text.push_str(&format!(
-            "[neuraphage: the diff is cut here: {left_lines} more lines ({left_bytes} bytes) left out; the whole \
-             change is on the task's branch]\n"
+            "{} {left_lines} more lines ({left_bytes} bytes) left out; the whole change is on the task's branch]\n",
+            neuraphage_ipc::control::DIFF_CUT_NOTE
         ));
     }
     Ok(text)

@@ -31,9 +31,6 @@ pub const MAX_DIFF_LINE_BYTES: usize = 1024;
 /// far less, the rest is only counted.
 pub const DIFF_ASKED_BYTES: u64 = 8 * 1024 * 1024;
 
-/// How the supervisor's last line of a patch it cut begins.
-const SUPERVISOR_CUT: &str = "[neuraphage: the diff is cut here:";
-
 /// Stream events buffered while the task list is being read.
 const MAX_BUFFERED: usize = 10_000;
 
@@ -486,7 +483,12 @@ pub fn bounded_diff(patch: &str, task: &TaskId) -> (Vec<String>, usize) {
     };
     if cut > 0 {
         // Past what the supervisor sent there is more still (its last line says so): the count is a lower bound.
-        let shown = if patch.trim_end().rsplit('\n').next().is_some_and(|l| l.starts_with(SUPERVISOR_CUT)) {
+        let shown = if patch
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .is_some_and(|l| l.starts_with(neuraphage_ipc::control::DIFF_CUT_NOTE))
+        {
             format!("more than {}", cut - 1)
         } else {
             cut.to_string()
