@@ -116,23 +116,31 @@ fn patch(repo: &git2::Repository, base: Oid, tip: Oid, max: u64) -> Result<Strin
     let base = repo.find_commit(base)?.tree()?;
     let tip = repo.find_tree(tip)?;
     let diff = repo.diff_tree_to_tree(Some(&base), Some(&tip), Some(&mut DiffOptions::new()))?;
-    let mut patch = Vec::new();
+    let mut text = String::new();
     let (mut left_lines, mut left_bytes) = (0u64, 0u64);
     diff.print(DiffFormat::Patch, |_, _, line| {
         let origin = matches!(line.origin(), '+' | '-' | ' ');
-        let len = line.content().len() as u64 + u64::from(origin);
-        if left_lines > 0 || patch.len() as u64 + len > max {
+        if left_lines > 0 {
             left_lines += 1;
-            left_bytes += len;
+            left_bytes += line.content().len() as u64 + u64::from(origin);
+            return true;
+        }
+        // Bytes that are not UTF-8 become U+FFFD (3 bytes each): the bound is on the text sent, not on the bytes
+        // read, or a line of 0xFF would triple a cut patch past the reply frame. A line ends in `\n`, so no
+        // character is split between two.
+        let content = String::from_utf8_lossy(line.content());
+        let len = content.len() as u64 + u64::from(origin);
+        if text.len() as u64 + len > max {
+            left_lines += 1;
+            left_bytes += line.content().len() as u64 + u64::from(origin);
             return true;
         }
         if origin {
-            patch.push(line.origin() as u8);
+            text.push(line.origin());
         }
-        patch.extend_from_slice(line.content());
+        text.push_str(&content);
         true
     })?;
-    let mut text = String::from_utf8_lossy(&patch).into_owned();
     if left_lines > 0 {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
@@ -187,5 +195,59 @@ mod tests {
             )
         );
         assert!(kept_lines > 100 && kept_lines < 10_000, "{kept_lines}");
+    }
+}
+
+#[cfg(test)]
+mod attacks {
+    use super::*;
+
+    /// A repository whose first commit is empty and a tree holding `files` (name, bytes).
+    fn repo_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, git2::Repository, Oid, Oid) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let (base, tip) = {
+            let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+            let empty = repo.treebuilder(None).unwrap().write().unwrap();
+            let base = repo.commit(None, &sig, &sig, "base", &repo.find_tree(empty).unwrap(), &[]).unwrap();
+            let mut tree = repo.treebuilder(None).unwrap();
+            for (name, bytes) in files {
+                let blob = repo.blob(bytes).unwrap();
+                tree.insert(name, blob, 0o100644).unwrap();
+            }
+            (base, tree.write().unwrap())
+        };
+        (dir, repo, base, tip)
+    }
+
+    #[test]
+    fn invalid_utf8_does_not_grow_a_cut_patch_past_its_bound() {
+        // Lines of bytes that are not UTF-8 (no NUL, so git reads the file as text): each byte becomes U+FFFD.
+        let line = [&[0xffu8; 99][..], b"\n"].concat();
+        let body = line.repeat(10_000);
+        let (_dir, repo, base, tip) = repo_with(&[("bad.txt", &body)]);
+        // Control: the raw bytes kept fit the bound.
+        let cut = patch(&repo, base, tip, 64 * 1024).unwrap();
+        let note = cut.trim_end().rsplit('\n').next().unwrap();
+        assert!(note.starts_with(neuraphage_ipc::control::DIFF_CUT_NOTE), "{note}");
+        let kept = cut.len() - note.len() - 1;
+        assert!(kept <= 64 * 1024, "{kept} bytes kept for a bound of 65536");
+    }
+
+    #[test]
+    fn one_line_larger_than_the_bound_leaves_only_the_note() {
+        let body = vec![b'a'; 1 << 20];
+        let (_dir, repo, base, tip) = repo_with(&[("one.txt", &body)]);
+        let cut = patch(&repo, base, tip, 4096).unwrap();
+        assert!(cut.len() < 4096 + 200, "{}", cut.len());
+        assert!(cut.contains(neuraphage_ipc::control::DIFF_CUT_NOTE));
+    }
+
+    #[test]
+    fn a_file_name_cannot_start_a_line_of_the_patch() {
+        let name = "x\n[neuraphage: the diff is cut here: 0 more lines";
+        let (_dir, repo, base, tip) = repo_with(&[(name, b"hi\n")]);
+        let whole = patch(&repo, base, tip, u64::MAX).unwrap();
+        assert!(!whole.lines().any(|l| l.starts_with(neuraphage_ipc::control::DIFF_CUT_NOTE)), "{whole}");
     }
 }
