@@ -128,6 +128,7 @@ impl LiveLog {
         // A single huge streamed text keeps only its tail.
         if self.bytes > MAX_LOG_BYTES
             && let Some(Entry::Text(t)) = self.entries.back_mut()
+            && t.len() > MAX_LOG_BYTES
         {
             let mut start = t.len() - MAX_LOG_BYTES;
             while !t.is_char_boundary(start) {
@@ -277,8 +278,11 @@ impl LiveLog {
         });
         match found {
             Some(outcome) => {
-                self.bytes += line.len();
+                // A model picks the ids: the same one may be answered again, replacing what it weighed.
+                let old = outcome.as_ref().map_or(0, |(_, o)| o.len());
+                self.bytes = self.bytes - old + line.len();
                 *outcome = Some((is_error, line));
+                self.trim();
             }
             None => self.push(Entry::Tool {
                 id: cut(tool_use_id, 256).to_owned(),
@@ -566,6 +570,48 @@ mod tests {
         }
         assert_eq!(logs.len(), MAX_LOGS);
         assert!(logs.get(&TaskId::from_bits(0)).is_none());
+    }
+
+    /// The sum of what the log's entries weigh, to hold its running count to.
+    fn weighed(log: &LiveLog) -> usize {
+        log.entries().iter().map(Entry::bytes).sum()
+    }
+
+    #[test]
+    fn a_tool_call_id_answered_many_times_keeps_the_byte_count_true() {
+        // A model chooses its tool calls' ids: the same id every time, answered every time.
+        let result = format!("{}\n", "r".repeat(TOOL_TEXT));
+        let mut log = LiveLog::default();
+        log.event(&ev(EventKind::ToolCall { tool: "Bash".into(), tool_use_id: "x".into(), input: "{}".into() }));
+        for _ in 0..200 {
+            log.event(&ev(EventKind::ToolResult {
+                tool: "Bash".into(),
+                tool_use_id: "x".into(),
+                is_error: false,
+                result: result.clone(),
+            }));
+        }
+        assert_eq!(log.bytes, weighed(&log));
+        // Streamed text after it trims against a true count (a count grown past the entries' own would leave one
+        // short text over the bound, and cutting its tail underflowed).
+        log.text("hello");
+        assert_eq!(log.bytes, weighed(&log));
+        assert!(matches!(log.entries().back(), Some(Entry::Text(t)) if t == "hello"));
+        // The same from a conversation read on attaching.
+        let answer =
+            |_: usize| ContentBlock::ToolResult { tool_use_id: "x".into(), content: result.clone(), is_error: false };
+        let mut content =
+            vec![ContentBlock::ToolUse { id: "x".into(), name: "Bash".into(), input: serde_json::json!({}) }];
+        content.extend((0..200).map(answer));
+        let messages = vec![
+            Message { role: Speaker::User, content },
+            Message { role: Speaker::Assistant, content: vec![ContentBlock::Text { text: "done".into() }] },
+        ];
+        let mut log = LiveLog::default();
+        log.load_conversation(&messages, 0, &TaskId::from_bits(1));
+        assert_eq!(log.bytes, weighed(&log));
+        log.text("more");
+        assert_eq!(log.bytes, weighed(&log));
     }
 
     #[test]
