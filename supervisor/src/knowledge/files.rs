@@ -413,6 +413,22 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_or_a_huge_sparse_file_by_a_learning_name_is_refused_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        // Control: a regular file of the same shape is read.
+        let good = dir.path().join("k-good.md");
+        std::fs::write(&good, render(&sample("k-good")).unwrap()).unwrap();
+        assert_eq!(read(&good).unwrap().id, "k-good");
+        let folder = dir.path().join("k-dir.md");
+        std::fs::create_dir(&folder).unwrap();
+        assert_eq!(read(&folder).unwrap_err(), "it is not a regular file");
+        // A terabyte the disk does not hold: only MAX_FILE_BYTES + 1 of it is read.
+        let sparse = dir.path().join("k-sparse.md");
+        std::fs::File::create(&sparse).unwrap().set_len(1 << 40).unwrap();
+        assert_eq!(read(&sparse).unwrap_err(), format!("it is over {MAX_FILE_BYTES} bytes"));
+    }
+
+    #[test]
     fn ids_are_checked() {
         assert!(valid_id(&new_id()));
         assert!(!valid_id("../x") && !valid_id("") && !valid_id("A"));
