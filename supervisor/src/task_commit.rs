@@ -157,21 +157,28 @@ fn patch(repo: &git2::Repository, base: Oid, tip: Oid, max: u64) -> Result<Strin
 mod tests {
     use super::*;
 
-    /// A repository whose first commit is empty and a tree holding `lines` numbered lines in one file.
-    fn repo_with_change(lines: usize) -> (tempfile::TempDir, git2::Repository, Oid, Oid) {
+    /// A repository whose first commit is empty and a tree holding `files` (name, bytes).
+    pub(super) fn repo_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, git2::Repository, Oid, Oid) {
         let dir = tempfile::tempdir().unwrap();
         let repo = git2::Repository::init(dir.path()).unwrap();
         let (base, tip) = {
             let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
             let empty = repo.treebuilder(None).unwrap().write().unwrap();
             let base = repo.commit(None, &sig, &sig, "base", &repo.find_tree(empty).unwrap(), &[]).unwrap();
-            let text: String = (0..lines).map(|i| format!("line {i:06}\n")).collect();
-            let blob = repo.blob(text.as_bytes()).unwrap();
             let mut tree = repo.treebuilder(None).unwrap();
-            tree.insert("big.txt", blob, 0o100644).unwrap();
+            for (name, bytes) in files {
+                let blob = repo.blob(bytes).unwrap();
+                tree.insert(name, blob, 0o100644).unwrap();
+            }
             (base, tree.write().unwrap())
         };
         (dir, repo, base, tip)
+    }
+
+    /// [`repo_with`] one file of `lines` numbered lines.
+    fn repo_with_change(lines: usize) -> (tempfile::TempDir, git2::Repository, Oid, Oid) {
+        let text: String = (0..lines).map(|i| format!("line {i:06}\n")).collect();
+        repo_with(&[("big.txt", text.as_bytes())])
     }
 
     #[test]
@@ -200,25 +207,8 @@ mod tests {
 
 #[cfg(test)]
 mod attacks {
+    use super::tests::repo_with;
     use super::*;
-
-    /// A repository whose first commit is empty and a tree holding `files` (name, bytes).
-    fn repo_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, git2::Repository, Oid, Oid) {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = git2::Repository::init(dir.path()).unwrap();
-        let (base, tip) = {
-            let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-            let empty = repo.treebuilder(None).unwrap().write().unwrap();
-            let base = repo.commit(None, &sig, &sig, "base", &repo.find_tree(empty).unwrap(), &[]).unwrap();
-            let mut tree = repo.treebuilder(None).unwrap();
-            for (name, bytes) in files {
-                let blob = repo.blob(bytes).unwrap();
-                tree.insert(name, blob, 0o100644).unwrap();
-            }
-            (base, tree.write().unwrap())
-        };
-        (dir, repo, base, tip)
-    }
 
     #[test]
     fn invalid_utf8_does_not_grow_a_cut_patch_past_its_bound() {
