@@ -348,6 +348,11 @@ async fn worker_session(
     })
 }
 
+/// The end of a session whose worker could not enforce the sandbox.
+fn sandbox_refused(why: &str) -> Ending {
+    Ending::Refused(format!("the worker cannot enforce the sandbox: {why}"))
+}
+
 /// The variables that point a task's HTTP clients at its proxy.
 const PROXY_ENV: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 
@@ -498,6 +503,13 @@ async fn converse(
         allowed_tools,
     };
     if let Err(e) = link.send(&SupervisorToWorker::Start(Box::new(start))).await {
+        // A worker that cannot enforce its sandbox sends its report and exits at once, maybe before `Start` reached
+        // it: the report is still in the link, and the task is refused with its reason rather than lost.
+        if let Ok(Ok(Some(WorkerToSupervisor::Sandbox(SandboxReport { refused: Some(why), .. })))) =
+            tokio::time::timeout(Duration::from_secs(1), link.recv()).await
+        {
+            return sandbox_refused(&why);
+        }
         return Ending::Lost(format!("cannot start the worker: {e}"));
     }
     daemon.transition(&task.id, TaskStatus::Running { phase: RunningPhase::AssemblingContext });
@@ -551,7 +563,7 @@ async fn converse(
             Ok(Some(WorkerToSupervisor::Sandbox(report))) => {
                 let SandboxReport { profile, kernel_abi, mut enforced, mut missing, refused } = report;
                 if let Some(why) = refused {
-                    return Ending::Refused(format!("the worker cannot enforce the sandbox: {why}"));
+                    return sandbox_refused(&why);
                 }
                 // The supervisor's side of the sandbox: the cgroup's limits, or why the task has none.
                 enforced.extend(cgroup.enforced.iter().cloned());
