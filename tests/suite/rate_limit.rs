@@ -240,10 +240,13 @@ fn a_revoked_key_leaves_the_pool_with_an_event_and_the_other_key_serves() {
     let mut home = TestHome::new();
     home.write_keys(&keys_yaml(&model.double, 60.0, &["sk-rl-revoked", "sk-rl-good"]));
     home.start_supervisor();
-    let ids: Vec<String> = (0..2).map(|i| new_task(&home, &format!("carry on rl-rev{i}"), &[])).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    for t in home.wait_ended(&refs, WITHIN) {
-        assert_eq!(t["status"], "Completed", "{t:#}");
+    // One task after the other: two first requests at once could both reach the revoked key before its first 401
+    // (a key whose limits are unknown lets several out), which is not what this test is about.
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let id = new_task(&home, &format!("carry on rl-rev{i}"), &[]);
+        assert_eq!(home.wait_ended(&[&id], WITHIN)[0]["status"], "Completed");
+        ids.push(id);
     }
     let revoked = model.double.requests().iter().filter(|r| r.header("x-api-key") == Some("sk-rl-revoked")).count();
     // Both keys start with nothing known; the first request goes to the first key, which is refused once, then
